@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# asterisk-sandbox.sh -- a real Asterisk (Debian sid's package) in a chroot on
+# 127.0.0.1, configured with exactly the files in conf/asterisk/, for testing
+# voicebot1 against.
+#
+#   scripts/asterisk-sandbox.sh up       build the root (first time only), install
+#                                        conf/asterisk/, start Asterisk, wait for ARI
+#   scripts/asterisk-sandbox.sh down     stop Asterisk and every helper (SIPp, tcpdump)
+#   scripts/asterisk-sandbox.sh status   up/down, version, channel and bridge counts
+#   scripts/asterisk-sandbox.sh cli "pjsip show endpoints"
+#   scripts/asterisk-sandbox.sh logs [-f]
+#
+# Ports: VB1_ARI_PORT (8088), VB1_SIP_PORT (5060), VB1_DEST_PORT (5080, the
+# SIPp "Avaya side" behind AVAYA-endpoint). Root: /var/lib/voicebot1-sandbox.
+# VB1_REBUILD=1 forces a fresh debootstrap.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+# What goes into the root. Changing this list changes the completion marker's
+# content, which makes the next "up" rebuild the root.
+ROOT_PACKAGES="asterisk,asterisk-modules,asterisk-config"
+SUITE=sid
+MARKER="$VB1_STATE_DIR/root.complete"
+MARKER_CONTENT="suite=$SUITE packages=$ROOT_PACKAGES"
+UP_TIMEOUT="${VB1_UP_TIMEOUT:-60}"
+AST_PIDFILE="$VB1_RUN_DIR/asterisk.pid"
+AST_OUT="$VB1_RUN_DIR/asterisk.console.log"
+
+# The Debian mirror this machine's apt already uses (never a hard-coded host).
+mirror_uri() {
+    local uri=""
+    if [ -n "${VB1_MIRROR:-}" ]; then echo "$VB1_MIRROR"; return; fi
+    if [ -r /etc/apt/sources.list.d/debian.sources ]; then
+        # First "URIs:" of a stanza that is not the security archive.
+        uri="$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/debian.sources \
+               | grep -v -- '-security' | head -n1 || true)"
+    fi
+    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
+        uri="$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^(http|https|ftp|file):/) { print $i; break } }' \
+               /etc/apt/sources.list | grep -v -- '-security' | head -n1 || true)"
+    fi
+    [ -n "$uri" ] || die "no Debian mirror URI found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list (set VB1_MIRROR)"
+    echo "$uri"
+}
+
+# Mount points at or below a directory, deepest first.
+mounts_under() {
+    local dir="$1"
+    awk -v d="$dir" '{ m = $2; gsub(/\\040/, " ", m); if (m == d || index(m, d "/") == 1) print m }' /proc/mounts | sort -r
+}
+
+# Unmount everything below a directory. Must happen before any copy or rm of
+# the root: a live /proc or a bound /dev inside it must never be archived or
+# deleted through.
+unmount_under() {
+    local dir="$1" m
+    for m in $(mounts_under "$dir"); do
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || die "cannot unmount $m"
+    done
+    [ -z "$(mounts_under "$dir")" ] || die "still mounted below $dir: $(mounts_under "$dir" | tr '\n' ' ')"
+}
+
+safe_rm_tree() {
+    local dir="$1"
+    [ -e "$dir" ] || return 0
+    unmount_under "$dir"
+    rm -rf --one-file-system "$dir"
+}
+
+root_complete() {
+    [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$MARKER_CONTENT" ] && [ -x "$VB1_ROOT/usr/sbin/asterisk" ]
+}
+
+build_root() {
+    local uri tmp="$VB1_STATE_DIR/root.building" blog="$VB1_STATE_DIR/debootstrap.log" t0=$SECONDS
+    uri="$(mirror_uri)"
+    mkdir -p "$VB1_STATE_DIR"
+    rm -f "$MARKER"
+    safe_rm_tree "$tmp"
+    safe_rm_tree "$VB1_ROOT"
+    log "building the Asterisk root: debootstrap $SUITE ($ROOT_PACKAGES) from $uri (about a minute; log: $blog)"
+    if ! debootstrap --variant=minbase --include="$ROOT_PACKAGES" "$SUITE" "$tmp" "$uri" >"$blog" 2>&1; then
+        unmount_under "$tmp" || true
+        die "debootstrap of Debian $SUITE from $uri failed: $(grep -E '^(E|W):' "$blog" | tail -n1 || tail -n1 "$blog") (full log: $blog)"
+    fi
+    # debootstrap mounts /proc and /sys while it installs; make sure nothing is
+    # left mounted before the tree is moved and reused.
+    unmount_under "$tmp"
+    # Keep the root small and deterministic.
+    chroot "$tmp" apt-get clean >/dev/null 2>&1 || true
+    mv "$tmp" "$VB1_ROOT"
+    echo "$MARKER_CONTENT" >"$MARKER"
+    log "root built in $((SECONDS - t0)) s ($(du -sh --one-file-system "$VB1_ROOT" | cut -f1))"
+}
+
+# Device nodes Asterisk needs. Created as real nodes in the root (no bind
+# mount of the host's /dev, so there is nothing to unmount or to delete through).
+ensure_dev_nodes() {
+    local spec name major minor
+    mkdir -p "$VB1_ROOT/dev"
+    for spec in null:1:3 zero:1:5 random:1:8 urandom:1:9 tty:5:0; do
+        IFS=: read -r name major minor <<<"$spec"
+        if [ ! -c "$VB1_ROOT/dev/$name" ]; then
+            rm -f "$VB1_ROOT/dev/$name"
+            mknod -m 666 "$VB1_ROOT/dev/$name" c "$major" "$minor" \
+                || die "cannot create $VB1_ROOT/dev/$name (mknod failed)"
+        fi
+    done
+}
+
+# Replace one exact line of a config file and check the result, so that a
+# changed sample file cannot silently keep the default port.
+subst_line() {  # subst_line FILE OLD NEW
+    local f="$1" old="$2" new="$3"
+    grep -qxF -- "$old" "$f" || die "$(basename "$f"): expected line '$old' not found (the sandbox rewrites it)"
+    sed -i "s|^${old}\$|${new}|" "$f"
+    grep -qxF -- "$new" "$f" || die "$(basename "$f"): could not set '$new'"
+}
+
+install_config() {
+    local src="$VB1_REPO_DIR/conf/asterisk" etc="$VB1_ROOT/etc/asterisk" h
+    [ -f "$src/pjsip.conf" ] || die "configuration not found: $src"
+    # Exactly the files of conf/asterisk/: the Debian samples are removed so
+    # nothing else shapes the sandbox's behaviour.
+    rm -rf "$etc"
+    mkdir -p "$etc"
+    cp "$src"/*.conf "$etc/"
+    subst_line "$etc/http.conf" "bindport=8088" "bindport=$VB1_ARI_PORT"
+    subst_line "$etc/pjsip.conf" "bind=127.0.0.1:5060" "bind=127.0.0.1:$VB1_SIP_PORT"
+    subst_line "$etc/pjsip.conf" "contact=sip:127.0.0.1:5080" "contact=sip:127.0.0.1:$VB1_DEST_PORT"
+    # Asterisk resolves the host name and A.ROOT-SERVERS.NET for every call;
+    # under concurrency those lookups stalled SIP for seconds and failed calls.
+    # Answer both from /etc/hosts (loopback: the bench never leaves 127.0.0.1).
+    h="$(hostname)"
+    cat >"$VB1_ROOT/etc/hosts" <<HOSTS
+127.0.0.1 localhost $h
+127.0.0.1 A.ROOT-SERVERS.NET a.root-servers.net
+::1 localhost ip6-localhost ip6-loopback
+HOSTS
+}
+
+asterisk_pid() {
+    local pid
+    [ -f "$AST_PIDFILE" ] || return 1
+    pid="$(cat "$AST_PIDFILE")"
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    echo "$pid"
+}
+
+# Processes whose root directory is the sandbox root (Asterisk and anything
+# it spawned). Matching on the root, not on a process name, stops exactly
+# what this sandbox runs.
+pids_in_root() {
+    local p r real
+    real="$(readlink -f "$VB1_ROOT" 2>/dev/null || echo "$VB1_ROOT")"
+    for p in /proc/[0-9]*; do
+        r="$(readlink "$p/root" 2>/dev/null)" || continue
+        [ "$r" = "$real" ] && echo "${p#/proc/}"
+    done
+    return 0
+}
+
+ari_info_ok() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 2 -u "$VB1_ARI_USER:$VB1_ARI_PASS" \
+        "$VB1_ARI_URL/asterisk/info" 2>/dev/null | grep -qx 200
+}
+
+log_tail() {
+    echo "--- last lines of Asterisk's console ($AST_OUT) ---" >&2
+    tail -n 40 "$AST_OUT" >&2 2>/dev/null || true
+    echo "--- last lines of messages.log ---" >&2
+    tail -n 20 "$VB1_ROOT/var/log/asterisk/messages.log" >&2 2>/dev/null || true
+}
+
+cmd_up() {
+    local t0=$SECONDS pid
+    require_root
+    ensure_host_packages
+    if asterisk_pid >/dev/null || [ -n "$(pids_in_root)" ]; then
+        log "Asterisk is already running: restarting it with the current configuration"
+        cmd_down >/dev/null
+    fi
+    if [ "${VB1_REBUILD:-0}" = 1 ] || ! root_complete; then
+        build_root
+    else
+        log "reusing the Asterisk root in $VB1_ROOT"
+    fi
+    # Our listening ports must be free (another Asterisk, an old SIPp...).
+    port_busy tcp "$VB1_ARI_PORT" && die "TCP port $VB1_ARI_PORT (VB1_ARI_PORT) is already in use"
+    port_busy udp "$VB1_SIP_PORT" && die "UDP port $VB1_SIP_PORT (VB1_SIP_PORT) is already in use"
+    ensure_dev_nodes
+    install_config
+    mkdir -p "$VB1_RUN_DIR" "$VB1_HELPER_DIR" "$VB1_ROOT/var/run/asterisk" "$VB1_ROOT/var/log/asterisk"
+    rm -f "$VB1_ROOT/var/run/asterisk/asterisk.ctl" "$VB1_ROOT/var/run/asterisk/asterisk.pid"
+    # One log per run, so "logs" shows this run.
+    [ -f "$VB1_ROOT/var/log/asterisk/messages.log" ] && \
+        mv -f "$VB1_ROOT/var/log/asterisk/messages.log" "$VB1_ROOT/var/log/asterisk/messages.log.1"
+    # -f: foreground, so the pid we record is Asterisk's; -n: no colours in the
+    # captured console. Run as root without -U (see conf/asterisk/asterisk.conf).
+    setsid chroot "$VB1_ROOT" /usr/sbin/asterisk -f -n </dev/null >"$AST_OUT" 2>&1 &
+    pid=$!
+    echo "$pid" >"$AST_PIDFILE"
+    echo "VB1_ARI_PORT=$VB1_ARI_PORT VB1_SIP_PORT=$VB1_SIP_PORT VB1_DEST_PORT=$VB1_DEST_PORT" >"$VB1_RUN_DIR/ports"
+    local deadline=$((SECONDS + UP_TIMEOUT))
+    until ari_info_ok; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log_tail
+            die "Asterisk exited during start-up (see the log lines above)"
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            log_tail
+            die "Asterisk did not answer GET $VB1_ARI_URL/asterisk/info within ${UP_TIMEOUT} s"
+        fi
+        sleep 0.3
+    done
+    log "Asterisk is up in $((SECONDS - t0)) s: ARI $VB1_ARI_URL (user $VB1_ARI_USER), SIP udp 127.0.0.1:$VB1_SIP_PORT, AVAYA-endpoint -> 127.0.0.1:$VB1_DEST_PORT"
+}
+
+# Wait up to N seconds for a pid to exit.
+wait_gone() {  # wait_gone PID SECONDS
+    local pid="$1" i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+cmd_down() {
+    local f pid stopped=0
+    require_root
+    # 1. Helpers the bench scripts registered (SIPp callers/UAS, tcpdump).
+    if [ -d "$VB1_HELPER_DIR" ]; then
+        for f in "$VB1_HELPER_DIR"/*.pid; do
+            [ -e "$f" ] || continue
+            pid="$(cat "$f")"
+            if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+                kill -TERM "$pid" 2>/dev/null || true
+                wait_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true
+                stopped=$((stopped + 1))
+            fi
+            rm -f "$f"
+        done
+    fi
+    # 2. Asterisk: orderly stop first, then signals.
+    if [ -d "$VB1_ROOT" ]; then
+        if pid="$(asterisk_pid)"; then
+            timeout 10 chroot "$VB1_ROOT" /usr/sbin/asterisk -rx "core stop now" >/dev/null 2>&1 || true
+            wait_gone "$pid" 15 || { kill -TERM "$pid" 2>/dev/null || true; wait_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true; }
+            stopped=$((stopped + 1))
+        fi
+        # 3. Anything else still running inside the root.
+        for pid in $(pids_in_root); do
+            kill -TERM "$pid" 2>/dev/null || true
+            wait_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true
+            stopped=$((stopped + 1))
+        done
+        # 4. Whatever is mounted inside the root (the sandbox itself mounts
+        # nothing, but an interrupted debootstrap may have left /proc, /sys).
+        unmount_under "$VB1_ROOT"
+        [ -d "$VB1_STATE_DIR/root.building" ] && unmount_under "$VB1_STATE_DIR/root.building"
+        rm -f "$VB1_ROOT/var/run/asterisk/asterisk.ctl"
+    fi
+    rm -f "$AST_PIDFILE" "$VB1_RUN_DIR/ports"
+    log "sandbox down (stopped $stopped process(es))"
+}
+
+cmd_status() {
+    local pid ver chans bridges
+    if ! pid="$(asterisk_pid)"; then
+        echo "down"
+        return 3
+    fi
+    [ -f "$VB1_RUN_DIR/ports" ] && eval "$(cat "$VB1_RUN_DIR/ports")" && VB1_ARI_URL="http://127.0.0.1:${VB1_ARI_PORT}/ari"
+    ver="$(timeout 10 chroot "$VB1_ROOT" /usr/sbin/asterisk -rx "core show version" 2>/dev/null | head -n1)"
+    if ! ari_info_ok; then
+        echo "starting or broken: Asterisk pid $pid runs but ARI does not answer on $VB1_ARI_URL"
+        return 1
+    fi
+    chans="$(ari GET /channels | jq length)"
+    bridges="$(ari GET /bridges | jq length)"
+    echo "up: pid $pid, ${ver:-version unknown}"
+    echo "ARI $VB1_ARI_URL, SIP udp 127.0.0.1:$VB1_SIP_PORT, AVAYA-endpoint -> 127.0.0.1:$VB1_DEST_PORT"
+    echo "channels=$chans bridges=$bridges"
+}
+
+cmd_cli() {
+    [ $# -ge 1 ] || die "usage: $0 cli \"<asterisk CLI command>\""
+    require_root
+    asterisk_pid >/dev/null || die "the sandbox is down"
+    timeout 30 chroot "$VB1_ROOT" /usr/sbin/asterisk -rx "$*"
+}
+
+cmd_logs() {
+    local f="$VB1_ROOT/var/log/asterisk/messages.log"
+    [ -f "$f" ] || die "no Asterisk log yet ($f)"
+    if [ "${1:-}" = "-f" ]; then
+        tail -n 50 -F "$f"
+    else
+        tail -n "${VB1_LOG_LINES:-200}" "$f"
+    fi
+}
+
+case "${1:-}" in
+    up)     cmd_up ;;
+    down)   cmd_down ;;
+    status) cmd_status ;;
+    cli)    shift; cmd_cli "$@" ;;
+    logs)   shift; cmd_logs "$@" ;;
+    *)      echo "usage: $0 up|down|status|cli \"<command>\"|logs [-f]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,102 @@
+# scripts/lib/common.sh -- shared settings and helpers for the voicebot1 bench.
+# Sourced by the scripts in scripts/; not meant to be run.
+
+# Ports (movable so the bench can run beside something else on the machine).
+VB1_ARI_PORT="${VB1_ARI_PORT:-8088}"
+VB1_SIP_PORT="${VB1_SIP_PORT:-5060}"
+VB1_DEST_PORT="${VB1_DEST_PORT:-5080}"
+
+# ARI credentials of the sample configuration (conf/asterisk/ari.conf).
+VB1_ARI_USER="${VB1_ARI_USER:-voicebot1}"
+VB1_ARI_PASS="${VB1_ARI_PASS:-voicebot1-sandbox}"
+VB1_ARI_URL="http://127.0.0.1:${VB1_ARI_PORT}/ari"
+
+# Where the sandbox lives. The root (Debian sid + Asterisk) persists across
+# runs so that a second "up" takes seconds; run-time state (pid files) does not.
+VB1_STATE_DIR="${VB1_STATE_DIR:-/var/lib/voicebot1-sandbox}"
+VB1_ROOT="$VB1_STATE_DIR/root"
+VB1_RUN_DIR="${VB1_RUN_DIR:-/run/voicebot1-sandbox}"
+# Helper processes (SIPp, tcpdump) write their pid here so "down" can stop them.
+VB1_HELPER_DIR="$VB1_RUN_DIR/helpers"
+
+VB1_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VB1_REPO_DIR="$(cd "$VB1_SCRIPTS_DIR/.." && pwd)"
+
+die() { echo "error: $*" >&2; exit 1; }
+log() { echo "[$(date +%T)] $*" >&2; }
+
+require_root() {
+    [ "$(id -u)" -eq 0 ] || die "$(basename "$0") must run as root (it chroots, binds ports, captures on lo)"
+}
+
+# Install missing host tools. apt-get update runs at most once per call.
+ensure_host_packages() {
+    local -a missing=()
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v sipp >/dev/null        || missing+=(sip-tester)
+    command -v tcpdump >/dev/null     || missing+=(tcpdump)
+    command -v curl >/dev/null        || missing+=(curl)
+    command -v jq >/dev/null          || missing+=(jq)
+    command -v ss >/dev/null          || missing+=(iproute2)
+    [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing host packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null 2>&1 || die "apt-get update failed (mirror unreachable?)"
+    apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || die "apt-get install ${missing[*]} failed"
+}
+
+# curl against ARI; prints the body, fails on HTTP errors.
+ari() {  # ari METHOD PATH [curl args...]
+    local method="$1" path="$2"; shift 2
+    curl -sS --fail --max-time 10 -u "$VB1_ARI_USER:$VB1_ARI_PASS" -X "$method" "$VB1_ARI_URL$path" "$@"
+}
+
+# The g711a.pcap that ships with Debian's sip-tester. SIPp scenarios refer to
+# it as pcap/g711a.pcap relative to the working directory, so callers run SIPp
+# from a directory that has it (see sipp_workdir).
+VB1_PCAP_SRC="${VB1_PCAP_SRC:-/usr/share/sip-tester/g711a.pcap}"
+
+# Make a scratch directory with pcap/g711a.pcap and the scenarios in it.
+sipp_workdir() {
+    local d
+    d="$(mktemp -d /tmp/vb1-sipp.XXXXXX)"
+    mkdir -p "$d/pcap"
+    [ -r "$VB1_PCAP_SRC" ] || die "$VB1_PCAP_SRC not found (package sip-tester)"
+    cp "$VB1_PCAP_SRC" "$d/pcap/g711a.pcap"
+    cp "$VB1_SCRIPTS_DIR"/sipp/*.xml "$d/"
+    echo "$d"
+}
+
+# Start a helper in the background, detached from the terminal, and register
+# its pid so that "asterisk-sandbox.sh down" stops it even if we die.
+# Usage: start_helper NAME LOGFILE cmd args...   (sets HELPER_PID)
+start_helper() {
+    local name="$1" logf="$2"; shift 2
+    mkdir -p "$VB1_HELPER_DIR"
+    setsid "$@" </dev/null >"$logf" 2>&1 &
+    HELPER_PID=$!
+    echo "$HELPER_PID" >"$VB1_HELPER_DIR/$name.$HELPER_PID.pid"
+}
+
+# Stop a helper started with start_helper: TERM, then KILL after a grace time.
+stop_helper() {  # stop_helper PID [grace_seconds]
+    local pid="$1" grace="${2:-5}" i
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < grace * 10; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    rm -f "$VB1_HELPER_DIR"/*."$pid".pid
+}
+
+# Is a UDP/TCP port on 127.0.0.1 (or any address) already bound?
+port_busy() {  # port_busy udp|tcp PORT
+    local proto="$1" port="$2" flag
+    [ "$proto" = udp ] && flag=-lnu || flag=-lnt
+    ss -H $flag "sport = :$port" 2>/dev/null | grep -q .
+}
