@@ -1,0 +1,262 @@
+//! Runs the voicebot1 binary against a fake ARI: writes a per-test config,
+//! captures stderr/stdout line by line, waits for log lines, stops it with
+//! SIGTERM and prints the captured log when a test fails.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::fake_ari::FakeAri;
+
+/// Per-test configuration; `Default` matches the values in the test contract.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub password: String,
+    pub request_timeout_ms: u64,
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub phase_ms: u64,
+    pub endpoint: String,
+    pub dial_timeout_s: u64,
+    pub workers: u32,
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            password: super::fake_ari::DEFAULT_PASSWORD.into(),
+            request_timeout_ms: 2000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 1000,
+            port_min: 27100,
+            port_max: 27103,
+            phase_ms: 1000,
+            endpoint: "PJSIP/4438007@AVAYA-endpoint".into(),
+            dial_timeout_s: 5,
+            workers: 2,
+            log_level: "debug".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Default config using the 4 media ports `first..=first+3`.
+    pub fn ports(first: u16) -> Config {
+        Config { port_min: first, port_max: first + 3, ..Config::default() }
+    }
+    pub fn pool_size(&self) -> usize {
+        (self.port_max - self.port_min + 1) as usize
+    }
+    pub fn to_toml(&self, url: &str) -> String {
+        format!(
+            "[ari]\nurl = \"{url}\"\nusername = \"voicebot1\"\npassword = \"{}\"\napp = \"voicebot1\"\n\
+             request_timeout_ms = {}\nreconnect_min_ms = {}\nreconnect_max_ms = {}\n\n\
+             [media]\nport_min = {}\nport_max = {}\nphase_ms = {}\n\n\
+             [transfer]\nendpoint = \"{}\"\ndial_timeout_s = {}\n\n\
+             [service]\nworkers = {}\nlog_level = \"{}\"\n",
+            self.password,
+            self.request_timeout_ms,
+            self.reconnect_min_ms,
+            self.reconnect_max_ms,
+            self.port_min,
+            self.port_max,
+            self.phase_ms,
+            self.endpoint,
+            self.dial_timeout_s,
+            self.workers,
+            self.log_level,
+        )
+    }
+}
+
+#[derive(Default)]
+struct LogBuf {
+    lines: Vec<String>,
+    closed_streams: usize,
+}
+
+/// A running voicebot1 process.
+pub struct Voicebot {
+    pub config: Config,
+    child: Option<Child>,
+    exit: Option<ExitStatus>,
+    log: Arc<(Mutex<LogBuf>, Condvar)>,
+    config_path: PathBuf,
+    name: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Voicebot {
+    /// Writes the config for `fake` and starts `voicebot1 CONFIGFILE`.
+    pub fn start(name: &str, fake: &FakeAri, config: Config) -> Voicebot {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let config_path =
+            std::env::temp_dir().join(format!("voicebot1-test-{}-{}-{}.toml", std::process::id(), name, n));
+        std::fs::write(&config_path, config.to_toml(&fake.url())).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_voicebot1"))
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn voicebot1");
+        let log = Arc::new((Mutex::new(LogBuf::default()), Condvar::new()));
+        pump(child.stderr.take().unwrap(), log.clone(), "");
+        pump(child.stdout.take().unwrap(), log.clone(), "[stdout] ");
+        Voicebot { config, child: Some(child), exit: None, log, config_path, name: name.to_string() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        let g = self.log.0.lock().unwrap();
+        g.lines.join("\n")
+    }
+
+    /// Number of log lines containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log.0.lock().unwrap().lines.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.wait_log_where(timeout, |l| l.contains(needle))
+    }
+
+    /// Waits for a log line containing all of `needles`.
+    pub fn wait_log_all(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        self.wait_log_where(timeout, |l| needles.iter().all(|n| l.contains(n)))
+    }
+
+    pub fn wait_log_where(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let (m, c) = &*self.log;
+        let mut g = m.lock().unwrap();
+        loop {
+            if let Some(l) = g.lines.iter().find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline || g.closed_streams >= 2 {
+                return None;
+            }
+            g = c.wait_timeout(g, (deadline - now).min(Duration::from_millis(100))).unwrap().0;
+        }
+    }
+
+    /// Is the process still running?
+    pub fn is_running(&mut self) -> bool {
+        if self.exit.is_some() {
+            return false;
+        }
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(st))) => {
+                self.exit = Some(st);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit. Returns None if it
+    /// did not exit in time (it is then killed).
+    pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if let Some(st) = self.exit {
+            return Some(st);
+        }
+        let pid = self.pid();
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                self.wait_streams_closed(Duration::from_secs(2));
+                return self.exit;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        None
+    }
+
+    /// SIGTERM, then asserts: exit status 0 within 5 s, a `shutdown complete`
+    /// line and `pool N/N free` for the configured pool size.
+    pub fn stop_and_assert_clean(&mut self) {
+        let st = self.terminate(Duration::from_secs(5));
+        assert!(st.is_some(), "voicebot1 did not exit within 5 s of SIGTERM");
+        let st = st.unwrap();
+        assert!(st.success(), "voicebot1 exited with {st} after SIGTERM");
+        let n = self.config.pool_size();
+        let pool = format!("pool {n}/{n} free");
+        assert!(
+            self.log_text().lines().any(|l| l.contains("shutdown complete") && l.contains(&pool)),
+            "no log line with `shutdown complete` and `{pool}`"
+        );
+    }
+
+    fn wait_streams_closed(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let (m, c) = &*self.log;
+        let mut g = m.lock().unwrap();
+        while g.closed_streams < 2 && Instant::now() < deadline {
+            g = c.wait_timeout(g, Duration::from_millis(50)).unwrap().0;
+        }
+    }
+}
+
+impl Drop for Voicebot {
+    fn drop(&mut self) {
+        if self.is_running() {
+            if let Some(c) = self.child.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if thread::panicking() {
+            eprintln!("----- voicebot1 log ({}) -----\n{}\n----- end of voicebot1 log -----", self.name, self.log_text());
+            if let Some(st) = self.exit {
+                eprintln!("voicebot1 exit status: {st}");
+            }
+        }
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+fn pump(r: impl Read + Send + 'static, log: Arc<(Mutex<LogBuf>, Condvar)>, prefix: &'static str) {
+    thread::spawn(move || {
+        let mut br = BufReader::new(r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match br.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    if std::env::var_os("VOICEBOT1_TEST_ECHO").is_some() {
+                        eprintln!("{prefix}{line}");
+                    }
+                    let (m, c) = &*log;
+                    m.lock().unwrap().lines.push(format!("{prefix}{line}"));
+                    c.notify_all();
+                }
+            }
+        }
+        let (m, c) = &*log;
+        m.lock().unwrap().closed_streams += 1;
+        c.notify_all();
+    });
+}
