@@ -1,0 +1,8 @@
+//! Asterisk's REST Interface: typed events, the REST client, the event WebSocket.
+
+pub mod events;
+pub mod rest;
+pub mod websocket;
+
+pub use events::{Bridge, Channel, Event};
+pub use rest::{AriClient, AriError, ErrorKind, HangupReason};

@@ -1,0 +1,343 @@
+//! The ARI REST client: one `ureq` agent (keep-alive pool, timeouts, basic auth) behind a cheap
+//! `Clone` handle that every worker holds.
+//!
+//! Every method names what it was doing in its error, so a log line reads as a sentence:
+//! `creating externalMedia voicebot1-1764…-media: HTTP 500: Internal Server Error`. A 404 is its
+//! own kind, because for teardown "not found" means "already gone", which is success.
+//! Only idempotent requests (GET, DELETE) are retried, once, on a transport error or a 5xx.
+
+use std::fmt;
+use std::time::Duration;
+
+use log::{debug, trace};
+use serde::de::DeserializeOwned;
+
+use super::events::{Bridge, Channel};
+use crate::config::AriConfig;
+
+/// What went wrong with one REST request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 404: the channel, bridge or route does not exist.
+    NotFound,
+    /// 401/403: the credentials were refused.
+    Unauthorized(u16),
+    /// Any other non-2xx status, with Asterisk's `message` when it sent one.
+    Status(u16, String),
+    /// No HTTP answer: refused, reset, timed out, DNS, TLS.
+    Transport(String),
+    /// A 2xx whose body was not what ARI documents.
+    Decode(String),
+}
+
+/// A failed REST request and what it was for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AriError {
+    pub doing: String,
+    pub kind: ErrorKind,
+}
+
+impl AriError {
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+}
+
+impl fmt::Display for AriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::NotFound => write!(f, "{}: HTTP 404 not found", self.doing),
+            ErrorKind::Unauthorized(code) => write!(f, "{}: HTTP {code}: check [ari] username/password", self.doing),
+            ErrorKind::Status(code, msg) if msg.is_empty() => write!(f, "{}: HTTP {code}", self.doing),
+            ErrorKind::Status(code, msg) => write!(f, "{}: HTTP {code}: {msg}", self.doing),
+            ErrorKind::Transport(msg) => write!(f, "{}: {msg}", self.doing),
+            ErrorKind::Decode(msg) => write!(f, "{}: unexpected response: {msg}", self.doing),
+        }
+    }
+}
+
+impl std::error::Error for AriError {}
+
+pub type Result<T> = std::result::Result<T, AriError>;
+
+/// Why a channel is hung up, as ARI's `reason` parameter (it sets the hang-up cause the other
+/// side sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupReason {
+    Normal,
+    Busy,
+    NoAnswer,
+    Congestion,
+}
+
+impl HangupReason {
+    fn as_ari(self) -> &'static str {
+        match self {
+            HangupReason::Normal => "normal",
+            HangupReason::Busy => "busy",
+            HangupReason::NoAnswer => "no_answer",
+            HangupReason::Congestion => "congestion",
+        }
+    }
+}
+
+/// What `originate` needs besides the ids.
+#[derive(Debug, Clone)]
+pub struct Originate<'a> {
+    pub channel_id: &'a str,
+    pub endpoint: &'a str,
+    pub app: &'a str,
+    pub app_args: &'a str,
+    pub caller_id: &'a str,
+    pub timeout: Duration,
+}
+
+/// The ARI REST client. Clones share one connection pool.
+#[derive(Clone)]
+pub struct AriClient {
+    agent: ureq::Agent,
+    base: String,
+    auth: String,
+}
+
+impl fmt::Debug for AriClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AriClient").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// How one request may be retried.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Idempotent {
+    Yes,
+    No,
+}
+
+impl AriClient {
+    pub fn new(config: &AriConfig) -> AriClient {
+        let builder = ureq::AgentBuilder::new()
+            .timeout_connect(config.request_timeout)
+            .timeout(config.request_timeout)
+            .max_idle_connections(64)
+            .max_idle_connections_per_host(64)
+            .user_agent(concat!("voicebot1/", env!("CARGO_PKG_VERSION")));
+        AriClient {
+            agent: builder.build(),
+            base: config.rest_base.clone(),
+            auth: basic_auth(&config.username, config.password.expose()),
+        }
+    }
+
+    /// `GET /asterisk/info`: the Asterisk version, and a check of the credentials.
+    pub fn asterisk_version(&self) -> Result<String> {
+        let doing = "asking Asterisk for its version".to_string();
+        let v: serde_json::Value = self.json("GET", "/asterisk/info", &[], Idempotent::Yes, &doing)?;
+        Ok(v.pointer("/system/version").and_then(|v| v.as_str()).unwrap_or("unknown").to_string())
+    }
+
+    pub fn list_channels(&self) -> Result<Vec<Channel>> {
+        self.json("GET", "/channels", &[], Idempotent::Yes, "listing channels")
+    }
+
+    pub fn list_bridges(&self) -> Result<Vec<Bridge>> {
+        self.json("GET", "/bridges", &[], Idempotent::Yes, "listing bridges")
+    }
+
+    pub fn create_bridge(&self, id: &str, name: &str) -> Result<()> {
+        let doing = format!("creating bridge {id}");
+        self.call("POST", &format!("/bridges/{}", seg(id)), &[("type", "mixing"), ("name", name)], Idempotent::No, &doing)
+            .map(drop)
+    }
+
+    pub fn add_channel(&self, bridge: &str, channel: &str) -> Result<()> {
+        let doing = format!("adding {channel} to bridge {bridge}");
+        self.call("POST", &format!("/bridges/{}/addChannel", seg(bridge)), &[("channel", channel)], Idempotent::No, &doing)
+            .map(drop)
+    }
+
+    pub fn destroy_bridge(&self, id: &str) -> Result<()> {
+        let doing = format!("destroying bridge {id}");
+        self.call("DELETE", &format!("/bridges/{}", seg(id)), &[], Idempotent::Yes, &doing).map(drop)
+    }
+
+    /// Creates an externalMedia channel sending RTP to `external_host` (`ip:port`).
+    pub fn external_media(&self, channel_id: &str, app: &str, external_host: &str, format: &str) -> Result<Channel> {
+        let doing = format!("creating externalMedia {channel_id} to {external_host}");
+        let query = [
+            ("app", app),
+            ("channelId", channel_id),
+            ("external_host", external_host),
+            ("format", format),
+            ("encapsulation", "rtp"),
+            ("transport", "udp"),
+            ("connection_type", "client"),
+            ("direction", "both"),
+        ];
+        self.json("POST", "/channels/externalMedia", &query, Idempotent::No, &doing)
+    }
+
+    /// Originates `o.channel_id` to `o.endpoint`; the channel enters Stasis(`app`, `app_args`)
+    /// when answered.
+    pub fn originate(&self, o: &Originate) -> Result<Channel> {
+        let doing = format!("originating {} to {}", o.channel_id, o.endpoint);
+        let timeout = o.timeout.as_secs().max(1).to_string();
+        let mut query = vec![("endpoint", o.endpoint), ("app", o.app), ("appArgs", o.app_args), ("timeout", timeout.as_str())];
+        if !o.caller_id.is_empty() {
+            query.push(("callerId", o.caller_id));
+        }
+        self.json("POST", &format!("/channels/{}", seg(o.channel_id)), &query, Idempotent::No, &doing)
+    }
+
+    pub fn hangup(&self, channel: &str, reason: HangupReason) -> Result<()> {
+        let doing = format!("hanging up {channel}");
+        self.call("DELETE", &format!("/channels/{}", seg(channel)), &[("reason", reason.as_ari())], Idempotent::Yes, &doing)
+            .map(drop)
+    }
+
+    /// Plays ringing to `channel` (in-band when it is already answered).
+    pub fn ring(&self, channel: &str) -> Result<()> {
+        let doing = format!("ringing {channel}");
+        self.call("POST", &format!("/channels/{}/ring", seg(channel)), &[], Idempotent::Yes, &doing).map(drop)
+    }
+
+    pub fn ring_stop(&self, channel: &str) -> Result<()> {
+        let doing = format!("stopping ringing on {channel}");
+        self.call("DELETE", &format!("/channels/{}/ring", seg(channel)), &[], Idempotent::Yes, &doing).map(drop)
+    }
+
+    fn json<T: DeserializeOwned>(&self, method: &str, path: &str, query: &[(&str, &str)], idem: Idempotent, doing: &str) -> Result<T> {
+        let body = self.call(method, path, query, idem, doing)?;
+        serde_json::from_str(&body).map_err(|e| AriError { doing: doing.to_string(), kind: ErrorKind::Decode(e.to_string()) })
+    }
+
+    /// One request, retried once when idempotent and the failure may be passing.
+    fn call(&self, method: &str, path: &str, query: &[(&str, &str)], idem: Idempotent, doing: &str) -> Result<String> {
+        match self.call_once(method, path, query, doing) {
+            Err(e) if idem == Idempotent::Yes && is_passing(&e.kind) => {
+                debug!("{e}; retrying once");
+                std::thread::sleep(Duration::from_millis(200));
+                self.call_once(method, path, query, doing)
+            }
+            other => other,
+        }
+    }
+
+    fn call_once(&self, method: &str, path: &str, query: &[(&str, &str)], doing: &str) -> Result<String> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = self.agent.request(method, &url).set("Authorization", &self.auth);
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        debug!("ARI {method} {path} {query:?}");
+        let err = |kind| AriError { doing: doing.to_string(), kind };
+        match req.call() {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.into_string().map_err(|e| err(ErrorKind::Transport(format!("reading the response: {e}"))))?;
+                debug!("ARI {method} {path} -> {status}");
+                trace!("ARI {method} {path} body: {body}");
+                Ok(body)
+            }
+            Err(ureq::Error::Status(code, resp)) => {
+                let body = resp.into_string().unwrap_or_default();
+                debug!("ARI {method} {path} -> {code} {body}");
+                Err(err(match code {
+                    404 => ErrorKind::NotFound,
+                    401 | 403 => ErrorKind::Unauthorized(code),
+                    _ => ErrorKind::Status(code, ari_message(&body)),
+                }))
+            }
+            Err(ureq::Error::Transport(t)) => {
+                debug!("ARI {method} {path} -> transport error: {t}");
+                Err(err(ErrorKind::Transport(t.to_string())))
+            }
+        }
+    }
+}
+
+fn is_passing(kind: &ErrorKind) -> bool {
+    match kind {
+        ErrorKind::Transport(_) => true,
+        ErrorKind::Status(code, _) => *code >= 500,
+        _ => false,
+    }
+}
+
+/// ARI error bodies are `{"message": "..."}`; anything else is shown cut short.
+fn ari_message(body: &str) -> String {
+    let msg = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| body.trim().to_string());
+    msg.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// Percent-encodes one path segment (ids are ours, but a caller's channel id comes from Asterisk).
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The `Authorization` header value for HTTP basic auth.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (plain, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+            assert_eq!(base64(plain.as_bytes()), enc);
+        }
+        assert_eq!(basic_auth("voicebot1", "pw"), "Basic dm9pY2Vib3QxOnB3");
+    }
+
+    #[test]
+    fn path_segments_are_escaped() {
+        assert_eq!(seg("1764000000.17"), "1764000000.17");
+        assert_eq!(seg("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn errors_read_as_sentences_and_name_what_was_done() {
+        let e = AriError { doing: "creating bridge b1".into(), kind: ErrorKind::Status(500, "Internal Server Error".into()) };
+        assert_eq!(e.to_string(), "creating bridge b1: HTTP 500: Internal Server Error");
+        let e = AriError { doing: "connecting".into(), kind: ErrorKind::Unauthorized(401) };
+        assert!(e.to_string().contains("401: check [ari] username/password"));
+        assert!(AriError { doing: String::new(), kind: ErrorKind::NotFound }.is_not_found());
+    }
+
+    #[test]
+    fn ari_messages_are_extracted_and_cleaned() {
+        assert_eq!(ari_message(r#"{"message":"Channel not found"}"#), "Channel not found");
+        assert_eq!(ari_message("plain\ntext"), "plaintext");
+        assert_eq!(ari_message(&"x".repeat(1000)).len(), 200);
+    }
+}

@@ -1,0 +1,135 @@
+//! The ARI event WebSocket: connecting (with basic auth in a header, never in the URL) and reading
+//! text frames with a short read timeout so the reader thread notices shutdown.
+
+use std::fmt;
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use log::debug;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message, WebSocket};
+
+use super::rest::basic_auth;
+use crate::config::AriConfig;
+
+/// How often a blocked read returns to let the reader look at its shutdown channel.
+const READ_POLL: Duration = Duration::from_millis(250);
+
+/// Frames larger than this are refused (ARI events are a few kB).
+const MAX_FRAME: usize = 1 << 20;
+
+#[derive(Debug)]
+pub enum ConnectError {
+    /// 401/403 on the upgrade: wrong credentials.
+    Unauthorized(u16),
+    Other(String),
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Unauthorized(code) => write!(f, "{code}: check [ari] username/password"),
+            ConnectError::Other(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// What one read produced.
+#[derive(Debug)]
+pub enum Frame {
+    Text(String),
+    /// Nothing arrived within the poll interval (or a control frame was handled).
+    Idle,
+}
+
+/// A connected event stream.
+pub struct EventSocket {
+    ws: WebSocket<TcpStream>,
+}
+
+/// `host[:port]` or `[v6][:port]` with the port made explicit.
+fn with_port(authority: &str, default: u16) -> String {
+    let has_port = match authority.rfind(']') {
+        Some(i) => authority[i..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{default}")
+    }
+}
+
+/// The URL of the event stream, as logged (no credentials in it).
+pub fn events_url(config: &AriConfig) -> String {
+    format!("{}/events?app={}", config.ws_base, config.app)
+}
+
+impl EventSocket {
+    pub fn connect(config: &AriConfig) -> Result<EventSocket, ConnectError> {
+        let url = events_url(config);
+        let other = |what: &str, e: &dyn fmt::Display| ConnectError::Other(format!("{what} {url}: {e}"));
+        if url.starts_with("wss://") {
+            return Err(ConnectError::Other(format!("{url}: wss:// is not supported by this build")));
+        }
+        let authority = url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
+        let addr = with_port(authority, 80)
+            .to_socket_addrs()
+            .map_err(|e| other("resolving", &e))?
+            .next()
+            .ok_or_else(|| ConnectError::Other(format!("resolving {url}: no address")))?;
+        let stream = TcpStream::connect_timeout(&addr, config.request_timeout).map_err(|e| other("connecting to", &e))?;
+        stream.set_nodelay(true).map_err(|e| other("configuring", &e))?;
+        // The handshake gets the whole request timeout; reads afterwards poll.
+        stream.set_read_timeout(Some(config.request_timeout)).map_err(|e| other("configuring", &e))?;
+        stream.set_write_timeout(Some(config.request_timeout)).map_err(|e| other("configuring", &e))?;
+
+        let mut request = url.as_str().into_client_request().map_err(|e| other("building request for", &e))?;
+        let auth = HeaderValue::from_str(&basic_auth(&config.username, config.password.expose()))
+            .map_err(|_| ConnectError::Other("the ARI username or password contains characters not allowed in a header".into()))?;
+        request.headers_mut().insert("Authorization", auth);
+
+        let mut ws_config = WebSocketConfig::default();
+        ws_config.max_message_size = Some(MAX_FRAME);
+        ws_config.max_frame_size = Some(MAX_FRAME);
+        let (ws, response) = match tungstenite::client::client_with_config(request, stream, Some(ws_config)) {
+            Ok(x) => x,
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+                let code = resp.status().as_u16();
+                return Err(if code == 401 || code == 403 {
+                    ConnectError::Unauthorized(code)
+                } else {
+                    ConnectError::Other(format!("upgrading {url}: HTTP {code}"))
+                });
+            }
+            Err(e) => return Err(other("upgrading", &e)),
+        };
+        debug!("WebSocket {url} connected: HTTP {}", response.status());
+        ws.get_ref().set_read_timeout(Some(READ_POLL)).map_err(|e| other("configuring", &e))?;
+        Ok(EventSocket { ws })
+    }
+
+    /// Reads one frame. `Err` means the connection is over (closed, reset, protocol error).
+    pub fn read(&mut self) -> Result<Frame, String> {
+        match self.ws.read() {
+            Ok(Message::Text(text)) => Ok(Frame::Text(text)),
+            Ok(Message::Binary(b)) => Ok(Frame::Text(String::from_utf8_lossy(&b).into_owned())),
+            Ok(Message::Close(frame)) => Err(format!("closed by Asterisk ({frame:?})")),
+            Ok(_) => Ok(Frame::Idle),
+            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Ok(Frame::Idle)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A handle that can cut the connection from another thread (shutdown).
+    pub fn shutdown_handle(&self) -> io::Result<TcpStream> {
+        self.ws.get_ref().try_clone()
+    }
+}

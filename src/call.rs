@@ -1,0 +1,655 @@
+//! The life of one call as a pure state machine: `Call::on(input) -> Vec<Action>`.
+//!
+//! No I/O happens here. The worker performs each [`Action`] (a REST request, a socket lease, a
+//! timer) and feeds its outcome back as an [`Input`]; events from Asterisk come in as inputs too.
+//! Every interleaving of hang-ups, answers and failures is therefore a plain unit test.
+//!
+//! Invariants:
+//! - At most one set-up request is outstanding at a time: each forward step is emitted only when
+//!   the previous one succeeded. A failed step, or a party leaving, ends the call.
+//! - Ending is one path, [`Call::end`], run at most once: it hangs up every channel the call may
+//!   have created (a request that timed out may still have created it), destroys the bridge,
+//!   releases the socket and finishes. Inputs after the end produce nothing.
+//! - Anything requested is cleaned up: a leg is tracked from the moment its request is sent, not
+//!   from its success.
+
+use std::time::Duration;
+
+use crate::config::PoolExhausted;
+use crate::ids::Role;
+
+/// What the worker tells the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The pool answered the lease request: `true` if a socket was leased.
+    Leased(bool),
+    /// A REST step finished.
+    Done(Step, Result<(), Failure>),
+    /// The externalMedia channel entered Stasis.
+    MediaUp,
+    /// The destination answered (its channel entered Stasis).
+    DestUp,
+    /// A party's channel left Stasis or was destroyed, with the hang-up cause when known.
+    Left(Role, Option<i64>),
+    /// A timer the call asked for fired.
+    Timer(Timer),
+    /// voicebot1 is stopping.
+    Shutdown,
+}
+
+/// A REST step whose outcome the call waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    CreateBridge,
+    AddCaller,
+    CreateMedia,
+    AddMedia,
+    Originate,
+    AddDest,
+}
+
+/// How a step failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// 404: the thing it needed is gone (e.g. the caller hung up meanwhile).
+    NotFound,
+    /// Anything else (5xx, timeout, refused …), as text for the log.
+    Other(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Timer {
+    /// The caller has talked to the bot long enough: transfer.
+    MediaPhaseOver,
+    /// The destination had the dial timeout and a margin to answer; Asterisk should have given up
+    /// already, this guards against a lost event.
+    DialGuard,
+}
+
+/// Why a channel is hung up (mapped to ARI's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Normal,
+    Busy,
+    NoAnswer,
+    Congestion,
+}
+
+/// What the worker must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Take a socket from the pool; answer with `Input::Leased`.
+    LeaseSocket,
+    /// Stop the echo and return the socket.
+    ReleaseSocket,
+    CreateBridge,
+    AddToBridge(Role),
+    /// Create the externalMedia channel towards the leased socket.
+    CreateMedia,
+    StartTimer(Timer, Duration),
+    /// Indicate ringing to the caller while the destination rings (cosmetic: failure is logged).
+    Ring,
+    StopRing,
+    Originate,
+    Hangup(Role, Reason),
+    DestroyBridge,
+    /// The call is over; the worker forgets it.
+    Finish(End),
+}
+
+/// How the call ended, for the last log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    CallerHungUp,
+    DestinationHungUp,
+    /// The destination did not answer: cause from Asterisk (17 busy, 19 no answer, …).
+    DestinationFailed(Option<i64>),
+    BotLostDuringSetup,
+    SetupFailed(Step, Failure),
+    NoSocket,
+    Shutdown,
+}
+
+/// What a party's channel is, from voicebot1's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leg {
+    /// Never requested: nothing to clean up.
+    None,
+    /// Requested (maybe created, maybe not yet in Stasis).
+    Requested,
+    /// In Stasis (entered the application).
+    Up,
+    /// In the bridge.
+    Bridged,
+    /// voicebot1 hung it up; its StasisEnd is expected.
+    HungUp,
+    /// It left on its own.
+    Gone,
+}
+
+impl Leg {
+    /// Whether the channel may exist and must be hung up at the end.
+    fn may_exist(self) -> bool {
+        matches!(self, Leg::Requested | Leg::Up | Leg::Bridged)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Socket, bridge, externalMedia being set up.
+    Setup,
+    /// Caller and bot bridged; the media timer runs.
+    Media,
+    /// The destination is being called.
+    Transfer,
+    /// Caller and destination bridged.
+    Connected,
+    Ended,
+}
+
+/// The settings that change what the call does.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub media_phase: Duration,
+    pub dial_timeout: Duration,
+    pub on_pool_exhausted: PoolExhausted,
+}
+
+/// Margin past the dial timeout before voicebot1 stops waiting for Asterisk to report it.
+const DIAL_GUARD_MARGIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    policy: Policy,
+    phase: Phase,
+    caller_gone: bool,
+    bridge: bool,
+    socket: bool,
+    media: Leg,
+    /// `CreateMedia` succeeded (the channel's StasisStart may come before or after).
+    media_created: bool,
+    dest: Leg,
+}
+
+impl Call {
+    /// A new inbound call; returns it with its first actions.
+    pub fn start(policy: Policy) -> (Call, Vec<Action>) {
+        let call = Call {
+            policy,
+            phase: Phase::Setup,
+            caller_gone: false,
+            bridge: false,
+            socket: false,
+            media: Leg::None,
+            media_created: false,
+            dest: Leg::None,
+        };
+        (call, vec![Action::LeaseSocket])
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether voicebot1 expects `role`'s channel to exist (for reconciling with Asterisk).
+    pub fn expects(&self, role: Role) -> bool {
+        match role {
+            Role::Caller => !self.caller_gone,
+            Role::Media => matches!(self.media, Leg::Up | Leg::Bridged),
+            Role::Dest => matches!(self.dest, Leg::Up | Leg::Bridged),
+        }
+    }
+
+    pub fn on(&mut self, input: Input) -> Vec<Action> {
+        if self.phase == Phase::Ended {
+            return Vec::new();
+        }
+        match input {
+            Input::Leased(true) => {
+                self.socket = true;
+                self.bridge = true;
+                vec![Action::CreateBridge]
+            }
+            Input::Leased(false) => match self.policy.on_pool_exhausted {
+                PoolExhausted::Transfer => {
+                    self.bridge = true;
+                    vec![Action::CreateBridge]
+                }
+                PoolExhausted::Hangup => self.end(End::NoSocket),
+            },
+            Input::Done(step, Err(f)) => self.end(End::SetupFailed(step, f)),
+            Input::Done(Step::CreateBridge, Ok(())) => vec![Action::AddToBridge(Role::Caller)],
+            Input::Done(Step::AddCaller, Ok(())) => {
+                if self.socket {
+                    self.media = Leg::Requested;
+                    vec![Action::CreateMedia]
+                } else {
+                    self.transfer()
+                }
+            }
+            Input::Done(Step::CreateMedia, Ok(())) => {
+                self.media_created = true;
+                if self.media == Leg::Up {
+                    vec![Action::AddToBridge(Role::Media)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Input::MediaUp => {
+                if self.media != Leg::Requested {
+                    // Not ours to expect (already hung up, or never requested): make sure it goes.
+                    return vec![Action::Hangup(Role::Media, Reason::Normal)];
+                }
+                self.media = Leg::Up;
+                if self.media_created {
+                    vec![Action::AddToBridge(Role::Media)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Input::Done(Step::AddMedia, Ok(())) => {
+                self.media = Leg::Bridged;
+                self.phase = Phase::Media;
+                vec![Action::StartTimer(Timer::MediaPhaseOver, self.policy.media_phase)]
+            }
+            Input::Timer(Timer::MediaPhaseOver) if self.phase == Phase::Media => self.transfer(),
+            Input::Done(Step::Originate, Ok(())) => Vec::new(),
+            Input::DestUp => {
+                if self.phase != Phase::Transfer || self.dest != Leg::Requested {
+                    return vec![Action::Hangup(Role::Dest, Reason::Normal)];
+                }
+                self.dest = Leg::Up;
+                vec![Action::StopRing, Action::AddToBridge(Role::Dest)]
+            }
+            Input::Done(Step::AddDest, Ok(())) => {
+                self.dest = Leg::Bridged;
+                self.phase = Phase::Connected;
+                Vec::new()
+            }
+            Input::Timer(Timer::DialGuard) if self.phase == Phase::Transfer && self.dest == Leg::Requested => {
+                self.end(End::DestinationFailed(None))
+            }
+            Input::Timer(_) => Vec::new(),
+            Input::Left(Role::Caller, _) => {
+                self.caller_gone = true;
+                self.end(End::CallerHungUp)
+            }
+            Input::Left(Role::Media, _) => match self.media {
+                Leg::HungUp | Leg::Gone | Leg::None => {
+                    self.media = if self.media == Leg::None { Leg::None } else { Leg::Gone };
+                    Vec::new()
+                }
+                _ => {
+                    self.media = Leg::Gone;
+                    if self.phase == Phase::Media {
+                        // The bot went away mid-conversation: the caller still gets the transfer.
+                        self.transfer()
+                    } else {
+                        self.end(End::BotLostDuringSetup)
+                    }
+                }
+            },
+            Input::Left(Role::Dest, cause) => match self.dest {
+                Leg::None | Leg::HungUp | Leg::Gone => Vec::new(),
+                Leg::Requested => {
+                    self.dest = Leg::Gone;
+                    self.end(End::DestinationFailed(cause))
+                }
+                Leg::Up | Leg::Bridged => {
+                    self.dest = Leg::Gone;
+                    self.end(End::DestinationHungUp)
+                }
+            },
+            Input::Shutdown => self.end(End::Shutdown),
+        }
+    }
+
+    /// Leaves the bot and calls the destination.
+    fn transfer(&mut self) -> Vec<Action> {
+        self.phase = Phase::Transfer;
+        let mut actions = Vec::new();
+        if self.media.may_exist() {
+            self.media = Leg::HungUp;
+            actions.push(Action::Hangup(Role::Media, Reason::Normal));
+        }
+        if self.socket {
+            self.socket = false;
+            actions.push(Action::ReleaseSocket);
+        }
+        self.dest = Leg::Requested;
+        actions.extend([
+            Action::Ring,
+            Action::Originate,
+            Action::StartTimer(Timer::DialGuard, self.policy.dial_timeout + DIAL_GUARD_MARGIN),
+        ]);
+        actions
+    }
+
+    /// The one way a call ends. Safe to reach from any phase, and only once.
+    fn end(&mut self, how: End) -> Vec<Action> {
+        if self.phase == Phase::Ended {
+            return Vec::new();
+        }
+        self.phase = Phase::Ended;
+        let caller_reason = match &how {
+            End::DestinationFailed(Some(17)) => Reason::Busy,
+            End::DestinationFailed(Some(18 | 19 | 20)) | End::DestinationFailed(None) => Reason::NoAnswer,
+            End::DestinationFailed(_) | End::SetupFailed(..) | End::NoSocket | End::BotLostDuringSetup => Reason::Congestion,
+            End::CallerHungUp | End::DestinationHungUp | End::Shutdown => Reason::Normal,
+        };
+        let mut actions = Vec::new();
+        if !self.caller_gone {
+            self.caller_gone = true;
+            actions.push(Action::Hangup(Role::Caller, caller_reason));
+        }
+        if self.media.may_exist() {
+            self.media = Leg::HungUp;
+            actions.push(Action::Hangup(Role::Media, Reason::Normal));
+        }
+        if self.dest.may_exist() {
+            self.dest = Leg::HungUp;
+            actions.push(Action::Hangup(Role::Dest, Reason::Normal));
+        }
+        if self.bridge {
+            self.bridge = false;
+            actions.push(Action::DestroyBridge);
+        }
+        if self.socket {
+            self.socket = false;
+            actions.push(Action::ReleaseSocket);
+        }
+        actions.push(Action::Finish(how));
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    fn policy() -> Policy {
+        Policy { media_phase: Duration::from_secs(7), dial_timeout: Duration::from_secs(30), on_pool_exhausted: PoolExhausted::Transfer }
+    }
+
+    fn ok(step: Step) -> Input {
+        Input::Done(step, Ok(()))
+    }
+
+    fn failed(step: Step) -> Input {
+        Input::Done(step, Err(Failure::Other("HTTP 500".into())))
+    }
+
+    /// A call driven to the media phase (caller and bot bridged).
+    fn in_media_phase() -> Call {
+        let (mut c, first) = Call::start(policy());
+        assert_eq!(first, vec![LeaseSocket]);
+        assert_eq!(c.on(Input::Leased(true)), vec![CreateBridge]);
+        assert_eq!(c.on(ok(Step::CreateBridge)), vec![AddToBridge(Role::Caller)]);
+        assert_eq!(c.on(ok(Step::AddCaller)), vec![CreateMedia]);
+        assert_eq!(c.on(ok(Step::CreateMedia)), vec![]);
+        assert_eq!(c.on(Input::MediaUp), vec![AddToBridge(Role::Media)]);
+        assert_eq!(c.on(ok(Step::AddMedia)), vec![StartTimer(Timer::MediaPhaseOver, Duration::from_secs(7))]);
+        assert_eq!(c.phase(), Phase::Media);
+        c
+    }
+
+    /// A call whose destination is ringing.
+    fn in_transfer() -> Call {
+        let mut c = in_media_phase();
+        assert_eq!(
+            c.on(Input::Timer(Timer::MediaPhaseOver)),
+            vec![
+                Hangup(Role::Media, Reason::Normal),
+                ReleaseSocket,
+                Ring,
+                Originate,
+                StartTimer(Timer::DialGuard, Duration::from_secs(35))
+            ]
+        );
+        assert_eq!(c.on(ok(Step::Originate)), vec![]);
+        // The StasisEnd of the media channel we hung up is expected and changes nothing.
+        assert_eq!(c.on(Input::Left(Role::Media, Some(16))), vec![]);
+        assert_eq!(c.phase(), Phase::Transfer);
+        c
+    }
+
+    fn connected() -> Call {
+        let mut c = in_transfer();
+        assert_eq!(c.on(Input::DestUp), vec![StopRing, AddToBridge(Role::Dest)]);
+        assert_eq!(c.on(ok(Step::AddDest)), vec![]);
+        assert_eq!(c.phase(), Phase::Connected);
+        c
+    }
+
+    #[test]
+    fn full_call_caller_hangs_up_after_transfer() {
+        let mut c = connected();
+        assert_eq!(
+            c.on(Input::Left(Role::Caller, Some(16))),
+            vec![Hangup(Role::Dest, Reason::Normal), DestroyBridge, Finish(End::CallerHungUp)]
+        );
+        assert_eq!(c.phase(), Phase::Ended);
+    }
+
+    #[test]
+    fn media_stasis_start_before_create_response_still_bridges() {
+        let (mut c, _) = Call::start(policy());
+        c.on(Input::Leased(true));
+        c.on(ok(Step::CreateBridge));
+        c.on(ok(Step::AddCaller));
+        assert_eq!(c.on(Input::MediaUp), vec![]);
+        assert_eq!(c.on(ok(Step::CreateMedia)), vec![AddToBridge(Role::Media)]);
+    }
+
+    #[test]
+    fn hangup_during_setup_cleans_what_was_requested() {
+        // Caller leaves while the externalMedia request is outstanding (or timed out).
+        let (mut c, _) = Call::start(policy());
+        c.on(Input::Leased(true));
+        c.on(ok(Step::CreateBridge));
+        c.on(ok(Step::AddCaller));
+        assert_eq!(
+            c.on(Input::Left(Role::Caller, Some(16))),
+            vec![Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+        );
+        // Late results and events are ignored.
+        assert_eq!(c.on(ok(Step::CreateMedia)), vec![]);
+        assert_eq!(c.on(Input::MediaUp), vec![]);
+    }
+
+    #[test]
+    fn hangup_before_the_bridge_exists_destroys_the_requested_bridge() {
+        let (mut c, _) = Call::start(policy());
+        c.on(Input::Leased(true));
+        assert_eq!(
+            c.on(Input::Left(Role::Caller, None)),
+            vec![DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+        );
+    }
+
+    #[test]
+    fn caller_hangup_during_media_phase_cancels_origination() {
+        let mut c = in_media_phase();
+        assert_eq!(
+            c.on(Input::Left(Role::Caller, Some(16))),
+            vec![Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+        );
+        // The media timer fires later: nothing happens, in particular no Originate.
+        assert_eq!(c.on(Input::Timer(Timer::MediaPhaseOver)), vec![]);
+    }
+
+    #[test]
+    fn caller_hangup_while_destination_rings_hangs_up_the_destination() {
+        let mut c = in_transfer();
+        assert_eq!(
+            c.on(Input::Left(Role::Caller, Some(16))),
+            vec![Hangup(Role::Dest, Reason::Normal), DestroyBridge, Finish(End::CallerHungUp)]
+        );
+    }
+
+    #[test]
+    fn destination_answers_after_the_caller_left_is_hung_up() {
+        let mut c = in_transfer();
+        c.on(Input::Left(Role::Caller, Some(16)));
+        // The call is over; the worker forgets it, and treats the late StasisStart as an orphan.
+        assert_eq!(c.on(Input::DestUp), vec![]);
+    }
+
+    #[test]
+    fn destination_busy_hangs_up_the_caller_with_busy() {
+        let mut c = in_transfer();
+        assert_eq!(
+            c.on(Input::Left(Role::Dest, Some(17))),
+            vec![Hangup(Role::Caller, Reason::Busy), DestroyBridge, Finish(End::DestinationFailed(Some(17)))]
+        );
+    }
+
+    #[test]
+    fn destination_no_answer_hangs_up_the_caller() {
+        let mut c = in_transfer();
+        assert_eq!(
+            c.on(Input::Left(Role::Dest, Some(19))),
+            vec![Hangup(Role::Caller, Reason::NoAnswer), DestroyBridge, Finish(End::DestinationFailed(Some(19)))]
+        );
+    }
+
+    #[test]
+    fn dial_guard_ends_a_call_whose_destination_never_reported() {
+        let mut c = in_transfer();
+        assert_eq!(
+            c.on(Input::Timer(Timer::DialGuard)),
+            vec![
+                Hangup(Role::Caller, Reason::NoAnswer),
+                Hangup(Role::Dest, Reason::Normal),
+                DestroyBridge,
+                Finish(End::DestinationFailed(None))
+            ]
+        );
+        // Once answered, the guard means nothing.
+        let mut c = connected();
+        assert_eq!(c.on(Input::Timer(Timer::DialGuard)), vec![]);
+    }
+
+    #[test]
+    fn destination_hangs_up_first_hangs_up_the_caller() {
+        let mut c = connected();
+        assert_eq!(
+            c.on(Input::Left(Role::Dest, Some(16))),
+            vec![Hangup(Role::Caller, Reason::Normal), DestroyBridge, Finish(End::DestinationHungUp)]
+        );
+    }
+
+    #[test]
+    fn originate_refused_hangs_up_the_caller_and_the_requested_destination() {
+        let mut c = in_media_phase();
+        c.on(Input::Timer(Timer::MediaPhaseOver));
+        assert_eq!(
+            c.on(failed(Step::Originate)),
+            vec![
+                Hangup(Role::Caller, Reason::Congestion),
+                Hangup(Role::Dest, Reason::Normal),
+                DestroyBridge,
+                Finish(End::SetupFailed(Step::Originate, Failure::Other("HTTP 500".into())))
+            ]
+        );
+    }
+
+    #[test]
+    fn every_setup_failure_releases_what_earlier_steps_took() {
+        let (mut c, _) = Call::start(policy());
+        c.on(Input::Leased(true));
+        assert_eq!(
+            c.on(failed(Step::CreateBridge)),
+            vec![
+                Hangup(Role::Caller, Reason::Congestion),
+                DestroyBridge,
+                ReleaseSocket,
+                Finish(End::SetupFailed(Step::CreateBridge, Failure::Other("HTTP 500".into())))
+            ]
+        );
+
+        let (mut c, _) = Call::start(policy());
+        c.on(Input::Leased(true));
+        c.on(ok(Step::CreateBridge));
+        c.on(ok(Step::AddCaller));
+        let end = c.on(failed(Step::CreateMedia));
+        assert_eq!(&end[..4], &[Hangup(Role::Caller, Reason::Congestion), Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket]);
+    }
+
+    #[test]
+    fn add_caller_not_found_means_the_caller_is_gone() {
+        let (mut c, _) = Call::start(policy());
+        c.on(Input::Leased(true));
+        c.on(ok(Step::CreateBridge));
+        let end = c.on(Input::Done(Step::AddCaller, Err(Failure::NotFound)));
+        assert!(end.contains(&DestroyBridge) && end.contains(&ReleaseSocket), "{end:?}");
+    }
+
+    #[test]
+    fn pool_exhausted_transfers_straight_to_the_destination() {
+        let (mut c, _) = Call::start(policy());
+        assert_eq!(c.on(Input::Leased(false)), vec![CreateBridge]);
+        c.on(ok(Step::CreateBridge));
+        assert_eq!(
+            c.on(ok(Step::AddCaller)),
+            vec![Ring, Originate, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
+        );
+    }
+
+    #[test]
+    fn pool_exhausted_with_hangup_policy_hangs_up_at_once() {
+        let (mut c, _) = Call::start(Policy { on_pool_exhausted: PoolExhausted::Hangup, ..policy() });
+        assert_eq!(c.on(Input::Leased(false)), vec![Hangup(Role::Caller, Reason::Congestion), Finish(End::NoSocket)]);
+    }
+
+    #[test]
+    fn bot_lost_mid_conversation_still_transfers() {
+        let mut c = in_media_phase();
+        assert_eq!(
+            c.on(Input::Left(Role::Media, Some(16))),
+            vec![ReleaseSocket, Ring, Originate, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
+        );
+    }
+
+    #[test]
+    fn bot_lost_during_setup_ends_the_call() {
+        let (mut c, _) = Call::start(policy());
+        c.on(Input::Leased(true));
+        c.on(ok(Step::CreateBridge));
+        c.on(ok(Step::AddCaller));
+        c.on(ok(Step::CreateMedia));
+        c.on(Input::MediaUp);
+        let end = c.on(Input::Left(Role::Media, Some(16)));
+        assert_eq!(end.last(), Some(&Finish(End::BotLostDuringSetup)));
+        assert!(!end.contains(&Hangup(Role::Media, Reason::Normal)), "{end:?}");
+    }
+
+    #[test]
+    fn shutdown_in_every_phase_releases_everything_once() {
+        for mut c in [in_media_phase(), in_transfer(), connected()] {
+            let end = c.on(Input::Shutdown);
+            assert_eq!(end.last(), Some(&Finish(End::Shutdown)));
+            assert!(end.contains(&Hangup(Role::Caller, Reason::Normal)));
+            assert!(end.contains(&DestroyBridge));
+            assert_eq!(c.on(Input::Shutdown), vec![]);
+            assert_eq!(c.on(Input::Left(Role::Caller, None)), vec![]);
+        }
+    }
+
+    #[test]
+    fn unexpected_stasis_start_of_our_channels_is_hung_up() {
+        let mut c = in_media_phase();
+        assert_eq!(c.on(Input::DestUp), vec![Hangup(Role::Dest, Reason::Normal)]);
+        let mut c = in_transfer();
+        assert_eq!(c.on(Input::MediaUp), vec![Hangup(Role::Media, Reason::Normal)]);
+    }
+
+    #[test]
+    fn expects_tracks_which_channels_should_exist() {
+        let c = in_media_phase();
+        assert!(c.expects(Role::Caller) && c.expects(Role::Media) && !c.expects(Role::Dest));
+        let c = connected();
+        assert!(c.expects(Role::Caller) && !c.expects(Role::Media) && c.expects(Role::Dest));
+    }
+}

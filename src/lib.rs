@@ -1,0 +1,16 @@
+//! voicebot1: an Asterisk ARI Stasis application that puts each inbound caller in front of an RTP
+//! "bot" (today an echo) for a while, then transfers the caller to a destination, and never leaves
+//! a channel, a bridge or a UDP port behind.
+//!
+//! The map of the code is in ARCHITECTURE.md. In short: `ari::events` reads the WebSocket on one
+//! thread, `dispatch` routes each event to the worker that owns its call, `worker` performs what
+//! the pure state machine in `call` decides, `media` owns the UDP sockets and the echo threads.
+
+pub mod app;
+pub mod ari;
+pub mod call;
+pub mod config;
+pub mod dispatch;
+pub mod ids;
+pub mod media;
+pub mod worker;

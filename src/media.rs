@@ -1,0 +1,486 @@
+//! UDP sockets for the calls' RTP, and the echo that stands in for the bot.
+//!
+//! Every port of the configured range is bound once, at start-up, into a [`SocketPool`], so a port
+//! is listening before Asterisk is ever told to send to it (the Python original bound the port
+//! after creating the externalMedia channel and lost the first packets, or the port).
+//!
+//! Ownership: a socket is either in the pool, or owned by exactly one [`SocketLease`]. A lease
+//! goes back to the pool on `Drop`, whatever path the call took. While a call talks to the bot,
+//! the lease is moved into an echo thread and an [`Echo`] handle stays with the call; dropping the
+//! handle stops the thread (at once: a wake-up datagram unblocks its `recv`), joins it, and the
+//! lease inside returns the socket. On the way back the socket is drained, so a late packet of one
+//! call is never echoed into the next.
+//!
+//! The echo answers only Asterisk: packets must come from the call's Asterisk RTP address (told by
+//! the externalMedia channel's `UNICASTRTP_LOCAL_*` variables, or else learned from the first
+//! packet from `asterisk_host`) and must look like RTP; everything else is dropped and counted.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{debug, warn};
+use parking_lot::Mutex;
+
+/// How long an idle echo thread blocks in `recv` before looking at its stop flag anyway (the
+/// wake-up datagram normally makes this moot).
+const ECHO_POLL: Duration = Duration::from_millis(100);
+
+/// Largest datagram read; RTP over UDP on a LAN stays far below.
+const MAX_DATAGRAM: usize = 2048;
+
+/// Whether `packet` looks like an RTP packet: version 2 and at least the fixed header plus the
+/// CSRC list and extension header it announces.
+pub fn looks_like_rtp(packet: &[u8]) -> bool {
+    if packet.len() < 12 || packet[0] >> 6 != 2 {
+        return false;
+    }
+    let csrc = usize::from(packet[0] & 0x0f) * 4;
+    let mut needed = 12 + csrc;
+    if packet[0] & 0x10 != 0 {
+        // Header extension: 4 bytes of profile + length, then length 32-bit words.
+        let Some(ext) = packet.get(needed..needed + 4) else { return false };
+        needed += 4 + usize::from(u16::from_be_bytes([ext[2], ext[3]])) * 4;
+    }
+    packet.len() >= needed
+}
+
+struct PoolInner {
+    free: Mutex<Vec<(u16, UdpSocket)>>,
+    total: usize,
+}
+
+/// The bound UDP sockets not in use by a call. Clones share one pool.
+#[derive(Clone)]
+pub struct SocketPool {
+    inner: Arc<PoolInner>,
+}
+
+/// A port that could not be bound at start-up.
+#[derive(Debug)]
+pub struct BindFailure {
+    pub port: u16,
+    pub error: io::Error,
+}
+
+impl SocketPool {
+    /// Binds every port in `min..=max` on `host`. Ports that fail (in use, permission) are
+    /// returned so start-up can say which; the pool holds the rest.
+    pub fn bind(host: IpAddr, min: u16, max: u16) -> (SocketPool, Vec<BindFailure>) {
+        let mut free = Vec::new();
+        let mut failures = Vec::new();
+        for port in min..=max {
+            match bind_one(host, port) {
+                Ok(sock) => free.push((port, sock)),
+                Err(error) => failures.push(BindFailure { port, error }),
+            }
+        }
+        // Leases are taken from the end: keep the lowest ports there so allocation is predictable.
+        free.reverse();
+        let total = free.len();
+        (SocketPool { inner: Arc::new(PoolInner { free: Mutex::new(free), total }) }, failures)
+    }
+
+    /// Takes a socket, or `None` when every one is in use.
+    pub fn lease(&self) -> Option<SocketLease> {
+        let (port, socket) = self.inner.free.lock().pop()?;
+        // Packets that arrived while the socket sat in the pool belong to nobody.
+        drain(&socket);
+        Some(SocketLease { port, socket: Some(socket), pool: Arc::clone(&self.inner) })
+    }
+
+    pub fn free(&self) -> usize {
+        self.inner.free.lock().len()
+    }
+
+    pub fn total(&self) -> usize {
+        self.inner.total
+    }
+}
+
+fn bind_one(host: IpAddr, port: u16) -> io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(SocketAddr::new(host, port))?;
+    sock.set_read_timeout(Some(ECHO_POLL))?;
+    Ok(sock)
+}
+
+/// Reads and discards whatever is queued on `socket`.
+fn drain(socket: &UdpSocket) {
+    if socket.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut buf = [0u8; MAX_DATAGRAM];
+    // Bounded: a flood must not keep a worker here.
+    for _ in 0..10_000 {
+        if socket.recv_from(&mut buf).is_err() {
+            break;
+        }
+    }
+    let _ = socket.set_nonblocking(false);
+}
+
+/// One socket taken from the pool; returns it on drop.
+pub struct SocketLease {
+    port: u16,
+    socket: Option<UdpSocket>,
+    pool: Arc<PoolInner>,
+}
+
+impl SocketLease {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn socket(&self) -> &UdpSocket {
+        // Only `Drop` takes the socket out.
+        self.socket.as_ref().unwrap_or_else(|| unreachable!("socket taken before drop"))
+    }
+}
+
+impl Drop for SocketLease {
+    fn drop(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            drain(&socket);
+            self.pool.free.lock().push((self.port, socket));
+        }
+    }
+}
+
+/// Counters of one echo, readable while it runs.
+#[derive(Debug, Default)]
+pub struct EchoStats {
+    pub rx_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// From an address other than the call's Asterisk media address.
+    pub dropped_foreign: AtomicU64,
+    /// From the right address, but not RTP.
+    pub dropped_garbage: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EchoCounts {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub dropped_foreign: u64,
+    pub dropped_garbage: u64,
+}
+
+impl EchoStats {
+    pub fn snapshot(&self) -> EchoCounts {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        EchoCounts {
+            rx_packets: g(&self.rx_packets),
+            rx_bytes: g(&self.rx_bytes),
+            tx_packets: g(&self.tx_packets),
+            tx_bytes: g(&self.tx_bytes),
+            dropped_foreign: g(&self.dropped_foreign),
+            dropped_garbage: g(&self.dropped_garbage),
+        }
+    }
+}
+
+/// Who the echo answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// Not known yet: the first RTP packet from this host fixes it.
+    LearnFrom(IpAddr),
+    Fixed(SocketAddr),
+}
+
+struct Shared {
+    stop: AtomicBool,
+    stats: EchoStats,
+    peer: Mutex<Peer>,
+}
+
+/// A running echo; dropping it stops the thread and returns the socket to the pool.
+pub struct Echo {
+    port: u16,
+    local: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Echo {
+    /// Starts echoing on `lease`'s socket on a thread of its own. `asterisk_host` is where the
+    /// call's RTP may come from until [`Echo::set_peer`] names the exact address.
+    pub fn start(lease: SocketLease, asterisk_host: IpAddr, name: &str) -> io::Result<Echo> {
+        let port = lease.port();
+        let local = lease.socket().local_addr().ok();
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            stats: EchoStats::default(),
+            peer: Mutex::new(Peer::LearnFrom(asterisk_host)),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("echo-{name}"))
+            .spawn(move || echo_loop(lease, &thread_shared))?;
+        Ok(Echo { port, local, shared, thread: Some(thread) })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Pins the one address the echo answers (Asterisk's end of this call's RTP).
+    pub fn set_peer(&self, peer: SocketAddr) {
+        *self.shared.peer.lock() = Peer::Fixed(peer);
+    }
+
+    pub fn counts(&self) -> EchoCounts {
+        self.shared.stats.snapshot()
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the thread out of `recv` so the socket is back in the pool when drop returns.
+        if let Some(local) = self.local {
+            let unspecified: SocketAddr = if local.is_ipv4() { ([127, 0, 0, 1], 0).into() } else { (std::net::Ipv6Addr::LOCALHOST, 0).into() };
+            let waker_addr = if local.ip().is_unspecified() { SocketAddr::new(unspecified.ip(), local.port()) } else { local };
+            if let Ok(waker) = UdpSocket::bind(SocketAddr::new(waker_addr.ip(), 0)) {
+                let _ = waker.send_to(&[], waker_addr);
+            }
+        }
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                warn!("echo thread for port {} panicked; its socket was still returned", self.port);
+            }
+        }
+    }
+}
+
+fn echo_loop(lease: SocketLease, shared: &Shared) {
+    let socket = lease.socket();
+    let stats = &shared.stats;
+    let mut buf = [0u8; MAX_DATAGRAM];
+    while !shared.stop.load(Ordering::SeqCst) {
+        let (n, src) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+            Err(e) => {
+                // ICMP port unreachable from a peer that went away shows up here on Linux.
+                debug!("echo on port {}: recv: {e}", lease.port());
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+        };
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let packet = &buf[..n];
+        let accepted = {
+            let mut peer = shared.peer.lock();
+            match *peer {
+                Peer::Fixed(p) => src == p,
+                Peer::LearnFrom(host) if src.ip() == host && looks_like_rtp(packet) => {
+                    *peer = Peer::Fixed(src);
+                    true
+                }
+                Peer::LearnFrom(host) => src.ip() == host,
+            }
+        };
+        if !accepted {
+            stats.dropped_foreign.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if !looks_like_rtp(packet) {
+            stats.dropped_garbage.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        stats.rx_packets.fetch_add(1, Ordering::Relaxed);
+        stats.rx_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        match socket.send_to(packet, src) {
+            Ok(sent) => {
+                stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+                stats.tx_bytes.fetch_add(sent as u64, Ordering::Relaxed);
+            }
+            Err(e) => debug!("echo on port {}: send to {src}: {e}", lease.port()),
+        }
+    }
+    // `lease` drops here: drained and back in the pool.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use std::time::Instant;
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 8, (seq >> 8) as u8, seq as u8, 0, 0, 0, 160, 1, 2, 3, 4];
+        p.extend_from_slice(&[0xd5; 160]);
+        p
+    }
+
+    /// A test port range: tests run in parallel, so each takes its own.
+    fn pool(base: u16, n: u16) -> SocketPool {
+        let (pool, failures) = SocketPool::bind(LOCAL, base, base + n - 1);
+        assert!(failures.is_empty(), "ports {base}.. busy: {failures:?}");
+        pool
+    }
+
+    fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn rtp_check_accepts_rtp_and_refuses_the_rest() {
+        assert!(looks_like_rtp(&rtp(1)));
+        assert!(!looks_like_rtp(&[]));
+        assert!(!looks_like_rtp(b"hello world!"));
+        let mut v1 = rtp(1);
+        v1[0] = 0x40;
+        assert!(!looks_like_rtp(&v1));
+        // Announces 15 CSRCs it does not carry.
+        let mut csrc = rtp(1)[..12].to_vec();
+        csrc[0] = 0x8f;
+        assert!(!looks_like_rtp(&csrc));
+        // Announces an extension it does not carry.
+        let mut ext = rtp(1)[..12].to_vec();
+        ext[0] = 0x90;
+        assert!(!looks_like_rtp(&ext));
+        ext.extend_from_slice(&[0xbe, 0xde, 0, 1, 9, 9, 9, 9]);
+        assert!(looks_like_rtp(&ext));
+    }
+
+    #[test]
+    fn rtp_check_never_panics_on_arbitrary_bytes() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..64usize {
+            for _ in 0..200 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect();
+                let _ = looks_like_rtp(&bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn pool_hands_out_each_port_once_and_takes_it_back_on_drop() {
+        let pool = pool(27900, 3);
+        let a = pool.lease().unwrap();
+        let b = pool.lease().unwrap();
+        let c = pool.lease().unwrap();
+        assert_eq!((a.port(), b.port(), c.port()), (27900, 27901, 27902));
+        assert!(pool.lease().is_none());
+        assert_eq!(pool.free(), 0);
+        drop(b);
+        assert_eq!(pool.free(), 1);
+        assert_eq!(pool.lease().map(|l| l.port()), Some(27901));
+        drop((a, c));
+        assert_eq!(pool.free(), 3);
+        assert_eq!(pool.total(), 3);
+    }
+
+    #[test]
+    fn ports_in_use_are_reported_and_left_out() {
+        let _taken = UdpSocket::bind((LOCAL, 27911)).unwrap();
+        let (pool, failures) = SocketPool::bind(LOCAL, 27910, 27912);
+        assert_eq!(failures.iter().map(|f| f.port).collect::<Vec<_>>(), vec![27911]);
+        assert_eq!(pool.total(), 2);
+    }
+
+    #[test]
+    fn echo_answers_asterisk_and_counts_both_ways() {
+        let pool = pool(27920, 1);
+        let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
+        let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
+        asterisk.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = [0u8; 512];
+        for seq in 0..5 {
+            asterisk.send_to(&rtp(seq), (LOCAL, 27920)).unwrap();
+            let (n, _) = asterisk.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &rtp(seq)[..]);
+        }
+        let c = echo.counts();
+        assert_eq!((c.rx_packets, c.tx_packets, c.rx_bytes), (5, 5, 5 * 172));
+    }
+
+    #[test]
+    fn echo_drops_packets_from_other_addresses_and_garbage() {
+        let pool = pool(27930, 1);
+        let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
+        let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
+        let stranger = UdpSocket::bind((LOCAL, 0)).unwrap();
+        asterisk.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        stranger.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        echo.set_peer(asterisk.local_addr().unwrap());
+        stranger.send_to(&rtp(1), (LOCAL, 27930)).unwrap();
+        asterisk.send_to(b"not rtp at all", (LOCAL, 27930)).unwrap();
+        asterisk.send_to(&rtp(2), (LOCAL, 27930)).unwrap();
+        let mut buf = [0u8; 512];
+        let (n, _) = asterisk.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], &rtp(2)[..], "only the RTP packet from Asterisk is echoed");
+        assert!(stranger.recv_from(&mut buf).is_err(), "the stranger got an answer");
+        wait_until("counters", || echo.counts().dropped_foreign == 1 && echo.counts().dropped_garbage == 1);
+        assert_eq!(echo.counts().tx_packets, 1);
+    }
+
+    #[test]
+    fn echo_learns_its_peer_from_the_first_rtp_packet_of_the_asterisk_host() {
+        let pool = pool(27940, 1);
+        let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
+        let first = UdpSocket::bind((LOCAL, 0)).unwrap();
+        let second = UdpSocket::bind((LOCAL, 0)).unwrap();
+        first.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        second.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        first.send_to(&rtp(1), (LOCAL, 27940)).unwrap();
+        let mut buf = [0u8; 512];
+        first.recv_from(&mut buf).unwrap();
+        second.send_to(&rtp(2), (LOCAL, 27940)).unwrap();
+        assert!(second.recv_from(&mut buf).is_err(), "a second source on the same host was answered");
+        wait_until("drop count", || echo.counts().dropped_foreign == 1);
+    }
+
+    #[test]
+    fn dropping_the_echo_stops_it_quickly_and_returns_the_socket() {
+        let pool = pool(27950, 1);
+        let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
+        assert_eq!(pool.free(), 0);
+        let t = Instant::now();
+        drop(echo);
+        let took = t.elapsed();
+        assert_eq!(pool.free(), 1, "socket is back as soon as drop returns");
+        assert!(took < Duration::from_millis(250), "stopping took {took:?}");
+    }
+
+    #[test]
+    fn late_packets_of_a_finished_call_are_not_echoed_into_the_next() {
+        let pool = pool(27960, 1);
+        let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
+        asterisk.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        drop(Echo::start(pool.lease().unwrap(), LOCAL, "first").unwrap());
+        // The first call's stream goes on for a moment after its end.
+        for seq in 0..3 {
+            asterisk.send_to(&rtp(seq), (LOCAL, 27960)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let echo = Echo::start(pool.lease().unwrap(), LOCAL, "second").unwrap();
+        let mut buf = [0u8; 512];
+        assert!(asterisk.recv_from(&mut buf).is_err(), "a late packet was echoed into the next call");
+        assert_eq!(echo.counts().rx_packets, 0);
+    }
+}
