@@ -156,4 +156,23 @@ mod tests {
         }
         assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }
+
+    #[test]
+    fn a_captured_call_routes_every_event_it_needs_to_the_one_call() {
+        // Every frame Asterisk 22 sent for one call that hung up during the media phase.
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events/call_caller_hangs_up_during_media_phase.jsonl");
+        let text = std::fs::read_to_string(path).unwrap();
+        let ids = Ids::new("voicebot1");
+        let mut routed = Vec::new();
+        for line in text.lines() {
+            if let Some((call, ev)) = route(&ids, "inbound", decode(line).unwrap()) {
+                routed.push((call, ev));
+            }
+        }
+        let call = &routed[0].0;
+        assert!(routed.iter().all(|(c, _)| c == call), "{routed:?}");
+        assert!(matches!(routed[0].1, CallEvent::Inbound(_)));
+        assert!(routed.iter().any(|(_, e)| matches!(e, CallEvent::Started(Role::Media, _))));
+        assert!(routed.iter().any(|(_, e)| *e == CallEvent::Left(Role::Caller, None)));
+    }
 }
