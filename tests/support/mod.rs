@@ -82,12 +82,17 @@ pub fn is_ring(r: &Recorded, method: &str, chan: &str) -> bool {
 
 // ---- flow steps ----------------------------------------------------------------
 
-/// Starts a fake and voicebot1 and waits until voicebot1 has its event
-/// WebSocket up (and a moment for its start-up sweep).
+/// Starts voicebot1 against `fake` and waits until its event WebSocket is up.
+pub fn launch(name: &str, fake: &FakeAri, config: Config) -> Voicebot {
+    let vb = Voicebot::start(name, fake, config);
+    assert!(fake.wait_ws_connections(1, STEP), "voicebot1 never connected the event WebSocket");
+    vb
+}
+
+/// A default fake plus voicebot1 connected to it.
 pub fn start_pair(name: &str, config: Config) -> (FakeAri, Voicebot) {
     let fake = FakeAri::start();
-    let vb = Voicebot::start(name, &fake, config);
-    assert!(fake.wait_ws_connections(1, STEP), "voicebot1 never connected the event WebSocket");
+    let vb = launch(name, &fake, config);
     (fake, vb)
 }
 
@@ -167,20 +172,31 @@ pub fn finish(fake: &FakeAri, vb: &mut Voicebot) {
     );
 }
 
-/// A full healthy call: media phase, originate, destination answers and is
-/// bridged, caller hangs up; everything is cleaned up.
-pub fn full_call_then_caller_hangs_up(fake: &FakeAri, vb: &Voicebot, call: &str) {
-    let ids = call_to_media_phase(fake, vb, call);
+/// From the media phase on: media channel hung up after phase_ms, ring on the
+/// caller, originate of the destination, ring off and destination bridged.
+pub fn transfer_to_destination(fake: &FakeAri, vb: &Voicebot, ids: &CallIds) {
     expect_request(fake, "DELETE media channel after phase_ms", |r| is_delete_channel(r, &ids.media));
     expect_request(fake, "POST ring on caller", |r| is_ring(r, "POST", &ids.call));
     let orig = expect_request(fake, "originate destination", |r| is_originate(r, &ids.dest));
     assert_eq!(orig.q("app"), Some("voicebot1"), "originate app: {orig}");
-    assert_eq!(orig.q("appArgs"), Some(format!("transfer,{call}").as_str()), "originate appArgs: {orig}");
+    assert_eq!(orig.q("appArgs"), Some(format!("transfer,{}", ids.call).as_str()), "originate appArgs: {orig}");
     assert_eq!(orig.q("endpoint"), Some(vb.config.endpoint.as_str()), "originate endpoint: {orig}");
     expect_request(fake, "DELETE ring on caller", |r| is_ring(r, "DELETE", &ids.call));
     wait_bridge_has(fake, &ids.bridge, &[&ids.call, &ids.dest]);
-    assert!(fake.caller_hangs_up(&ids.call));
+}
+
+/// The caller of a bridged call hangs up: the destination and the bridge are
+/// deleted and nothing with prefix `voicebot1-` is left.
+pub fn caller_hangs_up_after_transfer(fake: &FakeAri, ids: &CallIds) {
+    assert!(fake.caller_hangs_up(&ids.call), "caller {} was already gone", ids.call);
     expect_request(fake, "DELETE destination after caller hangup", |r| is_delete_channel(r, &ids.dest));
     expect_request(fake, "DELETE bridge after caller hangup", |r| is_delete_bridge(r, &ids.bridge));
     wait_no_voicebot1_resources(fake);
+}
+
+/// A full healthy call: media phase, transfer, caller hangs up, clean-up.
+pub fn full_call(fake: &FakeAri, vb: &Voicebot, call: &str) {
+    let ids = call_to_media_phase(fake, vb, call);
+    transfer_to_destination(fake, vb, &ids);
+    caller_hangs_up_after_transfer(fake, &ids);
 }

@@ -1,0 +1,101 @@
+//! voicebot1 call flow against the scripted fake ARI (tests/support/fake_ari.rs).
+//! A fake is used because a real Asterisk cannot be made on demand to push a
+//! StasisStart before the REST response that created the channel, or to make
+//! a destination busy / answer at a chosen moment while the test hangs up the
+//! caller at a chosen point of the flow.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn fake_ari_media_stasis_start_before_rest_response_is_bridged() {
+    let (fake, mut vb) = start_pair("media-before-rest", Config::ports(27110));
+    fake.set_media_start(MediaStart::BeforeResponse);
+    // call_to_media_phase waits for the media channel to be in the bridge.
+    let ids = call_to_media_phase(&fake, &vb, "1764000001.1");
+    transfer_to_destination(&fake, &vb, &ids);
+    caller_hangs_up_after_transfer(&fake, &ids);
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_caller_hangup_during_media_phase_cancels_origination() {
+    // A long media phase, so the hangup surely falls inside it.
+    let config = Config { phase_ms: 3000, ..Config::ports(27114) };
+    let phase = Duration::from_millis(config.phase_ms);
+    let (fake, mut vb) = start_pair("hangup-in-media-phase", config);
+    let ids = call_to_media_phase(&fake, &vb, "1764000002.1");
+    assert!(
+        fake.requests_matching(is_any_originate).is_empty(),
+        "originate already sent before phase_ms elapsed"
+    );
+    assert!(fake.caller_hangs_up(&ids.call));
+    expect_request(&fake, "DELETE bridge after caller hangup", |r| is_delete_bridge(r, &ids.bridge));
+    wait_no_voicebot1_resources(&fake);
+    // Wait past the end of the media phase, with margin.
+    std::thread::sleep(phase + Duration::from_secs(2));
+    let originates = fake.requests_matching(is_any_originate);
+    assert!(originates.is_empty(), "originate sent after the caller hung up: {originates:?}");
+    let rings = fake.requests_matching(|r| is_ring(r, "POST", &ids.call));
+    assert!(rings.is_empty(), "ring started after the caller hung up: {rings:?}");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_destination_busy_hangs_up_caller() {
+    let (fake, mut vb) = start_pair("dest-busy", Config::ports(27118));
+    fake.set_destination(Destination::Busy { after: Duration::from_millis(300) });
+    let ids = call_to_media_phase(&fake, &vb, "1764000003.1");
+    expect_request(&fake, "originate destination", |r| is_originate(r, &ids.dest));
+    expect_request(&fake, "DELETE caller after busy destination", |r| is_delete_channel(r, &ids.call));
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up when the destination is busy");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_destination_no_answer_hangs_up_caller() {
+    let (fake, mut vb) = start_pair("dest-no-answer", Config::ports(27122));
+    fake.set_destination(Destination::NoAnswer { after: Some(Duration::from_millis(500)) });
+    let ids = call_to_media_phase(&fake, &vb, "1764000004.1");
+    let orig = expect_request(&fake, "originate destination", |r| is_originate(r, &ids.dest));
+    assert_eq!(orig.q("timeout"), Some(vb.config.dial_timeout_s.to_string().as_str()), "originate timeout: {orig}");
+    expect_request(&fake, "DELETE caller after unanswered destination", |r| is_delete_channel(r, &ids.call));
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up when the destination does not answer");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_destination_answers_and_is_bridged_then_caller_hangs_up() {
+    let (fake, mut vb) = start_pair("dest-answers", Config::ports(27126));
+    full_call(&fake, &vb, "1764000005.1");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_destination_hangs_up_after_transfer_hangs_up_caller() {
+    let (fake, mut vb) = start_pair("dest-hangs-up", Config::ports(27130));
+    let ids = call_to_media_phase(&fake, &vb, "1764000006.1");
+    transfer_to_destination(&fake, &vb, &ids);
+    assert!(fake.remote_hangup(&ids.dest));
+    expect_request(&fake, "DELETE caller after destination hangup", |r| is_delete_channel(r, &ids.call));
+    expect_request(&fake, "DELETE bridge after destination hangup", |r| is_delete_bridge(r, &ids.bridge));
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up when the destination leaves");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_shutdown_with_active_call_cleans_it_up() {
+    // A long media phase keeps the call active while SIGTERM arrives.
+    let config = Config { phase_ms: 20_000, ..Config::ports(27134) };
+    let (fake, mut vb) = start_pair("shutdown-active-call", config);
+    let ids = call_to_media_phase(&fake, &vb, "1764000007.1");
+    vb.stop_and_assert_clean();
+    for (what, id) in [("caller", &ids.call), ("media", &ids.media)] {
+        assert!(!fake.has_channel(id), "{what} channel {id} not hung up by shutdown");
+    }
+    assert!(!fake.has_bridge(&ids.bridge), "bridge {} not destroyed by shutdown", ids.bridge);
+    assert!(fake.requests_matching(is_any_originate).is_empty(), "originate during shutdown");
+}

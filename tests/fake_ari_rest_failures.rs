@@ -1,0 +1,73 @@
+//! voicebot1 against REST failures of the scripted fake ARI
+//! (tests/support/fake_ari.rs): a real Asterisk cannot be made on demand to
+//! answer 500 or to answer slowly, so these use the fake.
+
+mod support;
+
+use std::time::Duration;
+
+use support::fake_ari::internal_error;
+use support::*;
+
+#[test]
+fn fake_ari_bridge_create_500_hangs_up_caller_and_leaks_nothing() {
+    let (fake, mut vb) = start_pair("bridge-500", Config::ports(27140));
+    fake.set_rule(Rule::create_bridge(internal_error()));
+    let ids = CallIds::new("1764000011.1");
+    fake.new_inbound_call(&ids.call);
+    let r = fake.wait_for_answered(STEP, |r| is_bridge_create(r, &ids.bridge)).expect("create bridge");
+    assert_eq!(r.status, Some(500), "{r}");
+    expect_request(&fake, "DELETE caller after bridge 500", |r| is_delete_channel(r, &ids.call));
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up after the bridge could not be created");
+    finish(&fake, &mut vb);
+    assert!(!fake.has_bridge(&ids.bridge));
+}
+
+#[test]
+fn fake_ari_external_media_500_destroys_bridge_and_hangs_up_caller() {
+    let (fake, mut vb) = start_pair("external-media-500", Config::ports(27144));
+    fake.set_rule(Rule::external_media(internal_error()));
+    let ids = CallIds::new("1764000012.1");
+    fake.new_inbound_call(&ids.call);
+    expect_request(&fake, "create bridge", |r| is_bridge_create(r, &ids.bridge));
+    expect_request(&fake, "externalMedia", |r| is_external_media(r, &ids.media));
+    expect_request(&fake, "DELETE bridge after externalMedia 500", |r| is_delete_bridge(r, &ids.bridge));
+    expect_request(&fake, "DELETE caller after externalMedia 500", |r| is_delete_channel(r, &ids.call));
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up after externalMedia failed");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_slow_external_media_and_caller_hangup_leaves_nothing() {
+    let (fake, mut vb) = start_pair("slow-external-media", Config::ports(27148));
+    // 1.5 s: slower than usual but within request_timeout_ms (2 s); the fake
+    // creates the media channel only after the delay, as a slow Asterisk would.
+    fake.set_rule(Rule::external_media(Action::Delay(Duration::from_millis(1500))));
+    let ids = CallIds::new("1764000013.1");
+    fake.new_inbound_call(&ids.call);
+    expect_request(&fake, "externalMedia", |r| is_external_media(r, &ids.media));
+    assert!(!fake.has_channel(&ids.media), "media channel exists before the slow answer");
+    assert!(fake.caller_hangs_up(&ids.call));
+    // The answer (and the media channel) arrives after the caller left.
+    fake.wait_for_answered(STEP, |r| is_external_media(r, &ids.media)).expect("externalMedia answered");
+    expect_request(&fake, "DELETE of the media channel created after the hangup (204)", |r| {
+        is_delete_channel(r, &ids.media) && r.status == Some(204)
+    });
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_external_media_timeout_destroys_bridge_and_hangs_up_caller() {
+    let config = Config { request_timeout_ms: 1000, ..Config::ports(27152) };
+    let (fake, mut vb) = start_pair("external-media-timeout", config);
+    // Longer than request_timeout_ms: voicebot1 gives up on the request; the
+    // fake still creates the channel afterwards, which must not leak either.
+    fake.set_rule(Rule::external_media(Action::Delay(Duration::from_millis(2500))).times(1));
+    let ids = CallIds::new("1764000014.1");
+    fake.new_inbound_call(&ids.call);
+    expect_request(&fake, "externalMedia", |r| is_external_media(r, &ids.media));
+    expect_request(&fake, "DELETE caller after externalMedia timeout", |r| is_delete_channel(r, &ids.call));
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up after externalMedia timed out");
+    fake.wait_for_answered(STEP, |r| is_external_media(r, &ids.media));
+    finish(&fake, &mut vb);
+}

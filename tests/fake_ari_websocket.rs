@@ -1,0 +1,64 @@
+//! voicebot1's event WebSocket against the scripted fake ARI
+//! (tests/support/fake_ari.rs): a real Asterisk cannot be made on demand to
+//! send malformed frames, drop the socket mid-frame or refuse credentials
+//! at a chosen moment, so these use the fake.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::fake_ari::{base64_encode, DEFAULT_PASSWORD};
+use support::*;
+
+#[test]
+fn fake_ari_malformed_frames_are_skipped() {
+    let (fake, mut vb) = start_pair("malformed-frames", Config::ports(27160));
+    assert_eq!(fake.send_raw_text("this is {not json"), 1, "no WebSocket client to send to");
+    fake.send_raw_text("[1,2,3]");
+    fake.send_raw_text(r#"{"no_type":"here"}"#);
+    fake.send_raw_text("");
+    // Events of known types missing the fields they need.
+    fake.send_event(json!({"type": "StasisStart", "args": ["inbound"]}));
+    fake.send_event(json!({"type": "StasisStart", "args": ["inbound"], "channel": {"id": 5}}));
+    fake.send_event(json!({"type": "StasisEnd"}));
+    fake.send_event(json!({"type": "ChannelDestroyed", "cause": 16}));
+    // An event type voicebot1 does not know.
+    fake.send_event(json!({"type": "SomethingNewInAsterisk23", "channel": {"id": "x"}}));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(vb.is_running(), "voicebot1 exited after malformed frames");
+    full_call(&fake, &vb, "1764000021.1");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_websocket_drop_reconnects_and_takes_calls() {
+    let (fake, mut vb) = start_pair("ws-drop", Config::ports(27164));
+    assert_eq!(fake.drop_websocket(), 1);
+    assert!(fake.wait_ws_connections(2, STEP), "voicebot1 did not reconnect after the WebSocket dropped");
+    assert!(vb.is_running());
+    full_call(&fake, &vb, "1764000022.1");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_wrong_password_is_reported_and_retried() {
+    let fake = FakeAri::start();
+    let secret = "wrong-secret-7f3a9c";
+    assert_ne!(secret, DEFAULT_PASSWORD);
+    let mut vb = Voicebot::start("wrong-password", &fake, Config { password: secret.into(), ..Config::ports(27168) });
+    assert!(fake.wait_auth_failures(2, Duration::from_secs(15)), "voicebot1 did not retry after a 401");
+    assert!(vb.wait_log("401", STEP).is_some(), "log never mentions 401");
+    assert!(
+        vb.wait_log("check [ari] username/password", STEP).is_some(),
+        "log never says `check [ari] username/password`"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(vb.is_running(), "voicebot1 exited on wrong credentials instead of retrying");
+    assert_eq!(fake.ws_connections(), 0);
+    vb.stop_and_assert_clean();
+    let log = vb.log_text();
+    assert!(!log.contains(secret), "the password appears in the log");
+    let b64 = base64_encode(format!("voicebot1:{secret}").as_bytes());
+    assert!(!log.contains(&b64), "the Basic auth credentials appear in the log");
+}
