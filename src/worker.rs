@@ -131,7 +131,7 @@ impl Worker {
             }
             CallEvent::Left(role, cause) if known => self.drive(&id, Input::Left(role, cause)),
             CallEvent::Left(..) => {}
-            CallEvent::Dial(status) if known => info!("call {id}: destination {}", status.to_lowercase()),
+            CallEvent::Dial(status) if known => info!("call {id}: destination {}", describe_dialstatus(&status)),
             CallEvent::Dial(_) => {}
         }
     }
@@ -384,6 +384,15 @@ fn describe_counts(c: &EchoCounts) -> String {
         s.push_str(&format!(", dropped {} from other addresses, {} not RTP", c.dropped_foreign, c.dropped_garbage));
     }
     s
+}
+
+fn describe_dialstatus(status: &str) -> String {
+    match status {
+        "ANSWER" => "answered".into(),
+        "NOANSWER" => "did not answer".into(),
+        "CHANUNAVAIL" => "unavailable".into(),
+        other => other.to_lowercase(),
+    }
 }
 
 fn describe_end(end: &End) -> String {

@@ -1,0 +1,113 @@
+//! End-to-end tests against the real Asterisk 22 sandbox and real SIPp callers and destinations.
+//!
+//! They need `scripts/asterisk-sandbox.sh up` (root, loopback ports 5060/5080/8088 or the
+//! VB1_*_PORT variables), so they are `#[ignore]`d in a plain `cargo test`; `scripts/test.sh`
+//! brings the sandbox up and runs them with `--include-ignored --test-threads=1` (they share the
+//! one Asterisk and the destination's SIP port, and each ends by asserting Asterisk is empty).
+
+#[path = "e2e/sandbox.rs"]
+mod sandbox;
+
+use std::time::{Duration, Instant};
+
+use sandbox::*;
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_call_with_audio_is_echoed_then_transferred_and_bridged() {
+    require_sandbox();
+    let dir = workdir("audio");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let vb = Voicebot::start(&dir, &config_text(26500, 26519, 7000));
+    let t0 = Instant::now();
+    let mut caller = caller(&dir, 14_000, 5171, 6100);
+
+    // During the media phase everything the caller hears comes from the bot (a mixing bridge
+    // does not return a channel's own audio), so RTP to the caller's media port is the echo.
+    vb.wait_log("caller and media bridged", Duration::from_secs(10));
+    let echoed = count_udp_to(6100, Duration::from_secs(3));
+    assert!(echoed > 50, "the caller received only {echoed} RTP packets in 3 s of media phase");
+
+    let ended_media = vb.wait_log("bot media ended", Duration::from_secs(10));
+    let since = t0.elapsed();
+    assert!(since >= Duration::from_secs(6) && since < Duration::from_secs(11), "media phase lasted {since:?}");
+    let rx = number_after(&ended_media, "rx ");
+    let tx = number_after(&ended_media, "tx ");
+    assert!(rx > 100 && tx > 100, "echo counted rx {rx} tx {tx}: {ended_media}");
+
+    vb.wait_log("caller and destination bridged", Duration::from_secs(10));
+    let bridges = ari().list_bridges().unwrap();
+    assert_eq!(bridges.len(), 1, "{bridges:?}");
+    let b = &bridges[0];
+    assert!(b.id.starts_with("voicebot1-") && b.channels.len() == 2, "{b:?}");
+    assert!(b.channels.iter().any(|c| c.ends_with("-dest")), "{b:?}");
+
+    let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
+    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    vb.wait_log("ended (caller hung up)", Duration::from_secs(10));
+    assert_asterisk_empty(&vb.log);
+    vb.stop_clean();
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_caller_hangs_up_at_3s_and_the_destination_is_never_called() {
+    require_sandbox();
+    let dir = workdir("early-hangup");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let vb = Voicebot::start(&dir, &config_text(26520, 26539, 7000));
+    let mut caller = caller(&dir, 3_000, 5172, 6110);
+    let status = caller.wait(Duration::from_secs(20)).expect("caller still running");
+    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    vb.wait_log("ended (caller hung up)", Duration::from_secs(10));
+    // Past the moment the transfer would have happened.
+    std::thread::sleep(Duration::from_secs(6));
+    let log = vb.log_text();
+    assert!(!log.contains("transferring"), "voicebot1 transferred after the caller left:\n{log}");
+    let seen = sip_messages(&dir, "dest");
+    assert!(!seen.contains("INVITE sip:"), "the destination received an INVITE:\n{seen}");
+    assert_asterisk_empty(&vb.log);
+    vb.stop_clean();
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_destination_hangs_up_first_and_the_caller_is_hung_up() {
+    require_sandbox();
+    let dir = workdir("dest-hangup");
+    let _dest = destination(&dir, "uas-hangup.xml", Some(2_000));
+    let vb = Voicebot::start(&dir, &config_text(26540, 26559, 3000));
+    let t0 = Instant::now();
+    let mut caller = caller(&dir, 60_000, 5173, 6120);
+    vb.wait_log("ended (destination hung up)", Duration::from_secs(20));
+    let status = caller.wait(Duration::from_secs(15)).expect("caller was not hung up");
+    assert!(t0.elapsed() < Duration::from_secs(30), "caller ended only after its own hold time");
+    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    assert!(sip_messages(&dir, "caller").contains("BYE sip:"), "the caller got no BYE");
+    assert_asterisk_empty(&vb.log);
+    vb.stop_clean();
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_destination_busy_and_the_caller_is_hung_up() {
+    require_sandbox();
+    let dir = workdir("dest-busy");
+    let _dest = destination(&dir, "uas-busy.xml", None);
+    let vb = Voicebot::start(&dir, &config_text(26560, 26579, 3000));
+    let t0 = Instant::now();
+    let mut caller = caller(&dir, 60_000, 5174, 6130);
+    let line = vb.wait_log("destination did not answer", Duration::from_secs(20));
+    assert!(line.contains("cause 17"), "{line}");
+    let status = caller.wait(Duration::from_secs(15)).expect("caller was not hung up");
+    assert!(t0.elapsed() < Duration::from_secs(30), "caller ended only after its own hold time");
+    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    assert!(sip_messages(&dir, "dest").contains("486 Busy"), "the destination did not answer busy");
+    assert_asterisk_empty(&vb.log);
+    vb.stop_clean();
+}
+
+/// The number after `key` in a log line (`rx 350 pkts` → 350).
+fn number_after(line: &str, key: &str) -> u64 {
+    line.split(key).nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+}
