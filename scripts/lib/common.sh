@@ -100,3 +100,41 @@ port_busy() {  # port_busy udp|tcp PORT
     [ "$proto" = udp ] && flag=-lnu || flag=-lnt
     ss -H $flag "sport = :$port" 2>/dev/null | grep -q .
 }
+
+# Rewrite the hold time of a scenario (the <sample assign_to="hold"> line,
+# uniform between min and max milliseconds) and check that it took.
+set_scenario_hold() {  # set_scenario_hold FILE MIN_MS MAX_MS
+    local f="$1" mn="$2" mx="$3"
+    grep -q '<sample assign_to="hold" distribution="uniform" min="[0-9]*" max="[0-9]*"/>' "$f" \
+        || die "$(basename "$f") has no hold time line to rewrite"
+    sed -i "s|<sample assign_to=\"hold\" distribution=\"uniform\" min=\"[0-9]*\" max=\"[0-9]*\"/>|<sample assign_to=\"hold\" distribution=\"uniform\" min=\"$mn\" max=\"$mx\"/>|" "$f"
+    grep -q "<sample assign_to=\"hold\" distribution=\"uniform\" min=\"$mn\" max=\"$mx\"/>" "$f" \
+        || die "could not set the hold time of $(basename "$f")"
+}
+
+# Parse "A-B" (seconds, may be fractional) into milliseconds: sets RANGE_MIN_MS RANGE_MAX_MS.
+parse_range_s() {  # parse_range_s OPTION VALUE
+    local opt="$1" v="$2" a b
+    [[ "$v" =~ ^([0-9]+(\.[0-9]+)?)(-([0-9]+(\.[0-9]+)?))?$ ]] || die "$opt expects MIN-MAX in seconds (e.g. 1-12), got '$v'"
+    a="${BASH_REMATCH[1]}"; b="${BASH_REMATCH[4]:-$a}"
+    RANGE_MIN_MS="$(awk -v x="$a" 'BEGIN { printf "%d", x * 1000 }')"
+    RANGE_MAX_MS="$(awk -v x="$b" 'BEGIN { printf "%d", x * 1000 }')"
+    [ "$RANGE_MIN_MS" -le "$RANGE_MAX_MS" ] || die "$opt: MIN must not exceed MAX ('$v')"
+}
+
+# Value of a column of the last line of a SIPp statistics csv (-trace_stat).
+sipp_stat() {  # sipp_stat FILE COLUMN_NAME
+    awk -F';' -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
+                           { last = $0 } END { if (!c || last == "") { print 0; exit } split(last, a, ";"); print a[c] + 0 }' "$1" 2>/dev/null || echo 0
+}
+
+# Wait until a UDP port is bound (a helper SIPp is listening), bounded.
+wait_udp_port() {  # wait_udp_port PORT SECONDS PID
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        port_busy udp "$1" && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
