@@ -10,13 +10,14 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use log::{debug, info, warn};
+use parking_lot::Mutex;
 
 use crate::ari::events::decode;
 use crate::ari::websocket::{events_url, ConnectError, EventSocket, Frame};
@@ -25,10 +26,13 @@ use crate::config::Config;
 use crate::dispatch::{route, Dispatcher, WorkerMsg};
 use crate::ids::Ids;
 use crate::media::SocketPool;
-use crate::worker::{Shared, Worker};
+use crate::worker::{Counters, Shared, Worker};
 
 /// How long shutdown waits for the workers to clean their calls up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// How often leftovers of failed requests are looked for while running.
+const JANITOR_EVERY: Duration = Duration::from_secs(60);
 
 /// Why voicebot1 could not start or stop cleanly.
 #[derive(Debug)]
@@ -81,8 +85,8 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         ids: Ids::new(&config.ari.app),
         config: Arc::clone(&config),
         pool: pool.clone(),
-        active: AtomicUsize::new(0),
-        ended_by_shutdown: AtomicUsize::new(0),
+        registry: Mutex::new(HashSet::new()),
+        counters: Counters::default(),
     });
 
     let (dispatcher, receivers) = Dispatcher::new(config.service.workers);
@@ -103,6 +107,12 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     drop(done_tx);
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let janitor_shared = Arc::clone(&shared);
+    let janitor_stop = stop_rx.clone();
+    let janitor_thread = std::thread::Builder::new()
+        .name("janitor".into())
+        .spawn(move || janitor(&janitor_shared, &janitor_stop, JANITOR_EVERY))
+        .map_err(AppError::Thread)?;
     let reader_shared = Arc::clone(&shared);
     let reader = std::thread::Builder::new()
         .name("ari-events".into())
@@ -111,10 +121,11 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
 
     // Wait for the first signal.
     let _ = signals.recv();
-    info!("shutdown requested: taking no new calls, cleaning up {} active calls", shared.active.load(Ordering::Relaxed));
+    info!("shutdown requested: taking no new calls, cleaning up {} active calls", shared.active_calls());
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     drop(stop_tx);
     join_until(reader, deadline);
+    join_until(janitor_thread, deadline);
     let mut finished = 0;
     while finished < workers.len() {
         match done_rx.recv_deadline(deadline) {
@@ -126,10 +137,11 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     while pool.free() < pool.total() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    let active = shared.active.load(Ordering::Relaxed);
+    let active = shared.active_calls();
+    info!("totals: {}", shared.counters.summary());
     info!(
         "shutdown complete: {} calls cleaned up, {active} left, pool {}/{} free",
-        shared.ended_by_shutdown.load(Ordering::Relaxed),
+        shared.counters.ended_by_shutdown.load(Ordering::Relaxed),
         pool.free(),
         pool.total()
     );
@@ -203,8 +215,10 @@ impl Reader {
             }
         };
         if !*swept {
-            if let Err(e) = self.sweep() {
-                return SessionEnd::Lost(e);
+            // Before the WebSocket connects, so no call of this instance can be among what it
+            // removes: Stasis() fails while no application is connected.
+            if let Err(e) = sweep(&self.shared, Scope::StartUp) {
+                return SessionEnd::Lost(e.to_string());
             }
             *swept = true;
         }
@@ -217,7 +231,11 @@ impl Reader {
         };
         info!("ARI: connected to Asterisk {version} at {}, taking calls for {:?}", events_url(cfg), cfg.app);
         if reconnecting {
+            Counters::bump(&self.shared.counters.reconnects);
             self.reconcile();
+            if let Err(e) = sweep(&self.shared, Scope::Running) {
+                warn!("janitor: {e}");
+            }
         }
         let connected_at = Instant::now();
         loop {
@@ -246,45 +264,11 @@ impl Reader {
                     self.dispatcher.send(call, ev);
                 }
             }
-            Err(e) => warn!("ARI: skipping {e} ({} bytes)", text.len()),
-        }
-    }
-
-    /// Removes what an earlier voicebot1 left behind (killed, crashed): bridges and channels with
-    /// our id prefix, and callers stranded in our Stasis application. Runs before the WebSocket
-    /// connects, so no call of this instance can be among them (Stasis() fails while no
-    /// application is connected).
-    fn sweep(&self) -> Result<(), String> {
-        let ari = &self.shared.ari;
-        let ids = &self.shared.ids;
-        let app = &self.shared.config.ari.app;
-        let channels = ari.list_channels().map_err(|e| e.to_string())?;
-        let bridges = ari.list_bridges().map_err(|e| e.to_string())?;
-        let mut hung_up = 0;
-        for ch in &channels {
-            let stranded = ch.dialplan.as_ref().is_some_and(|d| {
-                d.app_name.eq_ignore_ascii_case("Stasis") && d.app_data.split(',').next().map(str::trim) == Some(app.as_str())
-            });
-            if ids.is_ours(&ch.id) || stranded {
-                match ari.hangup(&ch.id, crate::ari::HangupReason::Normal) {
-                    Ok(()) => hung_up += 1,
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => warn!("sweep: {e}"),
-                }
-                info!("sweep: hung up leftover channel {} ({})", ch.id, ch.name);
+            Err(e) => {
+                let n = Counters::bump(&self.shared.counters.frames_skipped);
+                warn!("ARI: skipping {e} ({} bytes; {n} skipped so far)", text.len());
             }
         }
-        let mut destroyed = 0;
-        for b in bridges.iter().filter(|b| ids.is_ours(&b.id)) {
-            match ari.destroy_bridge(&b.id) {
-                Ok(()) => destroyed += 1,
-                Err(e) if e.is_not_found() => {}
-                Err(e) => warn!("sweep: {e}"),
-            }
-            info!("sweep: destroyed leftover bridge {}", b.id);
-        }
-        info!("sweep: {hung_up} leftover channels hung up, {destroyed} leftover bridges destroyed");
-        Ok(())
     }
 
     /// After a reconnect: tells every worker which channels still exist.
@@ -306,6 +290,75 @@ impl Reader {
     /// Sleeps up to `d`; true if voicebot1 is stopping.
     fn stopped_within(&self, d: Duration) -> bool {
         matches!(self.stop.recv_timeout(d), Err(crossbeam_channel::RecvTimeoutError::Disconnected))
+    }
+}
+
+/// What a sweep may remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// At start-up nothing is ours yet: every bridge and channel with our prefix, and every
+    /// caller stranded in our Stasis application, was left by an earlier voicebot1 (killed,
+    /// crashed) and goes.
+    StartUp,
+    /// While running: bridges and channels with our prefix whose call is not active (a request
+    /// that timed out but created its resource anyway, a cleanup request that failed).
+    Running,
+}
+
+/// Removes leftovers (see [`Scope`]); logs what it removed.
+pub fn sweep(shared: &Shared, scope: Scope) -> Result<(), crate::ari::AriError> {
+    let ari = &shared.ari;
+    let ids = &shared.ids;
+    let app = &shared.config.ari.app;
+    let channels = ari.list_channels()?;
+    let bridges = ari.list_bridges()?;
+    // Read after the listings: a call registered later created nothing that is listed, and a
+    // call unregistered meanwhile has cleaned up (a second delete is a harmless 404).
+    let active = shared.registry.lock().clone();
+    let orphan = |call: &crate::ids::CallId| scope == Scope::StartUp || !active.contains(call);
+    let who = if scope == Scope::StartUp { "sweep" } else { "janitor" };
+    let (mut hung_up, mut destroyed) = (0, 0);
+    for ch in &channels {
+        let stranded = scope == Scope::StartUp
+            && ch.dialplan.as_ref().is_some_and(|d| {
+                d.app_name.eq_ignore_ascii_case("Stasis") && d.app_data.split(',').next().map(str::trim) == Some(app.as_str())
+            });
+        let ours = ids.is_ours(&ch.id) && orphan(&ids.classify_channel(&ch.id).0);
+        if ours || stranded {
+            match ari.hangup(&ch.id, crate::ari::HangupReason::Normal) {
+                Ok(()) => {
+                    hung_up += 1;
+                    info!("{who}: hung up leftover channel {} ({})", ch.id, ch.name);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => warn!("{who}: {e}"),
+            }
+        }
+    }
+    for b in &bridges {
+        if ids.classify_bridge(&b.id).is_some_and(|call| orphan(&call)) {
+            match ari.destroy_bridge(&b.id) {
+                Ok(()) => {
+                    destroyed += 1;
+                    info!("{who}: destroyed leftover bridge {}", b.id);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => warn!("{who}: {e}"),
+            }
+        }
+    }
+    if scope == Scope::StartUp || hung_up + destroyed > 0 {
+        info!("{who}: {hung_up} leftover channels hung up, {destroyed} leftover bridges destroyed");
+    }
+    Ok(())
+}
+
+/// Runs a [`Scope::Running`] sweep every `every` until `stop` disconnects.
+fn janitor(shared: &Shared, stop: &Receiver<()>, every: Duration) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        if let Err(e) = sweep(shared, Scope::Running) {
+            debug!("janitor: {e}");
+        }
     }
 }
 

@@ -64,6 +64,9 @@ pub enum Timer {
     /// The destination had the dial timeout and a margin to answer; Asterisk should have given up
     /// already, this guards against a lost event.
     DialGuard,
+    /// Set-up had the time of its requests and a margin; guards against a lost StasisStart of
+    /// the externalMedia channel (e.g. while the WebSocket was reconnecting).
+    SetupGuard,
 }
 
 /// Why a channel is hung up (mapped to ARI's `reason`).
@@ -106,6 +109,8 @@ pub enum End {
     DestinationFailed(Option<i64>),
     BotLostDuringSetup,
     SetupFailed(Step, Failure),
+    /// Set-up did not complete within the set-up timeout.
+    SetupTimedOut,
     NoSocket,
     Shutdown,
 }
@@ -153,6 +158,9 @@ pub struct Policy {
     pub media_phase: Duration,
     pub dial_timeout: Duration,
     pub on_pool_exhausted: PoolExhausted,
+    /// How long set-up (bridge, externalMedia, its StasisStart) may take before the call is
+    /// given up.
+    pub setup_timeout: Duration,
 }
 
 /// Margin past the dial timeout before voicebot1 stops waiting for Asterisk to report it.
@@ -184,7 +192,8 @@ impl Call {
             media_created: false,
             dest: Leg::None,
         };
-        (call, vec![Action::LeaseSocket])
+        let guard = call.policy.setup_timeout;
+        (call, vec![Action::StartTimer(Timer::SetupGuard, guard), Action::LeaseSocket])
     }
 
     pub fn phase(&self) -> Phase {
@@ -269,6 +278,7 @@ impl Call {
             Input::Timer(Timer::DialGuard) if self.phase == Phase::Transfer && self.dest == Leg::Requested => {
                 self.end(End::DestinationFailed(None))
             }
+            Input::Timer(Timer::SetupGuard) if self.phase == Phase::Setup => self.end(End::SetupTimedOut),
             Input::Timer(_) => Vec::new(),
             Input::Left(Role::Caller, _) => {
                 self.caller_gone = true;
@@ -334,7 +344,9 @@ impl Call {
         let caller_reason = match &how {
             End::DestinationFailed(Some(17)) => Reason::Busy,
             End::DestinationFailed(Some(18 | 19 | 20)) | End::DestinationFailed(None) => Reason::NoAnswer,
-            End::DestinationFailed(_) | End::SetupFailed(..) | End::NoSocket | End::BotLostDuringSetup => Reason::Congestion,
+            End::DestinationFailed(_) | End::SetupFailed(..) | End::SetupTimedOut | End::NoSocket | End::BotLostDuringSetup => {
+                Reason::Congestion
+            }
             End::CallerHungUp | End::DestinationHungUp | End::Shutdown => Reason::Normal,
         };
         let mut actions = Vec::new();
@@ -369,7 +381,12 @@ mod tests {
     use Action::*;
 
     fn policy() -> Policy {
-        Policy { media_phase: Duration::from_secs(7), dial_timeout: Duration::from_secs(30), on_pool_exhausted: PoolExhausted::Transfer }
+        Policy {
+            media_phase: Duration::from_secs(7),
+            dial_timeout: Duration::from_secs(30),
+            on_pool_exhausted: PoolExhausted::Transfer,
+            setup_timeout: Duration::from_secs(15),
+        }
     }
 
     fn ok(step: Step) -> Input {
@@ -383,7 +400,7 @@ mod tests {
     /// A call driven to the media phase (caller and bot bridged).
     fn in_media_phase() -> Call {
         let (mut c, first) = Call::start(policy());
-        assert_eq!(first, vec![LeaseSocket]);
+        assert_eq!(first, vec![StartTimer(Timer::SetupGuard, Duration::from_secs(15)), LeaseSocket]);
         assert_eq!(c.on(Input::Leased(true)), vec![CreateBridge]);
         assert_eq!(c.on(ok(Step::CreateBridge)), vec![AddToBridge(Role::Caller)]);
         assert_eq!(c.on(ok(Step::AddCaller)), vec![CreateMedia]);
@@ -512,6 +529,28 @@ mod tests {
             c.on(Input::Left(Role::Dest, Some(19))),
             vec![Hangup(Role::Caller, Reason::NoAnswer), DestroyBridge, Finish(End::DestinationFailed(Some(19)))]
         );
+    }
+
+    #[test]
+    fn setup_guard_ends_a_call_whose_media_channel_never_entered_stasis() {
+        let (mut c, _) = Call::start(policy());
+        c.on(Input::Leased(true));
+        c.on(ok(Step::CreateBridge));
+        c.on(ok(Step::AddCaller));
+        c.on(ok(Step::CreateMedia));
+        assert_eq!(
+            c.on(Input::Timer(Timer::SetupGuard)),
+            vec![
+                Hangup(Role::Caller, Reason::Congestion),
+                Hangup(Role::Media, Reason::Normal),
+                DestroyBridge,
+                ReleaseSocket,
+                Finish(End::SetupTimedOut)
+            ]
+        );
+        // Once in the media phase, the guard means nothing.
+        let mut c = in_media_phase();
+        assert_eq!(c.on(Input::Timer(Timer::SetupGuard)), vec![]);
     }
 
     #[test]

@@ -9,14 +9,15 @@
 //! every call it holds, through the same path a hang-up takes, then returns.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{debug, info, warn};
+use parking_lot::Mutex;
 
 use crate::ari::rest::Originate;
 use crate::ari::{AriClient, AriError, Channel, HangupReason};
@@ -32,18 +33,54 @@ pub struct Shared {
     pub ids: Ids,
     pub config: Arc<Config>,
     pub pool: SocketPool,
-    /// Calls alive on all workers.
-    pub active: AtomicUsize,
-    /// Calls ended by shutdown.
-    pub ended_by_shutdown: AtomicUsize,
+    /// The calls alive on all workers. A call is in it before it creates anything in Asterisk
+    /// and leaves it only after its cleanup, so the janitor may treat any resource with our
+    /// prefix whose call is not here as an orphan.
+    pub registry: Mutex<HashSet<CallId>>,
+    pub counters: Counters,
+}
+
+/// Totals since start, for the operator (logged at shutdown and where they change).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub calls: AtomicU64,
+    pub pool_exhausted: AtomicU64,
+    pub orphans_hung_up: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub ended_by_shutdown: AtomicU64,
+}
+
+impl Counters {
+    pub fn bump(counter: &AtomicU64) -> u64 {
+        counter.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn summary(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "{} calls, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects",
+            g(&self.calls),
+            g(&self.pool_exhausted),
+            g(&self.orphans_hung_up),
+            g(&self.frames_skipped),
+            g(&self.reconnects)
+        )
+    }
 }
 
 impl Shared {
+    pub fn active_calls(&self) -> usize {
+        self.registry.lock().len()
+    }
+
     fn policy(&self) -> Policy {
         Policy {
             media_phase: self.config.media.phase,
             dial_timeout: self.config.transfer.dial_timeout,
             on_pool_exhausted: self.config.media.on_pool_exhausted,
+            // Three requests (bridge, add, externalMedia), each with one retry at most, and slack.
+            setup_timeout: self.config.ari.request_timeout * 3 + Duration::from_secs(5),
         }
     }
 }
@@ -86,7 +123,7 @@ impl Worker {
         }
         let ids: Vec<CallId> = self.calls.keys().cloned().collect();
         for id in ids {
-            self.shared.ended_by_shutdown.fetch_add(1, Ordering::Relaxed);
+            Counters::bump(&self.shared.counters.ended_by_shutdown);
             self.drive(&id, Input::Shutdown);
         }
         debug!("worker {} stopped", self.index);
@@ -127,6 +164,7 @@ impl Worker {
                 // Ours by its id, but its call is over (it answered or was created after the call
                 // ended, e.g. after a timed-out request): it must not live on.
                 info!("call {id}: {} channel {} has no call any more; hanging it up", role.as_str(), channel.id);
+                Counters::bump(&self.shared.counters.orphans_hung_up);
                 self.hangup_channel(&id, &channel.id, Reason::Normal);
             }
             CallEvent::Left(role, cause) if known => self.drive(&id, Input::Left(role, cause)),
@@ -140,7 +178,8 @@ impl Worker {
         let (call, actions) = Call::start(self.shared.policy());
         let from = if channel.caller.number.is_empty() { "unknown".to_string() } else { channel.caller.number.clone() };
         info!("call {id}: inbound from {from} on {}", channel.name);
-        self.shared.active.fetch_add(1, Ordering::Relaxed);
+        Counters::bump(&self.shared.counters.calls);
+        self.shared.registry.lock().insert(id.clone());
         self.calls.insert(
             id.clone(),
             Live { call, started: Instant::now(), caller_number: channel.caller.number, echo: None, dialing_since: None },
@@ -187,9 +226,9 @@ impl Worker {
                 match &echo {
                     Some(e) => debug!("call {id}: leased port {}", e.port()),
                     None => warn!(
-                        "call {id}: no free port in the pool ({}/{} free); {}",
-                        shared.pool.free(),
+                        "call {id}: no free port in the pool (0/{} free, {} times so far); {}",
                         shared.pool.total(),
+                        Counters::bump(&shared.counters.pool_exhausted),
                         match cfg.media.on_pool_exhausted {
                             crate::config::PoolExhausted::Transfer => "skipping the bot, transferring",
                             crate::config::PoolExhausted::Hangup => "hanging up",
@@ -296,7 +335,11 @@ impl Worker {
                 // Whatever the call still owns goes now (the state machine released the socket
                 // already; this is the backstop that makes a leak impossible).
                 drop(live.echo);
-                let active = shared.active.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+                let active = {
+                    let mut registry = shared.registry.lock();
+                    registry.remove(id);
+                    registry.len()
+                };
                 let (free, total) = (shared.pool.free(), shared.pool.total());
                 info!(
                     "call {id}: ended ({}) after {:.1} s; {active} calls active, pool {free}/{total} free",
@@ -404,6 +447,7 @@ fn describe_end(end: &End) -> String {
         End::BotLostDuringSetup => "media channel lost during set-up".into(),
         End::SetupFailed(step, Failure::NotFound) => format!("{step:?} failed: not found"),
         End::SetupFailed(step, Failure::Other(m)) => format!("{step:?} failed: {m}"),
+        End::SetupTimedOut => "set-up timed out".into(),
         End::NoSocket => "no free media port".into(),
         End::Shutdown => "voicebot1 shutting down".into(),
     }
