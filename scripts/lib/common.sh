@@ -138,3 +138,46 @@ wait_udp_port() {  # wait_udp_port PORT SECONDS PID
     done
     return 1
 }
+
+# voicebot1's configuration for the current ARI port: conf/voicebot1.toml as
+# is for 8088, else a copy in DIR whose [ari] url line points at VB1_ARI_PORT.
+# Prints the path to use.
+voicebot1_config() {  # voicebot1_config DIR
+    local src="$VB1_REPO_DIR/conf/voicebot1.toml" out="$1/voicebot1.toml"
+    [ -f "$src" ] || die "$src not found"
+    if [ "$VB1_ARI_PORT" = 8088 ]; then echo "$src"; return; fi
+    awk -v port="$VB1_ARI_PORT" '
+        /^\[/ { section = $0 }
+        section == "[ari]" && $0 == "url = \"http://127.0.0.1:8088\"" { print "url = \"http://127.0.0.1:" port "\""; done = 1; next }
+        { print }
+        END { if (!done) exit 1 }' "$src" >"$out" \
+        || die "conf/voicebot1.toml has no [ari] line 'url = \"http://127.0.0.1:8088\"' to point at port $VB1_ARI_PORT"
+    echo "$out"
+}
+
+# Wait (bounded) until voicebot1's Stasis application is registered in Asterisk.
+wait_voicebot1_registered() {  # wait_voicebot1_registered PID SECONDS
+    local i
+    for ((i = 0; i < $2 * 2; i++)); do
+        ari GET /applications/voicebot1 >/dev/null 2>&1 && return 0
+        kill -0 "$1" 2>/dev/null || return 1
+        sleep 0.5
+    done
+    return 1
+}
+
+# SIGTERM a process we started and wait (bounded) for it; sets TERM_RC to
+# its exit status (124 if it had to be killed). Not to be called in $(...):
+# only this shell can wait for its own child.
+term_and_wait() {  # term_and_wait PID SECONDS
+    local pid="$1" i rc=0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < $2 * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rc=124
+    else
+        wait "$pid" 2>/dev/null || rc=$?
+    fi
+    rm -f "$VB1_HELPER_DIR"/*."$pid".pid
+    TERM_RC=$rc
+}

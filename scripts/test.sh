@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# test.sh -- the full test run (README: "run the full tests"; CI runs it via .ci/run).
+#
+# Stages, each counted as passed or failed:
+#   1. host packages (debootstrap, sip-tester, tcpdump, curl, jq) when missing
+#   2. cargo build --release --all-targets
+#   3. cargo test                (unit + fake-ARI integration tests)
+#   4. Asterisk sandbox up       (scripts/asterisk-sandbox.sh up)
+#   5. bench self-test           (scripts/bench-selftest.sh, no voicebot1)
+#   6. sandbox end-to-end tests  (VB1_SANDBOX=1 cargo test --release --test e2e_sandbox, if present)
+#   7. load run with voicebot1   (40 calls at 5/s, hold 1-12 s, destination answers;
+#                                 voicebot1 must then exit 0 on SIGTERM)
+# The sandbox is taken down at the end whatever happened. The voicebot1 stages
+# are skipped (with a message) only while Cargo.toml does not exist.
+# Last line: "N passed, N failed" (", N skipped" when any).  Exit 1 if any failed.
+set -uo pipefail   # no -e: a failing stage is counted, the run goes on
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+cd "$VB1_REPO_DIR"
+
+passed=0 failed=0 skipped=0
+declare -a results=()
+# stage NAME cmd...: run one stage, count it.
+stage() {
+    local name="$1" t0=$SECONDS rc=0; shift
+    echo
+    echo "=== stage: $name ==="
+    "$@" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        passed=$((passed + 1)); results+=("PASS  $name ($((SECONDS - t0)) s)")
+    else
+        failed=$((failed + 1)); results+=("FAIL  $name (exit $rc, $((SECONDS - t0)) s)")
+    fi
+    return "$rc"
+}
+skip() {  # skip NAME REASON
+    echo; echo "=== stage: $1: SKIPPED ($2) ==="
+    skipped=$((skipped + 1)); results+=("SKIP  $1 ($2)")
+}
+
+work="$(mktemp -d /tmp/vb1-test.XXXXXX)"
+bot_pid=""
+finish() {
+    if [ -n "$bot_pid" ]; then stop_helper "$bot_pid" 10; fi
+    echo
+    echo "=== taking the sandbox down ==="
+    "$VB1_SCRIPTS_DIR/asterisk-sandbox.sh" down || true
+    rm -rf "$work"
+    echo
+    echo "=== summary ==="
+    printf '%s\n' "${results[@]}"
+    if [ "$skipped" -gt 0 ]; then
+        echo "$passed passed, $failed failed, $skipped skipped"
+    else
+        echo "$passed passed, $failed failed"
+    fi
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" -eq 0 ] || { echo "error: scripts/test.sh must run as root (the Asterisk sandbox chroots and binds ports)" >&2; exit 1; }
+
+install_packages() {
+    ensure_host_packages
+    command -v sipp >/dev/null && command -v debootstrap >/dev/null && command -v jq >/dev/null
+}
+stage "host packages" install_packages
+
+have_cargo=0
+if [ -f Cargo.toml ]; then
+    if command -v cargo >/dev/null; then have_cargo=1; else echo "error: Cargo.toml exists but cargo is not installed" >&2; fi
+fi
+
+built=0
+if [ "$have_cargo" = 1 ]; then
+    stage "cargo build --release --all-targets" cargo build --release --all-targets && built=1
+    if [ "$built" = 1 ]; then
+        stage "cargo test" cargo test
+    else
+        skip "cargo test" "the build failed"
+    fi
+elif [ -f Cargo.toml ]; then
+    stage "cargo build --release --all-targets" false
+else
+    skip "cargo build" "no Cargo.toml yet"
+    skip "cargo test" "no Cargo.toml yet"
+fi
+
+sandbox_up=0
+stage "Asterisk sandbox up" "$VB1_SCRIPTS_DIR/asterisk-sandbox.sh" up && sandbox_up=1
+
+if [ "$sandbox_up" = 1 ]; then
+    stage "bench self-test" "$VB1_SCRIPTS_DIR/bench-selftest.sh"
+else
+    skip "bench self-test" "the sandbox is not up"
+fi
+
+if [ ! -f tests/e2e_sandbox.rs ]; then
+    skip "sandbox end-to-end tests" "tests/e2e_sandbox.rs does not exist"
+elif [ "$built" != 1 ] || [ "$sandbox_up" != 1 ]; then
+    skip "sandbox end-to-end tests" "needs a successful build and the sandbox"
+else
+    stage "sandbox end-to-end tests" env VB1_SANDBOX=1 cargo test --release --test e2e_sandbox -- --include-ignored --test-threads=1
+fi
+
+# Load run with voicebot1: start it, drive 40 calls, SIGTERM it, check it exits 0.
+load_with_voicebot1() {
+    local bin="$VB1_REPO_DIR/target/release/voicebot1" config rc=0
+    [ -x "$bin" ] || { echo "error: $bin not built" >&2; return 1; }
+    config="$(voicebot1_config "$work")" || return 1
+    start_helper voicebot1 "$work/voicebot1.log" "$bin" "$config"
+    bot_pid=$HELPER_PID
+    if ! wait_voicebot1_registered "$bot_pid" 30; then
+        echo "error: voicebot1 did not register its Stasis application within 30 s; its log:" >&2
+        tail -n 40 "$work/voicebot1.log" >&2
+        stop_helper "$bot_pid" 10; bot_pid=""
+        return 1
+    fi
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls 40 --rate 5 --hold 1-12 --dest answer || rc=$?
+    term_and_wait "$bot_pid" 20; bot_pid=""
+    echo "voicebot1 exit status after SIGTERM: $TERM_RC"
+    if [ "$TERM_RC" -ne 0 ]; then
+        echo "error: voicebot1 exited with $TERM_RC after SIGTERM (expected 0); last lines of its log:" >&2
+        tail -n 40 "$work/voicebot1.log" >&2
+        rc=1
+    fi
+    [ "$rc" -eq 0 ] || { echo "--- last lines of voicebot1's log ---"; tail -n 30 "$work/voicebot1.log"; }
+    return "$rc"
+}
+if [ ! -f Cargo.toml ]; then
+    skip "load run with voicebot1" "no Cargo.toml yet"
+elif [ "$built" != 1 ] || [ "$sandbox_up" != 1 ]; then
+    skip "load run with voicebot1" "needs a successful build and the sandbox"
+else
+    stage "load run with voicebot1 (40 calls)" load_with_voicebot1
+fi
+
+[ "$failed" -eq 0 ]
