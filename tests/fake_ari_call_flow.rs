@@ -12,7 +12,7 @@ use support::*;
 
 #[test]
 fn fake_ari_media_stasis_start_before_rest_response_is_bridged() {
-    let (fake, mut vb) = start_pair("media-before-rest", Config::ports(27110));
+    let (fake, mut vb) = start_pair("media-before-rest", Config::new());
     fake.set_media_start(MediaStart::BeforeResponse);
     // call_to_media_phase waits for the media channel to be in the bridge.
     let ids = call_to_media_phase(&fake, &vb, "1764000001.1");
@@ -24,7 +24,7 @@ fn fake_ari_media_stasis_start_before_rest_response_is_bridged() {
 #[test]
 fn fake_ari_caller_hangup_during_media_phase_cancels_origination() {
     // A long media phase, so the hangup surely falls inside it.
-    let config = Config { phase_ms: 3000, ..Config::ports(27114) };
+    let config = Config { phase_ms: 3000, ..Config::new() };
     let phase = Duration::from_millis(config.phase_ms);
     let (fake, mut vb) = start_pair("hangup-in-media-phase", config);
     let ids = call_to_media_phase(&fake, &vb, "1764000002.1");
@@ -46,7 +46,7 @@ fn fake_ari_caller_hangup_during_media_phase_cancels_origination() {
 
 #[test]
 fn fake_ari_destination_busy_hangs_up_caller() {
-    let (fake, mut vb) = start_pair("dest-busy", Config::ports(27118));
+    let (fake, mut vb) = start_pair("dest-busy", Config::new());
     fake.set_destination(Destination::Busy { after: Duration::from_millis(300) });
     let ids = call_to_media_phase(&fake, &vb, "1764000003.1");
     expect_request(&fake, "originate destination", |r| is_originate(r, &ids.dest));
@@ -57,7 +57,7 @@ fn fake_ari_destination_busy_hangs_up_caller() {
 
 #[test]
 fn fake_ari_destination_no_answer_hangs_up_caller() {
-    let (fake, mut vb) = start_pair("dest-no-answer", Config::ports(27122));
+    let (fake, mut vb) = start_pair("dest-no-answer", Config::new());
     fake.set_destination(Destination::NoAnswer { after: Some(Duration::from_millis(500)) });
     let ids = call_to_media_phase(&fake, &vb, "1764000004.1");
     let orig = expect_request(&fake, "originate destination", |r| is_originate(r, &ids.dest));
@@ -69,14 +69,14 @@ fn fake_ari_destination_no_answer_hangs_up_caller() {
 
 #[test]
 fn fake_ari_destination_answers_and_is_bridged_then_caller_hangs_up() {
-    let (fake, mut vb) = start_pair("dest-answers", Config::ports(27126));
+    let (fake, mut vb) = start_pair("dest-answers", Config::new());
     full_call(&fake, &vb, "1764000005.1");
     finish(&fake, &mut vb);
 }
 
 #[test]
 fn fake_ari_destination_hangs_up_after_transfer_hangs_up_caller() {
-    let (fake, mut vb) = start_pair("dest-hangs-up", Config::ports(27130));
+    let (fake, mut vb) = start_pair("dest-hangs-up", Config::new());
     let ids = call_to_media_phase(&fake, &vb, "1764000006.1");
     transfer_to_destination(&fake, &vb, &ids);
     assert!(fake.remote_hangup(&ids.dest));
@@ -89,7 +89,7 @@ fn fake_ari_destination_hangs_up_after_transfer_hangs_up_caller() {
 #[test]
 fn fake_ari_shutdown_with_active_call_cleans_it_up() {
     // A long media phase keeps the call active while SIGTERM arrives.
-    let config = Config { phase_ms: 20_000, ..Config::ports(27134) };
+    let config = Config { phase_ms: 20_000, ..Config::new() };
     let (fake, mut vb) = start_pair("shutdown-active-call", config);
     let ids = call_to_media_phase(&fake, &vb, "1764000007.1");
     vb.stop_and_assert_clean();

@@ -11,7 +11,7 @@ use support::*;
 
 #[test]
 fn fake_ari_bridge_create_500_hangs_up_caller_and_leaks_nothing() {
-    let (fake, mut vb) = start_pair("bridge-500", Config::ports(27140));
+    let (fake, mut vb) = start_pair("bridge-500", Config::new());
     fake.set_rule(Rule::create_bridge(internal_error()));
     let ids = CallIds::new("1764000011.1");
     fake.new_inbound_call(&ids.call);
@@ -25,7 +25,7 @@ fn fake_ari_bridge_create_500_hangs_up_caller_and_leaks_nothing() {
 
 #[test]
 fn fake_ari_external_media_500_destroys_bridge_and_hangs_up_caller() {
-    let (fake, mut vb) = start_pair("external-media-500", Config::ports(27144));
+    let (fake, mut vb) = start_pair("external-media-500", Config::new());
     fake.set_rule(Rule::external_media(internal_error()));
     let ids = CallIds::new("1764000012.1");
     fake.new_inbound_call(&ids.call);
@@ -39,7 +39,7 @@ fn fake_ari_external_media_500_destroys_bridge_and_hangs_up_caller() {
 
 #[test]
 fn fake_ari_slow_external_media_and_caller_hangup_leaves_nothing() {
-    let (fake, mut vb) = start_pair("slow-external-media", Config::ports(27148));
+    let (fake, mut vb) = start_pair("slow-external-media", Config::new());
     // 1.5 s: slower than usual but within request_timeout_ms (2 s); the fake
     // creates the media channel only after the delay, as a slow Asterisk would.
     fake.set_rule(Rule::external_media(Action::Delay(Duration::from_millis(1500))));
@@ -58,7 +58,7 @@ fn fake_ari_slow_external_media_and_caller_hangup_leaves_nothing() {
 
 #[test]
 fn fake_ari_external_media_timeout_destroys_bridge_and_hangs_up_caller() {
-    let config = Config { request_timeout_ms: 1000, ..Config::ports(27152) };
+    let config = Config { request_timeout_ms: 1000, ..Config::new() };
     let (fake, mut vb) = start_pair("external-media-timeout", config);
     // Longer than request_timeout_ms: voicebot1 gives up on the request; the
     // fake still creates the channel afterwards, which must not leak either.

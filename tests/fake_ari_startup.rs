@@ -14,7 +14,7 @@ fn fake_ari_startup_sweep_removes_leftover_voicebot1_resources() {
     fake.add_channel("voicebot1-old-media", "UnicastRTP/127.0.0.1:27001-0x7f0000000001");
     fake.add_bridge("other-bridge");
     fake.add_channel("1763999999.7", "PJSIP/callers-00000007");
-    let mut vb = launch("startup-sweep", &fake, Config::ports(27180));
+    let mut vb = launch("startup-sweep", &fake, Config::new());
     expect_request(&fake, "DELETE leftover bridge", |r| is_delete_bridge(r, "voicebot1-old-bridge"));
     expect_request(&fake, "DELETE leftover channel", |r| is_delete_channel(r, "voicebot1-old-media"));
     wait_no_voicebot1_resources(&fake);

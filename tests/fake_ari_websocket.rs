@@ -13,7 +13,7 @@ use support::*;
 
 #[test]
 fn fake_ari_malformed_frames_are_skipped() {
-    let (fake, mut vb) = start_pair("malformed-frames", Config::ports(27160));
+    let (fake, mut vb) = start_pair("malformed-frames", Config::new());
     assert_eq!(fake.send_raw_text("this is {not json"), 1, "no WebSocket client to send to");
     fake.send_raw_text("[1,2,3]");
     fake.send_raw_text(r#"{"no_type":"here"}"#);
@@ -33,7 +33,7 @@ fn fake_ari_malformed_frames_are_skipped() {
 
 #[test]
 fn fake_ari_websocket_drop_reconnects_and_takes_calls() {
-    let (fake, mut vb) = start_pair("ws-drop", Config::ports(27164));
+    let (fake, mut vb) = start_pair("ws-drop", Config::new());
     assert_eq!(fake.drop_websocket(), 1);
     assert!(fake.wait_ws_connections(2, STEP), "voicebot1 did not reconnect after the WebSocket dropped");
     assert!(vb.is_running());
@@ -46,7 +46,7 @@ fn fake_ari_wrong_password_is_reported_and_retried() {
     let fake = FakeAri::start();
     let secret = "wrong-secret-7f3a9c";
     assert_ne!(secret, DEFAULT_PASSWORD);
-    let mut vb = Voicebot::start("wrong-password", &fake, Config { password: secret.into(), ..Config::ports(27168) });
+    let mut vb = Voicebot::start("wrong-password", &fake, Config { password: secret.into(), ..Config::new() });
     assert!(fake.wait_auth_failures(2, Duration::from_secs(15)), "voicebot1 did not retry after a 401");
     assert!(vb.wait_log("401", STEP).is_some(), "log never mentions 401");
     assert!(

@@ -84,8 +84,12 @@ pub fn is_ring(r: &Recorded, method: &str, chan: &str) -> bool {
 
 /// Starts voicebot1 against `fake` and waits until its event WebSocket is up.
 pub fn launch(name: &str, fake: &FakeAri, config: Config) -> Voicebot {
-    let vb = Voicebot::start(name, fake, config);
-    assert!(fake.wait_ws_connections(1, STEP), "voicebot1 never connected the event WebSocket");
+    let mut vb = Voicebot::start(name, fake, config);
+    let deadline = std::time::Instant::now() + STEP;
+    while !fake.wait_ws_connections(1, Duration::from_millis(200)) {
+        assert!(vb.is_running(), "voicebot1 exited before connecting the event WebSocket");
+        assert!(std::time::Instant::now() < deadline, "voicebot1 never connected the event WebSocket");
+    }
     vb
 }
 

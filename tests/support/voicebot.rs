@@ -47,8 +47,9 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Default config using the 4 media ports `first..=first+3`.
-    pub fn ports(first: u16) -> Config {
+    /// Default config with its own range of 4 free media ports (see `free_port_range`).
+    pub fn new() -> Config {
+        let first = free_port_range(4);
         Config { port_min: first, port_max: first + 3, ..Config::default() }
     }
     pub fn pool_size(&self) -> usize {
@@ -93,6 +94,29 @@ pub struct Voicebot {
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+static NEXT_RANGE: AtomicUsize = AtomicUsize::new(0);
+
+/// First port of `n` consecutive UDP ports on 127.0.0.1 that are free right
+/// now, below the Linux ephemeral range. Ranges never repeat within one test
+/// process (tests run in parallel threads), and the start depends on the
+/// process id so that two test runs at once (two developers, or cargo test
+/// run twice) most likely use different ranges; every candidate range is
+/// probed by binding it.
+pub fn free_port_range(n: u16) -> u16 {
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let base = (std::process::id().wrapping_mul(7919) % (SPAN / 16)) * 16;
+    for _ in 0..500 {
+        let k = NEXT_RANGE.fetch_add(1, Ordering::SeqCst) as u32;
+        let first = LOW + (base + k * 16) % SPAN;
+        let probe: Vec<_> =
+            (0..n).map(|i| std::net::UdpSocket::bind(("127.0.0.1", first as u16 + i))).collect();
+        if probe.iter().all(|r| r.is_ok()) {
+            return first as u16;
+        }
+    }
+    panic!("no free range of {n} UDP ports found");
+}
 
 impl Voicebot {
     /// Writes the config for `fake` and starts `voicebot1 CONFIGFILE`.
