@@ -8,6 +8,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::LevelFilter;
@@ -37,6 +38,8 @@ pub struct AriConfig {
     pub reconnect_max: Duration,
     /// PEM file with extra CA certificates for `https://` / `wss://`.
     pub ca_file: Option<PathBuf>,
+    /// TLS client settings when the URL is `https://`: public roots plus `ca_file`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 #[derive(Debug, Clone)]
@@ -314,13 +317,20 @@ impl<'e> Reader<'e> {
         if reconnect_min > reconnect_max {
             self.err("ari.reconnect_min_ms", "must not be larger than ari.reconnect_max_ms");
         }
-        if let Some(ca) = &ca_file {
-            if !rest_base.starts_with("https://") {
-                self.err("ari.ca_file", "is only used with an https:// url");
-            } else if let Err(e) = std::fs::metadata(ca) {
-                self.err("ari.ca_file", format!("cannot read {}: {e}", ca.display()));
-            }
+        if ca_file.is_some() && !rest_base.starts_with("https://") {
+            self.err("ari.ca_file", "is only used with an https:// url");
         }
+        let tls = if rest_base.starts_with("https://") {
+            match tls_client_config(ca_file.as_deref()) {
+                Ok(t) => Some(t),
+                Err(m) => {
+                    self.err("ari.ca_file", m);
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Some(AriConfig {
             rest_base,
             ws_base,
@@ -332,6 +342,7 @@ impl<'e> Reader<'e> {
             reconnect_min,
             reconnect_max,
             ca_file,
+            tls,
         })
     }
 
@@ -547,6 +558,34 @@ pub fn parse_ari_url(url: &str) -> Result<(String, String), String> {
     let path = path.trim_end_matches('/');
     let path = path.strip_suffix("/ari").unwrap_or(path);
     Ok((format!("{scheme}://{authority}{path}/ari"), format!("{ws_scheme}://{authority}{path}/ari")))
+}
+
+/// The TLS client settings for ARI over https/wss: the public web roots, plus the certificates
+/// of `ca_file` (PEM) for a box with a private or self-signed certificate.
+fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+            roots.add(cert).map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Reads a password file, refusing one that others may read.

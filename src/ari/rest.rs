@@ -7,6 +7,7 @@
 //! Only idempotent requests (GET, DELETE) are retried, once, on a transport error or a 5xx.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, trace};
@@ -115,12 +116,15 @@ enum Idempotent {
 
 impl AriClient {
     pub fn new(config: &AriConfig) -> AriClient {
-        let builder = ureq::AgentBuilder::new()
+        let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(config.request_timeout)
             .timeout(config.request_timeout)
             .max_idle_connections(64)
             .max_idle_connections_per_host(64)
             .user_agent(concat!("voicebot1/", env!("CARGO_PKG_VERSION")));
+        if let Some(tls) = &config.tls {
+            builder = builder.tls_config(Arc::clone(tls));
+        }
         AriClient {
             agent: builder.build(),
             base: config.rest_base.clone(),
