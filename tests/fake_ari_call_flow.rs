@@ -99,3 +99,13 @@ fn fake_ari_shutdown_with_active_call_cleans_it_up() {
     assert!(!fake.has_bridge(&ids.bridge), "bridge {} not destroyed by shutdown", ids.bridge);
     assert!(fake.requests_matching(is_any_originate).is_empty(), "originate during shutdown");
 }
+
+#[test]
+fn fake_ari_destination_stasis_start_before_originate_response_is_bridged() {
+    let (fake, mut vb) = start_pair("dest-before-rest", Config::new());
+    fake.set_destination(Destination::AnswerBeforeResponse);
+    let ids = call_to_media_phase(&fake, &vb, "1764000008.1");
+    transfer_to_destination(&fake, &vb, &ids);
+    caller_hangs_up_after_transfer(&fake, &ids);
+    finish(&fake, &mut vb);
+}

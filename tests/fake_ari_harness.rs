@@ -2,6 +2,7 @@
 //! ureq and a tungstenite client, independently of voicebot1. The fake exists
 //! for what a real Asterisk cannot be made to do on demand (events before REST
 //! responses, 5xx, slow answers, dropped/malformed frames, 401).
+#![allow(clippy::result_large_err)] // tungstenite::Error, as tungstenite returns it
 
 mod support;
 
@@ -299,6 +300,20 @@ fn fake_ari_harness_originate_destinations() {
     assert_eq!(orig("d3").0, 200);
     let ev = next_event(&mut ws, "ChannelDestroyed", T).expect("no-answer ChannelDestroyed");
     assert_eq!(ev["cause"], 19);
+
+    fake.set_destination(Destination::AnswerBeforeResponse);
+    let pw = fake.password().to_string();
+    let url = format!("{}/ari/channels/d5?endpoint=PJSIP/x@y&app=voicebot1&appArgs=transfer,C1", fake.url());
+    let h = std::thread::spawn(move || {
+        let r = agent().post(&url).set("Authorization", &auth(&pw)).call().unwrap();
+        (Instant::now(), r.status())
+    });
+    let ev = next_event(&mut ws, "StasisStart", T).expect("d5 StasisStart");
+    let ev_at = Instant::now();
+    assert_eq!(ev["channel"]["id"], "d5");
+    let (resp_at, status) = h.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(ev_at < resp_at, "d5 StasisStart was not delivered before the originate response");
 
     fake.set_destination(Destination::Never);
     assert_eq!(orig("d4").0, 200);

@@ -71,3 +71,33 @@ fn fake_ari_external_media_timeout_destroys_bridge_and_hangs_up_caller() {
     fake.wait_for_answered(STEP, |r| is_external_media(r, &ids.media));
     finish(&fake, &mut vb);
 }
+
+#[test]
+fn fake_ari_originate_500_hangs_up_caller_and_leaks_nothing() {
+    let (fake, mut vb) = start_pair("originate-500", Config::new());
+    fake.set_rule(Rule::originate(internal_error()));
+    let ids = call_to_media_phase(&fake, &vb, "1764000015.1");
+    let r = fake.wait_for_answered(STEP, |r| is_originate(r, &ids.dest)).expect("originate");
+    assert_eq!(r.status, Some(500), "{r}");
+    expect_request(&fake, "DELETE caller after originate 500", |r| is_delete_channel(r, &ids.call));
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up after the originate failed");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_add_destination_to_bridge_500_hangs_up_everything() {
+    let (fake, mut vb) = start_pair("add-dest-500", Config::new());
+    let ids = CallIds::new("1764000016.1");
+    // Caller and media get into the bridge; only then does addChannel fail.
+    call_to_media_phase(&fake, &vb, &ids.call);
+    fake.set_rule(Rule::prefix("POST", &format!("/ari/bridges/{}/addChannel", ids.bridge), internal_error()));
+    expect_request(&fake, "originate destination", |r| is_originate(r, &ids.dest));
+    let r = fake
+        .wait_for_answered(STEP, |r| is_add_channel(r, &ids.bridge, &ids.dest))
+        .expect("addChannel destination");
+    assert_eq!(r.status, Some(500), "{r}");
+    expect_request(&fake, "DELETE destination after addChannel 500", |r| is_delete_channel(r, &ids.dest));
+    expect_request(&fake, "DELETE caller after addChannel 500", |r| is_delete_channel(r, &ids.call));
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up after the destination could not be bridged");
+    finish(&fake, &mut vb);
+}

@@ -62,3 +62,15 @@ fn fake_ari_wrong_password_is_reported_and_retried() {
     let b64 = base64_encode(format!("voicebot1:{secret}").as_bytes());
     assert!(!log.contains(&b64), "the Basic auth credentials appear in the log");
 }
+
+#[test]
+fn fake_ari_websocket_drop_during_call_then_call_completes() {
+    // A long media phase so the drop and reconnection happen inside it.
+    let (fake, mut vb) = start_pair("ws-drop-mid-call", Config { phase_ms: 3000, ..Config::new() });
+    let ids = call_to_media_phase(&fake, &vb, "1764000023.1");
+    assert_eq!(fake.drop_websocket(), 1);
+    assert!(fake.wait_ws_connections(2, STEP), "voicebot1 did not reconnect after the WebSocket dropped");
+    transfer_to_destination(&fake, &vb, &ids);
+    caller_hangs_up_after_transfer(&fake, &ids);
+    finish(&fake, &mut vb);
+}

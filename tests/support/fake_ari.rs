@@ -10,6 +10,7 @@
 //! HTTP/1.1 is parsed by hand (keep-alive, Content-Length, chunked bodies);
 //! `GET /ari/events` is upgraded with tungstenite's server handshake on the
 //! same TCP stream.
+#![allow(clippy::result_large_err)] // tungstenite's ErrorResponse is what it is
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -82,6 +83,9 @@ pub enum Destination {
     /// After `after` (or, if None, the originate's `timeout` seconds):
     /// `ChannelDestroyed` cause 19 "No user responding".
     NoAnswer { after: Option<Duration> },
+    /// Answers at once: `ChannelStateChange` (Up) and `StasisStart` are on the
+    /// wire before the originate's REST response is written.
+    AnswerBeforeResponse,
     /// Nothing happens: the channel rings forever.
     Never,
 }
@@ -149,7 +153,7 @@ impl Rule {
     }
     /// Bridge creation: `POST /ari/bridges` or `POST /ari/bridges/{id}`.
     pub fn create_bridge(action: Action) -> Rule {
-        Rule::when("POST", "create bridge", |p| is_bridge_create_path(p), action)
+        Rule::when("POST", "create bridge", is_bridge_create_path, action)
     }
     /// `POST /ari/channels/externalMedia`.
     pub fn external_media(action: Action) -> Rule {
@@ -157,7 +161,7 @@ impl Rule {
     }
     /// Originate: `POST /ari/channels` or `POST /ari/channels/{id}`.
     pub fn originate(action: Action) -> Rule {
-        Rule::when("POST", "originate", |p| is_originate_path(p), action)
+        Rule::when("POST", "originate", is_originate_path, action)
     }
     /// Applies to the next `n` matching requests only.
     pub fn times(mut self, n: usize) -> Rule {
@@ -1509,21 +1513,27 @@ fn external_media(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
     let mut r = Reply::json(200, j);
     match st.media_start {
         MediaStart::AfterResponse => r.after.push(After::Push(start)),
-        MediaStart::BeforeResponse => {
-            let (ack_tx, ack_rx) = crossbeam_channel::bounded(8);
-            let n_clients = st.ws_clients.len();
-            st.push_acked(start, Some(ack_tx));
-            drop(st);
-            // Wait until the frame is written to every client, then give the
-            // client's reader a moment to dispatch it before the 200 goes out.
-            for _ in 0..n_clients {
-                let _ = ack_rx.recv_timeout(Duration::from_secs(2));
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
+        MediaStart::BeforeResponse => push_before_response(st, vec![start]),
         MediaStart::Never => {}
     }
     r
+}
+
+/// Pushes `events` and waits until they are written to every client, then
+/// gives the client's reader a moment to dispatch them before the caller goes
+/// on to write the REST response. Releases the state lock.
+fn push_before_response(mut st: MutexGuard<'_, State>, events: Vec<Value>) {
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
+    let n_clients = st.ws_clients.len();
+    let n_events = events.len();
+    for ev in events {
+        st.push_acked(ev, Some(ack_tx.clone()));
+    }
+    drop(st);
+    for _ in 0..n_clients * n_events {
+        let _ = ack_rx.recv_timeout(Duration::from_secs(2));
+    }
+    thread::sleep(Duration::from_millis(200));
 }
 
 fn originate(inner: &Arc<Inner>, req: &HttpReq, id: Option<String>) -> Reply {
@@ -1589,6 +1599,17 @@ fn originate(inner: &Arc<Inner>, req: &HttpReq, id: Option<String>) -> Reply {
                 st.destroy_channel(&cid, 19, "No user responding");
             }),
         )),
+        Destination::AnswerBeforeResponse => {
+            let ch = st.channels.get_mut(&cid).unwrap();
+            ch.state = "Up".into();
+            ch.in_stasis = true;
+            let up = ch.to_json();
+            let evs = vec![
+                event("ChannelStateChange", json!({ "channel": up.clone() })),
+                event("StasisStart", json!({"args": args, "channel": up})),
+            ];
+            push_before_response(st, evs);
+        }
         Destination::Never => {}
     }
     r

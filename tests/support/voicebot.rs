@@ -103,8 +103,9 @@ static NEXT_RANGE: AtomicUsize = AtomicUsize::new(0);
 /// run twice) most likely use different ranges; every candidate range is
 /// probed by binding it.
 pub fn free_port_range(n: u16) -> u16 {
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
+    // 28000-31999: below the ephemeral range, above conf/voicebot1.toml's 26500-26999.
+    const LOW: u32 = 28_000;
+    const SPAN: u32 = 4_000;
     let base = (std::process::id().wrapping_mul(7919) % (SPAN / 16)) * 16;
     for _ in 0..500 {
         let k = NEXT_RANGE.fetch_add(1, Ordering::SeqCst) as u32;
