@@ -167,9 +167,9 @@ ari_info_ok() {
 
 log_tail() {
     echo "--- last lines of Asterisk's console ($AST_OUT) ---" >&2
-    tail -n 40 "$AST_OUT" >&2 2>/dev/null || true
+    tail -n 25 "$AST_OUT" >&2 2>/dev/null || true
     echo "--- last lines of messages.log ---" >&2
-    tail -n 20 "$VB1_ROOT/var/log/asterisk/messages.log" >&2 2>/dev/null || true
+    tail -n 10 "$VB1_ROOT/var/log/asterisk/messages.log" >&2 2>/dev/null || true
 }
 
 cmd_up() {
@@ -271,7 +271,6 @@ cmd_status() {
         echo "down"
         return 3
     fi
-    [ -f "$VB1_RUN_DIR/ports" ] && eval "$(cat "$VB1_RUN_DIR/ports")" && VB1_ARI_URL="http://127.0.0.1:${VB1_ARI_PORT}/ari"
     ver="$(timeout 10 chroot "$VB1_ROOT" /usr/sbin/asterisk -rx "core show version" 2>/dev/null | head -n1)"
     if ! ari_info_ok; then
         echo "starting or broken: Asterisk pid $pid runs but ARI does not answer on $VB1_ARI_URL"

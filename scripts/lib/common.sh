@@ -2,6 +2,19 @@
 # Sourced by the scripts in scripts/; not meant to be run.
 
 # Ports (movable so the bench can run beside something else on the machine).
+# Precedence: environment, then the ports the running sandbox was started
+# with (so "status", "loadtest.sh"... follow an "up" with moved ports), then
+# the defaults.
+if [ -r "${VB1_RUN_DIR:-/run/voicebot1-sandbox}/ports" ]; then
+    while read -r _kv; do
+        case "$_kv" in
+            VB1_ARI_PORT=[0-9]*)  [ -n "${VB1_ARI_PORT:-}" ]  || VB1_ARI_PORT="${_kv#*=}" ;;
+            VB1_SIP_PORT=[0-9]*)  [ -n "${VB1_SIP_PORT:-}" ]  || VB1_SIP_PORT="${_kv#*=}" ;;
+            VB1_DEST_PORT=[0-9]*) [ -n "${VB1_DEST_PORT:-}" ] || VB1_DEST_PORT="${_kv#*=}" ;;
+        esac
+    done < <(tr ' ' '\n' <"${VB1_RUN_DIR:-/run/voicebot1-sandbox}/ports")
+    unset _kv
+fi
 VB1_ARI_PORT="${VB1_ARI_PORT:-8088}"
 VB1_SIP_PORT="${VB1_SIP_PORT:-5060}"
 VB1_DEST_PORT="${VB1_DEST_PORT:-5080}"
