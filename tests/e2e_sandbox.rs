@@ -111,3 +111,84 @@ fn sandbox_destination_busy_and_the_caller_is_hung_up() {
 fn number_after(line: &str, key: &str) -> u64 {
     line.split(key).nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_echo_ignores_packets_from_anyone_but_asterisk() {
+    use std::net::UdpSocket;
+    require_sandbox();
+    let dir = workdir("hostile");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let vb = Voicebot::start(&dir, &config_text(26580, 26599, 8000));
+    let _caller = caller(&dir, 7_000, 5175, 6140);
+    let leased = vb.wait_log("leased port", Duration::from_secs(10));
+    let port: u16 = leased.rsplit(' ').next().and_then(|p| p.trim().parse().ok()).expect("port in log line");
+    vb.wait_log("caller and media bridged", Duration::from_secs(10));
+
+    // A stranger on another loopback address, and one on Asterisk's own address but another port,
+    // both sending well-formed RTP: neither may get an answer.
+    let mut rtp = vec![0x80u8, 8, 0, 1, 0, 0, 0, 160, 9, 9, 9, 9];
+    rtp.extend_from_slice(&[0xd5; 160]);
+    for from in ["127.0.0.2:0", "127.0.0.1:0"] {
+        let s = UdpSocket::bind(from).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        for _ in 0..20 {
+            s.send_to(&rtp, ("127.0.0.1", port)).unwrap();
+            s.send_to(b"garbage, not RTP", ("127.0.0.1", port)).unwrap();
+        }
+        let mut buf = [0u8; 512];
+        assert!(s.recv_from(&mut buf).is_err(), "a packet from {from} was answered by the echo on port {port}");
+    }
+    let ended = vb.wait_log("bot media ended", Duration::from_secs(15));
+    assert!(ended.contains("dropped 80 from other addresses"), "{ended}");
+    vb.wait_log("ended (caller hung up)", Duration::from_secs(15));
+    assert_asterisk_empty(&vb.log);
+    vb.stop_clean();
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_full_call_at_trace_level_never_logs_the_password() {
+    require_sandbox();
+    let dir = workdir("secret");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let config = config_text(26600, 26609, 2000).replace("log_level = \"debug\"", "log_level = \"trace\"");
+    let vb = Voicebot::start(&dir, &config);
+    let mut caller = caller(&dir, 5_000, 5176, 6150);
+    caller.wait(Duration::from_secs(30)).expect("caller still running");
+    vb.wait_log("ended (", Duration::from_secs(15));
+    let log = vb.stop_clean();
+    assert!(log.contains("[TRACE] ARI event"), "the log is not at trace level");
+    assert!(log.contains("caller and destination bridged"), "the call did not reach the transfer:\n{log}");
+    assert!(!log.contains("voicebot1-sandbox"), "the password appears in the log");
+    // Nor its basic-auth form.
+    assert!(!log.contains(&voicebot1::ari::rest::basic_auth("voicebot1", "voicebot1-sandbox")[6..]));
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_calls_beyond_the_pool_skip_the_bot_and_are_transferred() {
+    require_sandbox();
+    let dir = workdir("exhausted");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    // Two ports, three simultaneous callers.
+    let vb = Voicebot::start(&dir, &config_text(26610, 26611, 4000));
+    let remote = format!("127.0.0.1:{}", sip_port());
+    let mut callers = sipp(
+        &dir,
+        "caller",
+        "uac-audio.xml",
+        Some(8_000),
+        &[&remote, "-s", "3308487", "-i", "127.0.0.1", "-p", "5177", "-mp", "6160", "-m", "3", "-l", "3", "-r", "10", "-timeout", "60s"],
+    );
+    let line = vb.wait_log("no free port in the pool", Duration::from_secs(10));
+    assert!(line.contains("skipping the bot, transferring"), "{line}");
+    let status = callers.wait(Duration::from_secs(40)).expect("callers still running");
+    assert!(status.success(), "callers failed:\n{}", read(&dir.join("caller.out")));
+    let log = vb.log_text();
+    assert_eq!(log.matches("caller and destination bridged").count(), 3, "{log}");
+    assert_eq!(log.matches("caller and media bridged").count(), 2, "{log}");
+    assert_asterisk_empty(&vb.log);
+    let log = vb.stop_clean();
+    assert!(log.contains("1 without a free port"), "{log}");
+}
