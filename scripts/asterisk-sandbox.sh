@@ -197,7 +197,8 @@ cmd_up() {
         mv -f "$VB1_ROOT/var/log/asterisk/messages.log" "$VB1_ROOT/var/log/asterisk/messages.log.1"
     # -f: foreground, so the pid we record is Asterisk's; -n: no colours in the
     # captured console. Run as root without -U (see conf/asterisk/asterisk.conf).
-    setsid chroot "$VB1_ROOT" /usr/sbin/asterisk -f -n </dev/null >"$AST_OUT" 2>&1 &
+    # 9>&-: Asterisk must not inherit (and hold for ever) the up/down lock.
+    setsid chroot "$VB1_ROOT" /usr/sbin/asterisk -f -n </dev/null >"$AST_OUT" 2>&1 9>&- &
     pid=$!
     echo "$pid" >"$AST_PIDFILE"
     echo "VB1_ARI_PORT=$VB1_ARI_PORT VB1_SIP_PORT=$VB1_SIP_PORT VB1_DEST_PORT=$VB1_DEST_PORT" >"$VB1_RUN_DIR/ports"
@@ -300,9 +301,16 @@ cmd_logs() {
     fi
 }
 
+# One up/down at a time (a test run and an operator, two load runs...).
+lock() {
+    mkdir -p "$VB1_STATE_DIR"
+    exec 9>"$VB1_STATE_DIR/.lock"
+    flock -w 600 9 || die "another asterisk-sandbox.sh up/down holds $VB1_STATE_DIR/.lock"
+}
+
 case "${1:-}" in
-    up)     cmd_up ;;
-    down)   cmd_down ;;
+    up)     require_root; lock; cmd_up ;;
+    down)   require_root; lock; cmd_down ;;
     status) cmd_status ;;
     cli)    shift; cmd_cli "$@" ;;
     logs)   shift; cmd_logs "$@" ;;
