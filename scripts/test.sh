@@ -15,7 +15,7 @@
 # Last line: "N passed, N failed" (", N skipped" when any).  Exit 1 if any failed.
 set -uo pipefail   # no -e: a failing stage is counted, the run goes on
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
-cd "$VB1_REPO_DIR"
+cd "$VB1_REPO_DIR" || exit 1
 
 passed=0 failed=0 skipped=0
 declare -a results=()

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables are used by the scripts that source this file
 # scripts/lib/common.sh -- shared settings and helpers for the voicebot1 bench.
 # Sourced by the scripts in scripts/; not meant to be run.
 
