@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# faults.sh -- a load run with a fault in the middle, then proof that voicebot1 recovered:
+#
+#   scripts/faults.sh restart [--calls N] [--rate R] [--hold MIN-MAX] [--at S]
+#       Asterisk is restarted ("core restart now") S seconds into the load run. voicebot1 must
+#       stay up, reconnect, and take the calls of a second, fault-free run (failed=0); at the end
+#       Asterisk holds no channel or bridge and voicebot1's pool is full.
+#   scripts/faults.sh kill [...]
+#       voicebot1 is killed with SIGKILL S seconds into the load run and started again at once.
+#       The new instance's start-up sweep must leave Asterisk clean; a second run must pass.
+#
+# Calls caught by the fault itself may fail (Asterisk drops them, or no Stasis app is there to
+# take them): the first run's figures are reported, not judged. What is judged: voicebot1 still
+# (or again) running, the second run's "failed=0 leaked_channels=0 leaked_bridges=0", a clean
+# SIGTERM exit with the pool full, and nothing left in Asterisk.
+# Needs the sandbox up and target/release/voicebot1 built. Last line: "fault=... result=ok|FAILED".
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+fault="${1:-}"; shift || true
+case "$fault" in restart|kill) ;; *) die "usage: faults.sh restart|kill [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;; esac
+calls=200 rate=10 hold="1-20" at=8
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --calls) calls="${2:?}"; shift 2 ;;
+        --rate) rate="${2:?}"; shift 2 ;;
+        --hold) hold="${2:?}"; shift 2 ;;
+        --at) at="${2:?}"; shift 2 ;;
+        *) die "unknown option $1" ;;
+    esac
+done
+[[ "$at" =~ ^[0-9]+$ ]] || die "--at expects whole seconds"
+require_root
+bin="$VB1_REPO_DIR/target/release/voicebot1"
+[ -x "$bin" ] || die "$bin not built (cargo build --release)"
+ari GET /asterisk/info >/dev/null 2>&1 || die "the sandbox is not up (scripts/asterisk-sandbox.sh up)"
+
+work="$(mktemp -d /tmp/vb1-faults.XXXXXX)"
+config="$(voicebot1_config "$work")"
+bot_pid="" load_pid=""
+cleanup() {
+    [ -z "$load_pid" ] || { kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true; }
+    [ -z "$bot_pid" ] || stop_helper "$bot_pid" 10
+}
+trap cleanup EXIT
+
+start_bot() {  # start_bot LOGNAME
+    start_helper voicebot1 "$work/$1" "$bin" "$config"
+    bot_pid=$HELPER_PID
+    wait_voicebot1_registered "$bot_pid" 60 || { tail -n 30 "$work/$1" >&2; die "voicebot1 did not register its Stasis app"; }
+}
+
+verdict=ok
+fail() { echo "FAILED: $*" >&2; verdict=FAILED; }
+
+start_bot voicebot1.log
+log "$fault: load run of $calls calls at $rate/s, fault at ${at}s"
+"$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 60 \
+    >"$work/first.out" 2>&1 &
+load_pid=$!
+sleep "$at"
+case "$fault" in
+    restart)
+        log "restarting Asterisk (core restart now)"
+        "$VB1_SCRIPTS_DIR/asterisk-sandbox.sh" cli "core restart now" >/dev/null 2>&1 || true
+        ;;
+    kill)
+        log "SIGKILL voicebot1 (pid $bot_pid) and start it again"
+        kill -KILL "$bot_pid"; wait "$bot_pid" 2>/dev/null || true
+        rm -f "$VB1_HELPER_DIR"/*."$bot_pid".pid
+        start_bot voicebot1-after-kill.log
+        ;;
+esac
+wait "$load_pid" || true
+load_pid=""
+first="$(tail -n 1 "$work/first.out")"
+log "first run (with the fault): $first"
+
+kill -0 "$bot_pid" 2>/dev/null || fail "voicebot1 is not running after the fault"
+# Asterisk may still be booting after a restart; the second run starts once ARI answers.
+for _ in $(seq 1 60); do ari GET /asterisk/info >/dev/null 2>&1 && break; sleep 1; done
+wait_voicebot1_registered "$bot_pid" 60 || fail "voicebot1 did not re-register its Stasis app"
+"$VB1_SCRIPTS_DIR/loadtest.sh" --calls 40 --rate 10 --hold 1-10 --dest answer >"$work/second.out" 2>&1 || true
+second="$(tail -n 1 "$work/second.out")"
+log "second run (after the fault): $second"
+case "$second" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "second run: $second" ;; esac
+
+term_and_wait "$bot_pid" 15
+bot_pid=""
+[ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
+bot_log="$work/voicebot1.log"; [ "$fault" = kill ] && bot_log="$work/voicebot1-after-kill.log"
+pool="$(grep -o 'pool [0-9]*/[0-9]* free' "$bot_log" | tail -n 1)"
+[ -n "$pool" ] && [ "$(echo "$pool" | awk -F'[ /]' '{print ($2 == $3)}')" = 1 ] || fail "pool not full at shutdown: ${pool:-no line}"
+"$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
+
+echo "--- voicebot1 timeline around the fault ---"
+for f in "$work/voicebot1.log" "$work/voicebot1-after-kill.log"; do
+    [ -f "$f" ] || continue
+    echo "$(basename "$f"):"
+    grep -hE 'ARI:|sweep: [0-9]|janitor: [0-9]|vanished|totals|shutdown complete' "$f" | cut -c1-200 | tail -n 12
+done
+echo "first:  $first"
+echo "second: $second"
+echo "voicebot1: ${pool:-?} at shutdown, exit $TERM_RC"
+echo "fault=$fault result=$verdict"
+rm -rf "$work"
+[ "$verdict" = ok ]
