@@ -74,3 +74,19 @@ fn fake_ari_websocket_drop_during_call_then_call_completes() {
     caller_hangs_up_after_transfer(&fake, &ids);
     finish(&fake, &mut vb);
 }
+
+#[test]
+fn fake_ari_caller_hangup_lost_while_disconnected_is_reconciled() {
+    // The caller leaves while the WebSocket is down: its StasisEnd never reaches voicebot1 (a real
+    // Asterisk cannot be made to lose exactly that event on demand). After reconnecting,
+    // voicebot1 must notice the caller is gone and release the call.
+    let (fake, mut vb) = start_pair("ws-lost-hangup", Config { phase_ms: 5000, ..Config::new() });
+    let ids = call_to_media_phase(&fake, &vb, "1764000024.1");
+    assert_eq!(fake.drop_websocket(), 1);
+    assert!(fake.caller_hangs_up(&ids.call), "the caller was not in the fake");
+    assert!(fake.wait_ws_connections(2, STEP), "voicebot1 did not reconnect");
+    assert!(vb.wait_log("caller channel vanished while disconnected", STEP).is_some(), "no reconcile line");
+    wait_no_voicebot1_resources(&fake);
+    assert!(fake.requests_matching(is_any_originate).is_empty(), "voicebot1 transferred a caller who had left");
+    finish(&fake, &mut vb);
+}
