@@ -343,7 +343,7 @@ impl Call {
         self.phase = Phase::Ended;
         let caller_reason = match &how {
             End::DestinationFailed(Some(17)) => Reason::Busy,
-            End::DestinationFailed(Some(18 | 19 | 20)) | End::DestinationFailed(None) => Reason::NoAnswer,
+            End::DestinationFailed(Some(18..=20)) | End::DestinationFailed(None) => Reason::NoAnswer,
             End::DestinationFailed(_) | End::SetupFailed(..) | End::SetupTimedOut | End::NoSocket | End::BotLostDuringSetup => {
                 Reason::Congestion
             }

@@ -22,9 +22,9 @@ use crate::ids::{CallId, Ids, Role};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
     /// A caller entered Stasis with the inbound argument: a new call.
-    Inbound(Channel),
+    Inbound(Box<Channel>),
     /// Our externalMedia or destination channel entered Stasis.
-    Started(Role, Channel),
+    Started(Role, Box<Channel>),
     /// A party's channel left Stasis (`None`) or was destroyed (with its cause).
     Left(Role, Option<i64>),
     /// Progress of the origination to the destination (ringing, busy …), for the log.
@@ -47,9 +47,9 @@ pub fn route(ids: &Ids, inbound_arg: &str, event: Event) -> Option<(CallId, Call
         Event::StasisStart { channel, args } => {
             let (call, role) = ids.classify_channel(&channel.id);
             match role {
-                Role::Caller if args.first().map(String::as_str) == Some(inbound_arg) => Some((call, CallEvent::Inbound(channel))),
+                Role::Caller if args.first().map(String::as_str) == Some(inbound_arg) => Some((call, CallEvent::Inbound(Box::new(channel)))),
                 Role::Caller => None,
-                _ => Some((call, CallEvent::Started(role, channel))),
+                _ => Some((call, CallEvent::Started(role, Box::new(channel)))),
             }
         }
         Event::StasisEnd { channel } => {

@@ -415,8 +415,10 @@ mod tests {
             let (n, _) = asterisk.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..n], &rtp(seq)[..]);
         }
+        // The counter of the last send may trail its packet by a moment.
+        wait_until("counters", || echo.counts().tx_packets == 5);
         let c = echo.counts();
-        assert_eq!((c.rx_packets, c.tx_packets, c.rx_bytes), (5, 5, 5 * 172));
+        assert_eq!((c.rx_packets, c.tx_packets, c.rx_bytes, c.tx_bytes), (5, 5, 5 * 172, 5 * 172));
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl Worker {
     fn on_event(&mut self, id: CallId, event: CallEvent) {
         let known = self.calls.contains_key(&id);
         match event {
-            CallEvent::Inbound(channel) if !known => self.start_call(id, channel),
+            CallEvent::Inbound(channel) if !known => self.start_call(id, *channel),
             CallEvent::Inbound(_) => debug!("call {id}: duplicate StasisStart ignored"),
             CallEvent::Started(role, channel) if known => {
                 if role == Role::Media {

@@ -97,9 +97,7 @@ impl EventSocket {
             .map_err(|_| ConnectError::Other("the ARI username or password contains characters not allowed in a header".into()))?;
         request.headers_mut().insert("Authorization", auth);
 
-        let mut ws_config = WebSocketConfig::default();
-        ws_config.max_message_size = Some(MAX_FRAME);
-        ws_config.max_frame_size = Some(MAX_FRAME);
+        let ws_config = WebSocketConfig { max_message_size: Some(MAX_FRAME), max_frame_size: Some(MAX_FRAME), ..Default::default() };
         let connector = config.tls.as_ref().map(|tls| Connector::Rustls(Arc::clone(tls)));
         let (ws, response) = match tungstenite::client_tls_with_config(request, stream, Some(ws_config), connector) {
             Ok(x) => x,
