@@ -11,7 +11,9 @@
 #   scripts/asterisk-sandbox.sh logs [-f]
 #
 # Ports: VB1_ARI_PORT (8088), VB1_SIP_PORT (5060), VB1_DEST_PORT (5080, the
-# SIPp "Avaya side" behind AVAYA-endpoint). Root: /var/lib/voicebot1-sandbox.
+# SIPp "Avaya side" behind AVAYA-endpoint), VB1_ARI_TLS_PORT (8089, ARI over
+# TLS; its CA certificate is /run/voicebot1-sandbox/ari-ca.pem while up).
+# Root: /var/lib/voicebot1-sandbox.
 # VB1_REBUILD=1 forces a fresh debootstrap.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
@@ -126,6 +128,8 @@ install_config() {
     mkdir -p "$etc"
     cp "$src"/*.conf "$etc/"
     subst_line "$etc/http.conf" "bindport=8088" "bindport=$VB1_ARI_PORT"
+    subst_line "$etc/http.conf" "tlsbindaddr=127.0.0.1:8089" "tlsbindaddr=127.0.0.1:$VB1_ARI_TLS_PORT"
+    make_tls_certificate "$etc/keys"
     subst_line "$etc/pjsip.conf" "bind=127.0.0.1:5060" "bind=127.0.0.1:$VB1_SIP_PORT"
     subst_line "$etc/pjsip.conf" "contact=sip:127.0.0.1:5080" "contact=sip:127.0.0.1:$VB1_DEST_PORT"
     # Asterisk resolves the host name and A.ROOT-SERVERS.NET for every call;
@@ -137,6 +141,25 @@ install_config() {
 127.0.0.1 A.ROOT-SERVERS.NET a.root-servers.net
 ::1 localhost ip6-localhost ip6-loopback
 HOSTS
+}
+
+# A private CA and a certificate for 127.0.0.1 signed by it, made anew at every
+# "up" (a certificate made at test time, never committed). The CA certificate
+# is published as $VB1_RUN_DIR/ari-ca.pem for clients (voicebot1's [ari] ca_file).
+make_tls_certificate() {  # make_tls_certificate KEYDIR
+    local keys="$1" tmp
+    tmp="$(mktemp -d)"
+    mkdir -p "$keys" "$VB1_RUN_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 7 -subj "/CN=voicebot1 sandbox CA" \
+        -keyout "$tmp/ca.key" -out "$tmp/ca.pem" >/dev/null 2>&1 || die "openssl: cannot make the sandbox CA"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout "$keys/asterisk.key" -out "$tmp/asterisk.csr" >/dev/null 2>&1 || die "openssl: cannot make the ARI key"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tmp/ext"
+    openssl x509 -req -in "$tmp/asterisk.csr" -CA "$tmp/ca.pem" -CAkey "$tmp/ca.key" -CAcreateserial -days 7 \
+        -extfile "$tmp/ext" -out "$keys/asterisk.pem" >/dev/null 2>&1 || die "openssl: cannot sign the ARI certificate"
+    cp "$tmp/ca.pem" "$VB1_RUN_DIR/ari-ca.pem"
+    chmod 600 "$keys/asterisk.key"
+    rm -rf "$tmp"
 }
 
 asterisk_pid() {
@@ -188,6 +211,7 @@ cmd_up() {
     # Our listening ports must be free (another Asterisk, an old SIPp...).
     port_busy tcp "$VB1_ARI_PORT" && die "TCP port $VB1_ARI_PORT (VB1_ARI_PORT) is already in use"
     port_busy udp "$VB1_SIP_PORT" && die "UDP port $VB1_SIP_PORT (VB1_SIP_PORT) is already in use"
+    port_busy tcp "$VB1_ARI_TLS_PORT" && die "TCP port $VB1_ARI_TLS_PORT (VB1_ARI_TLS_PORT) is already in use"
     ensure_dev_nodes
     install_config
     mkdir -p "$VB1_RUN_DIR" "$VB1_HELPER_DIR" "$VB1_ROOT/var/run/asterisk" "$VB1_ROOT/var/log/asterisk"
@@ -201,7 +225,7 @@ cmd_up() {
     setsid chroot "$VB1_ROOT" /usr/sbin/asterisk -f -n </dev/null >"$AST_OUT" 2>&1 9>&- &
     pid=$!
     echo "$pid" >"$AST_PIDFILE"
-    echo "VB1_ARI_PORT=$VB1_ARI_PORT VB1_SIP_PORT=$VB1_SIP_PORT VB1_DEST_PORT=$VB1_DEST_PORT" >"$VB1_RUN_DIR/ports"
+    echo "VB1_ARI_PORT=$VB1_ARI_PORT VB1_SIP_PORT=$VB1_SIP_PORT VB1_DEST_PORT=$VB1_DEST_PORT VB1_ARI_TLS_PORT=$VB1_ARI_TLS_PORT" >"$VB1_RUN_DIR/ports"
     local deadline=$((SECONDS + UP_TIMEOUT))
     until ari_info_ok; do
         if ! kill -0 "$pid" 2>/dev/null; then

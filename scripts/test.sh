@@ -8,8 +8,10 @@
 #   4. Asterisk sandbox up       (scripts/asterisk-sandbox.sh up)
 #   5. bench self-test           (scripts/bench-selftest.sh, no voicebot1)
 #   6. sandbox end-to-end tests  (VB1_SANDBOX=1 cargo test --release --test e2e_sandbox, if present)
-#   7. load run with voicebot1   (40 calls at 5/s, hold 1-12 s, destination answers;
-#                                 voicebot1 must then exit 0 on SIGTERM)
+#   7. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers;
+#                                 2000 calls at 20/s, random destination behaviour;
+#                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
+#   8. faults                    (scripts/faults.sh restart and kill)
 # The sandbox is taken down at the end whatever happened. The voicebot1 stages
 # are skipped (with a message) only while Cargo.toml does not exist.
 # Last line: "N passed, N failed" (", N skipped" when any).  Exit 1 if any failed.
@@ -99,12 +101,15 @@ if [ ! -f tests/e2e_sandbox.rs ]; then
 elif [ "$built" != 1 ] || [ "$sandbox_up" != 1 ]; then
     skip "sandbox end-to-end tests" "needs a successful build and the sandbox"
 else
+    # The tests read the sandbox's ports (and TLS port) from the environment.
+    export VB1_ARI_PORT VB1_SIP_PORT VB1_DEST_PORT VB1_ARI_TLS_PORT
     stage "sandbox end-to-end tests" env VB1_SANDBOX=1 cargo test --release --test e2e_sandbox -- --include-ignored --test-threads=1
 fi
 
-# Load run with voicebot1: start it, drive 40 calls, SIGTERM it, check it exits 0.
+# Load run with voicebot1: start it, drive the calls (loadtest.sh arguments), SIGTERM it, check
+# it exits 0 with its port pool full again.
 load_with_voicebot1() {
-    local bin="$VB1_REPO_DIR/target/release/voicebot1" config rc=0
+    local bin="$VB1_REPO_DIR/target/release/voicebot1" config rc=0 pool
     [ -x "$bin" ] || { echo "error: $bin not built" >&2; return 1; }
     config="$(voicebot1_config "$work")" || return 1
     start_helper voicebot1 "$work/voicebot1.log" "$bin" "$config"
@@ -115,8 +120,16 @@ load_with_voicebot1() {
         stop_helper "$bot_pid" 10; bot_pid=""
         return 1
     fi
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls 40 --rate 5 --hold 1-12 --dest answer || rc=$?
+    "$VB1_SCRIPTS_DIR/loadtest.sh" "$@" || rc=$?
     term_and_wait "$bot_pid" 20; bot_pid=""
+    pool="$(grep -o 'shutdown complete.*pool [0-9]*/[0-9]* free' "$work/voicebot1.log" | grep -o 'pool [0-9]*/[0-9]*' || true)"
+    echo "voicebot1 at shutdown: ${pool:-no shutdown line}"
+    grep 'bridged in' "$work/voicebot1.log" | grep -o 'in [0-9]* ms' | awk '{print $2}' | sort -n \
+        | awk '{a[NR] = $1} END { if (NR) printf "set-up (StasisStart to caller+media bridged): n=%d median=%d ms p99=%d ms max=%d ms\n", NR, a[int((NR + 1) / 2)], a[int(NR * 0.99 + 0.999)], a[NR] }'
+    if [ -z "$pool" ] || [ "$(echo "$pool" | awk -F'[ /]' '{print ($2 == $3)}')" != 1 ]; then
+        echo "error: voicebot1's pool was not full at shutdown (${pool:-no shutdown line})" >&2
+        rc=1
+    fi
     echo "voicebot1 exit status after SIGTERM: $TERM_RC"
     if [ "$TERM_RC" -ne 0 ]; then
         echo "error: voicebot1 exited with $TERM_RC after SIGTERM (expected 0); last lines of its log:" >&2
@@ -131,7 +144,12 @@ if [ ! -f Cargo.toml ]; then
 elif [ "$built" != 1 ] || [ "$sandbox_up" != 1 ]; then
     skip "load run with voicebot1" "needs a successful build and the sandbox"
 else
-    stage "load run with voicebot1 (40 calls)" load_with_voicebot1
+    stage "load run with voicebot1 (300 calls at 10/s, hold 1-20 s)" \
+        load_with_voicebot1 --calls 300 --rate 10 --hold 1-20 --dest answer
+    stage "load run with voicebot1 (2000 calls at 20/s, random destination)" \
+        load_with_voicebot1 --calls 2000 --rate 20 --hold 1-20 --dest random
+    stage "fault: Asterisk restarted mid-load" "$VB1_SCRIPTS_DIR/faults.sh" restart --calls 150
+    stage "fault: voicebot1 SIGKILLed mid-load" "$VB1_SCRIPTS_DIR/faults.sh" kill --calls 150
 fi
 
 [ "$failed" -eq 0 ]

@@ -9,11 +9,10 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_voicebot1"))
 }
 
-/// Writes `text` to a fresh config file for test `name`.
+/// Writes `text` to a fresh config file for test `name` (in the temporary directory, named by
+/// process and test so parallel runs do not meet).
 fn config(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vb1-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}.toml"));
+    let path = std::env::temp_dir().join(format!("vb1-cli-{}-{name}.toml", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -27,6 +26,7 @@ fn stderr(out: &Output) -> String {
 fn refuses(name: &str, text: &str, key: &str, fragment: &str) {
     let path = config(name, text);
     let out = bin().arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{name}: exit status {:?}, stderr:\n{err}", out.status);
     let lines: Vec<&str> = err.lines().collect();
@@ -74,6 +74,7 @@ fn port_range_beyond_the_open_file_limit_exits_2() {
         .arg(format!("ulimit -n 1024 && exec {} {}", env!("CARGO_BIN_EXE_voicebot1"), path.display()))
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&path);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("media.port_max") && err.contains("limit is 1024"), "{err}");
@@ -96,6 +97,7 @@ fn check_reports_every_error_not_just_the_first() {
         "[ari]\npassword = \"x\"\nurl = \"ftp://x\"\n[media]\nformat = \"gsm\"\nport_min = 9\nport_max = 8\n[service]\nlog_level = \"loud\"\n",
     );
     let out = bin().arg("--check").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     for key in ["ari.url", "media.format", "media.port_min", "service.log_level"] {
@@ -134,6 +136,7 @@ fn unwritable_log_file_exits_2_naming_the_key() {
 fn password_never_appears_in_config_errors() {
     let path = config("secret", "[ari]\npassword = \"hunter2-secret\"\nurl = 8088\n");
     let out = bin().arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
     assert_eq!(out.status.code(), Some(2));
     assert!(!stderr(&out).contains("hunter2-secret"), "{}", stderr(&out));
 }

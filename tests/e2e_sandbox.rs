@@ -192,3 +192,34 @@ fn sandbox_calls_beyond_the_pool_skip_the_bot_and_are_transferred() {
     let log = vb.stop_clean();
     assert!(log.contains("1 without a free port"), "{log}");
 }
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_https_and_wss_with_the_sandbox_ca_carry_a_full_call() {
+    require_sandbox();
+    let ca = "/run/voicebot1-sandbox/ari-ca.pem";
+    assert!(std::path::Path::new(ca).exists(), "{ca} missing: the sandbox makes it at every up");
+    let tls_url = format!("https://127.0.0.1:{}", env_port("VB1_ARI_TLS_PORT", 8089));
+    let plain_url = format!("http://127.0.0.1:{}", ari_port());
+
+    // Without the CA the certificate is refused; voicebot1 says so and keeps retrying.
+    let dir = workdir("tls-untrusted");
+    let config = config_text(26620, 26629, 2000).replace(&plain_url, &tls_url);
+    let mut untrusted = Voicebot::spawn(&dir, &config);
+    let line = untrusted.wait_log("reconnecting in", Duration::from_secs(15));
+    assert!(line.contains("certificate") || line.contains("UnknownIssuer"), "{line}");
+    assert!(untrusted.proc.is_running(), "voicebot1 exited on an untrusted certificate");
+    drop(untrusted);
+
+    let dir = workdir("tls");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let config = config_text(26620, 26629, 2000).replace(&plain_url, &tls_url).replace("[media]", &format!("ca_file = \"{ca}\"\n[media]"));
+    let vb = Voicebot::start(&dir, &config);
+    assert!(vb.log_text().contains("at wss://127.0.0.1:"), "{}", vb.log_text());
+    let mut caller = caller(&dir, 5_000, 5178, 6170);
+    caller.wait(Duration::from_secs(30)).expect("caller still running");
+    vb.wait_log("caller and destination bridged", Duration::from_secs(10));
+    vb.wait_log("ended (", Duration::from_secs(15));
+    assert_asterisk_empty(&vb.log);
+    vb.stop_clean();
+}

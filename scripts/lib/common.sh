@@ -12,6 +12,7 @@ if [ -r "${VB1_RUN_DIR:-/run/voicebot1-sandbox}/ports" ]; then
             VB1_ARI_PORT=[0-9]*)  [ -n "${VB1_ARI_PORT:-}" ]  || VB1_ARI_PORT="${_kv#*=}" ;;
             VB1_SIP_PORT=[0-9]*)  [ -n "${VB1_SIP_PORT:-}" ]  || VB1_SIP_PORT="${_kv#*=}" ;;
             VB1_DEST_PORT=[0-9]*) [ -n "${VB1_DEST_PORT:-}" ] || VB1_DEST_PORT="${_kv#*=}" ;;
+            VB1_ARI_TLS_PORT=[0-9]*) [ -n "${VB1_ARI_TLS_PORT:-}" ] || VB1_ARI_TLS_PORT="${_kv#*=}" ;;
         esac
     done < <(tr ' ' '\n' <"${VB1_RUN_DIR:-/run/voicebot1-sandbox}/ports")
     unset _kv
@@ -19,6 +20,8 @@ fi
 VB1_ARI_PORT="${VB1_ARI_PORT:-8088}"
 VB1_SIP_PORT="${VB1_SIP_PORT:-5060}"
 VB1_DEST_PORT="${VB1_DEST_PORT:-5080}"
+# ARI over TLS (https/wss), with a certificate made at every "up".
+VB1_ARI_TLS_PORT="${VB1_ARI_TLS_PORT:-8089}"
 
 # ARI credentials of the sample configuration (conf/asterisk/ari.conf).
 VB1_ARI_USER="${VB1_ARI_USER:-voicebot1}"
@@ -51,6 +54,7 @@ ensure_host_packages() {
     command -v tcpdump >/dev/null     || missing+=(tcpdump)
     command -v curl >/dev/null        || missing+=(curl)
     command -v jq >/dev/null          || missing+=(jq)
+    command -v openssl >/dev/null     || missing+=(openssl)
     command -v ss >/dev/null          || missing+=(iproute2)
     [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
     [ ${#missing[@]} -eq 0 ] && return 0

@@ -33,12 +33,32 @@ pub fn repo() -> PathBuf {
 }
 
 /// A scratch directory for one test (SIPp needs `pcap/g711a.pcap` below its working directory).
-pub fn workdir(test: &str) -> PathBuf {
+/// Removed when the test passes; kept, with its logs and SIP traces, when it fails.
+pub struct Workdir(PathBuf);
+
+impl std::ops::Deref for Workdir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn workdir(test: &str) -> Workdir {
     let dir = std::env::temp_dir().join(format!("vb1-e2e-{}-{test}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("pcap")).unwrap();
     fs::copy("/usr/share/sip-tester/g711a.pcap", dir.join("pcap/g711a.pcap")).expect("sip-tester's g711a.pcap (apt-get install sip-tester)");
-    dir
+    Workdir(dir)
 }
 
 /// A REST client for checks, from the same config code voicebot1 uses.
@@ -134,7 +154,15 @@ pub struct Voicebot {
 }
 
 impl Voicebot {
+    /// Starts voicebot1 and waits until it takes calls.
     pub fn start(dir: &Path, config: &str) -> Voicebot {
+        let vb = Voicebot::spawn(dir, config);
+        vb.wait_log("taking calls", Duration::from_secs(15));
+        vb
+    }
+
+    /// Starts voicebot1 without waiting for anything.
+    pub fn spawn(dir: &Path, config: &str) -> Voicebot {
         let conf = dir.join("voicebot1.toml");
         fs::write(&conf, config).unwrap();
         let log = dir.join("voicebot1.log");
@@ -144,9 +172,7 @@ impl Voicebot {
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let vb = Voicebot { proc: Proc { name: "voicebot1".into(), child }, log };
-        vb.wait_log("taking calls", Duration::from_secs(15));
-        vb
+        Voicebot { proc: Proc { name: "voicebot1".into(), child }, log }
     }
 
     pub fn log_text(&self) -> String {
