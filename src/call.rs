@@ -397,6 +397,15 @@ mod tests {
         Input::Done(step, Err(Failure::Other("HTTP 500".into())))
     }
 
+    /// A call whose externalMedia request has just been sent.
+    fn media_requested() -> Call {
+        let (mut c, _) = Call::start(policy());
+        c.on(Input::Leased(true));
+        c.on(ok(Step::CreateBridge));
+        assert_eq!(c.on(ok(Step::AddCaller)), vec![CreateMedia]);
+        c
+    }
+
     /// A call driven to the media phase (caller and bot bridged).
     fn in_media_phase() -> Call {
         let (mut c, first) = Call::start(policy());
@@ -451,10 +460,7 @@ mod tests {
 
     #[test]
     fn media_stasis_start_before_create_response_still_bridges() {
-        let (mut c, _) = Call::start(policy());
-        c.on(Input::Leased(true));
-        c.on(ok(Step::CreateBridge));
-        c.on(ok(Step::AddCaller));
+        let mut c = media_requested();
         assert_eq!(c.on(Input::MediaUp), vec![]);
         assert_eq!(c.on(ok(Step::CreateMedia)), vec![AddToBridge(Role::Media)]);
     }
@@ -462,10 +468,7 @@ mod tests {
     #[test]
     fn hangup_during_setup_cleans_what_was_requested() {
         // Caller leaves while the externalMedia request is outstanding (or timed out).
-        let (mut c, _) = Call::start(policy());
-        c.on(Input::Leased(true));
-        c.on(ok(Step::CreateBridge));
-        c.on(ok(Step::AddCaller));
+        let mut c = media_requested();
         assert_eq!(
             c.on(Input::Left(Role::Caller, Some(16))),
             vec![Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
@@ -533,10 +536,7 @@ mod tests {
 
     #[test]
     fn setup_guard_ends_a_call_whose_media_channel_never_entered_stasis() {
-        let (mut c, _) = Call::start(policy());
-        c.on(Input::Leased(true));
-        c.on(ok(Step::CreateBridge));
-        c.on(ok(Step::AddCaller));
+        let mut c = media_requested();
         c.on(ok(Step::CreateMedia));
         assert_eq!(
             c.on(Input::Timer(Timer::SetupGuard)),
@@ -608,10 +608,7 @@ mod tests {
             ]
         );
 
-        let (mut c, _) = Call::start(policy());
-        c.on(Input::Leased(true));
-        c.on(ok(Step::CreateBridge));
-        c.on(ok(Step::AddCaller));
+        let mut c = media_requested();
         let end = c.on(failed(Step::CreateMedia));
         assert_eq!(&end[..4], &[Hangup(Role::Caller, Reason::Congestion), Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket]);
     }
@@ -653,10 +650,7 @@ mod tests {
 
     #[test]
     fn bot_lost_during_setup_ends_the_call() {
-        let (mut c, _) = Call::start(policy());
-        c.on(Input::Leased(true));
-        c.on(ok(Step::CreateBridge));
-        c.on(ok(Step::AddCaller));
+        let mut c = media_requested();
         c.on(ok(Step::CreateMedia));
         c.on(Input::MediaUp);
         let end = c.on(Input::Left(Role::Media, Some(16)));
