@@ -24,3 +24,26 @@ fn fake_ari_startup_sweep_removes_leftover_voicebot1_resources() {
     assert!(touched.is_empty(), "unrelated resources were deleted: {touched:?}");
     finish(&fake, &mut vb);
 }
+
+#[test]
+fn fake_ari_second_signal_exits_at_once_even_while_cleanup_hangs() {
+    use std::time::{Duration, Instant};
+    // Asterisk answering hang-ups slowly is something the fake can do on demand.
+    let (fake, mut vb) = start_pair("second-signal", Config::new());
+    let _ids = call_to_media_phase(&fake, &vb, "1764000031.1");
+    fake.set_rule(Rule::prefix("DELETE", "/ari/channels/", Action::Delay(Duration::from_secs(30))));
+    let pid = vb.pid().to_string();
+    let term = || std::process::Command::new("kill").arg("-TERM").arg(&pid).status().unwrap();
+    term();
+    assert!(vb.wait_log("shutdown requested", STEP).is_some(), "first signal not seen");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(vb.is_running(), "voicebot1 should still be cleaning up after the first signal");
+    let t = Instant::now();
+    term();
+    while vb.is_running() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!vb.is_running(), "voicebot1 still running 5 s after the second signal");
+    assert!(t.elapsed() < Duration::from_secs(2), "second signal took {:?}", t.elapsed());
+    assert_eq!(vb.terminate(Duration::from_secs(1)).and_then(|s| s.code()), Some(130));
+}
