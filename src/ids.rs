@@ -72,6 +72,11 @@ impl Ids {
         }
     }
 
+    /// The playback that rings the caller during the transfer.
+    pub fn ringback(&self, call: &CallId) -> String {
+        format!("{}{}-ring", self.prefix, call.0)
+    }
+
     /// The call and role of a channel id. Any id that is not one of ours is taken to be a caller:
     /// whether it really is one is decided by its StasisStart arguments, not here.
     pub fn classify_channel(&self, id: &str) -> (CallId, Role) {

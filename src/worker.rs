@@ -27,6 +27,9 @@ use crate::dispatch::{CallEvent, WorkerMsg};
 use crate::ids::{CallId, Ids, Role};
 use crate::media::{Echo, EchoCounts, SocketPool};
 
+/// What the caller hears while the destination rings.
+const RINGBACK: &str = "tone:ring";
+
 /// What every worker shares (read-only, or atomics).
 pub struct Shared {
     pub ari: AriClient,
@@ -288,15 +291,19 @@ impl Worker {
                 self.timers.push(Reverse((Instant::now() + after, id.clone(), timer)));
                 None
             }
+            // Ringback is a tone played to the caller: the caller is answered and in the bridge,
+            // where a ringing indication would not be heard.
             Action::Ring => {
-                if let Err(e) = ari.ring(id.as_ref()) {
-                    debug!("call {id}: no ringback for the caller: {e}");
+                if let Err(e) = ari.play(id.as_ref(), &ids.ringback(id), RINGBACK) {
+                    warn!("call {id}: no ringback for the caller: {e}");
                 }
                 None
             }
             Action::StopRing => {
-                if let Err(e) = ari.ring_stop(id.as_ref()) {
-                    debug!("call {id}: {e}");
+                match ari.stop_playback(&ids.ringback(id)) {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => debug!("call {id}: {e}"),
                 }
                 None
             }

@@ -223,3 +223,21 @@ fn sandbox_https_and_wss_with_the_sandbox_ca_carry_a_full_call() {
     assert_asterisk_empty(&vb.log);
     vb.stop_clean();
 }
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_caller_hears_ringback_while_the_destination_rings() {
+    require_sandbox();
+    let dir = workdir("ringback");
+    let _dest = destination(&dir, "uas-noanswer.xml", None);
+    let vb = Voicebot::start(&dir, &config_text(26630, 26639, 2000));
+    let _caller = caller(&dir, 9_000, 5179, 6180);
+    vb.wait_log("transferring to", Duration::from_secs(10));
+    // The bot is gone and the destination does not answer: what reaches the caller is ringback.
+    let ringback = count_udp_to(6180, Duration::from_secs(3));
+    assert!(ringback > 50, "the caller received only {ringback} RTP packets in 3 s of ringing");
+    vb.wait_log("ended (caller hung up)", Duration::from_secs(15));
+    assert!(!vb.log_text().contains("no ringback"), "{}", vb.log_text());
+    assert_asterisk_empty(&vb.log);
+    vb.stop_clean();
+}

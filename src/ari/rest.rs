@@ -198,15 +198,17 @@ impl AriClient {
             .map(drop)
     }
 
-    /// Plays ringing to `channel` (in-band when it is already answered).
-    pub fn ring(&self, channel: &str) -> Result<()> {
-        let doing = format!("ringing {channel}");
-        self.call("POST", &format!("/channels/{}/ring", seg(channel)), &[], Idempotent::Yes, &doing).map(drop)
+    /// Plays `media` (e.g. `tone:ring`) to `channel` as playback `playback_id`. It also reaches a
+    /// channel that is in a bridge, unlike a ringing indication.
+    pub fn play(&self, channel: &str, playback_id: &str, media: &str) -> Result<()> {
+        let doing = format!("playing {media} to {channel}");
+        let path = format!("/channels/{}/play/{}", seg(channel), seg(playback_id));
+        self.call("POST", &path, &[("media", media)], Idempotent::No, &doing).map(drop)
     }
 
-    pub fn ring_stop(&self, channel: &str) -> Result<()> {
-        let doing = format!("stopping ringing on {channel}");
-        self.call("DELETE", &format!("/channels/{}/ring", seg(channel)), &[], Idempotent::Yes, &doing).map(drop)
+    pub fn stop_playback(&self, playback_id: &str) -> Result<()> {
+        let doing = format!("stopping playback {playback_id}");
+        self.call("DELETE", &format!("/playbacks/{}", seg(playback_id)), &[], Idempotent::Yes, &doing).map(drop)
     }
 
     fn json<T: DeserializeOwned>(&self, method: &str, path: &str, query: &[(&str, &str)], idem: Idempotent, doing: &str) -> Result<T> {

@@ -307,6 +307,8 @@ struct WsClient {
 struct State {
     channels: BTreeMap<String, Channel>,
     bridges: BTreeMap<String, Bridge>,
+    /// Playbacks started and not stopped (ids only: the fake plays nothing).
+    playbacks: std::collections::BTreeSet<String>,
     requests: Vec<Recorded>,
     rules: Vec<Rule>,
     ws_clients: Vec<WsClient>,
@@ -403,6 +405,7 @@ impl FakeAri {
             state: Mutex::new(State {
                 channels: BTreeMap::new(),
                 bridges: BTreeMap::new(),
+                playbacks: Default::default(),
                 requests: Vec::new(),
                 rules: Vec::new(),
                 ws_clients: Vec::new(),
@@ -1372,6 +1375,22 @@ fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
         ("POST", ["ari", "channels", "externalMedia"]) => external_media(inner, req),
         ("POST", ["ari", "channels"]) => originate(inner, req, req.param("channelId")),
         ("POST", ["ari", "channels", id]) if *id != "create" => originate(inner, req, Some(id.to_string())),
+        ("POST", ["ari", "channels", id, "play", playback]) => {
+            let mut st = inner.lock();
+            if !st.channels.contains_key(*id) {
+                return Reply::msg(404, "Channel not found");
+            }
+            st.playbacks.insert(playback.to_string());
+            let body = json!({"id": playback, "media_uri": req.param("media"), "target_uri": format!("channel:{id}"), "state": "queued"});
+            Reply::json(201, body)
+        }
+        ("DELETE", ["ari", "playbacks", playback]) => {
+            if inner.lock().playbacks.remove(*playback) {
+                Reply::no_content()
+            } else {
+                Reply::msg(404, "Playback not found")
+            }
+        }
         ("POST", ["ari", "channels", id, "ring"])
         | ("DELETE", ["ari", "channels", id, "ring"])
         | ("POST", ["ari", "channels", id, "answer"]) => {

@@ -76,8 +76,14 @@ pub fn is_delete_bridge(r: &Recorded, bridge: &str) -> bool {
     r.method == "DELETE" && r.path == format!("/ari/bridges/{bridge}")
 }
 
+/// Ringback for the caller: a `tone:ring` playback started on the caller (POST) or stopped
+/// (DELETE of the playback).
 pub fn is_ring(r: &Recorded, method: &str, chan: &str) -> bool {
-    r.method == method && r.path == format!("/ari/channels/{chan}/ring")
+    let playback = format!("voicebot1-{chan}-ring");
+    match method {
+        "POST" => r.method == "POST" && r.path == format!("/ari/channels/{chan}/play/{playback}") && r.q("media") == Some("tone:ring"),
+        _ => r.method == method && r.path == format!("/ari/playbacks/{playback}"),
+    }
 }
 
 // ---- flow steps ----------------------------------------------------------------
