@@ -101,3 +101,18 @@ fn fake_ari_add_destination_to_bridge_500_hangs_up_everything() {
     wait_channel_gone(&fake, &ids.call, "caller must be hung up after the destination could not be bridged");
     finish(&fake, &mut vb);
 }
+
+#[test]
+fn fake_ari_connection_dropped_on_add_channel_hangs_up_caller_and_leaks_nothing() {
+    // The HTTP connection closes without an answer (Asterisk crashed or a proxy cut it): a
+    // transport error, not a status. The caller gets the set-up failure outcome.
+    let (fake, mut vb) = start_pair("add-channel-dropped", Config::new());
+    fake.set_rule(Rule::prefix("POST", "/ari/bridges/voicebot1-1764000017.1-bridge/addChannel", Action::Drop).times(1));
+    let ids = CallIds::new("1764000017.1");
+    fake.new_inbound_call(&ids.call);
+    expect_request(&fake, "addChannel", |r| is_add_channel(r, &ids.bridge, &ids.call));
+    expect_request(&fake, "DELETE bridge after the dropped connection", |r| is_delete_bridge(r, &ids.bridge));
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up after addChannel failed");
+    assert!(vb.wait_log("AddCaller failed", STEP).is_some(), "the failure is not in the log");
+    finish(&fake, &mut vb);
+}

@@ -90,3 +90,17 @@ fn fake_ari_caller_hangup_lost_while_disconnected_is_reconciled() {
     assert!(fake.requests_matching(is_any_originate).is_empty(), "voicebot1 transferred a caller who had left");
     finish(&fake, &mut vb);
 }
+
+#[test]
+fn fake_ari_huge_frame_is_refused_and_the_connection_recovers() {
+    // A frame over the 1 MiB limit cannot be skipped in place (its payload follows its header on
+    // the stream), so voicebot1 drops the connection, says so, reconnects and goes on.
+    let (fake, mut vb) = start_pair("huge-frame", Config::new());
+    let huge = format!("{{\"type\":\"ChannelVarset\",\"value\":\"{}\"}}", "x".repeat(2 << 20));
+    fake.send_raw_text(&huge);
+    assert!(fake.wait_ws_connections(2, STEP), "voicebot1 did not reconnect after a huge frame");
+    assert!(vb.wait_log("event WebSocket lost", STEP).is_some(), "the refused frame is not in the log");
+    assert!(vb.is_running());
+    full_call(&fake, &vb, "1764000025.1");
+    finish(&fake, &mut vb);
+}
