@@ -241,3 +241,21 @@ fn sandbox_caller_hears_ringback_while_the_destination_rings() {
     assert_asterisk_empty(&vb.log);
     vb.stop_clean();
 }
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_unreachable_destination_endpoint_hangs_up_the_caller() {
+    require_sandbox();
+    let dir = workdir("unreachable");
+    let config = config_text(26640, 26649, 1000).replace("[transfer]\n", "[transfer]\nendpoint = \"PJSIP/4438007@no-such-endpoint\"\n");
+    let vb = Voicebot::start(&dir, &config);
+    let t0 = Instant::now();
+    let mut caller = caller(&dir, 60_000, 5180, 6190);
+    let line = vb.wait_log("ended (", Duration::from_secs(15));
+    assert!(line.contains("Originate failed") && line.contains("Allocation failed"), "{line}");
+    let status = caller.wait(Duration::from_secs(15)).expect("caller was not hung up");
+    assert!(t0.elapsed() < Duration::from_secs(30), "caller ended only after its own hold time");
+    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    assert_asterisk_empty(&vb.log);
+    vb.stop_clean();
+}

@@ -269,11 +269,12 @@ fn is_passing(kind: &ErrorKind) -> bool {
     }
 }
 
-/// ARI error bodies are `{"message": "..."}`; anything else is shown cut short.
+/// ARI error bodies are `{"message": "..."}` (or `{"error": "..."}`, e.g. originate's
+/// "Allocation failed"); anything else is shown cut short.
 fn ari_message(body: &str) -> String {
     let msg = serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| ["message", "error"].iter().find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_string)))
         .unwrap_or_else(|| body.trim().to_string());
     msg.chars().filter(|c| !c.is_control()).take(200).collect()
 }
@@ -343,6 +344,7 @@ mod tests {
     #[test]
     fn ari_messages_are_extracted_and_cleaned() {
         assert_eq!(ari_message(r#"{"message":"Channel not found"}"#), "Channel not found");
+        assert_eq!(ari_message(r#"{"error":"Allocation failed"}"#), "Allocation failed");
         assert_eq!(ari_message("plain\ntext"), "plaintext");
         assert_eq!(ari_message(&"x".repeat(1000)).len(), 200);
     }
