@@ -158,8 +158,8 @@ impl Worker {
             CallEvent::Inbound(channel) if !known => self.start_call(id, *channel),
             CallEvent::Inbound(_) => debug!("call {id}: duplicate StasisStart ignored"),
             CallEvent::Started(role, channel) if known => {
-                if role == Role::Media {
-                    self.pin_peer(&id, &channel);
+                if let (Role::Media, Some(live)) = (role, self.calls.get(&id)) {
+                    pin_peer(&id, live, &channel);
                 }
                 self.drive(&id, if role == Role::Media { Input::MediaUp } else { Input::DestUp });
             }
@@ -219,25 +219,27 @@ impl Worker {
         let started = live.started;
         match action {
             Action::LeaseSocket => {
-                let echo = shared.pool.lease().and_then(|lease| match Echo::start(lease, cfg.media.asterisk_host, &id.0) {
-                    Ok(e) => Some(e),
-                    Err(e) => {
-                        warn!("call {id}: cannot start the echo thread: {e}");
-                        None
-                    }
-                });
-                match &echo {
-                    Some(e) => debug!("call {id}: leased port {}", e.port()),
-                    None => warn!(
-                        "call {id}: no free port in the pool (0/{} free, {} times so far); {}",
-                        shared.pool.total(),
-                        Counters::bump(&shared.counters.pool_exhausted),
-                        match cfg.media.on_pool_exhausted {
+                let echo = match shared.pool.lease() {
+                    None => {
+                        let times = Counters::bump(&shared.counters.pool_exhausted);
+                        let then = match cfg.media.on_pool_exhausted {
                             crate::config::PoolExhausted::Transfer => "skipping the bot, transferring",
                             crate::config::PoolExhausted::Hangup => "hanging up",
+                        };
+                        warn!("call {id}: no free port in the pool (0/{} free, {times} times so far); {then}", shared.pool.total());
+                        None
+                    }
+                    Some(lease) => match Echo::start(lease, cfg.media.asterisk_host, &id.0) {
+                        Ok(echo) => {
+                            debug!("call {id}: leased port {}", echo.port());
+                            Some(echo)
                         }
-                    ),
-                }
+                        Err(e) => {
+                            warn!("call {id}: cannot start the echo thread ({e}); treated as no free port");
+                            None
+                        }
+                    },
+                };
                 let leased = echo.is_some();
                 live.echo = echo;
                 Some(Input::Leased(leased))
@@ -280,10 +282,7 @@ impl Worker {
                 let result = ari.external_media(&ids.channel(id, Role::Media), &cfg.ari.app, &host, cfg.media.format.as_ari());
                 if let Ok(channel) = &result {
                     debug!("call {id}: externalMedia {} sends RTP to {host}", channel.name);
-                    if let (Some(peer), Some(echo)) = (unicast_rtp_peer(channel), live.echo.as_ref()) {
-                        debug!("call {id}: media peer is {peer}");
-                        echo.set_peer(peer);
-                    }
+                    pin_peer(id, live, channel);
                 }
                 Some(done(Step::CreateMedia, result.map(drop)))
             }
@@ -375,15 +374,6 @@ impl Worker {
         }
     }
 
-    /// Points the echo at the RTP address Asterisk reports for the externalMedia channel.
-    fn pin_peer(&mut self, id: &CallId, channel: &Channel) {
-        let Some(peer) = unicast_rtp_peer(channel) else { return };
-        if let Some(echo) = self.calls.get(id).and_then(|l| l.echo.as_ref()) {
-            debug!("call {id}: media peer is {peer}");
-            echo.set_peer(peer);
-        }
-    }
-
     fn fire_due_timers(&mut self) {
         let now = Instant::now();
         while let Some(Reverse((at, _, _))) = self.timers.peek() {
@@ -401,6 +391,14 @@ impl Worker {
 impl AsRef<str> for CallId {
     fn as_ref(&self) -> &str {
         &self.0
+    }
+}
+
+/// Points the call's echo at the RTP address Asterisk reports for its externalMedia channel.
+fn pin_peer(id: &CallId, live: &Live, channel: &Channel) {
+    if let (Some(peer), Some(echo)) = (unicast_rtp_peer(channel), live.echo.as_ref()) {
+        debug!("call {id}: media peer is {peer}");
+        echo.set_peer(peer);
     }
 }
 
