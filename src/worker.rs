@@ -172,7 +172,8 @@ impl Worker {
             }
             CallEvent::Left(role, cause) if known => self.drive(&id, Input::Left(role, cause)),
             CallEvent::Left(..) => {}
-            CallEvent::Dial(status) if known => info!("call {id}: destination {}", describe_dialstatus(&status)),
+            // The answer gets its own line once the destination is bridged.
+            CallEvent::Dial(status) if known && status != "ANSWER" => info!("call {id}: destination {}", describe_dialstatus(&status)),
             CallEvent::Dial(_) => {}
         }
     }
@@ -436,7 +437,6 @@ fn describe_counts(c: &EchoCounts) -> String {
 
 fn describe_dialstatus(status: &str) -> String {
     match status {
-        "ANSWER" => "answered".into(),
         "NOANSWER" => "did not answer".into(),
         "CHANUNAVAIL" => "unavailable".into(),
         other => other.to_lowercase(),
