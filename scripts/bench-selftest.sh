@@ -5,7 +5,9 @@
 #      tcpdump on lo, on the caller's media port);
 #   2. leakcheck.sh reports zero after that call, reports a deliberately left
 #      channel pair and bridge (ids vb1-selftest-*), and zero again once they
-#      are deleted.
+#      are deleted;
+#   3. the caller scenario counts crossing BYEs (glare) as a normal end
+#      (against scripts/sipp/uas-glare.xml; no Asterisk involved).
 # Needs the sandbox up (scripts/asterisk-sandbox.sh up).
 #
 #   scripts/bench-selftest.sh [--exten 600]    (or VB1_SELFTEST_EXTEN=600)
@@ -106,6 +108,25 @@ for _ in $(seq 20); do
     sleep 0.25
 done
 if [ "$clean" = 1 ]; then pass "leakcheck back to zero after cleaning up"; else fail "leak still there after DELETE: $("$VB1_SCRIPTS_DIR/leakcheck.sh" 2>&1 | tail -n1)"; fi
+
+# --- 3. Glare -------------------------------------------------------------------
+# A caller and the far end hanging up at the same moment is a normal end of a call (it happens
+# in load runs: the destination hangs up as the caller's hold time ends). uas-glare.xml answers
+# the caller's BYE with a BYE of its own first, then the 200; the caller must count it as ok.
+glare_port=5290
+cp "$work/uac-hold.xml" "$work/uac-glare.xml"
+set_scenario_hold "$work/uac-glare.xml" 500 500
+(cd "$work" && exec timeout 30 sipp -sf uas-glare.xml -i 127.0.0.1 -p "$glare_port" -mp 7300 -m 3 -nostdin \
+    -trace_err >"$work/glare-uas.out" 2>&1) &
+glare_uas=$!
+wait_udp_port "$glare_port" 10 "$glare_uas" || true
+if (cd "$work" && timeout 30 sipp "127.0.0.1:$glare_port" -sf uac-glare.xml -s 3308487 -i 127.0.0.1 -p 5291 -mp 6300 \
+        -m 3 -r 3 -nostdin -trace_err >"$work/glare-uac.out" 2>&1); then
+    pass "callers count crossing BYEs (glare) as a normal end (3 calls)"
+else
+    fail "callers failed on crossing BYEs: $(grep -m1 -o 'Aborting call[^:]*: [^,]*' "$work"/uac-glare_*_errors.log 2>/dev/null)"
+fi
+wait "$glare_uas" 2>/dev/null || true
 
 echo "bench-selftest: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
