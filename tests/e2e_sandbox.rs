@@ -45,8 +45,7 @@ fn sandbox_call_with_audio_is_echoed_then_transferred_and_bridged() {
     let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
     assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
     vb.wait_log("ended (caller hung up)", Duration::from_secs(10));
-    assert_asterisk_empty(&vb.log);
-    vb.stop_clean();
+    finish(vb);
 }
 
 #[test]
@@ -66,8 +65,7 @@ fn sandbox_caller_hangs_up_at_3s_and_the_destination_is_never_called() {
     assert!(!log.contains("transferring"), "voicebot1 transferred after the caller left:\n{log}");
     let seen = sip_messages(&dir, "dest");
     assert!(!seen.contains("INVITE sip:"), "the destination received an INVITE:\n{seen}");
-    assert_asterisk_empty(&vb.log);
-    vb.stop_clean();
+    finish(vb);
 }
 
 #[test]
@@ -80,12 +78,9 @@ fn sandbox_destination_hangs_up_first_and_the_caller_is_hung_up() {
     let t0 = Instant::now();
     let mut caller = caller(&dir, 60_000, 5173, 6120);
     vb.wait_log("ended (destination hung up)", Duration::from_secs(20));
-    let status = caller.wait(Duration::from_secs(15)).expect("caller was not hung up");
-    assert!(t0.elapsed() < Duration::from_secs(30), "caller ended only after its own hold time");
-    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    assert_caller_hung_up(&mut caller, t0, &dir);
     assert!(sip_messages(&dir, "caller").contains("BYE sip:"), "the caller got no BYE");
-    assert_asterisk_empty(&vb.log);
-    vb.stop_clean();
+    finish(vb);
 }
 
 #[test]
@@ -99,12 +94,9 @@ fn sandbox_destination_busy_and_the_caller_is_hung_up() {
     let mut caller = caller(&dir, 60_000, 5174, 6130);
     let line = vb.wait_log("destination did not answer", Duration::from_secs(20));
     assert!(line.contains("cause 17"), "{line}");
-    let status = caller.wait(Duration::from_secs(15)).expect("caller was not hung up");
-    assert!(t0.elapsed() < Duration::from_secs(30), "caller ended only after its own hold time");
-    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    assert_caller_hung_up(&mut caller, t0, &dir);
     assert!(sip_messages(&dir, "dest").contains("486 Busy"), "the destination did not answer busy");
-    assert_asterisk_empty(&vb.log);
-    vb.stop_clean();
+    finish(vb);
 }
 
 /// The number after `key` in a log line (`rx 350 pkts` → 350).
@@ -142,8 +134,7 @@ fn sandbox_echo_ignores_packets_from_anyone_but_asterisk() {
     let ended = vb.wait_log("bot media ended", Duration::from_secs(15));
     assert!(ended.contains("dropped 80 from other addresses"), "{ended}");
     vb.wait_log("ended (caller hung up)", Duration::from_secs(15));
-    assert_asterisk_empty(&vb.log);
-    vb.stop_clean();
+    finish(vb);
 }
 
 #[test]
@@ -157,7 +148,7 @@ fn sandbox_full_call_at_trace_level_never_logs_the_password() {
     let mut caller = caller(&dir, 5_000, 5176, 6150);
     caller.wait(Duration::from_secs(30)).expect("caller still running");
     vb.wait_log("ended (", Duration::from_secs(15));
-    let log = vb.stop_clean();
+    let log = finish(vb);
     assert!(log.contains("[TRACE] ARI event"), "the log is not at trace level");
     assert!(log.contains("caller and destination bridged"), "the call did not reach the transfer:\n{log}");
     assert!(!log.contains("voicebot1-sandbox"), "the password appears in the log");
@@ -188,8 +179,7 @@ fn sandbox_calls_beyond_the_pool_skip_the_bot_and_are_transferred() {
     let log = vb.log_text();
     assert_eq!(log.matches("caller and destination bridged").count(), 3, "{log}");
     assert_eq!(log.matches("caller and media bridged").count(), 2, "{log}");
-    assert_asterisk_empty(&vb.log);
-    let log = vb.stop_clean();
+    let log = finish(vb);
     assert!(log.contains("1 without a free port"), "{log}");
 }
 
@@ -220,8 +210,7 @@ fn sandbox_https_and_wss_with_the_sandbox_ca_carry_a_full_call() {
     caller.wait(Duration::from_secs(30)).expect("caller still running");
     vb.wait_log("caller and destination bridged", Duration::from_secs(10));
     vb.wait_log("ended (", Duration::from_secs(15));
-    assert_asterisk_empty(&vb.log);
-    vb.stop_clean();
+    finish(vb);
 }
 
 #[test]
@@ -238,8 +227,7 @@ fn sandbox_caller_hears_ringback_while_the_destination_rings() {
     assert!(ringback > 50, "the caller received only {ringback} RTP packets in 3 s of ringing");
     vb.wait_log("ended (caller hung up)", Duration::from_secs(15));
     assert!(!vb.log_text().contains("no ringback"), "{}", vb.log_text());
-    assert_asterisk_empty(&vb.log);
-    vb.stop_clean();
+    finish(vb);
 }
 
 #[test]
@@ -253,9 +241,6 @@ fn sandbox_unreachable_destination_endpoint_hangs_up_the_caller() {
     let mut caller = caller(&dir, 60_000, 5180, 6190);
     let line = vb.wait_log("ended (", Duration::from_secs(15));
     assert!(line.contains("Originate failed") && line.contains("Allocation failed"), "{line}");
-    let status = caller.wait(Duration::from_secs(15)).expect("caller was not hung up");
-    assert!(t0.elapsed() < Duration::from_secs(30), "caller ended only after its own hold time");
-    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
-    assert_asterisk_empty(&vb.log);
-    vb.stop_clean();
+    assert_caller_hung_up(&mut caller, t0, &dir);
+    finish(vb);
 }

@@ -287,3 +287,18 @@ pub fn count_udp_to(port: u16, duration: Duration) -> usize {
         .expect("tcpdump (apt-get install tcpdump)");
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" UDP")).count()
 }
+
+/// A caller placed with a long hold time at `since` must have been hung up by the far side, well
+/// before its own BYE would have gone, and its SIPp must count the call as ok.
+pub fn assert_caller_hung_up(caller: &mut Proc, since: Instant, dir: &Path) {
+    let status = caller.wait(Duration::from_secs(15)).expect("caller was not hung up");
+    assert!(since.elapsed() < Duration::from_secs(30), "caller ended only after its own hold time");
+    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(dir, "caller"));
+}
+
+/// The end of every sandbox test: Asterisk empty, then a clean SIGTERM with the pool full.
+/// Returns voicebot1's whole log.
+pub fn finish(vb: Voicebot) -> String {
+    assert_asterisk_empty(&vb.log);
+    vb.stop_clean()
+}
