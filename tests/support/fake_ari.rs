@@ -243,6 +243,23 @@ struct Channel {
 }
 
 impl Channel {
+    /// A channel in the Stasis application with no dialplan position of its own, as Asterisk
+    /// shows its externalMedia channels; other kinds override fields.
+    fn in_stasis(id: &str, name: String, state: &str) -> Channel {
+        Channel {
+            id: id.into(),
+            name,
+            state: state.into(),
+            caller_number: String::new(),
+            context: "default".into(),
+            exten: "s".into(),
+            app_data: String::new(),
+            in_stasis: true,
+            created: timestamp(),
+            vars: None,
+        }
+    }
+
     fn to_json(&self) -> Value {
         let mut v = json!({
             "id": self.id,
@@ -486,18 +503,7 @@ impl FakeAri {
     /// Pre-populates a channel that is in the voicebot1 Stasis application.
     pub fn add_channel(&self, id: &str, name: &str) {
         let mut st = self.inner.lock();
-        let ch = Channel {
-            id: id.into(),
-            name: name.into(),
-            state: "Up".into(),
-            caller_number: String::new(),
-            context: "default".into(),
-            exten: "s".into(),
-            app_data: String::new(),
-            in_stasis: true,
-            created: timestamp(),
-            vars: None,
-        };
+        let ch = Channel::in_stasis(id, name.into(), "Up");
         st.channels.insert(id.into(), ch);
         self.inner.cond.notify_all();
     }
@@ -511,16 +517,11 @@ impl FakeAri {
         let mut st = self.inner.lock();
         let n = st.next_seq();
         let ch = Channel {
-            id: id.into(),
-            name: format!("PJSIP/callers-{n:08x}"),
-            state: "Up".into(),
             caller_number: "sipp".into(),
             context: "from-callers".into(),
             exten: "3308487".into(),
             app_data: format!("{APP},inbound"),
-            in_stasis: true,
-            created: timestamp(),
-            vars: None,
+            ..Channel::in_stasis(id, format!("PJSIP/callers-{n:08x}"), "Up")
         };
         let j = ch.to_json();
         st.channels.insert(id.into(), ch);
@@ -1514,16 +1515,8 @@ fn external_media(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
         return Reply::msg(409, "Channel with given unique ID already exists");
     }
     let ch = Channel {
-        id: id.clone(),
-        name: format!("UnicastRTP/{host}-0x7f00{n:08x}"),
-        state: "Down".into(),
-        caller_number: String::new(),
-        context: "default".into(),
-        exten: "s".into(),
-        app_data: String::new(),
-        in_stasis: true,
-        created: timestamp(),
         vars: Some(json!({"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": (10000 + 2 * n).to_string()})),
+        ..Channel::in_stasis(&id, format!("UnicastRTP/{host}-0x7f00{n:08x}"), "Down")
     };
     let j = ch.to_json();
     st.channels.insert(id, ch);
@@ -1576,17 +1569,12 @@ fn originate(inner: &Arc<Inner>, req: &HttpReq, id: Option<String>) -> Reply {
         .map(|a| a.split(',').map(str::to_string).collect())
         .unwrap_or_default();
     let app_data = if args.is_empty() { APP.to_string() } else { format!("{APP},{}", args.join(",")) };
+    // Not in Stasis until it answers.
     let ch = Channel {
-        id: id.clone(),
-        name: format!("{tech}/{tail}-{n:08x}"),
-        state: "Down".into(),
         caller_number: req.param("callerId").unwrap_or_default(),
-        context: "default".into(),
-        exten: "s".into(),
         app_data,
         in_stasis: false,
-        created: timestamp(),
-        vars: None,
+        ..Channel::in_stasis(&id, format!("{tech}/{tail}-{n:08x}"), "Down")
     };
     let j = ch.to_json();
     st.channels.insert(id.clone(), ch);
