@@ -209,7 +209,7 @@ impl Reader {
             Ok(v) => v,
             Err(e) => {
                 return SessionEnd::Lost(match e.kind {
-                    ErrorKind::Unauthorized(code) => format!("{code}: check [ari] username/password (user {:?})", cfg.username),
+                    ErrorKind::Unauthorized(code) => unauthorized(code, &cfg.username),
                     _ => e.to_string(),
                 })
             }
@@ -224,9 +224,7 @@ impl Reader {
         }
         let mut socket = match EventSocket::connect(cfg) {
             Ok(s) => s,
-            Err(ConnectError::Unauthorized(code)) => {
-                return SessionEnd::Lost(format!("{code}: check [ari] username/password (user {:?})", cfg.username))
-            }
+            Err(ConnectError::Unauthorized(code)) => return SessionEnd::Lost(unauthorized(code, &cfg.username)),
             Err(ConnectError::Other(m)) => return SessionEnd::Lost(m),
         };
         info!("ARI: connected to Asterisk {version} at {}, taking calls for {:?}", events_url(cfg), cfg.app);
@@ -291,6 +289,11 @@ impl Reader {
     fn stopped_within(&self, d: Duration) -> bool {
         matches!(self.stop.recv_timeout(d), Err(crossbeam_channel::RecvTimeoutError::Disconnected))
     }
+}
+
+/// The one line an operator needs when Asterisk refuses the credentials (REST or WebSocket).
+fn unauthorized(code: u16, user: &str) -> String {
+    format!("{code}: check [ari] username/password (user {user:?})")
 }
 
 /// What a sweep may remove.

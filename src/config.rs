@@ -406,7 +406,8 @@ impl<'e> Reader<'e> {
                 None
             }
         };
-        if advertise_host.is_empty() || advertise_host.contains([':', '/', ' ']) && advertise_host.parse::<IpAddr>().is_err() {
+        let host_like = !advertise_host.contains([':', '/', ' ']) || advertise_host.parse::<IpAddr>().is_ok();
+        if advertise_host.is_empty() || !host_like {
             self.err("media.advertise_host", format!("{advertise_host:?} is not a host name or IP address"));
         }
         if port_min > port_max {

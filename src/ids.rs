@@ -55,11 +55,6 @@ impl Ids {
         Ids { prefix: format!("{app}-") }
     }
 
-    /// What every id voicebot1 creates starts with.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     pub fn bridge(&self, call: &CallId) -> String {
         format!("{}{}-{BRIDGE}", self.prefix, call.0)
     }

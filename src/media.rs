@@ -246,10 +246,14 @@ impl Drop for Echo {
         self.shared.stop.store(true, Ordering::SeqCst);
         // Wake the thread out of `recv` so the socket is back in the pool when drop returns.
         if let Some(local) = self.local {
-            let unspecified: SocketAddr = if local.is_ipv4() { ([127, 0, 0, 1], 0).into() } else { (std::net::Ipv6Addr::LOCALHOST, 0).into() };
-            let waker_addr = if local.ip().is_unspecified() { SocketAddr::new(unspecified.ip(), local.port()) } else { local };
-            if let Ok(waker) = UdpSocket::bind(SocketAddr::new(waker_addr.ip(), 0)) {
-                let _ = waker.send_to(&[], waker_addr);
+            // A socket bound to 0.0.0.0 / :: is reached on loopback.
+            let target = match local.ip() {
+                ip if !ip.is_unspecified() => local,
+                std::net::IpAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, local.port())),
+                std::net::IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port())),
+            };
+            if let Ok(waker) = UdpSocket::bind(SocketAddr::new(target.ip(), 0)) {
+                let _ = waker.send_to(&[], target);
             }
         }
         if let Some(thread) = self.thread.take() {

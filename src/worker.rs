@@ -294,7 +294,7 @@ impl Worker {
             // Ringback is a tone played to the caller: the caller is answered and in the bridge,
             // where a ringing indication would not be heard.
             Action::Ring => {
-                if let Err(e) = ari.play(id.as_ref(), &ids.ringback(id), RINGBACK) {
+                if let Err(e) = ari.play(&id.0, &ids.ringback(id), RINGBACK) {
                     warn!("call {id}: no ringback for the caller: {e}");
                 }
                 None
@@ -386,12 +386,6 @@ impl Worker {
                 self.drive(&id, Input::Timer(timer));
             }
         }
-    }
-}
-
-impl AsRef<str> for CallId {
-    fn as_ref(&self) -> &str {
-        &self.0
     }
 }
 

@@ -87,17 +87,6 @@ pub enum Event {
     Other,
 }
 
-impl Event {
-    /// The channel the event is about.
-    pub fn channel(&self) -> Option<&Channel> {
-        match self {
-            Event::StasisStart { channel, .. } | Event::StasisEnd { channel } | Event::ChannelDestroyed { channel, .. } => Some(channel),
-            Event::Dial { peer, .. } => Some(peer),
-            Event::Other => None,
-        }
-    }
-}
-
 /// Why a frame was not an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {

@@ -129,11 +129,6 @@ impl EventSocket {
             Err(e) => Err(e.to_string()),
         }
     }
-
-    /// A handle that can cut the connection from another thread (shutdown).
-    pub fn shutdown_handle(&self) -> io::Result<TcpStream> {
-        tcp(&self.ws).try_clone()
-    }
 }
 
 /// The TCP stream under a plain or TLS WebSocket.
