@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 
 use crate::ari::events::decode;
 use crate::ari::websocket::{events_url, ConnectError, EventSocket, Frame};
-use crate::ari::{AriClient, ErrorKind};
+use crate::ari::{AriClient, AsteriskVersion, ErrorKind, Support};
 use crate::config::Config;
 use crate::dispatch::{route, Dispatcher, WorkerMsg};
 use crate::ids::Ids;
@@ -41,6 +41,8 @@ pub enum AppError {
     Thread(std::io::Error),
     Signal(String),
     ShutdownTimedOut { calls: usize },
+    /// The Asterisk voicebot1 connected to is a version it cannot work with.
+    Unsupported { version: String, why: String },
 }
 
 impl fmt::Display for AppError {
@@ -50,6 +52,7 @@ impl fmt::Display for AppError {
             AppError::Thread(e) => write!(f, "cannot start a thread: {e}"),
             AppError::Signal(e) => write!(f, "cannot install the signal handler: {e}"),
             AppError::ShutdownTimedOut { calls } => write!(f, "shutdown timed out with {calls} calls still being cleaned up"),
+            AppError::Unsupported { version, why } => write!(f, "Asterisk {version} is not supported: {why}"),
         }
     }
 }
@@ -107,6 +110,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     drop(done_tx);
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let (refused_tx, refused_rx) = crossbeam_channel::bounded::<AppError>(1);
     let janitor_shared = Arc::clone(&shared);
     let janitor_stop = stop_rx.clone();
     let janitor_thread = std::thread::Builder::new()
@@ -116,12 +120,17 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let reader_shared = Arc::clone(&shared);
     let reader = std::thread::Builder::new()
         .name("ari-events".into())
-        .spawn(move || Reader { shared: reader_shared, dispatcher, stop: stop_rx }.run())
+        .spawn(move || Reader { shared: reader_shared, dispatcher, stop: stop_rx, refused: refused_tx }.run())
         .map_err(AppError::Thread)?;
 
-    // Wait for the first signal.
-    let _ = signals.recv();
-    info!("shutdown requested: taking no new calls, cleaning up {} active calls", shared.active_calls());
+    // Wait for the first signal, or for the reader to refuse this Asterisk.
+    let refused = crossbeam_channel::select! {
+        recv(signals) -> _ => None,
+        recv(refused_rx) -> refusal => refusal.ok(),
+    };
+    if refused.is_none() {
+        info!("shutdown requested: taking no new calls, cleaning up {} active calls", shared.active_calls());
+    }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     drop(stop_tx);
     join_until(reader, deadline);
@@ -145,6 +154,9 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         pool.free(),
         pool.total()
     );
+    if let Some(refusal) = refused {
+        return Err(refusal);
+    }
     if finished < workers.len() {
         return Err(AppError::ShutdownTimedOut { calls: active });
     }
@@ -168,12 +180,15 @@ struct Reader {
     shared: Arc<Shared>,
     dispatcher: Dispatcher,
     stop: Receiver<()>,
+    /// Told when this Asterisk cannot be worked with; the main thread then shuts down.
+    refused: crossbeam_channel::Sender<AppError>,
 }
 
 /// Why a connection attempt or session ended.
 enum SessionEnd {
     Stopped,
     Lost(String),
+    Refused(AppError),
 }
 
 impl Reader {
@@ -187,6 +202,10 @@ impl Reader {
             let reconnecting = swept;
             match self.session(&mut swept, reconnecting, &mut backoff) {
                 SessionEnd::Stopped => break,
+                SessionEnd::Refused(why) => {
+                    let _ = self.refused.send(why);
+                    break;
+                }
                 SessionEnd::Lost(why) => {
                     let delay = backoff.next_delay();
                     warn!("ARI: {why}; reconnecting in {:.1} s (attempt {attempt})", delay.as_secs_f64());
@@ -214,6 +233,13 @@ impl Reader {
                 })
             }
         };
+        match AsteriskVersion::parse(&version).map(|v| (v.support(), v)) {
+            Some((Support::Supported, _)) => {}
+            Some((Support::Unsupported(why), v)) => return SessionEnd::Refused(AppError::Unsupported { version: v.raw, why }),
+            None => {
+                warn!("ARI: cannot tell whether Asterisk {version:?} is supported (no release number in it); going on")
+            }
+        }
         if !*swept {
             // Before the WebSocket connects, so no call of this instance can be among what it
             // removes: Stasis() fails while no application is connected.
@@ -314,7 +340,22 @@ pub fn sweep(shared: &Shared, scope: Scope) -> Result<(), crate::ari::AriError> 
     let ids = &shared.ids;
     let app = &shared.config.ari.app;
     let channels = ari.list_channels()?;
-    let bridges = ari.list_bridges()?;
+    let bridges: Vec<String> = match ari.list_bridges() {
+        Ok(bridges) => bridges.into_iter().map(|b| b.id).collect(),
+        // Asterisk 18.0–18.7 answers GET /bridges with 500 while another application on the box
+        // has a channel from create+dial (fixed in 18.8). The bridges of our leftover channels
+        // are still found by their ids; an empty one left by a timed-out request waits for the
+        // next sweep whose listing works.
+        Err(e) if matches!(e.kind, crate::ari::ErrorKind::Status(500..=599, _)) => {
+            warn!("{e}; removing the bridges of leftover channels by id instead");
+            let mut derived: Vec<String> =
+                channels.iter().filter(|c| ids.is_ours(&c.id)).map(|c| ids.bridge(&ids.classify_channel(&c.id).0)).collect();
+            derived.sort();
+            derived.dedup();
+            derived
+        }
+        Err(e) => return Err(e),
+    };
     // Read after the listings: a call registered later created nothing that is listed, and a
     // call unregistered meanwhile has cleaned up (a second delete is a harmless 404).
     let active = shared.registry.lock().clone();
@@ -339,11 +380,11 @@ pub fn sweep(shared: &Shared, scope: Scope) -> Result<(), crate::ari::AriError> 
         }
     }
     for b in &bridges {
-        if ids.classify_bridge(&b.id).is_some_and(|call| orphan(&call)) {
-            match ari.destroy_bridge(&b.id) {
+        if ids.classify_bridge(b).is_some_and(|call| orphan(&call)) {
+            match ari.destroy_bridge(b) {
                 Ok(()) => {
                     destroyed += 1;
-                    info!("{who}: destroyed leftover bridge {}", b.id);
+                    info!("{who}: destroyed leftover bridge {b}");
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => warn!("{who}: {e}"),

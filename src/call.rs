@@ -343,7 +343,9 @@ impl Call {
         self.phase = Phase::Ended;
         let caller_reason = match &how {
             End::DestinationFailed(Some(17)) => Reason::Busy,
-            End::DestinationFailed(Some(18..=20)) | End::DestinationFailed(None) => Reason::NoAnswer,
+            // Cause 0 ("unknown") is how Asterisk before 20.18 / 22.8 reports a dial timeout
+            // (asterisk/asterisk #1660): the caller hears "no answer" on every version.
+            End::DestinationFailed(Some(0 | 18..=20)) | End::DestinationFailed(None) => Reason::NoAnswer,
             End::DestinationFailed(_) | End::SetupFailed(..) | End::SetupTimedOut | End::NoSocket | End::BotLostDuringSetup => {
                 Reason::Congestion
             }
@@ -534,6 +536,16 @@ mod tests {
         );
     }
 
+
+    #[test]
+    fn destination_dial_timeout_reported_as_cause_0_by_asterisk_16_is_no_answer() {
+        // Asterisk before 20.18 / 22.8 destroys an unanswered destination with cause 0.
+        let mut c = in_transfer();
+        assert_eq!(
+            c.on(Input::Left(Role::Dest, Some(0))),
+            vec![Hangup(Role::Caller, Reason::NoAnswer), DestroyBridge, Finish(End::DestinationFailed(Some(0)))]
+        );
+    }
     #[test]
     fn setup_guard_ends_a_call_whose_media_channel_never_entered_stasis() {
         let mut c = media_requested();

@@ -13,4 +13,5 @@ pub mod config;
 pub mod dispatch;
 pub mod ids;
 pub mod media;
+pub mod preflight;
 pub mod worker;

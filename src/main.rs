@@ -10,16 +10,20 @@ use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLo
 use voicebot1::config::{Config, ProcessEnv};
 
 const USAGE: &str = "\
-usage: voicebot1 [--check] [CONFIG]
+usage: voicebot1 [--check [--online]] [CONFIG]
        voicebot1 --version | --help
 
 Runs the voicebot1 Asterisk ARI application with CONFIG (default conf/voicebot1.toml).
   --check    validate CONFIG, print every error found, and exit (0 valid, 2 invalid)
+  --online   with --check: also ask the configured Asterisk (credentials, version, modules,
+             application name, transfer endpoint) and check the UDP port range is free here;
+             one PASS/FAIL line each, exit 0 only if none fails (1 otherwise)
   --version  print the version and exit
 Stop with Ctrl+C or SIGTERM: active calls are cleaned up; a second signal exits at once.";
 
 fn main() -> ExitCode {
     let mut check = false;
+    let mut online = false;
     let mut path: Option<PathBuf> = None;
     for arg in std::env::args_os().skip(1) {
         match arg.to_str() {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             Some("--check") => check = true,
+            Some("--online") => online = true,
             Some(s) if s.starts_with('-') => {
                 eprintln!("voicebot1: unknown option {s}\n{USAGE}");
                 return ExitCode::from(2);
@@ -43,6 +48,10 @@ fn main() -> ExitCode {
             _ => path = Some(PathBuf::from(arg)),
         }
     }
+    if online && !check {
+        eprintln!("voicebot1: --online goes with --check\n{USAGE}");
+        return ExitCode::from(2);
+    }
     let path = path.unwrap_or_else(|| PathBuf::from("conf/voicebot1.toml"));
     let config = match Config::load(&path, &ProcessEnv) {
         Ok(c) => c,
@@ -53,6 +62,19 @@ fn main() -> ExitCode {
     };
     if check {
         println!("{}: configuration is valid", path.display());
+        if !online {
+            return ExitCode::SUCCESS;
+        }
+        let checks = voicebot1::preflight::run(&config);
+        for c in &checks {
+            println!("{c}");
+        }
+        let failed = checks.iter().filter(|c| c.failed()).count();
+        if failed > 0 {
+            println!("{failed} of {} checks failed", checks.len());
+            return ExitCode::FAILURE;
+        }
+        println!("all checks passed: ready for calls");
         return ExitCode::SUCCESS;
     }
     if let Err(e) = init_logging(&config) {

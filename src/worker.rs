@@ -455,6 +455,7 @@ fn describe_end(end: &End) -> String {
 /// Q.850 causes an operator meets here.
 fn cause_text(cause: i64) -> &'static str {
     match cause {
+        0 => "(unknown: how Asterisk before 20.18/22.8 reports a dial timeout)",
         1 => "(unallocated number)",
         3 => "(no route to destination)",
         16 => "(normal clearing)",

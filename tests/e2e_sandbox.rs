@@ -244,3 +244,45 @@ fn sandbox_unreachable_destination_endpoint_hangs_up_the_caller() {
     assert_caller_hung_up(&mut caller, t0, &dir);
     finish(vb);
 }
+
+/// `voicebot1 --check --online` with `config`: exit code and stdout.
+fn preflight(dir: &std::path::Path, name: &str, config: &str) -> (Option<i32>, String) {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voicebot1")).args(["--check", "--online"]).arg(&path).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn check_line<'a>(out: &'a str, check: &str) -> &'a str {
+    out.lines().find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(check))).unwrap_or_else(|| panic!("no {check} line in:\n{out}"))
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_preflight_passes_and_names_a_wrong_password_and_an_unknown_endpoint() {
+    require_sandbox();
+    let dir = workdir("preflight");
+    let good = config_text(26650, 26659, 1000);
+    let (code, out) = preflight(&dir, "good", &good);
+    assert_eq!(code, Some(0), "{out}");
+    for check in ["credentials", "version", "modules", "application", "transfer endpoint", "media ports"] {
+        assert!(check_line(&out, check).starts_with("PASS"), "{out}");
+    }
+
+    let (code, out) = preflight(&dir, "password", &good.replace("voicebot1-sandbox", "not-the-password"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(check_line(&out, "credentials").starts_with("FAIL  credentials: HTTP 401"), "{out}");
+
+    let unknown = good.replace("[transfer]\n", "[transfer]\nendpoint = \"PJSIP/4438007@no-such-endpoint\"\n");
+    let (code, out) = preflight(&dir, "endpoint", &unknown);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(check_line(&out, "transfer endpoint").contains("no endpoint PJSIP/no-such-endpoint"), "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("FAIL")).count(), 1, "{out}");
+
+    // A voicebot1 running under the same application name makes the name check fail.
+    let vb = Voicebot::start(&dir, &good);
+    let (code, out) = preflight(&dir, "taken", &config_text(26660, 26669, 1000));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(check_line(&out, "application").contains("already registered"), "{out}");
+    finish(vb);
+}

@@ -47,3 +47,95 @@ fn fake_ari_second_signal_exits_at_once_even_while_cleanup_hangs() {
     assert!(t.elapsed() < Duration::from_secs(2), "second signal took {:?}", t.elapsed());
     assert_eq!(vb.terminate(Duration::from_secs(1)).and_then(|s| s.code()), Some(130));
 }
+
+#[test]
+fn fake_ari_unsupported_asterisk_16_6_is_refused_with_one_clear_line_and_exit_1() {
+    // A real 16.6 is not in the bench; the fake reports its version string.
+    let fake = FakeAri::start();
+    fake.set_asterisk_version("16.6.2");
+    let mut vb = Voicebot::start("refuse-16-6", &fake, Config::new());
+    let status = vb.wait_exit(STEP).expect("voicebot1 kept running on Asterisk 16.6.2");
+    assert_eq!(status.code(), Some(1), "{}", vb.log_text());
+    let log = vb.log_text();
+    let refusals: Vec<&str> = log.lines().filter(|l| l.contains("is not supported")).collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    assert!(refusals[0].contains("Asterisk 16.6.2 is not supported") && refusals[0].contains("16.7"), "{log}");
+    assert_eq!(fake.ws_connections(), 0, "voicebot1 connected the event WebSocket of an unsupported Asterisk");
+}
+
+#[test]
+fn fake_ari_asterisk_without_a_release_number_runs_with_a_warning() {
+    let fake = FakeAri::start();
+    fake.set_asterisk_version("GIT-master-4a1c2b");
+    let mut vb = launch("git-version", &fake, Config::new());
+    assert!(vb.wait_log("cannot tell whether Asterisk \"GIT-master-4a1c2b\" is supported", STEP).is_some());
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_startup_sweep_survives_get_bridges_500_of_asterisk_18_0_to_18_7() {
+    // Asterisk 18.0-18.7 answers GET /bridges with 500 while another application has a
+    // create+dial channel: something the fake does on demand.
+    let fake = FakeAri::start();
+    fake.add_bridge("voicebot1-old-bridge");
+    fake.add_channel("voicebot1-old-media", "UnicastRTP/127.0.0.1:27001-0x7f0000000001");
+    fake.add_bridge("other-bridge");
+    fake.set_rule(Rule::when("GET", "list bridges", |p| p == "/ari/bridges", support::fake_ari::internal_error()));
+    let mut vb = launch("bridges-500", &fake, Config::new());
+    expect_request(&fake, "DELETE leftover channel", |r| is_delete_channel(r, "voicebot1-old-media"));
+    expect_request(&fake, "DELETE its bridge by id", |r| is_delete_bridge(r, "voicebot1-old-bridge"));
+    assert!(vb.wait_log("removing the bridges of leftover channels by id instead", STEP).is_some());
+    assert!(fake.has_bridge("other-bridge"), "unrelated bridge was destroyed");
+    fake.clear_rules();
+    finish(&fake, &mut vb);
+}
+
+/// Runs `voicebot1 --check --online` with `config` against `fake`; exit code and stdout.
+fn preflight(fake: &FakeAri, config: &Config, name: &str) -> (Option<i32>, String) {
+    let path = std::env::temp_dir().join(format!("vb1-preflight-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, config.to_toml(&fake.url())).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voicebot1")).args(["--check", "--online"]).arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn line<'a>(out: &'a str, check: &str) -> &'a str {
+    out.lines().find(|l| l[6.min(l.len())..].starts_with(check)).unwrap_or_else(|| panic!("no {check} line in:\n{out}"))
+}
+
+#[test]
+fn fake_ari_preflight_passes_then_names_each_failing_check() {
+    let fake = FakeAri::start();
+    let config = Config::new();
+    let (code, out) = preflight(&fake, &config, "pass");
+    assert_eq!(code, Some(0), "{out}");
+    for check in ["credentials", "version", "modules", "application", "transfer endpoint", "media ports"] {
+        assert!(line(&out, check).starts_with("PASS"), "{out}");
+    }
+
+    fake.set_asterisk_version("16.6.0");
+    let unknown = Config { endpoint: "PJSIP/4438007@no-such-endpoint".into(), ..config.clone() };
+    let (code, out) = preflight(&fake, &unknown, "fail");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(line(&out, "version").starts_with("FAIL") && line(&out, "version").contains("16.6.0"), "{out}");
+    assert!(line(&out, "transfer endpoint").contains("no endpoint PJSIP/no-such-endpoint"), "{out}");
+    assert!(line(&out, "credentials").starts_with("PASS"), "{out}");
+
+    // The port range held by someone else, and the application name taken by a running voicebot1.
+    fake.set_asterisk_version("22.0.0");
+    let _held: Vec<_> = (config.port_min..=config.port_max).map(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).unwrap()).collect();
+    let (code, out) = preflight(&fake, &config, "ports");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(line(&out, "media ports").starts_with("FAIL") && line(&out, "media ports").contains("4 of 4"), "{out}");
+    drop(_held);
+    let mut vb = launch("preflight-running", &fake, config.clone());
+    let (code, out) = preflight(&fake, &Config::new(), "taken");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(line(&out, "application").contains("already registered"), "{out}");
+    finish(&fake, &mut vb);
+
+    let wrong = Config { password: "wrong".into(), ..Config::new() };
+    let (code, out) = preflight(&fake, &wrong, "password");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(line(&out, "credentials").starts_with("FAIL") && line(&out, "credentials").contains("401"), "{out}");
+}

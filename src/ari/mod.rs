@@ -2,7 +2,9 @@
 
 pub mod events;
 pub mod rest;
+pub mod version;
 pub mod websocket;
 
 pub use events::{Bridge, Channel, Event};
 pub use rest::{AriClient, AriError, ErrorKind, HangupReason};
+pub use version::{AsteriskVersion, Support};

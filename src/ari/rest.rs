@@ -139,6 +139,33 @@ impl AriClient {
         Ok(v.pointer("/system/version").and_then(|v| v.as_str()).unwrap_or("unknown").to_string())
     }
 
+    /// `GET /asterisk/modules/{name}`: the module's status (`Running` when loaded).
+    pub fn module_status(&self, name: &str) -> Result<String> {
+        let doing = format!("asking Asterisk about module {name}");
+        let v: serde_json::Value = self.json("GET", &format!("/asterisk/modules/{}", seg(name)), &[], Idempotent::Yes, &doing)?;
+        Ok(v.get("status").and_then(|s| s.as_str()).unwrap_or("unknown").to_string())
+    }
+
+    /// `GET /applications/{name}`: whether a Stasis application of that name is registered
+    /// (some ARI client is connected under it).
+    pub fn application_registered(&self, name: &str) -> Result<bool> {
+        let doing = format!("asking Asterisk about application {name}");
+        match self.call("GET", &format!("/applications/{}", seg(name)), &[], Idempotent::Yes, &doing) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /endpoints/{tech}/{resource}`: `Err` with [`ErrorKind::NotFound`] when Asterisk does
+    /// not know the endpoint.
+    pub fn endpoint_state(&self, tech: &str, resource: &str) -> Result<String> {
+        let doing = format!("asking Asterisk about endpoint {tech}/{resource}");
+        let path = format!("/endpoints/{}/{}", seg(tech), seg(resource));
+        let v: serde_json::Value = self.json("GET", &path, &[], Idempotent::Yes, &doing)?;
+        Ok(v.get("state").and_then(|s| s.as_str()).unwrap_or("unknown").to_string())
+    }
+
     pub fn list_channels(&self) -> Result<Vec<Channel>> {
         self.json("GET", "/channels", &[], Idempotent::Yes, "listing channels")
     }

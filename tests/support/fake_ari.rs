@@ -335,6 +335,8 @@ struct State {
     media_start: MediaStart,
     seq: u64,
     dropped_events: usize,
+    /// What `GET /ari/asterisk/info` reports as `system.version`.
+    asterisk_version: String,
 }
 
 struct Inner {
@@ -432,6 +434,7 @@ impl FakeAri {
                 media_start: MediaStart::AfterResponse,
                 seq: 0,
                 dropped_events: 0,
+                asterisk_version: "22.0.0-fake".into(),
             }),
             cond: Condvar::new(),
             password: password.to_string(),
@@ -478,6 +481,10 @@ impl FakeAri {
     }
     pub fn set_media_start(&self, m: MediaStart) {
         self.inner.lock().media_start = m;
+    }
+    /// The version `GET /ari/asterisk/info` reports from now on.
+    pub fn set_asterisk_version(&self, version: &str) {
+        self.inner.lock().asterisk_version = version.to_string();
     }
     pub fn set_rule(&self, rule: Rule) {
         self.inner.lock().rules.push(rule);
@@ -1310,7 +1317,26 @@ fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
     let m = req.method.as_str();
     match (m, segs.as_slice()) {
         ("GET", ["ari", "asterisk", "info"]) => {
-            Reply::json(200, json!({"system": {"version": "22.0.0-fake", "entity_id": "fake"}}))
+            let version = inner.lock().asterisk_version.clone();
+            Reply::json(200, json!({"system": {"version": version, "entity_id": "fake"}}))
+        }
+        // What the preflight (`voicebot1 --check --online`) asks: every module is loaded, the
+        // one transfer endpoint the tests use exists, the application is registered while a
+        // WebSocket client is connected.
+        ("GET", ["ari", "asterisk", "modules", name]) => Reply::json(
+            200,
+            json!({"name": name, "description": "fake", "use_count": 0, "status": "Running", "support_level": "core"}),
+        ),
+        ("GET", ["ari", "endpoints", "PJSIP", "AVAYA-endpoint"]) => {
+            Reply::json(200, json!({"technology": "PJSIP", "resource": "AVAYA-endpoint", "state": "online", "channel_ids": []}))
+        }
+        ("GET", ["ari", "endpoints", _, _]) => Reply::msg(404, "Endpoint not found"),
+        ("GET", ["ari", "applications", name]) => {
+            if *name == APP && !inner.lock().ws_clients.is_empty() {
+                Reply::json(200, json!({"name": name, "channel_ids": [], "bridge_ids": [], "endpoint_ids": [], "device_names": []}))
+            } else {
+                Reply::msg(404, "Application not found")
+            }
         }
         ("GET", ["ari", "channels"]) => {
             let st = inner.lock();

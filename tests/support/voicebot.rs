@@ -195,6 +195,20 @@ impl Voicebot {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit on its own (no signal); its status, or None
+    /// if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while self.is_running() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_streams_closed(Duration::from_secs(2));
+        self.exit
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit. Returns None if it
     /// did not exit in time (it is then killed).
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
