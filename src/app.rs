@@ -2,11 +2,12 @@
 //!
 //! Threads and who owns what:
 //! - the main thread waits for a signal; on the first it drops the `stop` sender (the reader sees
-//!   its receiver disconnect), then waits up to [`SHUTDOWN_GRACE`] for the workers;
-//! - the reader thread owns the WebSocket and the [`Dispatcher`] (every worker's sender). It
-//!   (re)connects with backoff, sweeps leftovers at start, reconciles after a reconnect, decodes
-//!   frames and routes them. When it returns, the dispatcher drops and the workers wind down;
-//! - worker threads own their calls (see `worker`); echo threads own one socket each (see `media`).
+//!   its receiver disconnect), then waits up to [`SHUTDOWN_GRACE`] for the calls to end;
+//! - the reader thread owns the WebSocket. It (re)connects with backoff, sweeps leftovers at
+//!   start, reconciles after a reconnect, decodes frames and posts each to its call's mailbox;
+//! - worker threads run whichever call has mail (see `dispatch::Scheduler`, `worker`); the timer
+//!   thread posts due timers to their calls; echo threads own one socket each (see `media`);
+//! - at shutdown every call is posted `Shutdown` and ends on the workers in parallel.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -23,10 +24,10 @@ use crate::ari::events::decode;
 use crate::ari::websocket::{events_url, ConnectError, EventSocket, Frame};
 use crate::ari::{AriClient, AsteriskVersion, ErrorKind, Support};
 use crate::config::Config;
-use crate::dispatch::{route, Dispatcher, WorkerMsg};
+use crate::dispatch::{route, CallMsg, Scheduler};
 use crate::ids::Ids;
 use crate::media::SocketPool;
-use crate::worker::{Counters, Shared, Worker};
+use crate::worker::{run_timers, CallHandler, Counters, Live, Shared};
 
 /// How long shutdown waits for the workers to clean their calls up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -92,22 +93,31 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         counters: Counters::default(),
     });
 
-    let (dispatcher, receivers) = Dispatcher::new(config.service.workers);
+    let calls: Arc<Scheduler<Live>> = Arc::new(Scheduler::new());
+    let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
+    let handler = Arc::new(CallHandler::new(Arc::clone(&shared), timer_tx));
+    let n_workers = config.service.workers.max(1);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<usize>();
     let mut workers = Vec::new();
-    for (i, rx) in receivers.into_iter().enumerate() {
-        let worker = Worker::new(i, Arc::clone(&shared));
-        let done = done_tx.clone();
+    for i in 0..n_workers {
+        let (calls, handler, done) = (Arc::clone(&calls), Arc::clone(&handler), done_tx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || {
-                worker.run(rx);
+                calls.run_worker(handler.as_ref());
                 let _ = done.send(i);
             })
             .map_err(AppError::Thread)?;
         workers.push(handle);
     }
     drop(done_tx);
+    // The timer thread stops when the last handler (and with it the timer sender) is dropped.
+    let timer_calls = Arc::clone(&calls);
+    std::thread::Builder::new()
+        .name("timers".into())
+        .spawn(move || run_timers(timer_rx, &timer_calls))
+        .map_err(AppError::Thread)?;
+    drop(handler);
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let (refused_tx, refused_rx) = crossbeam_channel::bounded::<AppError>(1);
@@ -120,7 +130,10 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let reader_shared = Arc::clone(&shared);
     let reader = std::thread::Builder::new()
         .name("ari-events".into())
-        .spawn(move || Reader { shared: reader_shared, dispatcher, stop: stop_rx, refused: refused_tx }.run())
+        .spawn({
+            let calls = Arc::clone(&calls);
+            move || Reader { shared: reader_shared, calls, stop: stop_rx, refused: refused_tx }.run()
+        })
         .map_err(AppError::Thread)?;
 
     // Wait for the first signal, or for the reader to refuse this Asterisk.
@@ -135,6 +148,13 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     drop(stop_tx);
     join_until(reader, deadline);
     join_until(janitor_thread, deadline);
+    // Every call ends through its normal end path, on all workers at once.
+    calls.post_all(&CallMsg::Shutdown);
+    while !calls.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let cleaned = calls.is_empty();
+    calls.stop_workers(workers.len());
     let mut finished = 0;
     while finished < workers.len() {
         match done_rx.recv_deadline(deadline) {
@@ -157,7 +177,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     if let Some(refusal) = refused {
         return Err(refusal);
     }
-    if finished < workers.len() {
+    if !cleaned || finished < workers.len() {
         return Err(AppError::ShutdownTimedOut { calls: active });
     }
     for w in workers {
@@ -178,7 +198,7 @@ fn join_until(handle: JoinHandle<()>, deadline: Instant) {
 /// The event reader thread.
 struct Reader {
     shared: Arc<Shared>,
-    dispatcher: Dispatcher,
+    calls: Arc<Scheduler<Live>>,
     stop: Receiver<()>,
     /// Told when this Asterisk cannot be worked with; the main thread then shuts down.
     refused: crossbeam_channel::Sender<AppError>,
@@ -216,7 +236,6 @@ impl Reader {
             }
         }
         debug!("event reader stopped");
-        // `self.dispatcher` drops here: every worker sees its channel disconnect.
     }
 
     /// One connection: check ARI answers, sweep (first time), connect the WebSocket, reconcile
@@ -285,7 +304,7 @@ impl Reader {
         match decode(text) {
             Ok(event) => {
                 if let Some((call, ev)) = route(&self.shared.ids, &self.shared.config.ari.inbound_arg, event) {
-                    self.dispatcher.send(call, ev);
+                    self.calls.post(call, CallMsg::Event(ev));
                 }
             }
             Err(e) => {
@@ -301,7 +320,7 @@ impl Reader {
             Ok(channels) => {
                 let alive: HashSet<String> = channels.into_iter().map(|c| c.id).collect();
                 info!("ARI: reconciling active calls with {} channels in Asterisk", alive.len());
-                self.dispatcher.broadcast(WorkerMsg::Reconcile(Arc::new(alive)));
+                self.calls.post_all(&CallMsg::Reconcile(Arc::new(alive)));
             }
             Err(e) => warn!("ARI: cannot reconcile after reconnect: {e}"),
         }

@@ -113,6 +113,8 @@ pub enum End {
     SetupTimedOut,
     NoSocket,
     Shutdown,
+    /// Handling the call panicked (a bug); the worker ended it by its ids.
+    InternalError,
 }
 
 /// What a party's channel is, from voicebot1's side.
@@ -350,6 +352,7 @@ impl Call {
                 Reason::Congestion
             }
             End::CallerHungUp | End::DestinationHungUp | End::Shutdown => Reason::Normal,
+            End::InternalError => Reason::Congestion,
         };
         let mut actions = Vec::new();
         if !self.caller_gone {

@@ -222,7 +222,7 @@ impl Echo {
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
-            .name(format!("echo-{name}"))
+            .name(thread_name(name))
             .spawn(move || echo_loop(lease, &thread_shared))?;
         Ok(Echo { port, local, shared, thread: Some(thread) })
     }
@@ -262,6 +262,14 @@ impl Drop for Echo {
             }
         }
     }
+}
+
+/// `echo-<call id>` with only printable ASCII kept: the call id comes from Asterisk, and a NUL in
+/// a thread name makes the standard library panic.
+fn thread_name(call: &str) -> String {
+    let mut name = String::from("echo-");
+    name.extend(call.chars().filter(|c| c.is_ascii_graphic()).take(32));
+    name
 }
 
 fn echo_loop(lease: SocketLease, shared: &Shared) {
@@ -459,6 +467,15 @@ mod tests {
         second.send_to(&rtp(2), (LOCAL, 27940)).unwrap();
         assert!(second.recv_from(&mut buf).is_err(), "a second source on the same host was answered");
         wait_until("drop count", || echo.counts().dropped_foreign == 1);
+    }
+
+    #[test]
+    fn a_call_id_with_odd_bytes_names_the_echo_thread_without_panicking() {
+        let pool = pool(27_980, 1);
+        let echo = Echo::start(pool.lease().unwrap(), LOCAL, "17\0.4\n\u{1F600}").unwrap();
+        drop(echo);
+        assert_eq!(pool.free(), 1);
+        assert_eq!(thread_name("17\0.4\n"), "echo-17.4");
     }
 
     #[test]

@@ -1,29 +1,30 @@
-//! A worker: owns the calls routed to it and performs what their state machines decide.
+//! The effect layer: what a worker does with a call's mail, and the timer thread.
 //!
-//! Each worker thread owns its calls outright (a `HashMap`, no lock), its timers (a heap whose
-//! entries for ended calls simply find no call when they fire: ending a call cancels its timers),
-//! and each call's echo. REST requests are blocking `ureq` calls on this thread; while one runs,
-//! the call's later events wait in the channel, in order.
+//! Workers are interchangeable: `dispatch::Scheduler` hands any free worker a call with mail,
+//! with the call's state ([`Live`]) for that turn only. The worker turns the mail into inputs for
+//! the call's state machine and performs the resulting actions: REST requests (blocking `ureq`
+//! calls on the worker's thread, holding up only this call), the socket lease and echo, timers
+//! (sent to the timer thread, which posts them back to the call when due).
 //!
-//! The worker ends when its channel disconnects (the dispatcher was dropped at shutdown): it ends
-//! every call it holds, through the same path a hang-up takes, then returns.
+//! A panic in a turn is caught by the scheduler; [`CallHandler::recover`] ends that call by its
+//! ids, so a bug costs one call, logged, never a worker or the calls behind it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::{debug, info, warn};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
 use crate::ari::rest::Originate;
 use crate::ari::{AriClient, AriError, Channel, HangupReason};
 use crate::call::{Action, Call, End, Failure, Input, Policy, Reason, Step, Timer};
 use crate::config::Config;
-use crate::dispatch::{CallEvent, WorkerMsg};
+use crate::dispatch::{CallEvent, CallMsg, Handler, Scheduler};
 use crate::ids::{CallId, Ids, Role};
 use crate::media::{Echo, EchoCounts, SocketPool};
 
@@ -52,6 +53,8 @@ pub struct Counters {
     pub frames_skipped: AtomicU64,
     pub reconnects: AtomicU64,
     pub ended_by_shutdown: AtomicU64,
+    /// Calls ended because handling them panicked (a bug).
+    pub panics: AtomicU64,
 }
 
 impl Counters {
@@ -62,12 +65,13 @@ impl Counters {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} calls, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects",
+            "{} calls, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects, {} internal errors",
             g(&self.calls),
             g(&self.pool_exhausted),
             g(&self.orphans_hung_up),
             g(&self.frames_skipped),
-            g(&self.reconnects)
+            g(&self.reconnects),
+            g(&self.panics)
         )
     }
 }
@@ -88,8 +92,9 @@ impl Shared {
     }
 }
 
-/// One call as the worker holds it: the state machine plus what it owns outside Asterisk.
-struct Live {
+/// One call as a worker holds it: the state machine plus what it owns outside Asterisk. Between
+/// turns it waits in the call's mailbox (see `dispatch::Scheduler`).
+pub struct Live {
     call: Call,
     started: Instant,
     caller_number: String,
@@ -98,79 +103,89 @@ struct Live {
     dialing_since: Option<Instant>,
 }
 
-pub struct Worker {
-    index: usize,
+/// A timer request: at `Instant`, post `Timer` to the call.
+pub type TimerRequest = (Instant, CallId, Timer);
+
+/// What every worker runs: turns a call's mail into state machine inputs and performs the
+/// actions. Shared by all workers; a call's state is handed in for its turn only.
+pub struct CallHandler {
     shared: Arc<Shared>,
-    calls: HashMap<CallId, Live>,
-    timers: BinaryHeap<Reverse<(Instant, CallId, Timer)>>,
+    timers: Sender<TimerRequest>,
 }
 
-impl Worker {
-    pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
-        Worker { index, shared, calls: HashMap::new(), timers: BinaryHeap::new() }
-    }
-
-    /// Runs until `rx` disconnects, then ends every call and returns.
-    pub fn run(mut self, rx: Receiver<WorkerMsg>) {
-        loop {
-            let next = match self.timers.peek() {
-                Some(Reverse((at, _, _))) => rx.recv_deadline(*at),
-                None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            };
-            match next {
-                Ok(msg) => self.handle(msg),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            self.fire_due_timers();
-        }
-        let ids: Vec<CallId> = self.calls.keys().cloned().collect();
-        for id in ids {
-            Counters::bump(&self.shared.counters.ended_by_shutdown);
-            self.drive(&id, Input::Shutdown);
-        }
-        debug!("worker {} stopped", self.index);
-    }
-
-    fn handle(&mut self, msg: WorkerMsg) {
+impl Handler<Live> for CallHandler {
+    fn handle(&self, id: &CallId, state: &mut Option<Live>, msg: CallMsg) {
         match msg {
-            WorkerMsg::Call(id, event) => self.on_event(id, event),
-            WorkerMsg::Reconcile(alive) => {
-                let mut lost = Vec::new();
-                for (id, live) in &self.calls {
-                    for role in [Role::Caller, Role::Media, Role::Dest] {
-                        if live.call.expects(role) && !alive.contains(&self.shared.ids.channel(id, role)) {
-                            lost.push((id.clone(), role));
-                        }
-                    }
-                }
-                for (id, role) in lost {
+            CallMsg::Event(event) => self.on_event(id, state, event),
+            CallMsg::Timer(timer) => self.drive(id, state, Input::Timer(timer)),
+            CallMsg::Reconcile(alive) => {
+                let Some(live) = state.as_ref() else { return };
+                let lost: Vec<Role> = [Role::Caller, Role::Media, Role::Dest]
+                    .into_iter()
+                    .filter(|role| live.call.expects(*role) && !alive.contains(&self.shared.ids.channel(id, *role)))
+                    .collect();
+                for role in lost {
                     info!("call {id}: {} channel vanished while disconnected from ARI", role.as_str());
-                    self.drive(&id, Input::Left(role, None));
+                    self.drive(id, state, Input::Left(role, None));
+                }
+            }
+            CallMsg::Shutdown => {
+                if state.is_some() {
+                    Counters::bump(&self.shared.counters.ended_by_shutdown);
+                    self.drive(id, state, Input::Shutdown);
                 }
             }
         }
     }
 
-    fn on_event(&mut self, id: CallId, event: CallEvent) {
-        let known = self.calls.contains_key(&id);
+    /// A bug, not an input, made the call's turn panic: its state cannot be trusted, so every
+    /// leg it may have is hung up by id, its bridge destroyed and what it owns released. The
+    /// call ends with a line saying so instead of vanishing.
+    fn recover(&self, id: &CallId, state: Option<Live>, panic: String) {
+        Counters::bump(&self.shared.counters.panics);
+        let Some(live) = state else {
+            error!("call {id}: internal error while handling an event for no active call ({panic})");
+            return;
+        };
+        error!("call {id}: internal error ({panic}); ending the call");
+        let ids = &self.shared.ids;
+        self.hangup_channel(id, &ids.channel(id, Role::Caller), Reason::Congestion);
+        for role in [Role::Media, Role::Dest] {
+            self.hangup_channel(id, &ids.channel(id, role), Reason::Normal);
+        }
+        if let Err(e) = self.shared.ari.destroy_bridge(&ids.bridge(id)) {
+            if !e.is_not_found() {
+                warn!("call {id}: {e}");
+            }
+        }
+        self.finish(id, live, &End::InternalError);
+    }
+}
+
+impl CallHandler {
+    pub fn new(shared: Arc<Shared>, timers: Sender<TimerRequest>) -> CallHandler {
+        CallHandler { shared, timers }
+    }
+
+    fn on_event(&self, id: &CallId, state: &mut Option<Live>, event: CallEvent) {
+        let known = state.is_some();
         match event {
-            CallEvent::Inbound(channel) if !known => self.start_call(id, *channel),
+            CallEvent::Inbound(channel) if !known => self.start_call(id, state, *channel),
             CallEvent::Inbound(_) => debug!("call {id}: duplicate StasisStart ignored"),
             CallEvent::Started(role, channel) if known => {
-                if let (Role::Media, Some(live)) = (role, self.calls.get(&id)) {
-                    pin_peer(&id, live, &channel);
+                if let (Role::Media, Some(live)) = (role, state.as_ref()) {
+                    pin_peer(id, live, &channel);
                 }
-                self.drive(&id, if role == Role::Media { Input::MediaUp } else { Input::DestUp });
+                self.drive(id, state, if role == Role::Media { Input::MediaUp } else { Input::DestUp });
             }
             CallEvent::Started(role, channel) => {
                 // Ours by its id, but its call is over (it answered or was created after the call
                 // ended, e.g. after a timed-out request): it must not live on.
                 info!("call {id}: {} channel {} has no call any more; hanging it up", role.as_str(), channel.id);
                 Counters::bump(&self.shared.counters.orphans_hung_up);
-                self.hangup_channel(&id, &channel.id, Reason::Normal);
+                self.hangup_channel(id, &channel.id, Reason::Normal);
             }
-            CallEvent::Left(role, cause) if known => self.drive(&id, Input::Left(role, cause)),
+            CallEvent::Left(role, cause) if known => self.drive(id, state, Input::Left(role, cause)),
             CallEvent::Left(..) => {}
             // The answer gets its own line once the destination is bridged.
             CallEvent::Dial(status) if known && status != "ANSWER" => info!("call {id}: destination {}", describe_dialstatus(&status)),
@@ -178,45 +193,70 @@ impl Worker {
         }
     }
 
-    fn start_call(&mut self, id: CallId, channel: Channel) {
+    fn start_call(&self, id: &CallId, state: &mut Option<Live>, channel: Channel) {
         let (call, actions) = Call::start(self.shared.policy());
         let from = if channel.caller.number.is_empty() { "unknown".to_string() } else { channel.caller.number.clone() };
         info!("call {id}: inbound from {from} on {}", channel.name);
         Counters::bump(&self.shared.counters.calls);
         self.shared.registry.lock().insert(id.clone());
-        self.calls.insert(
-            id.clone(),
-            Live { call, started: Instant::now(), caller_number: channel.caller.number, echo: None, dialing_since: None },
-        );
-        self.perform_all(&id, actions);
+        *state = Some(Live { call, started: Instant::now(), caller_number: channel.caller.number, echo: None, dialing_since: None });
+        self.perform_all(id, state, actions);
     }
 
     /// Feeds one input to a call and performs the resulting actions.
-    fn drive(&mut self, id: &CallId, input: Input) {
-        let Some(live) = self.calls.get_mut(id) else { return };
+    fn drive(&self, id: &CallId, state: &mut Option<Live>, input: Input) {
+        let Some(live) = state.as_mut() else { return };
         let actions = live.call.on(input);
-        self.perform_all(id, actions);
+        self.perform_all(id, state, actions);
     }
 
     /// Performs actions in order; each outcome goes back into the state machine, whose new
-    /// actions join the queue.
-    fn perform_all(&mut self, id: &CallId, actions: Vec<Action>) {
+    /// actions join the queue. `Finish` takes the call out of `state`.
+    fn perform_all(&self, id: &CallId, state: &mut Option<Live>, actions: Vec<Action>) {
         let mut queue = std::collections::VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
-            if let Some(outcome) = self.perform(id, action) {
-                let Some(live) = self.calls.get_mut(id) else { return };
+            if let Action::Finish(end) = action {
+                if let Some(live) = state.take() {
+                    self.finish(id, live, &end);
+                }
+                return;
+            }
+            let Some(live) = state.as_mut() else { return };
+            if let Some(outcome) = self.perform(id, live, action) {
                 queue.extend(live.call.on(outcome));
             }
         }
     }
 
-    fn perform(&mut self, id: &CallId, action: Action) -> Option<Input> {
-        let shared = Arc::clone(&self.shared);
+    /// The call is over: release what it still owns and forget it.
+    fn finish(&self, id: &CallId, live: Live, end: &End) {
+        let shared = &self.shared;
+        // The state machine released the socket already; dropping the echo here is the backstop
+        // that makes a leak impossible.
+        drop(live.echo);
+        let active = {
+            let mut registry = shared.registry.lock();
+            registry.remove(id);
+            registry.len()
+        };
+        let (free, total) = (shared.pool.free(), shared.pool.total());
+        info!(
+            "call {id}: ended ({}) after {:.1} s; {active} calls active, pool {free}/{total} free",
+            describe_end(end),
+            live.started.elapsed().as_secs_f64()
+        );
+        if active == 0 && free == total {
+            info!("idle: no active calls, pool {free}/{total} free");
+        }
+    }
+
+    /// Performs one action (anything but `Finish`); the outcome, if the call waits for one.
+    fn perform(&self, id: &CallId, live: &mut Live, action: Action) -> Option<Input> {
+        let shared = &*self.shared;
         let cfg = &shared.config;
         let ari = &shared.ari;
         let ids = &shared.ids;
         let bridge = ids.bridge(id);
-        let live = self.calls.get_mut(id)?;
         let started = live.started;
         match action {
             Action::LeaseSocket => {
@@ -288,7 +328,8 @@ impl Worker {
                 Some(done(Step::CreateMedia, result.map(drop)))
             }
             Action::StartTimer(timer, after) => {
-                self.timers.push(Reverse((Instant::now() + after, id.clone(), timer)));
+                // The timer thread outlives every worker: sending cannot fail while calls run.
+                let _ = self.timers.send((Instant::now() + after, id.clone(), timer));
                 None
             }
             // Ringback is a tone played to the caller: the caller is answered and in the bridge,
@@ -337,27 +378,8 @@ impl Worker {
                 }
                 None
             }
-            Action::Finish(end) => {
-                let live = self.calls.remove(id)?;
-                // Whatever the call still owns goes now (the state machine released the socket
-                // already; this is the backstop that makes a leak impossible).
-                drop(live.echo);
-                let active = {
-                    let mut registry = shared.registry.lock();
-                    registry.remove(id);
-                    registry.len()
-                };
-                let (free, total) = (shared.pool.free(), shared.pool.total());
-                info!(
-                    "call {id}: ended ({}) after {:.1} s; {active} calls active, pool {free}/{total} free",
-                    describe_end(&end),
-                    live.started.elapsed().as_secs_f64()
-                );
-                if active == 0 && free == total {
-                    info!("idle: no active calls, pool {free}/{total} free");
-                }
-                None
-            }
+            // `perform_all` finishes the call itself.
+            Action::Finish(_) => None,
         }
     }
 
@@ -374,17 +396,27 @@ impl Worker {
             Err(e) => warn!("call {id}: {e}"),
         }
     }
+}
 
-    fn fire_due_timers(&mut self) {
+/// The timer thread: holds every pending timer and posts each to its call when due. Returns
+/// when every sender of `requests` is gone (the workers' handler was dropped at shutdown).
+pub fn run_timers(requests: Receiver<TimerRequest>, calls: &Scheduler<Live>) {
+    let mut heap: BinaryHeap<Reverse<TimerRequest>> = BinaryHeap::new();
+    loop {
+        let next = match heap.peek() {
+            Some(Reverse((at, _, _))) => requests.recv_deadline(*at),
+            None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match next {
+            Ok(request) => heap.push(Reverse(request)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
         let now = Instant::now();
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((_, id, timer))) = self.timers.pop() else { break };
-            if self.calls.contains_key(&id) {
-                self.drive(&id, Input::Timer(timer));
-            }
+        while heap.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
+            let Some(Reverse((_, call, timer))) = heap.pop() else { break };
+            // Behind whatever the call has queued already: a hang-up that came first wins.
+            calls.post(call, CallMsg::Timer(timer));
         }
     }
 }
@@ -449,6 +481,7 @@ fn describe_end(end: &End) -> String {
         End::SetupTimedOut => "set-up timed out".into(),
         End::NoSocket => "no free media port".into(),
         End::Shutdown => "voicebot1 shutting down".into(),
+        End::InternalError => "internal error".into(),
     }
 }
 

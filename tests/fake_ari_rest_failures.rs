@@ -62,7 +62,7 @@ fn fake_ari_external_media_timeout_destroys_bridge_and_hangs_up_caller() {
     let (fake, mut vb) = start_pair("external-media-timeout", config);
     // Longer than request_timeout_ms: voicebot1 gives up on the request; the
     // fake still creates the channel afterwards, which must not leak either.
-    fake.set_rule(Rule::external_media(Action::Delay(Duration::from_millis(2500))).times(1));
+    fake.set_rule(Rule::external_media(Action::Delay(Duration::from_millis(1800))).times(1));
     let ids = CallIds::new("1764000014.1");
     fake.new_inbound_call(&ids.call);
     expect_request(&fake, "externalMedia", |r| is_external_media(r, &ids.media));
@@ -114,5 +114,66 @@ fn fake_ari_connection_dropped_on_add_channel_hangs_up_caller_and_leaks_nothing(
     expect_request(&fake, "DELETE bridge after the dropped connection", |r| is_delete_bridge(r, &ids.bridge));
     wait_channel_gone(&fake, &ids.call, "caller must be hung up after addChannel failed");
     assert!(vb.wait_log("AddCaller failed", STEP).is_some(), "the failure is not in the log");
+    finish(&fake, &mut vb);
+}
+
+/// The set-up time voicebot1 logged for `call` ("caller and media bridged in N ms").
+fn setup_ms(vb: &Voicebot, call: &str) -> u64 {
+    let line = vb.wait_log(&format!("call {call}: caller and media bridged in"), STEP).expect("set-up line");
+    line.rsplit_once(" in ").and_then(|(_, ms)| ms.trim_end_matches(" ms").trim().parse().ok()).unwrap_or(u64::MAX)
+}
+
+#[test]
+fn fake_ari_a_3s_delete_on_one_call_leaves_other_calls_setup_unaffected() {
+    // A slow Asterisk answer to one request is something the fake does on demand.
+    let first = support::voicebot::free_port_range(8);
+    let config = Config { workers: 2, phase_ms: 20_000, port_min: first, port_max: first + 7, ..Config::new() };
+    let (fake, mut vb) = start_pair("slow-delete-other-calls", config);
+    let slow = call_to_media_phase(&fake, &vb, "1764000101.1");
+    let media = slow.media.clone();
+    fake.set_rule(Rule::when("DELETE", "the slow call's media", move |p| p == format!("/ari/channels/{media}"), Action::Delay(Duration::from_secs(3))));
+    assert!(fake.caller_hangs_up(&slow.call));
+    expect_request(&fake, "the slow DELETE", |r| is_delete_channel(r, &slow.media));
+    let others = ["1764000101.2", "1764000101.3", "1764000101.4", "1764000101.5", "1764000101.6", "1764000101.7"];
+    // Measured from the caller's StasisStart, as the caller lives it (voicebot1's own "bridged
+    // in" figure starts when a worker takes the call, so it would hide queueing).
+    let mut bridged = Vec::new();
+    for call in others {
+        let t0 = std::time::Instant::now();
+        call_to_media_phase(&fake, &vb, call);
+        bridged.push(t0.elapsed().as_millis() as u64);
+        assert!(setup_ms(&vb, call) < 1000);
+    }
+    let pending = fake.requests_matching(|r| is_delete_channel(r, &slow.media) && r.status.is_none());
+    assert_eq!(pending.len(), 1, "the slow DELETE should still be pending while the others were set up");
+    assert!(bridged.iter().all(|ms| *ms < 1000), "set-up of other calls took {bridged:?} ms behind one slow DELETE");
+    for call in others {
+        assert!(fake.caller_hangs_up(call));
+    }
+    fake.clear_rules();
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_caller_hangup_queued_behind_a_slow_request_wins_over_the_media_timer() {
+    // One worker: a slow request of another call holds it while this call's hang-up arrives
+    // and its media timer falls due. The hang-up came first, so there must be no transfer.
+    let config = Config { workers: 1, phase_ms: 1000, ..Config::new() };
+    let (fake, mut vb) = start_pair("hangup-before-timer", config);
+    let call = call_to_media_phase(&fake, &vb, "1764000102.1");
+    let blocker = CallIds::new("1764000102.2");
+    let bridge = blocker.bridge.clone();
+    fake.set_rule(Rule::when("POST", "the blocker's bridge", move |p| p == format!("/ari/bridges/{bridge}"), Action::Delay(Duration::from_millis(1800))));
+    fake.new_inbound_call(&blocker.call);
+    expect_request(&fake, "the slow bridge creation", |r| is_bridge_create(r, &blocker.bridge));
+    assert!(fake.caller_hangs_up(&call.call));
+    // Past the media timer and the slow request, with margin.
+    std::thread::sleep(Duration::from_millis(2500));
+    expect_request(&fake, "DELETE bridge after the hang-up", |r| is_delete_bridge(r, &call.bridge));
+    let originates = fake.requests_matching(|r| is_originate(r, &call.dest));
+    assert!(originates.is_empty(), "transferred a caller who had hung up: {originates:?}");
+    assert!(vb.log_text().contains(&format!("call {}: ended (caller hung up)", call.call)), "{}", vb.log_text());
+    fake.clear_rules();
+    assert!(fake.caller_hangs_up(&blocker.call));
     finish(&fake, &mut vb);
 }
