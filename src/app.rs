@@ -26,14 +26,12 @@ use crate::ari::{AriClient, AsteriskVersion, ErrorKind, Support};
 use crate::config::Config;
 use crate::dispatch::{route, CallMsg, Scheduler};
 use crate::ids::Ids;
+use crate::leftovers;
 use crate::media::SocketPool;
 use crate::worker::{run_timers, CallHandler, Counters, Live, Shared};
 
 /// How long shutdown waits for the workers to clean their calls up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
-
-/// How often leftovers of failed requests are looked for while running.
-const JANITOR_EVERY: Duration = Duration::from_secs(60);
 
 /// Why voicebot1 could not start or stop cleanly.
 #[derive(Debug)]
@@ -125,7 +123,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let janitor_stop = stop_rx.clone();
     let janitor_thread = std::thread::Builder::new()
         .name("janitor".into())
-        .spawn(move || janitor(&janitor_shared, &janitor_stop, JANITOR_EVERY))
+        .spawn(move || leftovers::janitor(&janitor_shared, &janitor_stop, leftovers::JANITOR_EVERY))
         .map_err(AppError::Thread)?;
     let reader_shared = Arc::clone(&shared);
     let reader = std::thread::Builder::new()
@@ -259,24 +257,24 @@ impl Reader {
                 warn!("ARI: cannot tell whether Asterisk {version:?} is supported (no release number in it); going on")
             }
         }
-        if !*swept {
-            // Before the WebSocket connects, so no call of this instance can be among what it
-            // removes: Stasis() fails while no application is connected.
-            if let Err(e) = sweep(&self.shared, Scope::StartUp) {
-                return SessionEnd::Lost(e.to_string());
-            }
-            *swept = true;
-        }
         let mut socket = match EventSocket::connect(cfg) {
             Ok(s) => s,
             Err(ConnectError::Unauthorized(code)) => return SessionEnd::Lost(unauthorized(code, &cfg.username)),
             Err(ConnectError::Other(m)) => return SessionEnd::Lost(m),
         };
         info!("ARI: connected to Asterisk {version} at {}, taking calls for {:?}", events_url(cfg), cfg.app);
+        if !*swept {
+            // After the WebSocket connected: every event from now on is read after the listing,
+            // so nothing that happens meanwhile is lost; the frames wait in the socket.
+            if let Err(e) = leftovers::adopt(&self.shared, &self.calls) {
+                return SessionEnd::Lost(e.to_string());
+            }
+            *swept = true;
+        }
         if reconnecting {
             Counters::bump(&self.shared.counters.reconnects);
             self.reconcile();
-            if let Err(e) = sweep(&self.shared, Scope::Running) {
+            if let Err(e) = leftovers::sweep(&self.shared) {
                 warn!("janitor: {e}");
             }
         }
@@ -339,90 +337,6 @@ impl Reader {
 /// The one line an operator needs when Asterisk refuses the credentials (REST or WebSocket).
 fn unauthorized(code: u16, user: &str) -> String {
     format!("{code}: check [ari] username/password (user {user:?})")
-}
-
-/// What a sweep may remove.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// At start-up nothing is ours yet: every bridge and channel with our prefix, and every
-    /// caller stranded in our Stasis application, was left by an earlier voicebot1 (killed,
-    /// crashed) and goes.
-    StartUp,
-    /// While running: bridges and channels with our prefix whose call is not active (a request
-    /// that timed out but created its resource anyway, a cleanup request that failed).
-    Running,
-}
-
-/// Removes leftovers (see [`Scope`]); logs what it removed.
-pub fn sweep(shared: &Shared, scope: Scope) -> Result<(), crate::ari::AriError> {
-    let ari = &shared.ari;
-    let ids = &shared.ids;
-    let app = &shared.config.ari.app;
-    let channels = ari.list_channels()?;
-    let bridges: Vec<String> = match ari.list_bridges() {
-        Ok(bridges) => bridges.into_iter().map(|b| b.id).collect(),
-        // Asterisk 18.0–18.7 answers GET /bridges with 500 while another application on the box
-        // has a channel from create+dial (fixed in 18.8). The bridges of our leftover channels
-        // are still found by their ids; an empty one left by a timed-out request waits for the
-        // next sweep whose listing works.
-        Err(e) if matches!(e.kind, crate::ari::ErrorKind::Status(500..=599, _)) => {
-            warn!("{e}; removing the bridges of leftover channels by id instead");
-            let mut derived: Vec<String> =
-                channels.iter().filter(|c| ids.is_ours(&c.id)).map(|c| ids.bridge(&ids.classify_channel(&c.id).0)).collect();
-            derived.sort();
-            derived.dedup();
-            derived
-        }
-        Err(e) => return Err(e),
-    };
-    // Read after the listings: a call registered later created nothing that is listed, and a
-    // call unregistered meanwhile has cleaned up (a second delete is a harmless 404).
-    let active = shared.registry.lock().clone();
-    let orphan = |call: &crate::ids::CallId| scope == Scope::StartUp || !active.contains(call);
-    let who = if scope == Scope::StartUp { "sweep" } else { "janitor" };
-    let (mut hung_up, mut destroyed) = (0, 0);
-    for ch in &channels {
-        let stranded = scope == Scope::StartUp
-            && ch.dialplan.as_ref().is_some_and(|d| {
-                d.app_name.eq_ignore_ascii_case("Stasis") && d.app_data.split(',').next().map(str::trim) == Some(app.as_str())
-            });
-        let ours = ids.is_ours(&ch.id) && orphan(&ids.classify_channel(&ch.id).0);
-        if ours || stranded {
-            match ari.hangup(&ch.id, crate::ari::HangupReason::Normal) {
-                Ok(()) => {
-                    hung_up += 1;
-                    info!("{who}: hung up leftover channel {} ({})", ch.id, ch.name);
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => warn!("{who}: {e}"),
-            }
-        }
-    }
-    for b in &bridges {
-        if ids.classify_bridge(b).is_some_and(|call| orphan(&call)) {
-            match ari.destroy_bridge(b) {
-                Ok(()) => {
-                    destroyed += 1;
-                    info!("{who}: destroyed leftover bridge {b}");
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => warn!("{who}: {e}"),
-            }
-        }
-    }
-    if scope == Scope::StartUp || hung_up + destroyed > 0 {
-        info!("{who}: {hung_up} leftover channels hung up, {destroyed} leftover bridges destroyed");
-    }
-    Ok(())
-}
-
-/// Runs a [`Scope::Running`] sweep every `every` until `stop` disconnects.
-fn janitor(shared: &Shared, stop: &Receiver<()>, every: Duration) {
-    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
-        if let Err(e) = sweep(shared, Scope::Running) {
-            debug!("janitor: {e}");
-        }
-    }
 }
 
 /// Capped exponential backoff with up to 25% jitter.

@@ -154,6 +154,20 @@ pub enum Phase {
     Ended,
 }
 
+/// The phase of a call an earlier voicebot1 left in Asterisk, read from what exists (see
+/// `leftovers::plan`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    /// Caller and destination in the bridge.
+    Connected,
+    /// The destination answered but is not in the bridge yet.
+    DestAnswered,
+    /// The destination is being called.
+    DestRinging,
+    /// The caller is with the bot (whose echo died with the earlier instance).
+    WithBot,
+}
+
 /// The settings that change what the call does.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -196,6 +210,46 @@ impl Call {
         };
         let guard = call.policy.setup_timeout;
         (call, vec![Action::StartTimer(Timer::SetupGuard, guard), Action::LeaseSocket])
+    }
+
+    /// A call an earlier voicebot1 left, going on from where it was: a connected call is left
+    /// alone, a transfer goes on, a caller with the bot is transferred now (the bot was in the
+    /// earlier process). `media` says whether its externalMedia channel still exists.
+    pub fn adopt(policy: Policy, how: Adopted, media: bool) -> (Call, Vec<Action>) {
+        let mut call = Call {
+            policy,
+            phase: Phase::Transfer,
+            caller_gone: false,
+            bridge: true,
+            socket: false,
+            media: if media { Leg::Bridged } else { Leg::None },
+            media_created: media,
+            dest: Leg::None,
+        };
+        let mut actions = Vec::new();
+        if how != Adopted::WithBot && call.media.may_exist() {
+            call.media = Leg::HungUp;
+            actions.push(Action::Hangup(Role::Media, Reason::Normal));
+        }
+        match how {
+            Adopted::Connected => {
+                call.phase = Phase::Connected;
+                call.dest = Leg::Bridged;
+            }
+            Adopted::DestAnswered => {
+                call.dest = Leg::Up;
+                actions.extend([Action::StopRing, Action::AddToBridge(Role::Dest)]);
+            }
+            Adopted::DestRinging => {
+                call.dest = Leg::Requested;
+                actions.push(Action::StartTimer(Timer::DialGuard, call.policy.dial_timeout + DIAL_GUARD_MARGIN));
+            }
+            Adopted::WithBot => {
+                call.phase = Phase::Media;
+                actions.extend(call.transfer());
+            }
+        }
+        (call, actions)
     }
 
     pub fn phase(&self) -> Phase {
@@ -265,6 +319,9 @@ impl Call {
             }
             Input::Timer(Timer::MediaPhaseOver) if self.phase == Phase::Media => self.transfer(),
             Input::Done(Step::Originate, Ok(())) => Vec::new(),
+            // Already answered: a StasisStart read after the call was adopted with its
+            // destination up.
+            Input::DestUp if matches!(self.dest, Leg::Up | Leg::Bridged) && self.phase != Phase::Ended => Vec::new(),
             Input::DestUp => {
                 if self.phase != Phase::Transfer || self.dest != Leg::Requested {
                     return vec![Action::Hangup(Role::Dest, Reason::Normal)];
@@ -539,6 +596,33 @@ mod tests {
         );
     }
 
+
+    #[test]
+    fn adopted_calls_go_on_from_their_phase() {
+        let (c, a) = Call::adopt(policy(), Adopted::Connected, false);
+        assert_eq!((c.phase(), a), (Phase::Connected, vec![]));
+        let (_, a) = Call::adopt(policy(), Adopted::Connected, true);
+        assert_eq!(a, vec![Hangup(Role::Media, Reason::Normal)]);
+        let (_, a) = Call::adopt(policy(), Adopted::DestAnswered, false);
+        assert_eq!(a, vec![StopRing, AddToBridge(Role::Dest)]);
+        let (mut c, a) = Call::adopt(policy(), Adopted::DestRinging, false);
+        assert_eq!(a, vec![StartTimer(Timer::DialGuard, Duration::from_secs(35))]);
+        // The answer that was still to come bridges the destination as usual.
+        assert_eq!(c.on(Input::DestUp), vec![StopRing, AddToBridge(Role::Dest)]);
+        let (c, a) = Call::adopt(policy(), Adopted::WithBot, true);
+        assert_eq!(c.phase(), Phase::Transfer);
+        assert_eq!(a[..3], [Hangup(Role::Media, Reason::Normal), Ring, Originate]);
+    }
+
+    #[test]
+    fn an_adopted_connected_call_ignores_a_late_stasis_start_and_ends_when_a_party_leaves() {
+        let (mut c, _) = Call::adopt(policy(), Adopted::Connected, false);
+        assert_eq!(c.on(Input::DestUp), vec![]);
+        assert_eq!(
+            c.on(Input::Left(Role::Dest, Some(16))),
+            vec![Hangup(Role::Caller, Reason::Normal), DestroyBridge, Finish(End::DestinationHungUp)]
+        );
+    }
 
     #[test]
     fn destination_dial_timeout_reported_as_cause_0_by_asterisk_16_is_no_answer() {

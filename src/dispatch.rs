@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::ari::{Channel, Event};
-use crate::call::Timer;
+use crate::call::{Adopted, Timer};
 use crate::ids::{CallId, Ids, Role};
 
 /// What a worker is told about one of its calls.
@@ -77,6 +77,9 @@ pub enum CallMsg {
     Reconcile(Arc<HashSet<String>>),
     /// voicebot1 is stopping.
     Shutdown,
+    /// At start-up: the call was found in Asterisk, left by an earlier voicebot1, and goes on
+    /// here (see `leftovers`).
+    Adopt { how: Adopted, caller: Box<Channel>, media: bool },
 }
 
 /// One call's mailbox.

@@ -12,6 +12,7 @@ pub mod call;
 pub mod config;
 pub mod dispatch;
 pub mod ids;
+pub mod leftovers;
 pub mod media;
 pub mod preflight;
 pub mod worker;

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::ari::rest::Originate;
 use crate::ari::{AriClient, AriError, Channel, HangupReason};
-use crate::call::{Action, Call, End, Failure, Input, Policy, Reason, Step, Timer};
+use crate::call::{Action, Adopted, Call, End, Failure, Input, Policy, Reason, Step, Timer};
 use crate::config::Config;
 use crate::dispatch::{CallEvent, CallMsg, Handler, Scheduler};
 use crate::ids::{CallId, Ids, Role};
@@ -55,6 +55,8 @@ pub struct Counters {
     pub ended_by_shutdown: AtomicU64,
     /// Calls ended because handling them panicked (a bug).
     pub panics: AtomicU64,
+    /// Calls taken over from an earlier instance at start-up.
+    pub adopted: AtomicU64,
 }
 
 impl Counters {
@@ -65,8 +67,9 @@ impl Counters {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} calls, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects, {} internal errors",
+            "{} calls, {} adopted, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects, {} internal errors",
             g(&self.calls),
+            g(&self.adopted),
             g(&self.pool_exhausted),
             g(&self.orphans_hung_up),
             g(&self.frames_skipped),
@@ -128,6 +131,25 @@ impl Handler<Live> for CallHandler {
                     info!("call {id}: {} channel vanished while disconnected from ARI", role.as_str());
                     self.drive(id, state, Input::Left(role, None));
                 }
+            }
+            CallMsg::Adopt { how, caller, media } => {
+                if state.is_some() {
+                    debug!("call {id}: already running; not adopted twice");
+                    return;
+                }
+                let (call, actions) = Call::adopt(self.shared.policy(), how, media);
+                let what = match how {
+                    Adopted::Connected => "caller and destination connected; left as they are",
+                    Adopted::DestAnswered => "destination answered; bridging it",
+                    Adopted::DestRinging => "destination ringing; waiting for its answer",
+                    Adopted::WithBot => "caller was with the bot; transferring now",
+                };
+                info!("call {id}: adopted from an earlier voicebot1 ({} on {}): {what}", caller.caller.number, caller.name);
+                Counters::bump(&self.shared.counters.adopted);
+                self.shared.registry.lock().insert(id.clone());
+                let dialing_since = (how == Adopted::DestRinging).then(Instant::now);
+                *state = Some(Live { call, started: Instant::now(), caller_number: caller.caller.number, echo: None, dialing_since });
+                self.perform_all(id, state, actions);
             }
             CallMsg::Shutdown => {
                 if state.is_some() {

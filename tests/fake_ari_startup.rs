@@ -84,7 +84,7 @@ fn fake_ari_startup_sweep_survives_get_bridges_500_of_asterisk_18_0_to_18_7() {
     let mut vb = launch("bridges-500", &fake, Config::new());
     expect_request(&fake, "DELETE leftover channel", |r| is_delete_channel(r, "voicebot1-old-media"));
     expect_request(&fake, "DELETE its bridge by id", |r| is_delete_bridge(r, "voicebot1-old-bridge"));
-    assert!(vb.wait_log("removing the bridges of leftover channels by id instead", STEP).is_some());
+    assert!(vb.wait_log("looking up the bridges of voicebot1's calls by id instead", STEP).is_some());
     assert!(fake.has_bridge("other-bridge"), "unrelated bridge was destroyed");
     fake.clear_rules();
     finish(&fake, &mut vb);
@@ -138,4 +138,56 @@ fn fake_ari_preflight_passes_then_names_each_failing_check() {
     let (code, out) = preflight(&fake, &wrong, "password");
     assert_eq!(code, Some(1), "{out}");
     assert!(line(&out, "credentials").starts_with("FAIL") && line(&out, "credentials").contains("401"), "{out}");
+}
+
+/// SIGKILL, as a crash or `systemctl kill` would.
+fn kill_hard(vb: &mut Voicebot) {
+    let _ = std::process::Command::new("kill").arg("-KILL").arg(vb.pid().to_string()).status();
+    assert!(vb.wait_exit(STEP).is_some(), "voicebot1 survived SIGKILL");
+}
+
+#[test]
+fn fake_ari_restarted_voicebot1_adopts_connected_ringing_and_bot_calls_without_hanging_up() {
+    // A fake, because the test needs a destination that rings for ever and one that answers,
+    // chosen call by call around the restart.
+    use std::time::Duration;
+    let config = Config { phase_ms: 1500, dial_timeout_s: 60, ..Config::new() };
+    let (fake, mut first) = start_pair("adopt-first", config.clone());
+    let connected = call_to_media_phase(&fake, &first, "1764000300.1");
+    transfer_to_destination(&fake, &first, &connected);
+    fake.set_destination(Destination::Never);
+    let ringing = call_to_media_phase(&fake, &first, "1764000300.2");
+    expect_request(&fake, "originate of the ringing call", |r| is_originate(r, &ringing.dest));
+    let with_bot = call_to_media_phase(&fake, &first, "1764000300.3");
+    kill_hard(&mut first);
+    let before = fake.requests().len();
+
+    let mut second = Voicebot::start("adopt-second", &fake, config);
+    for (call, what) in [(&connected, "left as they are"), (&ringing, "waiting for its answer"), (&with_bot, "transferring now")] {
+        let needle = format!("call {}: adopted from an earlier voicebot1", call.call);
+        let line = second.wait_log(&needle, STEP).unwrap_or_else(|| panic!("{} not adopted:\n{}", call.call, second.log_text()));
+        assert!(line.contains(what), "{line}");
+    }
+    // The bot died with the first instance: that caller goes on to the transfer.
+    expect_request(&fake, "the adopted bot call's media hung up", |r| is_delete_channel(r, &with_bot.media));
+    expect_request(&fake, "the adopted bot call transferred", |r| is_originate(r, &with_bot.dest));
+    std::thread::sleep(Duration::from_millis(500));
+    let hung_up: Vec<_> = fake.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "DELETE" && [&connected, &ringing, &with_bot].iter().any(|c| r.path.ends_with(&format!("/{}", c.call)) || r.path.ends_with(&c.dest)))
+        .cloned()
+        .collect();
+    assert!(hung_up.is_empty(), "the restart hung up callers or destinations: {hung_up:?}");
+    assert!(fake.bridge_members(&connected.bridge).is_some_and(|m| m.len() == 2), "the connected call's bridge changed");
+
+    // Adopted calls end as any call does.
+    assert!(fake.caller_hangs_up(&connected.call));
+    expect_request(&fake, "the connected destination hung up with its caller", |r| is_delete_channel(r, &connected.dest));
+    expect_request(&fake, "the connected call's bridge destroyed", |r| is_delete_bridge(r, &connected.bridge));
+    for call in [&ringing, &with_bot] {
+        assert!(fake.caller_hangs_up(&call.call));
+        expect_request(&fake, "the ringing destination hung up with its caller", |r| is_delete_channel(r, &call.dest));
+    }
+    finish(&fake, &mut second);
+    assert!(second.log_text().contains("3 calls adopted"), "{}", second.log_text());
 }

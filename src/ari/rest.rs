@@ -170,6 +170,10 @@ impl AriClient {
         self.json("GET", "/channels", &[], Idempotent::Yes, "listing channels")
     }
 
+    pub fn get_bridge(&self, id: &str) -> Result<Bridge> {
+        self.json("GET", &format!("/bridges/{}", seg(id)), &[], Idempotent::Yes, &format!("looking up bridge {id}"))
+    }
+
     pub fn list_bridges(&self) -> Result<Vec<Bridge>> {
         self.json("GET", "/bridges", &[], Idempotent::Yes, "listing bridges")
     }
