@@ -9,9 +9,9 @@
 //!   thread posts due timers to their calls; echo threads own one socket each (see `media`);
 //! - at shutdown every call is posted `Shutdown` and ends on the workers in parallel.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use crate::ari::events::decode;
 use crate::ari::websocket::{events_url, ConnectError, EventSocket, Frame};
 use crate::ari::{AriClient, AsteriskVersion, ErrorKind, Support};
-use crate::config::Config;
+use crate::config::{Config, OnStop};
 use crate::dispatch::{route, CallMsg, Scheduler};
 use crate::ids::Ids;
 use crate::leftovers;
@@ -87,7 +87,8 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         ids: Ids::new(&config.ari.app),
         config: Arc::clone(&config),
         pool: pool.clone(),
-        registry: Mutex::new(HashSet::new()),
+        registry: Mutex::new(HashMap::new()),
+        draining: AtomicBool::new(false),
         counters: Counters::default(),
     });
 
@@ -139,15 +140,18 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         recv(signals) -> _ => None,
         recv(refused_rx) -> refusal => refusal.ok(),
     };
-    if refused.is_none() {
+    let handover = refused.is_none() && config.service.on_stop == OnStop::Handover;
+    if handover {
+        drain(&shared, &calls, config.service.drain);
+    } else if refused.is_none() {
         info!("shutdown requested: taking no new calls, cleaning up {} active calls", shared.active_calls());
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     drop(stop_tx);
     join_until(reader, deadline);
     join_until(janitor_thread, deadline);
-    // Every call ends through its normal end path, on all workers at once.
-    calls.post_all(&CallMsg::Shutdown);
+    // Every call is handed over or ended through its normal end path, on all workers at once.
+    calls.post_all(if handover { &CallMsg::Handover } else { &CallMsg::Shutdown });
     while !calls.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -167,8 +171,9 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let active = shared.active_calls();
     info!("totals: {}", shared.counters.summary());
     info!(
-        "shutdown complete: {} calls cleaned up, {active} left, pool {}/{} free",
+        "shutdown complete: {} calls cleaned up, {} handed over, {active} left, pool {}/{} free",
         shared.counters.ended_by_shutdown.load(Ordering::Relaxed),
+        shared.counters.handed_over.load(Ordering::Relaxed),
         pool.free(),
         pool.total()
     );
@@ -182,6 +187,30 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         let _ = w.join();
     }
     Ok(())
+}
+
+/// The first part of a handover stop: no new bot sessions, callers with the bot transferred, and
+/// a wait (up to `longest`) until every call is connected. Events are still read meanwhile: a
+/// transfer needs its destination's answer.
+fn drain(shared: &Shared, calls: &Scheduler<Live>, longest: Duration) {
+    info!(
+        "stop requested: handing {} calls over to the next voicebot1 (no new bot sessions; callers with the bot are transferred; up to {} s)",
+        shared.active_calls(),
+        longest.as_secs()
+    );
+    shared.draining.store(true, Ordering::SeqCst);
+    calls.post_all(&CallMsg::Drain);
+    let t0 = Instant::now();
+    while shared.calls_not_connected() > 0 && t0.elapsed() < longest {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match shared.calls_not_connected() {
+        0 => info!("drained in {} ms: every call is connected", t0.elapsed().as_millis()),
+        n => warn!(
+            "drain time ({} s) is over with {n} calls not connected: ringing ones are handed over, the rest ended",
+            longest.as_secs()
+        ),
+    }
 }
 
 fn join_until(handle: JoinHandle<()>, deadline: Instant) {

@@ -35,6 +35,9 @@ pub enum Input {
     Timer(Timer),
     /// voicebot1 is stopping.
     Shutdown,
+    /// voicebot1 is stopping and handing its calls over to the next instance: no more bot for
+    /// this call; a caller with the bot is transferred now, one in set-up right after it.
+    Drain,
 }
 
 /// A REST step whose outcome the call waits for.
@@ -193,6 +196,8 @@ pub struct Call {
     /// `CreateMedia` succeeded (the channel's StasisStart may come before or after).
     media_created: bool,
     dest: Leg,
+    /// Draining: the bot phase ends as soon as it would begin.
+    draining: bool,
 }
 
 impl Call {
@@ -207,6 +212,7 @@ impl Call {
             media: Leg::None,
             media_created: false,
             dest: Leg::None,
+            draining: false,
         };
         let guard = call.policy.setup_timeout;
         (call, vec![Action::StartTimer(Timer::SetupGuard, guard), Action::LeaseSocket])
@@ -225,6 +231,7 @@ impl Call {
             media: if media { Leg::Bridged } else { Leg::None },
             media_created: media,
             dest: Leg::None,
+            draining: false,
         };
         let mut actions = Vec::new();
         if how != Adopted::WithBot && call.media.may_exist() {
@@ -252,6 +259,12 @@ impl Call {
         (call, actions)
     }
 
+    /// Whether the next voicebot1 can take this call over as it is (see `leftovers::plan`): the
+    /// caller is transferred or connected; no bot and no half-made set-up.
+    pub fn can_hand_over(&self) -> bool {
+        matches!(self.phase, Phase::Transfer | Phase::Connected)
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -272,6 +285,11 @@ impl Call {
         match input {
             Input::Leased(true) => {
                 self.socket = true;
+                self.bridge = true;
+                vec![Action::CreateBridge]
+            }
+            // No bot while draining, whatever the pool policy says.
+            Input::Leased(false) if self.draining => {
                 self.bridge = true;
                 vec![Action::CreateBridge]
             }
@@ -315,7 +333,18 @@ impl Call {
             Input::Done(Step::AddMedia, Ok(())) => {
                 self.media = Leg::Bridged;
                 self.phase = Phase::Media;
+                if self.draining {
+                    return self.transfer();
+                }
                 vec![Action::StartTimer(Timer::MediaPhaseOver, self.policy.media_phase)]
+            }
+            Input::Drain => {
+                self.draining = true;
+                if self.phase == Phase::Media {
+                    self.transfer()
+                } else {
+                    Vec::new()
+                }
             }
             Input::Timer(Timer::MediaPhaseOver) if self.phase == Phase::Media => self.transfer(),
             Input::Done(Step::Originate, Ok(())) => Vec::new(),
@@ -596,6 +625,34 @@ mod tests {
         );
     }
 
+
+    #[test]
+    fn drain_transfers_a_caller_with_the_bot_now() {
+        let mut c = in_media_phase();
+        let a = c.on(Input::Drain);
+        assert_eq!(a[..4], [Hangup(Role::Media, Reason::Normal), ReleaseSocket, Ring, Originate]);
+        assert!(c.can_hand_over());
+    }
+
+    #[test]
+    fn drain_during_set_up_transfers_as_soon_as_the_bot_is_bridged() {
+        let mut c = media_requested();
+        assert_eq!(c.on(Input::Drain), vec![]);
+        assert!(!c.can_hand_over());
+        assert_eq!(c.on(ok(Step::CreateMedia)), vec![]);
+        assert_eq!(c.on(Input::MediaUp), vec![AddToBridge(Role::Media)]);
+        let a = c.on(ok(Step::AddMedia));
+        assert!(a.contains(&Originate) && !a.iter().any(|x| matches!(x, StartTimer(Timer::MediaPhaseOver, _))), "{a:?}");
+    }
+
+    #[test]
+    fn a_call_started_while_draining_skips_the_bot_even_when_the_pool_policy_says_hang_up() {
+        let (mut c, _) = Call::start(Policy { on_pool_exhausted: PoolExhausted::Hangup, ..policy() });
+        c.on(Input::Drain);
+        assert_eq!(c.on(Input::Leased(false)), vec![CreateBridge]);
+        assert_eq!(c.on(ok(Step::CreateBridge)), vec![AddToBridge(Role::Caller)]);
+        assert!(c.on(ok(Step::AddCaller)).contains(&Originate));
+    }
 
     #[test]
     fn adopted_calls_go_on_from_their_phase() {

@@ -67,6 +67,21 @@ pub struct ServiceConfig {
     pub workers: usize,
     pub log_level: LevelFilter,
     pub log_file: Option<PathBuf>,
+    /// What a stop (SIGTERM, Ctrl+C) does with calls.
+    pub on_stop: OnStop,
+    /// How long a `handover` stop waits for calls to leave the bot.
+    pub drain: Duration,
+}
+
+/// What a stop does with the calls voicebot1 holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStop {
+    /// Upgrades and restarts: no new bot sessions, callers with the bot are transferred, and
+    /// voicebot1 exits leaving transferred and connected calls to the next instance, which adopts
+    /// them.
+    Handover,
+    /// Every call is ended at once (hung up), as for decommissioning a box in a hurry.
+    Hangup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,7 +259,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("transfer", &["endpoint", "caller_id", "dial_timeout_s"]),
-    ("service", &["workers", "log_level", "log_file"]),
+    ("service", &["workers", "log_level", "log_file", "on_stop", "drain_s"]),
 ];
 
 struct Reader<'e> {
@@ -462,7 +477,16 @@ impl<'e> Reader<'e> {
                 None
             }
         };
-        Some(ServiceConfig { workers, log_level: log_level?, log_file })
+        let on_stop = match self.string(s, "on_stop", "handover").as_str() {
+            "handover" => Some(OnStop::Handover),
+            "hangup" => Some(OnStop::Hangup),
+            other => {
+                self.err("service.on_stop", format!("{other:?} is not one of handover, hangup"));
+                None
+            }
+        };
+        let drain = Duration::from_secs(self.integer(s, "drain_s", 30, 0, 3600) as u64);
+        Some(ServiceConfig { workers, log_level: log_level?, log_file, on_stop: on_stop?, drain })
     }
 
     // --- typed getters: each records an error naming the key and returns a usable fallback ---

@@ -77,6 +77,11 @@ pub enum CallMsg {
     Reconcile(Arc<HashSet<String>>),
     /// voicebot1 is stopping.
     Shutdown,
+    /// A handover stop began: no more bot for this call.
+    Drain,
+    /// A handover stop ends: a call the next instance can take over is forgotten here (left in
+    /// Asterisk as it is); any other is ended.
+    Handover,
     /// At start-up: the call was found in Asterisk, left by an earlier voicebot1, and goes on
     /// here (see `leftovers`).
     Adopt { how: Adopted, caller: Box<Channel>, media: bool },

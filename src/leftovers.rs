@@ -201,7 +201,7 @@ pub fn sweep(shared: &Shared) -> Result<(), AriError> {
     // Read after the listings: a call registered later created nothing that is listed, and a
     // call unregistered meanwhile has cleaned up (a second delete is a harmless 404).
     let active = shared.registry.lock().clone();
-    let orphan = |call: &CallId| !active.contains(call);
+    let orphan = |call: &CallId| !active.contains_key(call);
     let (mut hung_up, mut destroyed) = (0, 0);
     for ch in &channels {
         if ids.is_ours(&ch.id) && orphan(&ids.classify_channel(&ch.id).0)

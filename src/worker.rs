@@ -10,9 +10,9 @@
 //! ids, so a bug costs one call, logged, never a worker or the calls behind it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::ari::rest::Originate;
 use crate::ari::{AriClient, AriError, Channel, HangupReason};
-use crate::call::{Action, Adopted, Call, End, Failure, Input, Policy, Reason, Step, Timer};
+use crate::call::{Action, Adopted, Call, End, Failure, Input, Phase, Policy, Reason, Step, Timer};
 use crate::config::Config;
 use crate::dispatch::{CallEvent, CallMsg, Handler, Scheduler};
 use crate::ids::{CallId, Ids, Role};
@@ -37,10 +37,13 @@ pub struct Shared {
     pub ids: Ids,
     pub config: Arc<Config>,
     pub pool: SocketPool,
-    /// The calls alive on all workers. A call is in it before it creates anything in Asterisk
-    /// and leaves it only after its cleanup, so the janitor may treat any resource with our
-    /// prefix whose call is not here as an orphan.
-    pub registry: Mutex<HashSet<CallId>>,
+    /// The calls alive on all workers, with their phase after their last turn. A call is in it
+    /// before it creates anything in Asterisk and leaves it only after its cleanup (or its
+    /// handover), so the janitor may treat any resource with our prefix whose call is not here
+    /// as an orphan.
+    pub registry: Mutex<HashMap<CallId, Phase>>,
+    /// A handover stop is under way: no new bot sessions.
+    pub draining: AtomicBool,
     pub counters: Counters,
 }
 
@@ -57,6 +60,8 @@ pub struct Counters {
     pub panics: AtomicU64,
     /// Calls taken over from an earlier instance at start-up.
     pub adopted: AtomicU64,
+    /// Calls left in Asterisk for the next instance at a handover stop.
+    pub handed_over: AtomicU64,
 }
 
 impl Counters {
@@ -67,9 +72,10 @@ impl Counters {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} calls, {} adopted, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects, {} internal errors",
+            "{} calls, {} adopted, {} handed over, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects, {} internal errors",
             g(&self.calls),
             g(&self.adopted),
+            g(&self.handed_over),
             g(&self.pool_exhausted),
             g(&self.orphans_hung_up),
             g(&self.frames_skipped),
@@ -82,6 +88,12 @@ impl Counters {
 impl Shared {
     pub fn active_calls(&self) -> usize {
         self.registry.lock().len()
+    }
+
+    /// Calls not yet connected to their destination. A drain waits for these: a destination
+    /// that answers while no instance runs cannot enter the Stasis application and is lost.
+    pub fn calls_not_connected(&self) -> usize {
+        self.registry.lock().values().filter(|p| **p != Phase::Connected).count()
     }
 
     fn policy(&self) -> Policy {
@@ -118,44 +130,10 @@ pub struct CallHandler {
 
 impl Handler<Live> for CallHandler {
     fn handle(&self, id: &CallId, state: &mut Option<Live>, msg: CallMsg) {
-        match msg {
-            CallMsg::Event(event) => self.on_event(id, state, event),
-            CallMsg::Timer(timer) => self.drive(id, state, Input::Timer(timer)),
-            CallMsg::Reconcile(alive) => {
-                let Some(live) = state.as_ref() else { return };
-                let lost: Vec<Role> = [Role::Caller, Role::Media, Role::Dest]
-                    .into_iter()
-                    .filter(|role| live.call.expects(*role) && !alive.contains(&self.shared.ids.channel(id, *role)))
-                    .collect();
-                for role in lost {
-                    info!("call {id}: {} channel vanished while disconnected from ARI", role.as_str());
-                    self.drive(id, state, Input::Left(role, None));
-                }
-            }
-            CallMsg::Adopt { how, caller, media } => {
-                if state.is_some() {
-                    debug!("call {id}: already running; not adopted twice");
-                    return;
-                }
-                let (call, actions) = Call::adopt(self.shared.policy(), how, media);
-                let what = match how {
-                    Adopted::Connected => "caller and destination connected; left as they are",
-                    Adopted::DestAnswered => "destination answered; bridging it",
-                    Adopted::DestRinging => "destination ringing; waiting for its answer",
-                    Adopted::WithBot => "caller was with the bot; transferring now",
-                };
-                info!("call {id}: adopted from an earlier voicebot1 ({} on {}): {what}", caller.caller.number, caller.name);
-                Counters::bump(&self.shared.counters.adopted);
-                self.shared.registry.lock().insert(id.clone());
-                let dialing_since = (how == Adopted::DestRinging).then(Instant::now);
-                *state = Some(Live { call, started: Instant::now(), caller_number: caller.caller.number, echo: None, dialing_since });
-                self.perform_all(id, state, actions);
-            }
-            CallMsg::Shutdown => {
-                if state.is_some() {
-                    Counters::bump(&self.shared.counters.ended_by_shutdown);
-                    self.drive(id, state, Input::Shutdown);
-                }
+        self.handle_msg(id, state, msg);
+        if let Some(live) = state.as_ref() {
+            if let Some(phase) = self.shared.registry.lock().get_mut(id) {
+                *phase = live.call.phase();
             }
         }
     }
@@ -185,6 +163,66 @@ impl Handler<Live> for CallHandler {
 }
 
 impl CallHandler {
+    fn handle_msg(&self, id: &CallId, state: &mut Option<Live>, msg: CallMsg) {
+        match msg {
+            CallMsg::Event(event) => self.on_event(id, state, event),
+            CallMsg::Timer(timer) => self.drive(id, state, Input::Timer(timer)),
+            CallMsg::Reconcile(alive) => {
+                let Some(live) = state.as_ref() else { return };
+                let lost: Vec<Role> = [Role::Caller, Role::Media, Role::Dest]
+                    .into_iter()
+                    .filter(|role| live.call.expects(*role) && !alive.contains(&self.shared.ids.channel(id, *role)))
+                    .collect();
+                for role in lost {
+                    info!("call {id}: {} channel vanished while disconnected from ARI", role.as_str());
+                    self.drive(id, state, Input::Left(role, None));
+                }
+            }
+            CallMsg::Adopt { how, caller, media } => {
+                if state.is_some() {
+                    debug!("call {id}: already running; not adopted twice");
+                    return;
+                }
+                let (call, actions) = Call::adopt(self.shared.policy(), how, media);
+                let what = match how {
+                    Adopted::Connected => "caller and destination connected; left as they are",
+                    Adopted::DestAnswered => "destination answered; bridging it",
+                    Adopted::DestRinging => "destination ringing; waiting for its answer",
+                    Adopted::WithBot => "caller was with the bot; transferring now",
+                };
+                info!("call {id}: adopted from an earlier voicebot1 ({} on {}): {what}", caller.caller.number, caller.name);
+                Counters::bump(&self.shared.counters.adopted);
+                self.shared.registry.lock().insert(id.clone(), Phase::Transfer);
+                let dialing_since = (how == Adopted::DestRinging).then(Instant::now);
+                *state = Some(Live { call, started: Instant::now(), caller_number: caller.caller.number, echo: None, dialing_since });
+                self.perform_all(id, state, actions);
+            }
+            CallMsg::Shutdown => {
+                if state.is_some() {
+                    Counters::bump(&self.shared.counters.ended_by_shutdown);
+                    self.drive(id, state, Input::Shutdown);
+                }
+            }
+            CallMsg::Drain => self.drive(id, state, Input::Drain),
+            CallMsg::Handover => match state.take() {
+                Some(live) if live.call.can_hand_over() => {
+                    let phase = live.call.phase();
+                    self.shared.registry.lock().remove(id);
+                    Counters::bump(&self.shared.counters.handed_over);
+                    let what = if phase == Phase::Connected { "caller and destination connected" } else { "destination called" };
+                    info!("call {id}: handed over to the next voicebot1 ({what}) after {:.1} s", live.started.elapsed().as_secs_f64());
+                }
+                Some(live) => {
+                    *state = Some(live);
+                    Counters::bump(&self.shared.counters.ended_by_shutdown);
+                    self.drive(id, state, Input::Shutdown);
+                }
+                None => {}
+            },
+        }
+    }
+
+
     pub fn new(shared: Arc<Shared>, timers: Sender<TimerRequest>) -> CallHandler {
         CallHandler { shared, timers }
     }
@@ -216,11 +254,14 @@ impl CallHandler {
     }
 
     fn start_call(&self, id: &CallId, state: &mut Option<Live>, channel: Channel) {
-        let (call, actions) = Call::start(self.shared.policy());
+        let (mut call, mut actions) = Call::start(self.shared.policy());
+        if self.shared.draining.load(Ordering::SeqCst) {
+            actions.extend(call.on(Input::Drain));
+        }
         let from = if channel.caller.number.is_empty() { "unknown".to_string() } else { channel.caller.number.clone() };
         info!("call {id}: inbound from {from} on {}", channel.name);
         Counters::bump(&self.shared.counters.calls);
-        self.shared.registry.lock().insert(id.clone());
+        self.shared.registry.lock().insert(id.clone(), Phase::Setup);
         *state = Some(Live { call, started: Instant::now(), caller_number: channel.caller.number, echo: None, dialing_since: None });
         self.perform_all(id, state, actions);
     }
@@ -281,6 +322,10 @@ impl CallHandler {
         let bridge = ids.bridge(id);
         let started = live.started;
         match action {
+            Action::LeaseSocket if shared.draining.load(Ordering::SeqCst) => {
+                debug!("call {id}: no bot session while voicebot1 is stopping");
+                Some(Input::Leased(false))
+            }
             Action::LeaseSocket => {
                 let echo = match shared.pool.lease() {
                     None => {

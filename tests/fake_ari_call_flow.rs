@@ -87,9 +87,9 @@ fn fake_ari_destination_hangs_up_after_transfer_hangs_up_caller() {
 }
 
 #[test]
-fn fake_ari_shutdown_with_active_call_cleans_it_up() {
+fn fake_ari_stop_with_on_stop_hangup_cleans_the_active_call_up() {
     // A long media phase keeps the call active while SIGTERM arrives.
-    let config = Config { phase_ms: 20_000, ..Config::new() };
+    let config = Config { phase_ms: 20_000, on_stop: "hangup".into(), ..Config::new() };
     let (fake, mut vb) = start_pair("shutdown-active-call", config);
     let ids = call_to_media_phase(&fake, &vb, "1764000007.1");
     vb.stop_and_assert_clean();
@@ -98,6 +98,28 @@ fn fake_ari_shutdown_with_active_call_cleans_it_up() {
     }
     assert!(!fake.has_bridge(&ids.bridge), "bridge {} not destroyed by shutdown", ids.bridge);
     assert!(fake.requests_matching(is_any_originate).is_empty(), "originate during shutdown");
+}
+
+#[test]
+fn fake_ari_sigterm_transfers_the_caller_with_the_bot_and_hands_connected_calls_over() {
+    let config = Config { phase_ms: 20_000, ..Config::new() };
+    let (fake, mut vb) = start_pair("handover", config);
+    let with_bot = call_to_media_phase(&fake, &vb, "1764000009.1");
+    vb.stop_and_assert_clean();
+    // The bot phase was cut short: the caller went on to the destination, which answered.
+    assert!(fake.requests_matching(|r| is_originate(r, &with_bot.dest)).len() == 1, "no transfer at the stop");
+    assert!(!fake.has_channel(&with_bot.media), "the bot's media channel outlived voicebot1");
+    assert!(fake.bridge_members(&with_bot.bridge).is_some_and(|m| m.len() == 2), "caller and destination not left connected");
+    let hung_up = fake.requests_matching(|r| is_delete_channel(r, &with_bot.call) || is_delete_channel(r, &with_bot.dest));
+    assert!(hung_up.is_empty(), "the stop hung up a party: {hung_up:?}");
+    let log = vb.log_text();
+    assert!(log.contains("call 1764000009.1: handed over to the next voicebot1 (caller and destination connected)"), "{log}");
+    assert!(log.contains("1 handed over, 0 left"), "{log}");
+    // The next instance adopts it; the call then ends as any call does.
+    let mut next = launch("handover-next", &fake, Config::new());
+    assert!(next.wait_log("call 1764000009.1: adopted from an earlier voicebot1", STEP).is_some(), "{}", next.log_text());
+    caller_hangs_up_after_transfer(&fake, &with_bot);
+    finish(&fake, &mut next);
 }
 
 #[test]

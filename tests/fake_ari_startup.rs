@@ -29,7 +29,7 @@ fn fake_ari_startup_sweep_removes_leftover_voicebot1_resources() {
 fn fake_ari_second_signal_exits_at_once_even_while_cleanup_hangs() {
     use std::time::{Duration, Instant};
     // Asterisk answering hang-ups slowly is something the fake can do on demand.
-    let (fake, mut vb) = start_pair("second-signal", Config::new());
+    let (fake, mut vb) = start_pair("second-signal", Config { on_stop: "hangup".into(), ..Config::new() });
     let _ids = call_to_media_phase(&fake, &vb, "1764000031.1");
     fake.set_rule(Rule::prefix("DELETE", "/ari/channels/", Action::Delay(Duration::from_secs(30))));
     let pid = vb.pid().to_string();

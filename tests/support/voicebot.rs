@@ -26,6 +26,8 @@ pub struct Config {
     pub dial_timeout_s: u64,
     pub workers: u32,
     pub log_level: String,
+    /// `[service] on_stop`: "handover" (the default) or "hangup".
+    pub on_stop: String,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             dial_timeout_s: 5,
             workers: 2,
             log_level: "debug".into(),
+            on_stop: "handover".into(),
         }
     }
 }
@@ -61,7 +64,7 @@ impl Config {
              request_timeout_ms = {}\nreconnect_min_ms = {}\nreconnect_max_ms = {}\n\n\
              [media]\nport_min = {}\nport_max = {}\nphase_ms = {}\n\n\
              [transfer]\nendpoint = \"{}\"\ndial_timeout_s = {}\n\n\
-             [service]\nworkers = {}\nlog_level = \"{}\"\n",
+             [service]\nworkers = {}\nlog_level = \"{}\"\non_stop = \"{}\"\n",
             self.password,
             self.request_timeout_ms,
             self.reconnect_min_ms,
@@ -73,6 +76,7 @@ impl Config {
             self.dial_timeout_s,
             self.workers,
             self.log_level,
+            self.on_stop,
         )
     }
 }
