@@ -98,6 +98,9 @@ pub enum Action {
     StopRing,
     Originate,
     Hangup(Role, Reason),
+    /// Caller and destination are connected: make each leg's hang-up end the other in Asterisk
+    /// itself (hang-up handlers), so the call ends properly even with no voicebot1 running.
+    LinkLegs,
     DestroyBridge,
     /// The call is over; the worker forgets it.
     Finish(End),
@@ -361,7 +364,7 @@ impl Call {
             Input::Done(Step::AddDest, Ok(())) => {
                 self.dest = Leg::Bridged;
                 self.phase = Phase::Connected;
-                Vec::new()
+                vec![Action::LinkLegs]
             }
             Input::Timer(Timer::DialGuard) if self.phase == Phase::Transfer && self.dest == Leg::Requested => {
                 self.end(End::DestinationFailed(None))
@@ -534,7 +537,7 @@ mod tests {
     fn connected() -> Call {
         let mut c = in_transfer();
         assert_eq!(c.on(Input::DestUp), vec![StopRing, AddToBridge(Role::Dest)]);
-        assert_eq!(c.on(ok(Step::AddDest)), vec![]);
+        assert_eq!(c.on(ok(Step::AddDest)), vec![LinkLegs]);
         assert_eq!(c.phase(), Phase::Connected);
         c
     }

@@ -84,7 +84,7 @@ pub enum CallMsg {
     Handover,
     /// At start-up: the call was found in Asterisk, left by an earlier voicebot1, and goes on
     /// here (see `leftovers`).
-    Adopt { how: Adopted, caller: Box<Channel>, media: bool },
+    Adopt { how: Adopted, caller: Box<Channel>, media: bool, dest_name: Option<String> },
 }
 
 /// One call's mailbox.

@@ -29,7 +29,7 @@ pub const JANITOR_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     /// Goes on as a call of this instance.
-    Adopt { how: Adopted, caller: Box<Channel>, media: bool },
+    Adopt { how: Adopted, caller: Box<Channel>, media: bool, dest_name: Option<String> },
     /// A caller in the application with no bridge and nothing of ours: its call never started.
     Start(Box<Channel>),
     /// Cannot go on: these channels are hung up and this bridge destroyed.
@@ -112,7 +112,7 @@ fn decide(call: &CallId, p: &Parts) -> Found {
         None => return remove(),
     };
     debug!("call {call}: found {how:?}");
-    Found::Adopt { how, caller: Box::new(caller.clone()), media: p.media.is_some() }
+    Found::Adopt { how, caller: Box::new(caller.clone()), media: p.media.is_some(), dest_name: p.dest.map(|d| d.name.clone()) }
 }
 
 /// At start-up, right after the WebSocket connected: adopts, starts or removes every call found
@@ -124,9 +124,9 @@ pub fn adopt(shared: &Shared, calls: &Scheduler<Live>) -> Result<(), AriError> {
     let (mut adopted, mut started, mut hung_up, mut destroyed) = (0, 0, 0, 0);
     for (call, found) in plan(ids, &cfg.app, &cfg.inbound_arg, &channels, &bridges) {
         match found {
-            Found::Adopt { how, caller, media } => {
+            Found::Adopt { how, caller, media, dest_name } => {
                 adopted += 1;
-                calls.post(call, CallMsg::Adopt { how, caller, media });
+                calls.post(call, CallMsg::Adopt { how, caller, media, dest_name });
             }
             Found::Start(caller) => {
                 started += 1;

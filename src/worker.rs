@@ -28,6 +28,10 @@ use crate::dispatch::{CallEvent, CallMsg, Handler, Scheduler};
 use crate::ids::{CallId, Ids, Role};
 use crate::media::{Echo, EchoCounts, SocketPool};
 
+/// The dialplan context of the hang-up handlers that link a connected call's legs
+/// (conf/asterisk/extensions.conf).
+const HANDOVER_CONTEXT: &str = "voicebot1-handover";
+
 /// What the caller hears while the destination rings.
 const RINGBACK: &str = "tone:ring";
 
@@ -113,6 +117,9 @@ pub struct Live {
     call: Call,
     started: Instant,
     caller_number: String,
+    /// The legs' channel names, for the hang-up handlers that link them (`Action::LinkLegs`).
+    caller_name: String,
+    dest_name: Option<String>,
     echo: Option<Echo>,
     /// When the destination was asked to ring.
     dialing_since: Option<Instant>,
@@ -178,7 +185,7 @@ impl CallHandler {
                     self.drive(id, state, Input::Left(role, None));
                 }
             }
-            CallMsg::Adopt { how, caller, media } => {
+            CallMsg::Adopt { how, caller, media, dest_name } => {
                 if state.is_some() {
                     debug!("call {id}: already running; not adopted twice");
                     return;
@@ -194,7 +201,15 @@ impl CallHandler {
                 Counters::bump(&self.shared.counters.adopted);
                 self.shared.registry.lock().insert(id.clone(), Phase::Transfer);
                 let dialing_since = (how == Adopted::DestRinging).then(Instant::now);
-                *state = Some(Live { call, started: Instant::now(), caller_number: caller.caller.number, echo: None, dialing_since });
+                *state = Some(Live {
+                    call,
+                    started: Instant::now(),
+                    caller_number: caller.caller.number,
+                    caller_name: caller.name,
+                    dest_name,
+                    echo: None,
+                    dialing_since,
+                });
                 self.perform_all(id, state, actions);
             }
             CallMsg::Shutdown => {
@@ -233,8 +248,12 @@ impl CallHandler {
             CallEvent::Inbound(channel) if !known => self.start_call(id, state, *channel),
             CallEvent::Inbound(_) => debug!("call {id}: duplicate StasisStart ignored"),
             CallEvent::Started(role, channel) if known => {
-                if let (Role::Media, Some(live)) = (role, state.as_ref()) {
-                    pin_peer(id, live, &channel);
+                if let Some(live) = state.as_mut() {
+                    match role {
+                        Role::Media => pin_peer(id, live, &channel),
+                        Role::Dest => live.dest_name = Some(channel.name.clone()),
+                        Role::Caller => {}
+                    }
                 }
                 self.drive(id, state, if role == Role::Media { Input::MediaUp } else { Input::DestUp });
             }
@@ -262,7 +281,15 @@ impl CallHandler {
         info!("call {id}: inbound from {from} on {}", channel.name);
         Counters::bump(&self.shared.counters.calls);
         self.shared.registry.lock().insert(id.clone(), Phase::Setup);
-        *state = Some(Live { call, started: Instant::now(), caller_number: channel.caller.number, echo: None, dialing_since: None });
+        *state = Some(Live {
+            call,
+            started: Instant::now(),
+            caller_number: channel.caller.number,
+            caller_name: channel.name,
+            dest_name: None,
+            echo: None,
+            dialing_since: None,
+        });
         self.perform_all(id, state, actions);
     }
 
@@ -435,6 +462,20 @@ impl CallHandler {
             Action::Hangup(role, reason) => {
                 let channel = ids.channel(id, role);
                 self.hangup_channel(id, &channel, reason);
+                None
+            }
+            Action::LinkLegs => {
+                let Some(dest_name) = live.dest_name.as_deref() else {
+                    warn!("call {id}: destination's channel name unknown; its hang-up will not end the caller without voicebot1");
+                    return None;
+                };
+                let dest = ids.channel(id, Role::Dest);
+                for (channel, peer) in [(id.0.as_str(), dest_name), (dest.as_str(), live.caller_name.as_str())] {
+                    let handler = format!("{HANDOVER_CONTEXT},peer,1({peer})");
+                    if let Err(e) = ari.set_variable(channel, "CHANNEL(hangup_handler_push)", &handler) {
+                        warn!("call {id}: {e} (without it the call needs a running voicebot1 to end both legs)");
+                    }
+                }
                 None
             }
             Action::DestroyBridge => {

@@ -286,3 +286,49 @@ fn sandbox_preflight_passes_and_names_a_wrong_password_and_an_unknown_endpoint()
     assert!(check_line(&out, "application").contains("already registered"), "{out}");
     finish(vb);
 }
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_connected_call_ends_when_the_destination_hangs_up_with_no_voicebot1_running() {
+    require_sandbox();
+    let dir = workdir("no-voicebot1");
+    // The destination hangs up 6 s after answering, long after voicebot1 is gone.
+    let _dest = destination(&dir, "uas-hangup.xml", Some(6_000));
+    let config = config_text(26670, 26679, 1000);
+    let mut vb = Voicebot::start(&dir, &config);
+    let t0 = Instant::now();
+    let mut caller = caller(&dir, 60_000, 5181, 6200);
+    vb.wait_log("caller and destination bridged", Duration::from_secs(15));
+    vb.proc.signal("KILL");
+    assert!(vb.proc.wait(Duration::from_secs(5)).is_some(), "voicebot1 survived SIGKILL");
+    // Asterisk itself hangs the caller up (the hang-up handler voicebot1 put on the legs).
+    assert_caller_hung_up(&mut caller, t0, &dir);
+    // What is left is at most the empty bridge, which the next voicebot1 removes at start-up.
+    let channels = ari().list_channels().unwrap();
+    assert!(channels.is_empty(), "{channels:?}");
+    let next = Voicebot::start(&dir, &config);
+    next.wait_log("sweep: 0 calls adopted", Duration::from_secs(5));
+    finish(next);
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_sigterm_hands_a_connected_call_to_the_next_voicebot1() {
+    require_sandbox();
+    let dir = workdir("handover");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let config = config_text(26680, 26689, 1000);
+    let vb = Voicebot::start(&dir, &config);
+    let mut caller = caller(&dir, 12_000, 5182, 6210);
+    vb.wait_log("caller and destination bridged", Duration::from_secs(15));
+    let log = vb.stop_clean();
+    assert!(log.contains("handed over to the next voicebot1 (caller and destination connected)"), "{log}");
+    assert!(caller.is_running(), "the stop hung the caller up");
+    let next = Voicebot::start(&dir, &config);
+    next.wait_log("adopted from an earlier voicebot1", Duration::from_secs(5));
+    // The caller hangs up at 12 s as planned; the adopted call ends cleanly.
+    let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
+    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    next.wait_log("ended (caller hung up)", Duration::from_secs(10));
+    finish(next);
+}

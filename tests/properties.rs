@@ -198,7 +198,7 @@ impl Ledger {
                 self.bridge = false;
                 None
             }
-            Action::StartTimer(..) | Action::Ring | Action::StopRing => None,
+            Action::StartTimer(..) | Action::Ring | Action::StopRing | Action::LinkLegs => None,
             Action::Finish(_) => {
                 self.finished = true;
                 self.finishes += 1;
@@ -229,6 +229,7 @@ fn external(event: u8) -> Input {
         7 => Input::Timer(Timer::DialGuard),
         8 => Input::Timer(Timer::SetupGuard),
         9 => Input::Shutdown,
+        10 => Input::Drain,
         _ => Input::Timer(Timer::MediaPhaseOver),
     }
 }

@@ -229,6 +229,13 @@ impl AriClient {
             .map(drop)
     }
 
+    /// Sets a channel variable or writes a dialplan function (e.g. `CHANNEL(hangup_handler_push)`).
+    pub fn set_variable(&self, channel: &str, variable: &str, value: &str) -> Result<()> {
+        let doing = format!("setting {variable} on {channel}");
+        let path = format!("/channels/{}/variable", seg(channel));
+        self.call("POST", &path, &[("variable", variable), ("value", value)], Idempotent::No, &doing).map(drop)
+    }
+
     /// Plays `media` (e.g. `tone:ring`) to `channel` as playback `playback_id`. It also reaches a
     /// channel that is in a bridge, unlike a ringing indication.
     pub fn play(&self, channel: &str, playback_id: &str, media: &str) -> Result<()> {

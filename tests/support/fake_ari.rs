@@ -1418,6 +1418,16 @@ fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
                 Reply::msg(404, "Playback not found")
             }
         }
+        ("POST", ["ari", "channels", id, "variable"]) => {
+            if req.param("variable").is_none() {
+                return Reply::msg(400, "variable: Missing required field");
+            }
+            if inner.lock().channels.contains_key(*id) {
+                Reply::no_content()
+            } else {
+                Reply::msg(404, "Channel not found")
+            }
+        }
         ("POST", ["ari", "channels", id, "ring"])
         | ("DELETE", ["ari", "channels", id, "ring"])
         | ("POST", ["ari", "channels", id, "answer"]) => {
