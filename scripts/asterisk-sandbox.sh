@@ -3,8 +3,11 @@
 # 127.0.0.1, configured with exactly the files in conf/asterisk/, for testing
 # voicebot1 against.
 #
-#   scripts/asterisk-sandbox.sh up       build the root (first time only), install
-#                                        conf/asterisk/, start Asterisk, wait for ARI
+#   scripts/asterisk-sandbox.sh up [--asterisk 16|22]
+#                                        build the root (first time only), install
+#                                        conf/asterisk/, start Asterisk, wait for ARI.
+#                                        22: Debian sid's package (default); 16: Debian 11
+#                                        bullseye's 16.28 (also VB1_ASTERISK=16)
 #   scripts/asterisk-sandbox.sh down     stop Asterisk and every helper (SIPp, tcpdump)
 #   scripts/asterisk-sandbox.sh status   up/down, version, channel and bridge counts
 #   scripts/asterisk-sandbox.sh cli "pjsip show endpoints"
@@ -18,11 +21,23 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
+# "up --asterisk 16|22" (or VB1_ASTERISK) picks the version; the other commands
+# follow the running one (see scripts/lib/common.sh).
+if [ "${1:-}" = up ] && [ "${2:-}" = --asterisk ]; then
+    VB1_ASTERISK="${3:?up --asterisk expects 16 or 22}"
+    VB1_ROOT="$(sandbox_root "$VB1_ASTERISK")" || exit 2
+    set -- up
+fi
+
 # What goes into the root. Changing this list changes the completion marker's
 # content, which makes the next "up" rebuild the root.
 ROOT_PACKAGES="asterisk,asterisk-modules,asterisk-config"
-SUITE=sid
-MARKER="$VB1_STATE_DIR/root.complete"
+case "$VB1_ASTERISK" in
+    22) SUITE=sid ;;
+    # Debian 11: Asterisk 16.28, glibc 2.31.
+    16) SUITE=bullseye ;;
+esac
+MARKER="$VB1_ROOT.complete"
 MARKER_CONTENT="suite=$SUITE packages=$ROOT_PACKAGES"
 UP_TIMEOUT="${VB1_UP_TIMEOUT:-60}"
 AST_PIDFILE="$VB1_RUN_DIR/asterisk.pid"
@@ -74,7 +89,7 @@ root_complete() {
 }
 
 build_root() {
-    local uri tmp="$VB1_STATE_DIR/root.building" blog="$VB1_STATE_DIR/debootstrap.log" t0=$SECONDS
+    local uri tmp="$VB1_ROOT.building" blog="$VB1_STATE_DIR/debootstrap.log" t0=$SECONDS
     uri="$(mirror_uri)"
     mkdir -p "$VB1_STATE_DIR"
     rm -f "$MARKER"
@@ -226,6 +241,7 @@ cmd_up() {
     pid=$!
     echo "$pid" >"$AST_PIDFILE"
     echo "VB1_ARI_PORT=$VB1_ARI_PORT VB1_SIP_PORT=$VB1_SIP_PORT VB1_DEST_PORT=$VB1_DEST_PORT VB1_ARI_TLS_PORT=$VB1_ARI_TLS_PORT" >"$VB1_RUN_DIR/ports"
+    echo "$VB1_ASTERISK" >"$VB1_RUN_DIR/version"
     local deadline=$((SECONDS + UP_TIMEOUT))
     until ari_info_ok; do
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -238,7 +254,7 @@ cmd_up() {
         fi
         sleep 0.3
     done
-    log "Asterisk is up in $((SECONDS - t0)) s: ARI $VB1_ARI_URL (user $VB1_ARI_USER), SIP udp 127.0.0.1:$VB1_SIP_PORT, AVAYA-endpoint -> 127.0.0.1:$VB1_DEST_PORT"
+    log "Asterisk $VB1_ASTERISK is up in $((SECONDS - t0)) s: ARI $VB1_ARI_URL (user $VB1_ARI_USER), SIP udp 127.0.0.1:$VB1_SIP_PORT, AVAYA-endpoint -> 127.0.0.1:$VB1_DEST_PORT"
 }
 
 # Wait up to N seconds for a pid to exit.
@@ -267,7 +283,11 @@ cmd_down() {
             rm -f "$f"
         done
     fi
-    # 2. Asterisk: orderly stop first, then signals.
+    # 2. Asterisk: orderly stop first, then signals. Every version's root: the
+    # running sandbox may be another version than the one asked for.
+    local root wanted_root="$VB1_ROOT"
+    for root in "$(sandbox_root 22)" "$(sandbox_root 16)"; do
+    VB1_ROOT="$root"
     if [ -d "$VB1_ROOT" ]; then
         if pid="$(asterisk_pid)"; then
             timeout 10 chroot "$VB1_ROOT" /usr/sbin/asterisk -rx "core stop now" >/dev/null 2>&1 || true
@@ -283,10 +303,12 @@ cmd_down() {
         # 4. Whatever is mounted inside the root (the sandbox itself mounts
         # nothing, but an interrupted debootstrap may have left /proc, /sys).
         unmount_under "$VB1_ROOT"
-        [ -d "$VB1_STATE_DIR/root.building" ] && unmount_under "$VB1_STATE_DIR/root.building"
+        [ -d "$VB1_ROOT.building" ] && unmount_under "$VB1_ROOT.building"
         rm -f "$VB1_ROOT/var/run/asterisk/asterisk.ctl"
     fi
-    rm -f "$AST_PIDFILE" "$VB1_RUN_DIR/ports"
+    done
+    VB1_ROOT="$wanted_root"
+    rm -f "$AST_PIDFILE" "$VB1_RUN_DIR/ports" "$VB1_RUN_DIR/version"
     log "sandbox down (stopped $stopped process(es))"
 }
 
@@ -338,5 +360,5 @@ case "${1:-}" in
     status) cmd_status ;;
     cli)    shift; cmd_cli "$@" ;;
     logs)   shift; cmd_logs "$@" ;;
-    *)      echo "usage: $0 up|down|status|cli \"<command>\"|logs [-f]" >&2; exit 2 ;;
+    *)      echo "usage: $0 up [--asterisk 16|22]|down|status|cli \"<command>\"|logs [-f]" >&2; exit 2 ;;
 esac

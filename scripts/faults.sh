@@ -8,6 +8,14 @@
 #   scripts/faults.sh kill [...]
 #       voicebot1 is killed with SIGKILL S seconds into the load run and started again at once.
 #       The new instance's start-up sweep must leave Asterisk clean; a second run must pass.
+#   scripts/faults.sh restart-voicebot1 [--signal kill|term] [--random] [--calls N] [--rate R]
+#                                       [--hold MIN-MAX] [--at S]
+#       An upgrade or a crash under load: callers (default 100 at 5/s, each holding 40 s) talk to
+#       the bot or to the destination when voicebot1 is stopped (SIGTERM: a handover stop; SIGKILL:
+#       a crash) at S seconds (default 25) and started again at once. Judged: NO caller hung up
+#       before its own hold time ("hung up by the far side: 0"), failed=0, nothing left in
+#       Asterisk, the new instance adopted the calls and exits 0. --random: hold 1-40 s and the
+#       restart at a random second between 5 and 30.
 #
 # Calls caught by the fault itself may fail (Asterisk drops them, or no Stasis app is there to
 # take them): the first run's figures are reported, not judged. What is judged: voicebot1 still
@@ -18,17 +26,28 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 fault="${1:-}"; shift || true
-case "$fault" in restart|kill) ;; *) die "usage: faults.sh restart|kill [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;; esac
-calls=200 rate=10 hold="1-20" at=8
+case "$fault" in
+    restart|kill) calls=200 rate=10 hold="1-20" at=8 ;;
+    restart-voicebot1) calls=100 rate=5 hold="40-40" at=25 ;;
+    *) die "usage: faults.sh restart|kill|restart-voicebot1 [--signal kill|term] [--random] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
+esac
+signal=term random=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --calls) calls="${2:?}"; shift 2 ;;
         --rate) rate="${2:?}"; shift 2 ;;
         --hold) hold="${2:?}"; shift 2 ;;
         --at) at="${2:?}"; shift 2 ;;
+        --signal) signal="${2:?}"; shift 2 ;;
+        --random) random=1; shift ;;
         *) die "unknown option $1" ;;
     esac
 done
+case "$signal" in kill|term) ;; *) die "--signal expects kill or term" ;; esac
+if [ "$random" = 1 ]; then
+    hold="1-40"
+    at=$((5 + RANDOM % 26))
+fi
 [[ "$at" =~ ^[0-9]+$ ]] || die "--at expects whole seconds"
 require_root
 bin="$VB1_REPO_DIR/target/release/voicebot1"
@@ -52,6 +71,51 @@ start_bot() {  # start_bot LOGNAME
 
 verdict=ok
 fail() { echo "FAILED: $*" >&2; verdict=FAILED; }
+
+# restart-voicebot1: one load run with the restart in it, judged as a whole.
+restart_voicebot1() {
+    local out="$work/load.out" line far rc=0 adopted
+    start_bot voicebot1.log
+    log "restart-voicebot1: $calls calls at $rate/s holding ${hold}s; voicebot1 gets SIG${signal^^} at ${at}s and is started again"
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 60 >"$out" 2>&1 &
+    load_pid=$!
+    sleep "$at"
+    local t0=$SECONDS
+    if [ "$signal" = kill ]; then
+        kill -KILL "$bot_pid"; wait "$bot_pid" 2>/dev/null || true
+        rm -f "$VB1_HELPER_DIR"/*."$bot_pid".pid
+    else
+        term_and_wait "$bot_pid" 60
+        [ "$TERM_RC" = 0 ] || fail "the stopped voicebot1 exited $TERM_RC after SIGTERM"
+    fi
+    bot_pid=""
+    start_bot voicebot1-after.log
+    log "voicebot1 back after $((SECONDS - t0)) s"
+    wait "$load_pid" || rc=$?
+    load_pid=""
+    line="$(tail -n 1 "$out")"
+    far="$(sed -n 's/^hung up by the far side: \([0-9]*\)$/\1/p' "$out" | tail -n1)"
+    log "load run: $line; callers hung up by the far side before their hold time: ${far:-?}"
+    [ "$rc" = 0 ] || fail "load run: $line"
+    [ "${far:-x}" = 0 ] || fail "${far:-?} callers were hung up before their hold time"
+    adopted="$(grep -o 'sweep: [0-9]* calls adopted' "$work/voicebot1-after.log" | head -n1)"
+    term_and_wait "$bot_pid" 15
+    bot_pid=""
+    [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
+    "$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
+    echo "--- voicebot1 timeline around the restart ---"
+    grep -hE 'stop requested|drained|drain time|handed over|shutdown complete' "$work/voicebot1.log" | grep -v 'call .*: handed over' | cut -c1-200 | tail -n 5 || true
+    echo "handed over by the stopped instance: $(grep -c ': handed over to the next voicebot1' "$work/voicebot1.log" || true)"
+    echo "$adopted (new instance)"
+    echo "load: $line"
+    echo "fault=restart-voicebot1 signal=$signal at=${at}s hold=${hold}s far_side_hangups=${far:-?} result=$verdict"
+    rm -rf "$work"
+    [ "$verdict" = ok ]
+}
+if [ "$fault" = restart-voicebot1 ]; then
+    restart_voicebot1
+    exit $?
+fi
 
 start_bot voicebot1.log
 log "$fault: load run of $calls calls at $rate/s, fault at ${at}s"

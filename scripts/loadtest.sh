@@ -108,7 +108,7 @@ run_limit=$(awk -v n="$calls" -v r="$rate" -v h="$hold_max" 'BEGIN { printf "%d"
 log "placing $calls calls to $exten at $rate/s (max concurrent: ${maxconc/#0/unlimited}), hold ${hold}s, destination: $dest, seed $seed; at most ${run_limit}s"
 sipp_args=(127.0.0.1:"$VB1_SIP_PORT" -sf "$caller_xml" -s "$exten" -i 127.0.0.1 -p "$CALLER_PORT" -mp "$CALLER_MEDIA_PORT"
            -m "$calls" -r "$rate" -nostdin -recv_timeout 90000 -timeout "${run_limit}s" -timeout_error
-           -trace_err -trace_stat -stf "$work/caller.csv" -fd 1)
+           -trace_err -trace_stat -stf "$work/caller.csv" -fd 1 -trace_logs)
 [ "$maxconc" -gt 0 ] && sipp_args+=(-l "$maxconc")
 t0=$SECONDS
 start_helper "sipp-caller" "$work/caller.screen" bash -c 'cd "$1" && shift && exec "$@"' _ "$work" sipp "${sipp_args[@]}"
@@ -160,5 +160,9 @@ lc=$(sed -n 's/.*leaked_channels=\([0-9]*\).*/\1/p' <<<"$leak_out" | tail -n1)
 lb=$(sed -n 's/.*leaked_bridges=\([0-9]*\).*/\1/p' <<<"$leak_out" | tail -n1)
 # ARI unreachable: the counts are unknown, reported as -1 (and the run fails).
 [ -n "$lc" ] && [ -n "$lb" ] || { echo "$leak_out"; lc=-1; lb=-1; }
+# Callers that Asterisk hung up before their own hold time (voicebot1 hung up, or the
+# destination did): "ok" calls all the same, counted for the runs that must have none.
+far_bye=$(cat "$work"/*_logs.log 2>/dev/null | grep -c '^far_bye call' || true)
+echo "hung up by the far side: ${far_bye:-0}"
 echo "calls=$calls ok=$ok failed=$failed leaked_channels=$lc leaked_bridges=$lb"
 [ "$failed" -eq 0 ] && [ "$lc" -eq 0 ] && [ "$lb" -eq 0 ]

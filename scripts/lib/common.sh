@@ -31,8 +31,24 @@ VB1_ARI_URL="http://127.0.0.1:${VB1_ARI_PORT}/ari"
 # Where the sandbox lives. The root (Debian sid + Asterisk) persists across
 # runs so that a second "up" takes seconds; run-time state (pid files) does not.
 VB1_STATE_DIR="${VB1_STATE_DIR:-/var/lib/voicebot1-sandbox}"
-VB1_ROOT="$VB1_STATE_DIR/root"
 VB1_RUN_DIR="${VB1_RUN_DIR:-/run/voicebot1-sandbox}"
+# Which Asterisk: 22 (Debian sid, the default) or 16 (Debian 11 bullseye's 16.28).
+# Precedence: environment, then the version the running sandbox was started
+# with (so "status", "cli", the load scripts... follow an "up --asterisk 16").
+if [ -z "${VB1_ASTERISK:-}" ] && [ -r "$VB1_RUN_DIR/version" ]; then
+    VB1_ASTERISK="$(cat "$VB1_RUN_DIR/version")"
+fi
+VB1_ASTERISK="${VB1_ASTERISK:-22}"
+# Each version has its own root, kept between runs (22's is "root" for the caches made before
+# 16 was in the bench).
+sandbox_root() {  # sandbox_root VERSION
+    case "$1" in
+        22) echo "$VB1_STATE_DIR/root" ;;
+        16) echo "$VB1_STATE_DIR/root-16" ;;
+        *) echo "error: Asterisk version $1 is not in the bench (16 or 22)" >&2; return 1 ;;
+    esac
+}
+VB1_ROOT="$(sandbox_root "$VB1_ASTERISK")" || exit 2
 # Helper processes (SIPp, tcpdump) write their pid here so "down" can stop them.
 VB1_HELPER_DIR="$VB1_RUN_DIR/helpers"
 
