@@ -89,6 +89,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         pool: pool.clone(),
         registry: Mutex::new(HashMap::new()),
         draining: AtomicBool::new(false),
+        late_commands: AtomicBool::new(false),
         counters: Counters::default(),
     });
 
@@ -280,7 +281,13 @@ impl Reader {
             }
         };
         match AsteriskVersion::parse(&version).map(|v| (v.support(), v)) {
-            Some((Support::Supported, _)) => {}
+            Some((Support::Supported, v)) => {
+                let late = v.runs_commands_late();
+                if late && !self.shared.late_commands.swap(true, Ordering::Relaxed) {
+                    info!("ARI: Asterisk {v} runs a channel's queued commands only when the channel wakes (before 18.21/20.6): voicebot1 wakes the bot's media channel during set-up");
+                }
+                self.shared.late_commands.store(late, Ordering::Relaxed);
+            }
             Some((Support::Unsupported(why), v)) => return SessionEnd::Refused(AppError::Unsupported { version: v.raw, why }),
             None => {
                 warn!("ARI: cannot tell whether Asterisk {version:?} is supported (no release number in it); going on")

@@ -93,6 +93,16 @@ pub enum MediaFormat {
 
 impl MediaFormat {
     /// The value ARI's `format` parameter takes.
+    /// One 20 ms RTP packet of silence in this format: payload type, fill byte, payload length.
+    pub fn silence(self) -> crate::media::Silence {
+        match self {
+            MediaFormat::Alaw => crate::media::Silence { payload_type: 8, fill: 0xd5, len: 160 },
+            MediaFormat::Ulaw => crate::media::Silence { payload_type: 0, fill: 0xff, len: 160 },
+            // Asterisk maps slin16 on externalMedia to a dynamic payload type; 118 is its default.
+            MediaFormat::Slin16 => crate::media::Silence { payload_type: 118, fill: 0, len: 640 },
+        }
+    }
+
     pub fn as_ari(self) -> &'static str {
         match self {
             MediaFormat::Alaw => "alaw",

@@ -199,6 +199,30 @@ struct Shared {
     stop: AtomicBool,
     stats: EchoStats,
     peer: Mutex<Peer>,
+    /// What to send while waking Asterisk's end (see [`Echo::wake_asterisk`]).
+    wake: Mutex<Option<Silence>>,
+}
+
+/// A packet of silence in the call's format, for waking Asterisk's end of the media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Silence {
+    pub payload_type: u8,
+    pub fill: u8,
+    pub len: usize,
+}
+
+/// How often the echo sends silence while it wakes Asterisk: the add waits at most this long.
+const WAKE_EVERY: Duration = Duration::from_millis(2);
+
+/// Stops waking Asterisk when dropped.
+pub struct Waking {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Waking {
+    fn drop(&mut self) {
+        *self.shared.wake.lock() = None;
+    }
 }
 
 /// A running echo; dropping it stops the thread and returns the socket to the pool.
@@ -219,6 +243,7 @@ impl Echo {
             stop: AtomicBool::new(false),
             stats: EchoStats::default(),
             peer: Mutex::new(Peer::LearnFrom(asterisk_host)),
+            wake: Mutex::new(None),
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -239,12 +264,20 @@ impl Echo {
     pub fn counts(&self) -> EchoCounts {
         self.shared.stats.snapshot()
     }
-}
 
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake the thread out of `recv` so the socket is back in the pool when drop returns.
+    /// Sends `silence` to Asterisk's end of the media every [`WAKE_EVERY`] until the guard is
+    /// dropped. Asterisk before 18.21 / 20.6 runs an ARI command queued on a channel only when
+    /// the channel's Stasis loop wakes — on a frame from the channel, else after 200 ms — and
+    /// the externalMedia channel has no frame before it is bridged: this gives it some while
+    /// its `addChannel` waits. Needs the peer pinned (`set_peer`); without it nothing is sent.
+    pub fn wake_asterisk(&self, silence: Silence) -> Waking {
+        *self.shared.wake.lock() = Some(silence);
+        self.interrupt_recv();
+        Waking { shared: Arc::clone(&self.shared) }
+    }
+
+    /// An empty datagram from loopback to the socket: the thread's `recv` returns at once.
+    fn interrupt_recv(&self) {
         if let Some(local) = self.local {
             // A socket bound to 0.0.0.0 / :: is reached on loopback.
             let target = match local.ip() {
@@ -256,6 +289,27 @@ impl Drop for Echo {
                 let _ = waker.send_to(&[], target);
             }
         }
+    }
+}
+
+/// Sends one silence packet to Asterisk's end, numbered after the last one.
+fn send_silence(socket: &UdpSocket, peer: SocketAddr, silence: Silence, seq: &mut u16, ssrc: u32) {
+    let mut packet = Vec::with_capacity(12 + silence.len);
+    let ts = u32::from(*seq).wrapping_mul(silence.len as u32);
+    packet.extend_from_slice(&[0x80, silence.payload_type & 0x7f]);
+    packet.extend_from_slice(&seq.to_be_bytes());
+    packet.extend_from_slice(&ts.to_be_bytes());
+    packet.extend_from_slice(&ssrc.to_be_bytes());
+    packet.resize(12 + silence.len, silence.fill);
+    *seq = seq.wrapping_add(1);
+    let _ = socket.send_to(&packet, peer);
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wake the thread out of `recv` so the socket is back in the pool when drop returns.
+        self.interrupt_recv();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 warn!("echo thread for port {} panicked; its socket was still returned", self.port);
@@ -276,7 +330,20 @@ fn echo_loop(lease: SocketLease, shared: &Shared) {
     let socket = lease.socket();
     let stats = &shared.stats;
     let mut buf = [0u8; MAX_DATAGRAM];
+    let (mut waking, mut last_wake, mut wake_seq) = (false, std::time::Instant::now(), 0u16);
+    let wake_ssrc = u32::from(lease.port()).wrapping_mul(0x9e37_79b9) | 1;
     while !shared.stop.load(Ordering::SeqCst) {
+        let wake = *shared.wake.lock();
+        if wake.is_some() != waking {
+            waking = wake.is_some();
+            let _ = socket.set_read_timeout(Some(if waking { WAKE_EVERY } else { ECHO_POLL }));
+        }
+        if let (Some(silence), Peer::Fixed(peer)) = (wake, *shared.peer.lock()) {
+            if last_wake.elapsed() >= WAKE_EVERY {
+                send_silence(socket, peer, silence, &mut wake_seq, wake_ssrc);
+                last_wake = std::time::Instant::now();
+            }
+        }
         let (n, src) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
@@ -289,6 +356,10 @@ fn echo_loop(lease: SocketLease, shared: &Shared) {
         };
         if shared.stop.load(Ordering::SeqCst) {
             break;
+        }
+        if n == 0 && socket.local_addr().is_ok_and(|l| src.ip() == l.ip() || src.ip().is_loopback()) {
+            // Our own `interrupt_recv`: not traffic.
+            continue;
         }
         let packet = &buf[..n];
         let accepted = {
@@ -467,6 +538,34 @@ mod tests {
         second.send_to(&rtp(2), (LOCAL, 27940)).unwrap();
         assert!(second.recv_from(&mut buf).is_err(), "a second source on the same host was answered");
         wait_until("drop count", || echo.counts().dropped_foreign == 1);
+    }
+
+    #[test]
+    fn waking_asterisk_sends_silence_to_the_pinned_peer_until_the_guard_drops() {
+        let pool = pool(27_990, 1);
+        let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
+        asterisk.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
+        echo.set_peer(asterisk.local_addr().unwrap());
+        let waking = echo.wake_asterisk(Silence { payload_type: 8, fill: 0xd5, len: 160 });
+        let mut buf = [0u8; 512];
+        let mut seqs = Vec::new();
+        for _ in 0..3 {
+            let (n, from) = asterisk.recv_from(&mut buf).expect("a wake-up packet");
+            assert_eq!((n, from.port()), (172, 27_990));
+            assert!(looks_like_rtp(&buf[..n]) && buf[1] == 8 && buf[12..n].iter().all(|b| *b == 0xd5));
+            seqs.push(u16::from_be_bytes([buf[2], buf[3]]));
+        }
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "{seqs:?}");
+        drop(waking);
+        // Whatever was in flight arrives; then nothing more.
+        std::thread::sleep(Duration::from_millis(20));
+        asterisk.set_nonblocking(true).unwrap();
+        while asterisk.recv_from(&mut buf).is_ok() {}
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(asterisk.recv_from(&mut buf).is_err(), "still waking after the guard dropped");
+        // Its own wake-up datagrams are not counted as foreign traffic.
+        assert_eq!(echo.counts().dropped_foreign, 0);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct Shared {
     pub registry: Mutex<HashMap<CallId, Phase>>,
     /// A handover stop is under way: no new bot sessions.
     pub draining: AtomicBool,
+    /// The connected Asterisk runs a channel's queued ARI commands only when the channel wakes
+    /// (before 18.21 / 20.6): set at every connect from its version.
+    pub late_commands: AtomicBool,
     pub counters: Counters,
 }
 
@@ -395,7 +398,12 @@ impl CallHandler {
                     Role::Media => Step::AddMedia,
                     Role::Dest => Step::AddDest,
                 };
-                let result = ari.add_channel(&bridge, &ids.channel(id, role));
+                let channel = ids.channel(id, role);
+                // Asterisk before 18.21/20.6 runs the add when the media channel wakes: on a
+                // frame from it, which the echo sends (see `media::Echo::wake_asterisk`).
+                let late = shared.late_commands.load(Ordering::Relaxed);
+                let _waking = live.echo.as_ref().filter(|_| late && role == Role::Media).map(|e| e.wake_asterisk(cfg.media.format.silence()));
+                let result = ari.add_channel(&bridge, &channel);
                 if result.is_ok() {
                     let ms = started.elapsed().as_millis();
                     match role {
