@@ -11,7 +11,10 @@
 #   7. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers;
 #                                 2000 calls at 20/s, random destination behaviour;
 #                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
-#   8. faults                    (scripts/faults.sh restart and kill)
+#   8. faults                    (scripts/faults.sh restart, kill, and restart-voicebot1 with
+#                                 SIGTERM, SIGKILL and a random moment)
+#   9. Asterisk 16.28            (sandbox up --asterisk 16: bench self-test, end-to-end tests,
+#                                 the 300-call load run)
 # The sandbox is taken down at the end whatever happened. The voicebot1 stages
 # are skipped (with a message) only while Cargo.toml does not exist.
 # Last line: "N passed, N failed" (", N skipped" when any).  Exit 1 if any failed.
@@ -150,6 +153,25 @@ else
         load_with_voicebot1 --calls 2000 --rate 20 --hold 1-20 --dest random
     stage "fault: Asterisk restarted mid-load" "$VB1_SCRIPTS_DIR/faults.sh" restart --calls 150
     stage "fault: voicebot1 SIGKILLed mid-load" "$VB1_SCRIPTS_DIR/faults.sh" kill --calls 150
+    stage "fault: voicebot1 restarted (SIGTERM) under 100 connected callers" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term
+    stage "fault: voicebot1 restarted (SIGKILL) under 100 connected callers" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal kill
+    stage "fault: voicebot1 restarted at a random moment, random hold times" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term --random
+fi
+
+# The same bench against Asterisk 16.28 (Debian 11), the oldest branch voicebot1 supports.
+sandbox16_up=0
+if [ "$sandbox_up" = 1 ]; then
+    stage "Asterisk 16 sandbox up" "$VB1_SCRIPTS_DIR/asterisk-sandbox.sh" up --asterisk 16 && sandbox16_up=1
+else
+    skip "Asterisk 16 sandbox up" "the Asterisk 22 sandbox did not come up"
+fi
+if [ "$sandbox16_up" = 1 ] && [ "$built" = 1 ]; then
+    stage "bench self-test (Asterisk 16)" "$VB1_SCRIPTS_DIR/bench-selftest.sh"
+    stage "sandbox end-to-end tests (Asterisk 16)" env VB1_SANDBOX=1 VB1_ASTERISK=16 cargo test --release --test e2e_sandbox -- --include-ignored --test-threads=1
+    stage "load run with voicebot1 on Asterisk 16 (300 calls at 10/s, hold 1-20 s)" \
+        load_with_voicebot1 --calls 300 --rate 10 --hold 1-20 --dest answer
+else
+    skip "Asterisk 16 stages" "needs a successful build and the Asterisk 16 sandbox"
 fi
 
 [ "$failed" -eq 0 ]
