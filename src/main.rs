@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use log::{error, info};
-use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
+use simplelog::{CombinedLogger, ConfigBuilder, SharedLogger, WriteLogger};
 
 use voicebot1::config::{Config, ProcessEnv};
 
@@ -123,7 +123,7 @@ fn init_logging(config: &Config) -> Result<(), String> {
         .build();
     let level = config.service.log_level;
     let mut loggers: Vec<Box<dyn SharedLogger>> =
-        vec![TermLogger::new(level, log_config.clone(), TerminalMode::Stderr, ColorChoice::Never)];
+        vec![WriteLogger::new(level, log_config.clone(), std::io::stderr())];
     if let Some(file) = &config.service.log_file {
         let f = std::fs::OpenOptions::new()
             .create(true)
