@@ -21,7 +21,7 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::ari::events::decode;
-use crate::ari::websocket::{events_url, ConnectError, EventSocket, Frame, Liveness};
+use crate::ari::websocket::{events_url, ConnectError, EventSocket, Frame};
 use crate::ari::{AriClient, AsteriskVersion, ErrorKind, Support};
 use crate::config::{Config, OnStop};
 use crate::dispatch::{route, CallMsg, Scheduler};
@@ -315,30 +315,13 @@ impl Reader {
             }
         }
         let connected_at = Instant::now();
-        let mut liveness = Liveness::new(connected_at);
         loop {
             if self.stop_requested() {
                 return SessionEnd::Stopped;
             }
-            let read = socket.read();
-            let now = Instant::now();
-            if matches!(read, Ok(Frame::Text(_) | Frame::Control)) {
-                liveness.heard(now);
-            }
-            if let Some(silent) = liveness.dead(now) {
-                return SessionEnd::Lost(format!(
-                    "event WebSocket silent for {:.1} s (no event, no answer to pings): taking the connection for dead",
-                    silent.as_secs_f64()
-                ));
-            }
-            if liveness.ping_due(now) {
-                if let Err(why) = socket.ping() {
-                    return SessionEnd::Lost(format!("event WebSocket lost: {why}"));
-                }
-            }
-            match read {
+            match socket.read() {
                 Ok(Frame::Text(text)) => self.on_frame(&text),
-                Ok(Frame::Control | Frame::Idle) => {}
+                Ok(Frame::Idle) => {}
                 Err(why) => {
                     // A connection that held for a while resets the backoff.
                     if connected_at.elapsed() > Duration::from_secs(30) {

@@ -5,11 +5,6 @@
 //! `creating externalMedia voicebot1-1764…-media: HTTP 500: Internal Server Error`. A 404 is its
 //! own kind, because for teardown "not found" means "already gone", which is success.
 //! Only idempotent requests (GET, DELETE) are retried, once, on a transport error or a 5xx.
-//!
-//! No TCP keepalive here: ureq 2 opens its connections itself and offers no hook for socket
-//! options (only a resolver and a TLS connector). Every request has `request_timeout`, so a
-//! half-open REST connection costs one timed-out request, never a hang; the event WebSocket, which
-//! is idle for long stretches, has keepalive and pings (see `websocket`).
 
 use std::fmt;
 use std::sync::Arc;

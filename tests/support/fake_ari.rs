@@ -314,9 +314,6 @@ impl Bridge {
 enum WsCmd {
     Text(String, Option<Sender<()>>),
     DropMidFrame,
-    /// Keep the TCP connection open but never read or write again (no pongs): a half-open
-    /// connection as a lost NAT state or a paused VM leaves it.
-    Freeze,
 }
 
 struct WsClient {
@@ -582,16 +579,6 @@ impl FakeAri {
     /// Drops every connected WebSocket abruptly: writes the header and part of
     /// a text frame, then shuts the TCP connection down. Returns how many
     /// connections were dropped.
-    /// Every connected WebSocket goes silent without closing (see `WsCmd::Freeze`). Returns
-    /// the number of clients frozen.
-    pub fn freeze_websocket(&self) -> usize {
-        // Out of the client list (events no longer go there), but the connection stays open.
-        let clients: Vec<WsClient> = std::mem::take(&mut self.inner.lock().ws_clients);
-        let n = clients.iter().filter(|c| c.tx.send(WsCmd::Freeze).is_ok()).count();
-        self.inner.cond.notify_all();
-        n
-    }
-
     pub fn drop_websocket(&self) -> usize {
         let clients: Vec<WsClient> = std::mem::take(&mut self.inner.lock().ws_clients);
         let n = clients.len();
@@ -1045,12 +1032,6 @@ fn ws_loop(inner: &Inner, ws: &mut tungstenite::WebSocket<TcpStream>, stream: &T
                     if let Some(a) = ack {
                         let _ = a.send(());
                     }
-                }
-                WsCmd::Freeze => {
-                    while !inner.stop.load(Ordering::SeqCst) {
-                        thread::sleep(Duration::from_millis(50));
-                    }
-                    return;
                 }
                 WsCmd::DropMidFrame => {
                     let _ = ws.flush();
