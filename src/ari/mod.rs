@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod rest;
+pub mod tcp;
 pub mod version;
 pub mod websocket;
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, Message, WebSocket};
 
 use super::rest::basic_auth;
+use super::tcp;
 use crate::config::AriConfig;
 
 /// How often a blocked read returns to let the reader look at its shutdown channel.
@@ -22,6 +23,10 @@ const READ_POLL: Duration = Duration::from_millis(250);
 
 /// Frames larger than this are refused (ARI events are a few kB).
 const MAX_FRAME: usize = 1 << 20;
+
+/// All the addresses of the host together may take this many request timeouts to connect:
+/// enough for one address that drops packets and one that answers.
+const CONNECT_BUDGET_TIMEOUTS: u32 = 2;
 
 #[derive(Debug)]
 pub enum ConnectError {
@@ -81,13 +86,15 @@ impl EventSocket {
             None => (url.trim_start_matches("ws://"), 80),
         };
         let authority = authority.split('/').next().unwrap_or_default();
-        let addr = with_port(authority, default_port)
-            .to_socket_addrs()
-            .map_err(|e| other("resolving", &e))?
-            .next()
-            .ok_or_else(|| ConnectError::Other(format!("resolving {url}: no address")))?;
-        let stream = TcpStream::connect_timeout(&addr, config.request_timeout).map_err(|e| other("connecting to", &e))?;
+        let addrs: Vec<SocketAddr> =
+            with_port(authority, default_port).to_socket_addrs().map_err(|e| other("resolving", &e))?.collect();
+        if addrs.is_empty() {
+            return Err(ConnectError::Other(format!("resolving {url}: no address")));
+        }
+        let budget = config.request_timeout * CONNECT_BUDGET_TIMEOUTS;
+        let stream = tcp::connect_first(&addrs, config.request_timeout, budget).map_err(|e| other("connecting to", &e))?;
         stream.set_nodelay(true).map_err(|e| other("configuring", &e))?;
+        tcp::keep_alive(&stream).map_err(|e| other("configuring", &e))?;
         // The handshake gets the whole request timeout; reads afterwards poll.
         stream.set_read_timeout(Some(config.request_timeout)).map_err(|e| other("configuring", &e))?;
         stream.set_write_timeout(Some(config.request_timeout)).map_err(|e| other("configuring", &e))?;
@@ -138,5 +145,29 @@ fn tcp(ws: &WebSocket<MaybeTlsStream<TcpStream>>) -> &TcpStream {
         MaybeTlsStream::Plain(s) => s,
         // No other TLS backend is compiled in; `MaybeTlsStream` is non-exhaustive.
         _ => unreachable!("unexpected stream type"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn ari_config(url: &str) -> AriConfig {
+        let text = format!("[ari]\npassword = 'x'\nurl = '{url}'\n");
+        crate::config::Config::parse(&text, "t", &crate::config::ProcessEnv).expect("config parses").ari
+    }
+
+    #[test]
+    fn event_socket_turns_tcp_keepalive_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        // The server side of the handshake; it returns its end so the connection stays open.
+        let server = std::thread::spawn(move || tungstenite::accept(listener.accept().unwrap().0).map_err(|e| e.to_string()));
+        let socket = EventSocket::connect(&ari_config(&url)).expect("connects to a loopback WebSocket server");
+        let _server_end = server.join().unwrap().expect("server handshake");
+        let sock = socket2::SockRef::from(tcp(&socket.ws));
+        assert!(sock.keepalive().unwrap(), "keepalive is off on the event WebSocket");
+        assert_eq!(sock.keepalive_time().unwrap(), super::tcp::KEEPALIVE_IDLE);
     }
 }
