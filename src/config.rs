@@ -36,6 +36,11 @@ pub struct AriConfig {
     pub request_timeout: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// How long the event WebSocket may be silent before voicebot1 pings Asterisk.
+    pub ping_interval: Duration,
+    /// How long a ping may go unanswered (no pong, no event, nothing) before voicebot1 drops the
+    /// event WebSocket as dead and reconnects.
+    pub pong_timeout: Duration,
     /// PEM file with extra CA certificates for `https://` / `wss://`.
     pub ca_file: Option<PathBuf>,
     /// TLS client settings when the URL is `https://`: public roots plus `ca_file`.
@@ -252,6 +257,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "request_timeout_ms",
             "reconnect_min_ms",
             "reconnect_max_ms",
+            "ping_interval_ms",
+            "pong_timeout_ms",
             "ca_file",
         ],
     ),
@@ -320,6 +327,8 @@ impl<'e> Reader<'e> {
         let request_timeout = self.millis(s, "request_timeout_ms", 5000, 100, 120_000);
         let reconnect_min = self.millis(s, "reconnect_min_ms", 500, 10, 600_000);
         let reconnect_max = self.millis(s, "reconnect_max_ms", 30_000, 10, 3_600_000);
+        let ping_interval = self.millis(s, "ping_interval_ms", 5000, 100, 600_000);
+        let pong_timeout = self.millis(s, "pong_timeout_ms", 5000, 100, 600_000);
         let ca_file = self.opt_path(s, "ca_file");
         let password = self.password(s);
 
@@ -366,6 +375,8 @@ impl<'e> Reader<'e> {
             request_timeout,
             reconnect_min,
             reconnect_max,
+            ping_interval,
+            pong_timeout,
             ca_file,
             tls,
         })
@@ -688,6 +699,7 @@ mod tests {
         assert_eq!(c.ari.ws_base, "ws://127.0.0.1:8088/ari");
         assert_eq!((c.media.port_min, c.media.port_max), (26500, 26999));
         assert_eq!(c.media.phase, Duration::from_secs(7));
+        assert_eq!((c.ari.ping_interval, c.ari.pong_timeout), (Duration::from_secs(5), Duration::from_secs(5)));
         assert_eq!(c.media.format, MediaFormat::Alaw);
         assert_eq!(c.transfer.endpoint, "PJSIP/4438007@AVAYA-endpoint");
         assert_eq!(c.service.log_level, LevelFilter::Info);
@@ -739,6 +751,15 @@ mod tests {
         assert_eq!(e.errors.len(), 1);
         assert_eq!(e.errors[0].key, "media.port_max");
         assert!(e.errors[0].message.contains("limit is 1024"), "{}", e.errors[0]);
+    }
+
+    #[test]
+    fn ping_interval_and_pong_timeout_are_read_and_range_checked() {
+        has_error("[ari]\npassword='x'\nping_interval_ms=50\n", "ari.ping_interval_ms", "out of range");
+        has_error("[ari]\npassword='x'\npong_timeout_ms=0\n", "ari.pong_timeout_ms", "out of range");
+        has_error("[ari]\npassword='x'\npong_timeout_ms='5s'\n", "ari.pong_timeout_ms", "must be an integer");
+        let c = Config::parse("[ari]\npassword='x'\nping_interval_ms=1000\npong_timeout_ms=3000\n", "t", &ENV).unwrap();
+        assert_eq!((c.ari.ping_interval, c.ari.pong_timeout), (Duration::from_secs(1), Duration::from_secs(3)));
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! voicebot1's event WebSocket against the scripted fake ARI
 //! (tests/support/fake_ari.rs): a real Asterisk cannot be made on demand to
-//! send malformed frames, drop the socket mid-frame or refuse credentials
-//! at a chosen moment, so these use the fake.
+//! send malformed frames, drop the socket mid-frame, go silent without
+//! closing or refuse credentials at a chosen moment, so these use the fake.
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::fake_ari::{base64_encode, DEFAULT_PASSWORD};
@@ -102,5 +102,48 @@ fn fake_ari_huge_frame_is_refused_and_the_connection_recovers() {
     assert!(vb.wait_log("event WebSocket lost", STEP).is_some(), "the refused frame is not in the log");
     assert!(vb.is_running());
     full_call(&fake, &vb, "1764000025.1");
+    finish(&fake, &mut vb);
+}
+
+/// The silence a "silent for N s, pings unanswered" line reports, in seconds.
+fn reported_silence(line: &str) -> Option<f64> {
+    line.split("silent for ").nth(1)?.split(" s").next()?.parse().ok()
+}
+
+#[test]
+fn fake_ari_websocket_that_stops_answering_without_closing_is_replaced_within_15s() {
+    // A half-open connection: the TCP connection stays up, nothing comes back, not even pongs.
+    // Asterisk never pings, so only voicebot1's own pings can tell.
+    let (fake, mut vb) = start_pair("ws-frozen", Config::new());
+    assert_eq!(fake.freeze_websocket(), 1);
+    let frozen_at = Instant::now();
+    assert!(
+        fake.wait_ws_connections(2, Duration::from_secs(15)),
+        "voicebot1 still waited on the silent WebSocket {:.1} s after it froze",
+        frozen_at.elapsed().as_secs_f64()
+    );
+    let line = vb.wait_log("pings unanswered", STEP).expect("no log line says the WebSocket went silent");
+    assert!(line.contains("[WARN]") && line.contains("event WebSocket lost"), "{line}");
+    let silence = reported_silence(&line).unwrap_or_else(|| panic!("no silence in {line:?}"));
+    assert!((5.0..15.0).contains(&silence), "reported silence {silence} s: {line}");
+    assert_eq!(vb.count_log("pings unanswered"), 1, "one WARN line per dead connection");
+    assert!(vb.wait_log("reconciling active calls", STEP).is_some(), "no reconcile after the reconnect");
+    full_call(&fake, &vb, "1764000026.1");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_quiet_websocket_answering_pings_is_kept() {
+    // No event for more than a ping interval plus a pong timeout: voicebot1 pings, the fake's
+    // pongs prove the connection alive, and it is kept.
+    let (fake, mut vb) = start_pair("ws-quiet", Config::new());
+    assert!(
+        fake.wait_until(Duration::from_secs(15), |m| m.ws_pings() >= 2),
+        "voicebot1 sent {} pings in 15 s on a quiet WebSocket",
+        fake.ws_pings()
+    );
+    assert_eq!(fake.ws_connections(), 1, "a connection that answered every ping was replaced");
+    assert_eq!(vb.count_log("pings unanswered"), 0);
+    full_call(&fake, &vb, "1764000027.1");
     finish(&fake, &mut vb);
 }

@@ -1,7 +1,9 @@
 //! Asterisk's REST Interface: typed events, the REST client, the event WebSocket.
 
 pub mod events;
+pub mod liveness;
 pub mod rest;
+pub mod tcp;
 pub mod version;
 pub mod websocket;
 

@@ -1,11 +1,17 @@
-//! The ARI event WebSocket: connecting (with basic auth in a header, never in the URL) and reading
-//! text frames with a short read timeout so the reader thread notices shutdown.
+//! The ARI event WebSocket: connecting (with basic auth in a header, never in the URL, trying
+//! every address of the host), and reading text frames with a short read timeout so the reader
+//! thread notices shutdown.
+//!
+//! Each read also keeps the connection's [`Liveness`]: a ping goes out after `[ari]
+//! ping_interval_ms` without any frame from Asterisk, and when `pong_timeout_ms` pass after it
+//! with nothing arriving the read reports the connection lost, so a peer that vanished without
+//! closing is replaced instead of waited on for ever (Asterisk itself never pings).
 
 use std::fmt;
 use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::debug;
 use tungstenite::client::IntoClientRequest;
@@ -14,14 +20,21 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Connector, Message, WebSocket};
 
+use super::liveness::Liveness;
 use super::rest::basic_auth;
+use super::tcp;
 use crate::config::AriConfig;
 
-/// How often a blocked read returns to let the reader look at its shutdown channel.
+/// How often a blocked read returns to let the reader look at its shutdown channel. Writes (pings)
+/// are bounded by it too, so the reader never hangs on a peer that stopped reading.
 const READ_POLL: Duration = Duration::from_millis(250);
 
 /// Frames larger than this are refused (ARI events are a few kB).
 const MAX_FRAME: usize = 1 << 20;
+
+/// All the addresses of the host together may take this many request timeouts to connect:
+/// enough for one address that drops packets and one that answers.
+const CONNECT_BUDGET_TIMEOUTS: u32 = 2;
 
 #[derive(Debug)]
 pub enum ConnectError {
@@ -52,6 +65,7 @@ pub enum Frame {
 /// A connected event stream.
 pub struct EventSocket {
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    liveness: Liveness,
 }
 
 /// `host[:port]` or `[v6][:port]` with the port made explicit.
@@ -81,13 +95,15 @@ impl EventSocket {
             None => (url.trim_start_matches("ws://"), 80),
         };
         let authority = authority.split('/').next().unwrap_or_default();
-        let addr = with_port(authority, default_port)
-            .to_socket_addrs()
-            .map_err(|e| other("resolving", &e))?
-            .next()
-            .ok_or_else(|| ConnectError::Other(format!("resolving {url}: no address")))?;
-        let stream = TcpStream::connect_timeout(&addr, config.request_timeout).map_err(|e| other("connecting to", &e))?;
+        let addrs: Vec<SocketAddr> =
+            with_port(authority, default_port).to_socket_addrs().map_err(|e| other("resolving", &e))?.collect();
+        if addrs.is_empty() {
+            return Err(ConnectError::Other(format!("resolving {url}: no address")));
+        }
+        let budget = config.request_timeout * CONNECT_BUDGET_TIMEOUTS;
+        let stream = tcp::connect_first(&addrs, config.request_timeout, budget).map_err(|e| other("connecting to", &e))?;
         stream.set_nodelay(true).map_err(|e| other("configuring", &e))?;
+        tcp::keep_alive(&stream).map_err(|e| other("configuring", &e))?;
         // The handshake gets the whole request timeout; reads afterwards poll.
         stream.set_read_timeout(Some(config.request_timeout)).map_err(|e| other("configuring", &e))?;
         stream.set_write_timeout(Some(config.request_timeout)).map_err(|e| other("configuring", &e))?;
@@ -113,22 +129,53 @@ impl EventSocket {
         };
         debug!("WebSocket {url} connected: HTTP {}", response.status());
         tcp(&ws).set_read_timeout(Some(READ_POLL)).map_err(|e| other("configuring", &e))?;
-        Ok(EventSocket { ws })
+        tcp(&ws).set_write_timeout(Some(READ_POLL)).map_err(|e| other("configuring", &e))?;
+        let liveness = Liveness::new(Instant::now(), config.ping_interval, config.pong_timeout);
+        Ok(EventSocket { ws, liveness })
     }
 
-    /// Reads one frame. `Err` means the connection is over (closed, reset, protocol error).
+    /// Reads one frame, and pings Asterisk when it has been quiet. `Err` means the connection is
+    /// over (closed, reset, protocol error, or a ping unanswered for `pong_timeout_ms`).
     pub fn read(&mut self) -> Result<Frame, String> {
-        match self.ws.read() {
-            Ok(Message::Text(text)) => Ok(Frame::Text(text)),
-            Ok(Message::Binary(b)) => Ok(Frame::Text(String::from_utf8_lossy(&b).into_owned())),
-            Ok(Message::Close(frame)) => Err(format!("closed by Asterisk ({frame:?})")),
-            Ok(_) => Ok(Frame::Idle),
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                Ok(Frame::Idle)
-            }
-            Err(e) => Err(e.to_string()),
+        let read = self.ws.read();
+        let now = Instant::now();
+        if read.is_ok() {
+            self.liveness.on_frame(now);
         }
+        let frame = match read {
+            Ok(Message::Text(text)) => Frame::Text(text),
+            Ok(Message::Binary(b)) => Frame::Text(String::from_utf8_lossy(&b).into_owned()),
+            Ok(Message::Close(frame)) => return Err(format!("closed by Asterisk ({frame:?})")),
+            // Pongs, and pings (tungstenite queues the answer itself).
+            Ok(_) => Frame::Idle,
+            Err(tungstenite::Error::Io(e)) if would_block(&e) => Frame::Idle,
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Some(silence) = self.liveness.dead(now) {
+            return Err(format!("silent for {:.1} s, pings unanswered: dropped as dead", silence.as_secs_f64()));
+        }
+        if self.liveness.due_ping(now) {
+            self.ping(now)?;
+        }
+        Ok(frame)
     }
+
+    fn ping(&mut self, now: Instant) -> Result<(), String> {
+        match self.ws.send(Message::Ping(Vec::new())) {
+            Ok(()) => log::trace!("WebSocket ping sent"),
+            // The frame stays queued and goes out with the next write; the silence deadline
+            // still applies.
+            Err(tungstenite::Error::Io(e)) if would_block(&e) => {}
+            Err(e) => return Err(format!("sending a ping: {e}")),
+        }
+        self.liveness.on_ping(now);
+        Ok(())
+    }
+}
+
+/// A read or write timed out: nothing to do now, which is not an error.
+fn would_block(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
 /// The TCP stream under a plain or TLS WebSocket.
@@ -138,5 +185,29 @@ fn tcp(ws: &WebSocket<MaybeTlsStream<TcpStream>>) -> &TcpStream {
         MaybeTlsStream::Plain(s) => s,
         // No other TLS backend is compiled in; `MaybeTlsStream` is non-exhaustive.
         _ => unreachable!("unexpected stream type"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    fn ari_config(url: &str) -> AriConfig {
+        let text = format!("[ari]\npassword = 'x'\nurl = '{url}'\n");
+        crate::config::Config::parse(&text, "t", &crate::config::ProcessEnv).expect("config parses").ari
+    }
+
+    #[test]
+    fn event_socket_turns_tcp_keepalive_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        // The server side of the handshake; it returns its end so the connection stays open.
+        let server = std::thread::spawn(move || tungstenite::accept(listener.accept().unwrap().0).map_err(|e| e.to_string()));
+        let socket = EventSocket::connect(&ari_config(&url)).expect("connects to a loopback WebSocket server");
+        let _server_end = server.join().unwrap().expect("server handshake");
+        let sock = socket2::SockRef::from(tcp(&socket.ws));
+        assert!(sock.keepalive().unwrap(), "keepalive is off on the event WebSocket");
+        assert_eq!(sock.keepalive_time().unwrap(), super::tcp::KEEPALIVE_IDLE);
     }
 }

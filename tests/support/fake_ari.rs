@@ -3,6 +3,7 @@
 //! It exists only for what a real Asterisk cannot be made to do on demand:
 //! events that arrive before the REST response that created the resource,
 //! REST 5xx answers, slow REST answers, a WebSocket that drops mid-frame,
+//! a WebSocket that goes silent without closing (a half-open connection),
 //! malformed frames and wrong credentials. Default behaviour follows a small
 //! in-memory model of Asterisk (channels, bridges, Stasis membership) so a
 //! well-behaved client sees realistic answers and events.
@@ -222,6 +223,9 @@ impl Model<'_> {
     pub fn ws_connected_now(&self) -> usize {
         self.st.ws_clients.len()
     }
+    pub fn ws_pings(&self) -> usize {
+        self.st.ws_pings
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -314,6 +318,8 @@ impl Bridge {
 enum WsCmd {
     Text(String, Option<Sender<()>>),
     DropMidFrame,
+    /// Keep the TCP connection open but never write or read on it again.
+    Freeze,
 }
 
 struct WsClient {
@@ -330,6 +336,8 @@ struct State {
     rules: Vec<Rule>,
     ws_clients: Vec<WsClient>,
     ws_connections: usize,
+    /// WebSocket pings received from clients (each answered with a pong, unless frozen).
+    ws_pings: usize,
     auth_failures: usize,
     destination: Destination,
     media_start: MediaStart,
@@ -429,6 +437,7 @@ impl FakeAri {
                 rules: Vec::new(),
                 ws_clients: Vec::new(),
                 ws_connections: 0,
+                ws_pings: 0,
                 auth_failures: 0,
                 destination: Destination::Answer { after: Duration::from_millis(300) },
                 media_start: MediaStart::AfterResponse,
@@ -587,6 +596,25 @@ impl FakeAri {
         }
         self.inner.cond.notify_all();
         n
+    }
+
+    /// Freezes every connected WebSocket, as a connection whose far end vanished without a FIN
+    /// or RST looks to voicebot1: the TCP connection stays open, but from now on the fake sends
+    /// nothing on it (no events, no pongs) and reads nothing from it. The frozen connections no
+    /// longer count as connected; new ones behave normally. Returns how many were frozen.
+    pub fn freeze_websocket(&self) -> usize {
+        let clients: Vec<WsClient> = std::mem::take(&mut self.inner.lock().ws_clients);
+        let n = clients.len();
+        for c in clients {
+            let _ = c.tx.send(WsCmd::Freeze);
+        }
+        self.inner.cond.notify_all();
+        n
+    }
+
+    /// WebSocket pings received so far, over all connections.
+    pub fn ws_pings(&self) -> usize {
+        self.inner.lock().ws_pings
     }
 
     /// Number of WebSocket clients currently connected.
@@ -1033,6 +1061,14 @@ fn ws_loop(inner: &Inner, ws: &mut tungstenite::WebSocket<TcpStream>, stream: &T
                         let _ = a.send(());
                     }
                 }
+                WsCmd::Freeze => {
+                    let _ = ws.flush();
+                    while !inner.stop.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
                 WsCmd::DropMidFrame => {
                     let _ = ws.flush();
                     // Text frame header announcing 256 payload bytes, followed
@@ -1054,7 +1090,12 @@ fn ws_loop(inner: &Inner, ws: &mut tungstenite::WebSocket<TcpStream>, stream: &T
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
-            Ok(_) => {
+            Ok(message) => {
+                if message.is_ping() {
+                    inner.lock().ws_pings += 1;
+                    inner.cond.notify_all();
+                }
+                // Sends the pong tungstenite queued for a ping.
                 let _ = ws.flush();
             }
             Err(tungstenite::Error::Io(e))
