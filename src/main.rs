@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use log::{error, info};
-use simplelog::{ColorChoice, CombinedLogger, ConfigBuilder, SharedLogger, TermLogger, TerminalMode, WriteLogger};
+use simplelog::{CombinedLogger, ConfigBuilder, SharedLogger, WriteLogger};
 
 use voicebot1::config::{Config, ProcessEnv};
 
@@ -100,8 +100,9 @@ fn init_logging(config: &Config) -> Result<(), String> {
         .add_filter_allow_str("voicebot1")
         .build();
     let level = config.service.log_level;
-    let mut loggers: Vec<Box<dyn SharedLogger>> =
-        vec![TermLogger::new(level, log_config.clone(), TerminalMode::Stderr, ColorChoice::Never)];
+    // Plain text on stderr (the journal under systemd), one write per line.
+    let stderr = std::io::LineWriter::new(std::io::stderr());
+    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(level, log_config.clone(), stderr)];
     if let Some(file) = &config.service.log_file {
         let f = std::fs::OpenOptions::new()
             .create(true)
