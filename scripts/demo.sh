@@ -54,7 +54,7 @@ trap 'exit 130' INT TERM
 
 log "building voicebot1 (cargo build --release)"
 (cd "$VB1_REPO_DIR" && cargo build --release) || die "cargo build --release failed"
-bin="$VB1_REPO_DIR/target/release/voicebot1"
+bin="$VB1_TARGET_DIR/release/voicebot1"
 [ -x "$bin" ] || die "$bin not found after the build"
 config="$(voicebot1_config "$work")"
 

@@ -109,7 +109,7 @@ fi
 # Load run with voicebot1: start it, drive the calls (loadtest.sh arguments), SIGTERM it, check
 # it exits 0 with its port pool full again.
 load_with_voicebot1() {
-    local bin="$VB1_REPO_DIR/target/release/voicebot1" config rc=0 pool
+    local bin="$VB1_TARGET_DIR/release/voicebot1" config rc=0 pool
     [ -x "$bin" ] || { echo "error: $bin not built" >&2; return 1; }
     config="$(voicebot1_config "$work")" || return 1
     start_helper voicebot1 "$work/voicebot1.log" "$bin" "$config"

@@ -38,6 +38,10 @@ VB1_HELPER_DIR="$VB1_RUN_DIR/helpers"
 
 VB1_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VB1_REPO_DIR="$(cd "$VB1_SCRIPTS_DIR/.." && pwd)"
+# Where cargo writes its builds: CARGO_TARGET_DIR when set (relative to the
+# repository, where the scripts run cargo), else target/.
+VB1_TARGET_DIR="${CARGO_TARGET_DIR:-$VB1_REPO_DIR/target}"
+case "$VB1_TARGET_DIR" in /*) ;; *) VB1_TARGET_DIR="$VB1_REPO_DIR/$VB1_TARGET_DIR" ;; esac
 
 die() { echo "error: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
