@@ -5,13 +5,15 @@
 #   1. host packages (debootstrap, sip-tester, tcpdump, curl, jq) when missing
 #   2. cargo build --release --all-targets
 #   3. cargo test                (unit + fake-ARI integration tests)
-#   4. Asterisk sandbox up       (scripts/asterisk-sandbox.sh up)
-#   5. bench self-test           (scripts/bench-selftest.sh, no voicebot1)
-#   6. sandbox end-to-end tests  (VB1_SANDBOX=1 cargo test --release --test e2e_sandbox, if present)
-#   7. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers;
+#   4. release                   (scripts/release-check.sh: the glibc 2.17 binary, tarball,
+#                                 .deb and .rpm built and tried in a Debian 11 root)
+#   5. Asterisk sandbox up       (scripts/asterisk-sandbox.sh up)
+#   6. bench self-test           (scripts/bench-selftest.sh, no voicebot1)
+#   7. sandbox end-to-end tests  (VB1_SANDBOX=1 cargo test --release --test e2e_sandbox, if present)
+#   8. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers;
 #                                 2000 calls at 20/s, random destination behaviour;
 #                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
-#   8. faults                    (scripts/faults.sh restart and kill)
+#   9. faults                    (scripts/faults.sh restart and kill)
 # The sandbox is taken down at the end whatever happened. The voicebot1 stages
 # are skipped (with a message) only while Cargo.toml does not exist.
 # Last line: "N passed, N failed" (", N skipped" when any).  Exit 1 if any failed.
@@ -85,6 +87,12 @@ elif [ -f Cargo.toml ]; then
 else
     skip "cargo build" "no Cargo.toml yet"
     skip "cargo test" "no Cargo.toml yet"
+fi
+
+if [ "$have_cargo" = 1 ]; then
+    stage "release: glibc 2.17 binary, .deb and .rpm, run in Debian 11" "$VB1_SCRIPTS_DIR/release-check.sh"
+else
+    skip "release: glibc 2.17 binary, .deb and .rpm, run in Debian 11" "no Cargo.toml or no cargo"
 fi
 
 sandbox_up=0
