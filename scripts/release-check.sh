@@ -311,13 +311,14 @@ rpm_check() {
         || die "$REL_RPM requires GLIBC_$out, newer than $GLIBC_MAX"
     grep -q 'useradd -r -g voicebot1' <<<"$(rpm -qp --scripts "$rpmf")" || die "$REL_RPM's %pre does not create the voicebot1 user"
     # Install and erase it in the Debian root (rpm runs the scriptlets chrooted there).
+    # --force-debian: Debian's rpm would otherwise warn that this is a Debian system.
     rpm --root "$root" --initdb
-    rpm --root "$root" -i --nodeps "$rpmf" || die "rpm --root ROOT -i $REL_RPM failed"
+    rpm --root "$root" -i --nodeps --force-debian "$rpmf" || die "rpm --root ROOT -i $REL_RPM failed"
     echo "rpm --root install: user $(in_root id voicebot1), config $(in_root stat -c '%A %U:%G' /etc/voicebot1/voicebot1.toml)"
     check_unit "$root/usr/lib/systemd/system/voicebot1.service" "$root/etc/voicebot1/voicebot1.toml"
     in_root_as voicebot1:voicebot1 voicebot1 --check /etc/voicebot1/voicebot1.toml \
         || die "after the rpm install, voicebot1 --check failed as user voicebot1"
-    rpm --root "$root" -e voicebot1 || die "rpm --root ROOT -e voicebot1 failed"
+    rpm --root "$root" -e --force-debian voicebot1 || die "rpm --root ROOT -e voicebot1 failed"
     [ ! -e "$root/usr/bin/voicebot1" ] || die "/usr/bin/voicebot1 is still there after rpm -e"
     echo "rpm --root erase: files gone"
     echo "(not checked here: an install on CentOS 7 itself; no CentOS mirror is reachable)"
