@@ -43,71 +43,13 @@ UP_TIMEOUT="${VB1_UP_TIMEOUT:-60}"
 AST_PIDFILE="$VB1_RUN_DIR/asterisk.pid"
 AST_OUT="$VB1_RUN_DIR/asterisk.console.log"
 
-# The Debian mirror this machine's apt already uses (never a hard-coded host).
-mirror_uri() {
-    local uri=""
-    if [ -n "${VB1_MIRROR:-}" ]; then echo "$VB1_MIRROR"; return; fi
-    if [ -r /etc/apt/sources.list.d/debian.sources ]; then
-        # First "URIs:" of a stanza that is not the security archive.
-        uri="$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/debian.sources \
-               | grep -v -- '-security' | head -n1 || true)"
-    fi
-    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
-        uri="$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^(http|https|ftp|file):/) { print $i; break } }' \
-               /etc/apt/sources.list | grep -v -- '-security' | head -n1 || true)"
-    fi
-    [ -n "$uri" ] || die "no Debian mirror URI found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list (set VB1_MIRROR)"
-    echo "$uri"
-}
-
-# Mount points at or below a directory, deepest first.
-mounts_under() {
-    local dir="$1"
-    awk -v d="$dir" '{ m = $2; gsub(/\\040/, " ", m); if (m == d || index(m, d "/") == 1) print m }' /proc/mounts | sort -r
-}
-
-# Unmount everything below a directory. Must happen before any copy or rm of
-# the root: a live /proc or a bound /dev inside it must never be archived or
-# deleted through.
-unmount_under() {
-    local dir="$1" m
-    for m in $(mounts_under "$dir"); do
-        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || die "cannot unmount $m"
-    done
-    [ -z "$(mounts_under "$dir")" ] || die "still mounted below $dir: $(mounts_under "$dir" | tr '\n' ' ')"
-}
-
-safe_rm_tree() {
-    local dir="$1"
-    [ -e "$dir" ] || return 0
-    unmount_under "$dir"
-    rm -rf --one-file-system "$dir"
-}
-
 root_complete() {
     [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$MARKER_CONTENT" ] && [ -x "$VB1_ROOT/usr/sbin/asterisk" ]
 }
 
 build_root() {
-    local uri tmp="$VB1_ROOT.building" blog="$VB1_STATE_DIR/debootstrap.log" t0=$SECONDS
-    uri="$(mirror_uri)"
-    mkdir -p "$VB1_STATE_DIR"
-    rm -f "$MARKER"
-    safe_rm_tree "$tmp"
-    safe_rm_tree "$VB1_ROOT"
-    log "building the Asterisk root: debootstrap $SUITE ($ROOT_PACKAGES) from $uri (about a minute; log: $blog)"
-    if ! debootstrap --variant=minbase --include="$ROOT_PACKAGES" "$SUITE" "$tmp" "$uri" >"$blog" 2>&1; then
-        unmount_under "$tmp" || true
-        die "debootstrap of Debian $SUITE from $uri failed: $(grep -E '^(E|W):' "$blog" | tail -n1 || tail -n1 "$blog") (full log: $blog)"
-    fi
-    # debootstrap mounts /proc and /sys while it installs; make sure nothing is
-    # left mounted before the tree is moved and reused.
-    unmount_under "$tmp"
-    # Keep the root small and deterministic.
-    chroot "$tmp" apt-get clean >/dev/null 2>&1 || true
-    mv "$tmp" "$VB1_ROOT"
-    echo "$MARKER_CONTENT" >"$MARKER"
-    log "root built in $((SECONDS - t0)) s ($(du -sh --one-file-system "$VB1_ROOT" | cut -f1))"
+    build_debian_root "the Asterisk root" "$SUITE" "$ROOT_PACKAGES" "$VB1_ROOT" "$MARKER" "$MARKER_CONTENT" \
+        "$VB1_STATE_DIR/debootstrap.log"
 }
 
 # Device nodes Asterisk needs. Created as real nodes in the root (no bind

@@ -8,6 +8,8 @@
 #   scripts/demo.sh [--seconds 20] [--down]
 #     --seconds N   call length (default 20)
 #     --down        take the sandbox down at the end (default: leave it up to poke at)
+# Installs what it needs when missing (sip-tester, debootstrap, jq...: see
+# ensure_host_packages in scripts/lib/common.sh).
 # Ports: VB1_ARI_PORT / VB1_SIP_PORT / VB1_DEST_PORT as for asterisk-sandbox.sh;
 # when the ARI port is moved, voicebot1 runs with a temporary copy of the
 # configuration whose [ari] url points at it.
@@ -19,12 +21,14 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) seconds="${2:?}"; shift 2 ;;
         --down) take_down=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "--seconds expects a positive integer"
 require_root
+# sipp and its g711a.pcap, debootstrap, jq... before anything needs them.
+ensure_host_packages
 [ -f "$VB1_REPO_DIR/Cargo.toml" ] || die "no Cargo.toml in $VB1_REPO_DIR: voicebot1 is not there to demo yet"
 command -v cargo >/dev/null || die "cargo not found (the Rust toolchain is needed to build voicebot1)"
 CALLER_PORT="${VB1_CALLER_PORT:-5070}"
@@ -50,11 +54,12 @@ trap 'exit 130' INT TERM
 
 log "building voicebot1 (cargo build --release)"
 (cd "$VB1_REPO_DIR" && cargo build --release) || die "cargo build --release failed"
-bin="$VB1_REPO_DIR/target/release/voicebot1"
+bin="$VB1_TARGET_DIR/release/voicebot1"
 [ -x "$bin" ] || die "$bin not found after the build"
 config="$(voicebot1_config "$work")"
 
 # The transfer destination: answers and talks until hung up.
+# shellcheck disable=SC2016  # $1 and $@ are the inner shell's
 start_helper "sipp-uas" "$work/uas.screen" bash -c 'cd "$1" && shift && exec "$@"' _ "$work" \
     sipp -sf uas-answer.xml -i 127.0.0.1 -p "$VB1_DEST_PORT" -mp "$DEST_MEDIA_PORT" -nostdin -trace_err
 uas_pid=$HELPER_PID

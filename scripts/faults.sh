@@ -21,7 +21,7 @@
 # take them): the first run's figures are reported, not judged. What is judged: voicebot1 still
 # (or again) running, the second run's "failed=0 leaked_channels=0 leaked_bridges=0", a clean
 # SIGTERM exit with the pool full, and nothing left in Asterisk.
-# Needs the sandbox up and target/release/voicebot1 built. Last line: "fault=... result=ok|FAILED".
+# Needs the sandbox up and target/release/voicebot1 built (in $CARGO_TARGET_DIR when set). Last line: "fault=... result=ok|FAILED".
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
@@ -50,7 +50,7 @@ if [ "$random" = 1 ]; then
 fi
 [[ "$at" =~ ^[0-9]+$ ]] || die "--at expects whole seconds"
 require_root
-bin="$VB1_REPO_DIR/target/release/voicebot1"
+bin="$VB1_TARGET_DIR/release/voicebot1"
 [ -x "$bin" ] || die "$bin not built (cargo build --release)"
 ari GET /asterisk/info >/dev/null 2>&1 || die "the sandbox is not up (scripts/asterisk-sandbox.sh up)"
 

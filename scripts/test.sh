@@ -5,15 +5,17 @@
 #   1. host packages (debootstrap, sip-tester, tcpdump, curl, jq) when missing
 #   2. cargo build --release --all-targets
 #   3. cargo test                (unit + fake-ARI integration tests)
-#   4. Asterisk sandbox up       (scripts/asterisk-sandbox.sh up)
-#   5. bench self-test           (scripts/bench-selftest.sh, no voicebot1)
-#   6. sandbox end-to-end tests  (VB1_SANDBOX=1 cargo test --release --test e2e_sandbox, if present)
-#   7. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers;
+#   4. release                   (scripts/release-check.sh: the glibc 2.17 binary, tarball,
+#                                 .deb and .rpm built and tried in a Debian 11 root)
+#   5. Asterisk sandbox up       (scripts/asterisk-sandbox.sh up)
+#   6. bench self-test           (scripts/bench-selftest.sh, no voicebot1)
+#   7. sandbox end-to-end tests  (VB1_SANDBOX=1 cargo test --release --test e2e_sandbox, if present)
+#   8. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers;
 #                                 2000 calls at 20/s, random destination behaviour;
 #                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
-#   8. faults                    (scripts/faults.sh restart, kill, and restart-voicebot1 with
+#   9. faults                    (scripts/faults.sh restart, kill, and restart-voicebot1 with
 #                                 SIGTERM, SIGKILL and a random moment)
-#   9. Asterisk 16.28            (sandbox up --asterisk 16: bench self-test, end-to-end tests,
+#  10. Asterisk 16.28            (sandbox up --asterisk 16: bench self-test, end-to-end tests,
 #                                 the 300-call load run)
 # The sandbox is taken down at the end whatever happened. The voicebot1 stages
 # are skipped (with a message) only while Cargo.toml does not exist.
@@ -90,8 +92,14 @@ else
     skip "cargo test" "no Cargo.toml yet"
 fi
 
+if [ "$have_cargo" = 1 ]; then
+    stage "release: glibc 2.17 binary, .deb and .rpm, run in Debian 11" "$VB1_SCRIPTS_DIR/release-check.sh"
+else
+    skip "release: glibc 2.17 binary, .deb and .rpm, run in Debian 11" "no Cargo.toml or no cargo"
+fi
+
 sandbox_up=0
-stage "Asterisk sandbox up" "$VB1_SCRIPTS_DIR/asterisk-sandbox.sh" up && sandbox_up=1
+stage "Asterisk sandbox up" "$VB1_SCRIPTS_DIR/asterisk-sandbox.sh" up --asterisk 22 && sandbox_up=1
 
 if [ "$sandbox_up" = 1 ]; then
     stage "bench self-test" "$VB1_SCRIPTS_DIR/bench-selftest.sh"
@@ -111,11 +119,27 @@ fi
 
 # Load run with voicebot1: start it, drive the calls (loadtest.sh arguments), SIGTERM it, check
 # it exits 0 with its port pool full again.
+load_released_in_debian11() {
+    VB1_RELEASED_IN_ROOT="$(sandbox_root 16)" load_with_voicebot1 "$@"
+}
+
+# With VB1_RELEASED_IN_ROOT=DIR the released (glibc 2.17) binary from dist/ runs chrooted in
+# that Debian root instead of the development build on the host.
 load_with_voicebot1() {
-    local bin="$VB1_REPO_DIR/target/release/voicebot1" config rc=0 pool
-    [ -x "$bin" ] || { echo "error: $bin not built" >&2; return 1; }
+    local bin="$VB1_TARGET_DIR/release/voicebot1" config rc=0 pool tarball
     config="$(voicebot1_config "$work")" || return 1
-    start_helper voicebot1 "$work/voicebot1.log" "$bin" "$config"
+    if [ -n "${VB1_RELEASED_IN_ROOT:-}" ]; then
+        tarball="$(ls "$VB1_REPO_DIR"/dist/voicebot1-*-x86_64-linux-gnu.tar.gz 2>/dev/null | head -n1)"
+        [ -n "$tarball" ] || { echo "error: no released tarball in dist/ (scripts/release.sh)" >&2; return 1; }
+        rm -rf "$VB1_RELEASED_IN_ROOT/opt/vb1-test" && mkdir -p "$VB1_RELEASED_IN_ROOT/opt/vb1-test"
+        tar -xzf "$tarball" -C "$VB1_RELEASED_IN_ROOT/opt/vb1-test" --strip-components=1 || return 1
+        cp "$config" "$VB1_RELEASED_IN_ROOT/opt/vb1-test/test.toml"
+        echo "running the released $(basename "$tarball") in $VB1_RELEASED_IN_ROOT: $(chroot "$VB1_RELEASED_IN_ROOT" /opt/vb1-test/voicebot1 --version)"
+        start_helper voicebot1 "$work/voicebot1.log" chroot "$VB1_RELEASED_IN_ROOT" /opt/vb1-test/voicebot1 /opt/vb1-test/test.toml
+    else
+        [ -x "$bin" ] || { echo "error: $bin not built" >&2; return 1; }
+        start_helper voicebot1 "$work/voicebot1.log" "$bin" "$config"
+    fi
     bot_pid=$HELPER_PID
     if ! wait_voicebot1_registered "$bot_pid" 30; then
         echo "error: voicebot1 did not register its Stasis application within 30 s; its log:" >&2
@@ -168,8 +192,10 @@ fi
 if [ "$sandbox16_up" = 1 ] && [ "$built" = 1 ]; then
     stage "bench self-test (Asterisk 16)" "$VB1_SCRIPTS_DIR/bench-selftest.sh"
     stage "sandbox end-to-end tests (Asterisk 16)" env VB1_SANDBOX=1 VB1_ASTERISK=16 cargo test --release --test e2e_sandbox -- --include-ignored --test-threads=1
-    stage "load run with voicebot1 on Asterisk 16 (300 calls at 10/s, hold 1-20 s)" \
-        load_with_voicebot1 --calls 300 --rate 10 --hold 1-20 --dest answer
+    # The released binary, inside the Debian 11 root Asterisk 16 runs in: glibc 2.31 and a full
+    # load of calls with the very file an operator installs.
+    stage "load run on Asterisk 16 with the released binary in Debian 11 (300 calls at 10/s, hold 1-20 s)" \
+        load_released_in_debian11 --calls 300 --rate 10 --hold 1-20 --dest answer
 else
     skip "Asterisk 16 stages" "needs a successful build and the Asterisk 16 sandbox"
 fi

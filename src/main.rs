@@ -122,8 +122,9 @@ fn init_logging(config: &Config) -> Result<(), String> {
         .add_filter_allow_str("voicebot1")
         .build();
     let level = config.service.log_level;
-    let mut loggers: Vec<Box<dyn SharedLogger>> =
-        vec![WriteLogger::new(level, log_config.clone(), std::io::stderr())];
+    // Plain text on stderr (the journal under systemd), one write per line.
+    let stderr = std::io::LineWriter::new(std::io::stderr());
+    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(level, log_config.clone(), stderr)];
     if let Some(file) = &config.service.log_file {
         let f = std::fs::OpenOptions::new()
             .create(true)

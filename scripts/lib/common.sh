@@ -54,6 +54,10 @@ VB1_HELPER_DIR="$VB1_RUN_DIR/helpers"
 
 VB1_SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VB1_REPO_DIR="$(cd "$VB1_SCRIPTS_DIR/.." && pwd)"
+# Where cargo writes its builds: CARGO_TARGET_DIR when set (relative to the
+# repository, where the scripts run cargo), else target/.
+VB1_TARGET_DIR="${CARGO_TARGET_DIR:-$VB1_REPO_DIR/target}"
+case "$VB1_TARGET_DIR" in /*) ;; *) VB1_TARGET_DIR="$VB1_REPO_DIR/$VB1_TARGET_DIR" ;; esac
 
 die() { echo "error: $*" >&2; exit 1; }
 log() { echo "[$(date +%T)] $*" >&2; }
@@ -66,7 +70,8 @@ require_root() {
 ensure_host_packages() {
     local -a missing=()
     command -v debootstrap >/dev/null || missing+=(debootstrap)
-    command -v sipp >/dev/null        || missing+=(sip-tester)
+    # sipp, and the g711a.pcap the SIPp scenarios replay (sipp_workdir).
+    { command -v sipp >/dev/null && [ -r /usr/share/sip-tester/g711a.pcap ]; } || missing+=(sip-tester)
     command -v tcpdump >/dev/null     || missing+=(tcpdump)
     command -v curl >/dev/null        || missing+=(curl)
     command -v jq >/dev/null          || missing+=(jq)
@@ -74,10 +79,121 @@ ensure_host_packages() {
     command -v ss >/dev/null          || missing+=(iproute2)
     [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
     [ ${#missing[@]} -eq 0 ] && return 0
-    log "installing host packages: ${missing[*]}"
+    apt_install "${missing[@]}"
+}
+
+# Install the Debian packages that provide the commands missing here.
+ensure_commands() {  # ensure_commands COMMAND:PACKAGE...
+    local spec
+    local -a missing=()
+    for spec in "$@"; do
+        command -v "${spec%%:*}" >/dev/null || missing+=("${spec#*:}")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    apt_install "${missing[@]}"
+}
+
+apt_install() {  # apt_install PACKAGE...
+    [ "$(id -u)" -eq 0 ] || die "missing host packages: $* (install them, or run as root to have them installed)"
+    log "installing host packages: $*"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null 2>&1 || die "apt-get update failed (mirror unreachable?)"
-    apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || die "apt-get install ${missing[*]} failed"
+    apt-get install -y -qq "$@" >/dev/null 2>&1 || die "apt-get install $* failed"
+}
+
+# --- Debian roots (chroots built with debootstrap) ---------------------------
+# Shared by asterisk-sandbox.sh (the Asterisk root) and release-check.sh (a
+# plain Debian 11 root the release is tried in).
+
+# The Debian mirror this machine's apt already uses (never a hard-coded host).
+mirror_uri() {
+    local uri=""
+    if [ -n "${VB1_MIRROR:-}" ]; then echo "$VB1_MIRROR"; return; fi
+    if [ -r /etc/apt/sources.list.d/debian.sources ]; then
+        # First "URIs:" of a stanza that is not the security archive.
+        uri="$(awk '/^URIs:/ { for (i = 2; i <= NF; i++) print $i }' /etc/apt/sources.list.d/debian.sources \
+               | grep -v -- '-security' | head -n1 || true)"
+    fi
+    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
+        uri="$(awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^(http|https|ftp|file):/) { print $i; break } }' \
+               /etc/apt/sources.list | grep -v -- '-security' | head -n1 || true)"
+    fi
+    [ -n "$uri" ] || die "no Debian mirror URI found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list (set VB1_MIRROR)"
+    echo "$uri"
+}
+
+# Mount points at or below a directory, deepest first.
+mounts_under() {
+    local dir="$1"
+    awk -v d="$dir" '{ m = $2; gsub(/\\040/, " ", m); if (m == d || index(m, d "/") == 1) print m }' /proc/mounts | sort -r
+}
+
+# Unmount everything below a directory. Must happen before any copy or rm of
+# the root: a live /proc or a bound /dev inside it must never be archived or
+# deleted through.
+unmount_under() {
+    local dir="$1" m
+    for m in $(mounts_under "$dir"); do
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || die "cannot unmount $m"
+    done
+    [ -z "$(mounts_under "$dir")" ] || die "still mounted below $dir: $(mounts_under "$dir" | tr '\n' ' ')"
+}
+
+safe_rm_tree() {
+    local dir="$1"
+    [ -e "$dir" ] || return 0
+    unmount_under "$dir"
+    rm -rf --one-file-system "$dir"
+}
+
+# Build a Debian root with debootstrap (minbase) in DEST.building, make sure
+# nothing is left mounted in it, move it to DEST and write MARKER last, so that
+# a root with a marker is always complete.
+build_debian_root() {  # build_debian_root WHAT SUITE PACKAGES DEST MARKER MARKER_CONTENT LOG
+    local what="$1" suite="$2" pkgs="$3" dest="$4" marker="$5" content="$6" blog="$7"
+    local tmp="$4.building" uri t0=$SECONDS
+    local -a include=()
+    [ -n "$pkgs" ] && include=(--include="$pkgs")
+    uri="$(mirror_uri)"
+    mkdir -p "$(dirname "$dest")"
+    rm -f "$marker"
+    safe_rm_tree "$tmp"
+    safe_rm_tree "$dest"
+    log "building $what: debootstrap $suite (${pkgs:-minbase only}) from $uri (about a minute; log: $blog)"
+    if ! debootstrap --variant=minbase "${include[@]}" "$suite" "$tmp" "$uri" >"$blog" 2>&1; then
+        unmount_under "$tmp" || true
+        die "debootstrap of Debian $suite from $uri failed: $(grep -E '^(E|W):' "$blog" | tail -n1 || tail -n1 "$blog") (full log: $blog)"
+    fi
+    # debootstrap mounts /proc and /sys while it installs; make sure nothing is
+    # left mounted before the tree is moved and reused.
+    unmount_under "$tmp"
+    # Keep the root small and deterministic.
+    chroot "$tmp" apt-get clean >/dev/null 2>&1 || true
+    mv "$tmp" "$dest"
+    echo "$content" >"$marker"
+    log "root built in $((SECONDS - t0)) s ($(du -sh --one-file-system "$dest" | cut -f1))"
+}
+
+# --- Release (release.sh, release-check.sh) ----------------------------------
+
+# The package version, from Cargo.toml's [package] section.
+voicebot1_version() {
+    local v
+    v="$(awk '/^\[/ { in_pkg = ($0 == "[package]") } in_pkg && /^version *=/ { gsub(/.*= *"|".*/, ""); print; exit }' \
+         "$VB1_REPO_DIR/Cargo.toml")"
+    [[ "$v" =~ ^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$ ]] || die "no usable [package] version in Cargo.toml (got '$v')"
+    echo "$v"
+}
+
+# What release.sh writes for VERSION (a "-pre" suffix becomes "~pre": it sorts
+# before the release in dpkg and rpm, and rpm allows no "-" in a version).
+# Sets REL_NAME (the tarball's top directory), REL_TARBALL, REL_DEB, REL_RPM.
+release_names() {  # release_names VERSION
+    local pkg_version="${1//-/\~}"
+    REL_NAME="voicebot1-$1-x86_64-linux-gnu"
+    REL_TARBALL="$REL_NAME.tar.gz"
+    REL_DEB="voicebot1_${pkg_version}_amd64.deb"
+    REL_RPM="voicebot1-${pkg_version}-1.x86_64.rpm"
 }
 
 # curl against ARI; prints the body, fails on HTTP errors.
