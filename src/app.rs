@@ -313,6 +313,10 @@ impl Reader {
             if let Err(e) = leftovers::sweep(&self.shared) {
                 warn!("janitor: {e}");
             }
+            // Callers that entered the application while the WebSocket was down.
+            if let Err(e) = leftovers::adopt(&self.shared, &self.calls) {
+                warn!("ARI: after reconnect: {e}");
+            }
         }
         let connected_at = Instant::now();
         loop {

@@ -272,6 +272,12 @@ impl Call {
         self.phase
     }
 
+    /// Whether the externalMedia channel was created and its StasisStart is still awaited (after a
+    /// reconnect, a channel that exists answers it: its StasisStart was lost with the WebSocket).
+    pub fn awaits_media_start(&self) -> bool {
+        self.phase == Phase::Setup && self.media == Leg::Requested && self.media_created
+    }
+
     /// Whether voicebot1 expects `role`'s channel to exist (for reconciling with Asterisk).
     pub fn expects(&self, role: Role) -> bool {
         match role {

@@ -117,12 +117,20 @@ fn decide(call: &CallId, p: &Parts) -> Found {
 
 /// At start-up, right after the WebSocket connected: adopts, starts or removes every call found
 /// (see [`plan`]). Events read afterwards reach the adopted calls behind their adoption.
+///
+/// After a reconnect the same runs for the calls this instance does not hold: a caller whose
+/// StasisStart was lost while the WebSocket was down is started, not stranded.
 pub fn adopt(shared: &Shared, calls: &Scheduler<Live>) -> Result<(), AriError> {
     let (ari, ids, cfg) = (&shared.ari, &shared.ids, &shared.config.ari);
     let channels = ari.list_channels()?;
     let bridges = list_bridges(shared, &channels)?;
+    // Read after the listings: a call registered since is running here and left alone.
+    let active = shared.registry.lock().clone();
     let (mut adopted, mut started, mut hung_up, mut destroyed) = (0, 0, 0, 0);
     for (call, found) in plan(ids, &cfg.app, &cfg.inbound_arg, &channels, &bridges) {
+        if active.contains_key(&call) {
+            continue;
+        }
         match found {
             Found::Adopt { how, caller, media, dest_name } => {
                 adopted += 1;

@@ -183,9 +183,14 @@ impl CallHandler {
                     .into_iter()
                     .filter(|role| live.call.expects(*role) && !alive.contains(&self.shared.ids.channel(id, *role)))
                     .collect();
+                let media_up = live.call.awaits_media_start() && alive.contains(&self.shared.ids.channel(id, Role::Media));
                 for role in lost {
                     info!("call {id}: {} channel vanished while disconnected from ARI", role.as_str());
                     self.drive(id, state, Input::Left(role, None));
+                }
+                if media_up {
+                    info!("call {id}: media channel entered the application while disconnected from ARI");
+                    self.drive(id, state, Input::MediaUp);
                 }
             }
             CallMsg::Adopt { how, caller, media, dest_name } => {

@@ -147,3 +147,39 @@ fn fake_ari_quiet_websocket_answering_pings_is_kept() {
     full_call(&fake, &vb, "1764000027.1");
     finish(&fake, &mut vb);
 }
+
+#[test]
+fn fake_ari_caller_stranded_in_the_app_while_disconnected_is_started_after_reconnect() {
+    // A StasisStart lost with the WebSocket: the fake drops events while no client is connected.
+    let (fake, mut vb) = start_pair("stranded-caller", Config::new());
+    assert!(vb.wait_log("sweep: 0 calls adopted", STEP).is_some());
+    assert_eq!(fake.drop_websocket(), 1);
+    let ids = CallIds::new("1764000027.1");
+    fake.new_inbound_call(&ids.call);
+    assert!(fake.wait_ws_connections(2, STEP), "voicebot1 did not reconnect");
+    // The reconnect finds the caller waiting in the application and gives it its call.
+    expect_request(&fake, "bridge for the stranded caller", |r| is_bridge_create(r, &ids.bridge));
+    wait_bridge_has(&fake, &ids.bridge, &[&ids.call, &ids.media]);
+    assert!(vb.wait_log("was waiting in the application with no call; starting it", STEP).is_some());
+    transfer_to_destination(&fake, &vb, &ids);
+    caller_hangs_up_after_transfer(&fake, &ids);
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_media_stasis_start_lost_while_disconnected_is_recovered_after_reconnect() {
+    let (fake, mut vb) = start_pair("media-start-lost", Config::new());
+    // The media channel's StasisStart goes out while no WebSocket is there to carry it.
+    fake.set_media_start(MediaStart::Never);
+    let ids = CallIds::new("1764000028.1");
+    fake.new_inbound_call(&ids.call);
+    expect_request(&fake, "externalMedia", |r| is_external_media(r, &ids.media));
+    assert_eq!(fake.drop_websocket(), 1);
+    assert!(fake.wait_ws_connections(2, STEP), "voicebot1 did not reconnect");
+    // Well before the set-up guard (11 s here): the reconcile finds the media channel.
+    wait_bridge_has(&fake, &ids.bridge, &[&ids.call, &ids.media]);
+    fake.set_media_start(MediaStart::AfterResponse);
+    transfer_to_destination(&fake, &vb, &ids);
+    caller_hangs_up_after_transfer(&fake, &ids);
+    finish(&fake, &mut vb);
+}
