@@ -1,5 +1,6 @@
 //! Property tests: untrusted input never panics the decoders, and no interleaving of events and
-//! REST outcomes makes a call leak what it created.
+//! REST outcomes makes a call leak what it created. Plus the decoders on every frame of a call
+//! captured from the oldest Asterisk the bench runs (16.28).
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use proptest::prelude::*;
 use voicebot1::ari::events::decode;
 use voicebot1::call::{Action, Call, Failure, Input, Policy, Step, Timer};
 use voicebot1::config::PoolExhausted;
+use voicebot1::dispatch::{route, CallEvent};
 use voicebot1::ids::{CallId, Ids, Role};
 use voicebot1::media::looks_like_rtp;
 
@@ -231,5 +233,36 @@ fn external(event: u8) -> Input {
         9 => Input::Shutdown,
         10 => Input::Drain,
         _ => Input::Timer(Timer::MediaPhaseOver),
+    }
+}
+
+/// Every frame Asterisk 16.28 sent for one call that was transferred and then hung up by the
+/// caller (tests/fixtures/events/asterisk16/): each decodes, and the ones a call needs route to
+/// that one call with the roles voicebot1 acts on.
+#[test]
+fn asterisk16_captured_transferred_call_decodes_and_routes_to_one_call() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events/asterisk16");
+    let text = std::fs::read_to_string(format!("{dir}/call_transferred_then_caller_hangs_up.jsonl")).unwrap();
+    let ids = Ids::new("voicebot1");
+    let mut routed = Vec::new();
+    for line in text.lines() {
+        let event = decode(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        routed.extend(route(&ids, "inbound", event));
+    }
+    let call = &routed[0].0;
+    assert!(routed.iter().all(|(c, _)| c == call), "{routed:?}");
+    assert!(matches!(routed[0].1, CallEvent::Inbound(_)));
+    assert!(routed.iter().any(|(_, e)| matches!(e, CallEvent::Started(Role::Media, _))));
+    assert!(routed.iter().any(|(_, e)| matches!(e, CallEvent::Started(Role::Dest, _))));
+    assert!(routed.iter().any(|(_, e)| *e == CallEvent::Dial("ANSWER".into())));
+    assert!(routed.iter().any(|(_, e)| *e == CallEvent::Left(Role::Caller, None)));
+    assert!(routed.iter().any(|(_, e)| *e == CallEvent::Left(Role::Dest, Some(16))));
+    // The single-frame fixtures are frames of the same call.
+    for name in ["stasis_start_inbound", "stasis_start_external_media", "stasis_start_transfer", "stasis_end_caller",
+                 "channel_destroyed_media", "channel_destroyed_dest"] {
+        let frame = std::fs::read_to_string(format!("{dir}/{name}.json")).unwrap();
+        assert!(text.lines().any(|l| l == frame.trim_end()), "{name}.json is not a frame of the captured call");
+        let (c, _) = route(&ids, "inbound", decode(&frame).unwrap()).unwrap_or_else(|| panic!("{name} routes nowhere"));
+        assert_eq!(&c, call, "{name}");
     }
 }
