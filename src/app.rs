@@ -195,7 +195,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
 /// transfer needs its destination's answer.
 fn drain(shared: &Shared, calls: &Scheduler<Live>, longest: Duration) {
     info!(
-        "stop requested: handing {} calls over to the next voicebot1 (no new bot sessions; callers with the bot are transferred; up to {} s)",
+        "stop requested: handing {} calls over to the next voicebot1 (no new calls; callers with the bot are transferred; up to {} s)",
         shared.active_calls(),
         longest.as_secs()
     );

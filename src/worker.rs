@@ -253,6 +253,12 @@ impl CallHandler {
     fn on_event(&self, id: &CallId, state: &mut Option<Live>, event: CallEvent) {
         let known = state.is_some();
         match event {
+            // A stop is handing calls over: a call started now could be caught half-way (its
+            // destination answering while no instance runs cannot enter the application). The
+            // caller waits in the application; the next instance starts it (`leftovers::plan`).
+            CallEvent::Inbound(channel) if !known && self.shared.draining.load(Ordering::SeqCst) => {
+                info!("call {id}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", channel.name)
+            }
             CallEvent::Inbound(channel) if !known => self.start_call(id, state, *channel),
             CallEvent::Inbound(_) => debug!("call {id}: duplicate StasisStart ignored"),
             CallEvent::Started(role, channel) if known => {

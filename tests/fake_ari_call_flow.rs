@@ -123,6 +123,39 @@ fn fake_ari_sigterm_transfers_the_caller_with_the_bot_and_hands_connected_calls_
 }
 
 #[test]
+fn fake_ari_caller_arriving_during_the_handover_drain_waits_for_the_next_instance() {
+    // The destination answers after 1.5 s: the drain waits for it, and a caller arrives meanwhile.
+    let config = Config { phase_ms: 20_000, ..Config::new() };
+    let (fake, mut vb) = start_pair("drain-arrival", config);
+    fake.set_destination(Destination::Answer { after: Duration::from_millis(1500) });
+    let with_bot = call_to_media_phase(&fake, &vb, "1764000010.1");
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(vb.pid().to_string()).status();
+    assert!(vb.wait_log("stop requested", STEP).is_some(), "{}", vb.log_text());
+    let late = CallIds::new("1764000011.1");
+    fake.new_inbound_call("1764000011.1");
+    assert!(
+        vb.wait_log("call 1764000011.1: inbound from", STEP).is_some_and(|l| l.contains("left waiting for the next voicebot1")),
+        "{}",
+        vb.log_text()
+    );
+    let status = vb.wait_exit(STEP);
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?} after the drain: {}", vb.log_text());
+    assert!(vb.log_text().contains("1 handed over, 0 left"), "{}", vb.log_text());
+    assert!(fake.requests_matching(|r| is_bridge_create(r, &late.bridge)).is_empty(), "a call was started during the drain");
+    assert!(fake.has_channel(&late.call), "the late caller was hung up by the stop");
+    // The next instance adopts the connected call and starts the waiting caller.
+    fake.set_destination(Destination::Answer { after: Duration::from_millis(50) });
+    let mut next = launch("drain-arrival-next", &fake, Config::new());
+    assert!(next.wait_log("call 1764000010.1: adopted from an earlier voicebot1", STEP).is_some(), "{}", next.log_text());
+    assert!(next.wait_log("call 1764000011.1: caller", STEP).is_some_and(|l| l.contains("starting it")), "{}", next.log_text());
+    expect_request(&fake, "create bridge for the waiting caller", |r| is_bridge_create(r, &late.bridge));
+    expect_request(&fake, "addChannel of the waiting caller", |r| is_add_channel(r, &late.bridge, &late.call));
+    assert!(fake.caller_hangs_up(&late.call), "the waiting caller was hung up");
+    caller_hangs_up_after_transfer(&fake, &with_bot);
+    finish(&fake, &mut next);
+}
+
+#[test]
 fn fake_ari_destination_stasis_start_before_originate_response_is_bridged() {
     let (fake, mut vb) = start_pair("dest-before-rest", Config::new());
     fake.set_destination(Destination::AnswerBeforeResponse);
