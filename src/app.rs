@@ -20,11 +20,12 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
+use crate::admission::{self, Admission};
 use crate::ari::events::decode;
 use crate::ari::websocket::{events_url, ConnectError, EventSocket, Frame};
-use crate::ari::{AriClient, AsteriskVersion, ErrorKind, Support};
+use crate::ari::{AriClient, AriError, AsteriskVersion, ErrorKind, Support};
 use crate::config::{Config, OnStop};
-use crate::dispatch::{route, CallMsg, Scheduler};
+use crate::dispatch::{route, CallEvent, CallMsg, Scheduler};
 use crate::ids::Ids;
 use crate::leftovers;
 use crate::media::SocketPool;
@@ -82,6 +83,7 @@ pub fn bind_pool(config: &Config) -> Result<SocketPool, AppError> {
 pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let config = Arc::new(config);
     let pool = bind_pool(&config)?;
+    let (shed_tx, shed_rx) = admission::channel();
     let shared = Arc::new(Shared {
         ari: AriClient::new(&config.ari),
         ids: Ids::new(&config.ari.app),
@@ -90,6 +92,9 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         registry: Mutex::new(HashMap::new()),
         draining: AtomicBool::new(false),
         late_commands: AtomicBool::new(false),
+        admission: Admission::new(config.admission.clone()),
+        shed: shed_tx,
+        unconfirmed: Mutex::new(HashSet::new()),
         counters: Counters::default(),
     });
 
@@ -121,12 +126,21 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let (refused_tx, refused_rx) = crossbeam_channel::bounded::<AppError>(1);
-    let janitor_shared = Arc::clone(&shared);
-    let janitor_stop = stop_rx.clone();
+    let (janitor_shared, janitor_calls, janitor_stop) = (Arc::clone(&shared), Arc::clone(&calls), stop_rx.clone());
+    let every = config.service.janitor;
     let janitor_thread = std::thread::Builder::new()
         .name("janitor".into())
-        .spawn(move || leftovers::janitor(&janitor_shared, &janitor_stop, leftovers::JANITOR_EVERY))
+        .spawn(move || leftovers::janitor(&janitor_shared, &janitor_calls, &janitor_stop, every))
         .map_err(AppError::Thread)?;
+    let mut shedders = Vec::new();
+    for i in 0..admission::SHEDDERS {
+        let (shared, rejections, stop) = (Arc::clone(&shared), shed_rx.clone(), stop_rx.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("shedder-{i}"))
+            .spawn(move || admission::run_shedder(&shared, &rejections, &stop))
+            .map_err(AppError::Thread)?;
+        shedders.push(handle);
+    }
     let reader_shared = Arc::clone(&shared);
     let reader = std::thread::Builder::new()
         .name("ari-events".into())
@@ -151,6 +165,9 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     drop(stop_tx);
     join_until(reader, deadline);
     join_until(janitor_thread, deadline);
+    for shedder in shedders {
+        join_until(shedder, deadline);
+    }
     // Every call is handed over or ended through its normal end path, on all workers at once.
     calls.post_all(if handover { &CallMsg::Handover } else { &CallMsg::Shutdown });
     while !calls.is_empty() && Instant::now() < deadline {
@@ -309,8 +326,12 @@ impl Reader {
         }
         if reconnecting {
             Counters::bump(&self.shared.counters.reconnects);
-            self.reconcile();
-            if let Err(e) = leftovers::sweep(&self.shared) {
+            if let Err(e) = self.reconcile() {
+                // Retried by reconnecting: a call whose channels vanished must not wait for
+                // events that will never come.
+                return SessionEnd::Lost(format!("cannot reconcile after reconnect: {e}"));
+            }
+            if let Err(e) = leftovers::sweep(&self.shared, &self.calls, &mut HashSet::new()) {
                 warn!("janitor: {e}");
             }
             // Callers that entered the application while the WebSocket was down.
@@ -341,8 +362,10 @@ impl Reader {
         log::trace!("ARI event: {text}");
         match decode(text) {
             Ok(event) => {
-                if let Some((call, ev)) = route(&self.shared.ids, &self.shared.config.ari.inbound_arg, event) {
-                    self.calls.post(call, CallMsg::Event(ev));
+                match route(&self.shared.ids, &self.shared.config.ari.inbound_arg, event) {
+                    Some((call, CallEvent::Inbound(caller))) => admission::offer(&self.shared, &self.calls, call, caller),
+                    Some((call, ev)) => self.calls.post(call, CallMsg::Event(ev)),
+                    None => {}
                 }
             }
             Err(e) => {
@@ -353,15 +376,12 @@ impl Reader {
     }
 
     /// After a reconnect: tells every worker which channels still exist.
-    fn reconcile(&self) {
-        match self.shared.ari.list_channels() {
-            Ok(channels) => {
-                let alive: HashSet<String> = channels.into_iter().map(|c| c.id).collect();
-                info!("ARI: reconciling active calls with {} channels in Asterisk", alive.len());
-                self.calls.post_all(&CallMsg::Reconcile(Arc::new(alive)));
-            }
-            Err(e) => warn!("ARI: cannot reconcile after reconnect: {e}"),
-        }
+    fn reconcile(&self) -> Result<(), AriError> {
+        let channels = self.shared.ari.list_channels()?;
+        let alive: HashSet<String> = channels.into_iter().map(|c| c.id).collect();
+        info!("ARI: reconciling active calls with {} channels in Asterisk", alive.len());
+        self.calls.post_all(&CallMsg::Reconcile(Arc::new(alive)));
+        Ok(())
     }
 
     fn stop_requested(&self) -> bool {

@@ -21,6 +21,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub transfer: TransferConfig,
     pub service: ServiceConfig,
+    pub admission: AdmissionConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +77,32 @@ pub struct ServiceConfig {
     pub on_stop: OnStop,
     /// How long a `handover` stop waits for calls to leave the bot.
     pub drain: Duration,
+    /// How often the janitor looks for what no call owns (sooner while something is left).
+    pub janitor: Duration,
+}
+
+/// When a new call is not taken (see `admission`).
+#[derive(Debug, Clone)]
+pub struct AdmissionConfig {
+    /// Calls at once (all phases); 0: no ceiling.
+    pub max_calls: usize,
+    /// Calls being set up at once (bridge, externalMedia); 0: no ceiling.
+    pub max_setups: usize,
+    /// Asterisk's recent REST answer time (moving average) above which new calls are not taken;
+    /// zero: not used.
+    pub max_rest_latency: Duration,
+    /// How long after a REST request went unanswered (timeout, refused) new calls are not taken.
+    pub after_timeout: Duration,
+    pub on_overload: OnOverload,
+}
+
+/// What a call gets when it is not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOverload {
+    /// Hung up at once with cause congestion (34): one request, whatever the load.
+    Reject,
+    /// Transferred to the destination without the bot.
+    Transfer,
 }
 
 /// What a stop does with the calls voicebot1 holds.
@@ -276,7 +303,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
         ],
     ),
     ("transfer", &["endpoint", "caller_id", "dial_timeout_s"]),
-    ("service", &["workers", "log_level", "log_file", "on_stop", "drain_s"]),
+    ("service", &["workers", "log_level", "log_file", "on_stop", "drain_s", "janitor_s"]),
+    ("admission", &["max_calls", "max_setups", "max_rest_latency_ms", "after_timeout_ms", "on_overload"]),
 ];
 
 struct Reader<'e> {
@@ -316,7 +344,8 @@ impl<'e> Reader<'e> {
         let media = self.media(&section("media"));
         let transfer = self.transfer(&section("transfer"));
         let service = self.service(&section("service"));
-        Some(Config { ari: ari?, media: media?, transfer: transfer?, service: service? })
+        let admission = self.admission(&section("admission"));
+        Some(Config { ari: ari?, media: media?, transfer: transfer?, service: service?, admission: admission? })
     }
 
     fn ari(&mut self, s: &Section) -> Option<AriConfig> {
@@ -507,7 +536,24 @@ impl<'e> Reader<'e> {
             }
         };
         let drain = Duration::from_secs(self.integer(s, "drain_s", 30, 0, 3600) as u64);
-        Some(ServiceConfig { workers, log_level: log_level?, log_file, on_stop: on_stop?, drain })
+        let janitor = Duration::from_secs(self.integer(s, "janitor_s", 60, 1, 3600) as u64);
+        Some(ServiceConfig { workers, log_level: log_level?, log_file, on_stop: on_stop?, drain, janitor })
+    }
+
+    fn admission(&mut self, s: &Section) -> Option<AdmissionConfig> {
+        let max_calls = self.integer(s, "max_calls", 0, 0, 1_000_000) as usize;
+        let max_setups = self.integer(s, "max_setups", 20, 0, 100_000) as usize;
+        let max_rest_latency = self.millis(s, "max_rest_latency_ms", 500, 0, 120_000);
+        let after_timeout = self.millis(s, "after_timeout_ms", 2000, 0, 600_000);
+        let on_overload = match self.string(s, "on_overload", "reject").as_str() {
+            "reject" => Some(OnOverload::Reject),
+            "transfer" => Some(OnOverload::Transfer),
+            other => {
+                self.err("admission.on_overload", format!("{other:?} is not one of reject, transfer"));
+                None
+            }
+        };
+        Some(AdmissionConfig { max_calls, max_setups, max_rest_latency, after_timeout, on_overload: on_overload? })
     }
 
     // --- typed getters: each records an error naming the key and returns a usable fallback ---

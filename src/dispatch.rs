@@ -30,6 +30,8 @@ use crate::ids::{CallId, Ids, Role};
 pub enum CallEvent {
     /// A caller entered Stasis with the inbound argument: a new call.
     Inbound(Box<Channel>),
+    /// A new call admission control lets in without the bot (`on_overload = "transfer"`).
+    Overflow(Box<Channel>),
     /// Our externalMedia or destination channel entered Stasis.
     Started(Role, Box<Channel>),
     /// A party's channel left Stasis (`None`) or was destroyed (with its cause).

@@ -18,12 +18,12 @@ use log::{debug, info, warn};
 
 use crate::ari::{AriError, Bridge, Channel, ErrorKind, HangupReason};
 use crate::call::Adopted;
-use crate::dispatch::{CallEvent, CallMsg, Scheduler};
+use crate::dispatch::{CallMsg, Scheduler};
 use crate::ids::{CallId, Ids, Role};
 use crate::worker::{Live, Shared};
 
-/// How often leftovers of failed requests are looked for while running.
-pub const JANITOR_EVERY: Duration = Duration::from_secs(60);
+/// How soon the janitor looks again while something is left to remove or to confirm.
+pub const JANITOR_RETRY: Duration = Duration::from_secs(5);
 
 /// What start-up does with one call found in Asterisk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +139,7 @@ pub fn adopt(shared: &Shared, calls: &Scheduler<Live>) -> Result<(), AriError> {
             Found::Start(caller) => {
                 started += 1;
                 info!("call {call}: caller {} was waiting in the application with no call; starting it", caller.name);
-                calls.post(call, CallMsg::Event(CallEvent::Inbound(caller)));
+                crate::admission::offer(shared, calls, call, caller);
             }
             Found::Remove { channels, bridge } => {
                 for ch in channels {
@@ -200,43 +200,125 @@ fn list_bridges(shared: &Shared, channels: &[Channel]) -> Result<Vec<Bridge>, Ar
     }
 }
 
-/// While running: removes bridges and channels with our prefix whose call is not active (a
-/// request that timed out but created its resource anyway, a cleanup request that failed).
-pub fn sweep(shared: &Shared) -> Result<(), AriError> {
-    let (ari, ids) = (&shared.ari, &shared.ids);
+/// While running: removes what no active call owns, until Asterisk confirms it is gone.
+///
+/// - Channels whose hang-up failed earlier (`Shared::unconfirmed`, callers included) are hung up
+///   again; each stays listed until a hang-up succeeds or Asterisk answers 404.
+/// - Calls with resources in Asterisk but not in the registry: a request that timed out but
+///   created its resource anyway, a cleanup request that failed. Half-made and lone parts are
+///   removed at once (a call registers before it creates anything, and the registry is read
+///   after the listings). A caller waiting in the application, or a complete-looking call, must
+///   be seen twice in a row (its StasisStart may still be queued for a worker): then a waiting
+///   caller gets its call (its StasisStart was lost) and anything else is removed.
+///
+/// Returns whether something is left to look at again soon.
+pub fn sweep(shared: &Shared, calls: &Scheduler<Live>, suspects: &mut HashSet<CallId>) -> Result<bool, AriError> {
+    let (ari, ids, cfg) = (&shared.ari, &shared.ids, &shared.config.ari);
+    let mut again = retry_unconfirmed(shared);
     let channels = ari.list_channels()?;
     let bridges = list_bridges(shared, &channels)?;
     // Read after the listings: a call registered later created nothing that is listed, and a
     // call unregistered meanwhile has cleaned up (a second delete is a harmless 404).
     let active = shared.registry.lock().clone();
-    let orphan = |call: &CallId| !active.contains_key(call);
-    let (mut hung_up, mut destroyed) = (0, 0);
-    for ch in &channels {
-        if ids.is_ours(&ch.id) && orphan(&ids.classify_channel(&ch.id).0)
-            && remove(ari.hangup(&ch.id, HangupReason::Normal), "janitor", &format!("hung up leftover channel {} ({})", ch.id, ch.name))
-        {
-            hung_up += 1;
+    let (mut hung_up, mut destroyed, mut started) = (0, 0, 0);
+    let mut seen = HashSet::new();
+    for (call, found) in plan(ids, &cfg.app, &cfg.inbound_arg, &channels, &bridges) {
+        if active.contains_key(&call) {
+            continue;
+        }
+        let (channels, bridge) = match found {
+            Found::Remove { channels, bridge } => (channels, bridge),
+            found if !suspects.contains(&call) => {
+                debug!("janitor: call {call} has no running call here ({found:?}); looking again at the next sweep");
+                seen.insert(call);
+                continue;
+            }
+            Found::Start(caller) => {
+                info!("janitor: call {call}: caller {} is in the application with no call; starting it", caller.name);
+                started += 1;
+                crate::admission::offer(shared, calls, call, caller);
+                continue;
+            }
+            Found::Adopt { caller, dest_name, media, .. } => {
+                let mut legs = vec![caller.id.clone()];
+                legs.extend(media.then(|| ids.channel(&call, Role::Media)));
+                legs.extend(dest_name.map(|_| ids.channel(&call, Role::Dest)));
+                (legs, Some(ids.bridge(&call)))
+            }
+        };
+        for ch in channels {
+            let reason = if ch == call.0 { HangupReason::Congestion } else { HangupReason::Normal };
+            match removal(ari.hangup(&ch, reason), "janitor", &format!("hung up leftover channel {ch} of call {call}")) {
+                Removal::Removed => hung_up += 1,
+                Removal::Gone => {}
+                Removal::Failed => again = true,
+            }
+        }
+        if let Some(b) = bridge {
+            match removal(ari.destroy_bridge(&b), "janitor", &format!("destroyed leftover bridge {b}")) {
+                Removal::Removed => destroyed += 1,
+                Removal::Gone => {}
+                Removal::Failed => again = true,
+            }
         }
     }
-    for b in &bridges {
-        if ids.classify_bridge(&b.id).is_some_and(|call| orphan(&call))
-            && remove(ari.destroy_bridge(&b.id), "janitor", &format!("destroyed leftover bridge {}", b.id))
-        {
-            destroyed += 1;
-        }
+    if hung_up + destroyed + started > 0 {
+        info!("janitor: {hung_up} leftover channels hung up, {destroyed} leftover bridges destroyed, {started} waiting callers started");
     }
-    if hung_up + destroyed > 0 {
-        info!("janitor: {hung_up} leftover channels hung up, {destroyed} leftover bridges destroyed");
-    }
-    Ok(())
+    *suspects = seen;
+    Ok(again || !suspects.is_empty())
 }
 
-/// Runs [`sweep`] every `every` until `stop` disconnects.
-pub fn janitor(shared: &Shared, stop: &Receiver<()>, every: Duration) {
-    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
-        if let Err(e) = sweep(shared) {
-            debug!("janitor: {e}");
+/// Hangs up again every channel whose hang-up failed; true if some are still not confirmed gone.
+fn retry_unconfirmed(shared: &Shared) -> bool {
+    let pending: Vec<String> = shared.unconfirmed.lock().iter().cloned().collect();
+    let mut left = false;
+    for ch in pending {
+        match removal(shared.ari.hangup(&ch, HangupReason::Normal), "janitor", &format!("hung up {ch}, whose earlier hang-up had failed")) {
+            Removal::Removed | Removal::Gone => {
+                shared.unconfirmed.lock().remove(&ch);
+            }
+            Removal::Failed => left = true,
         }
+    }
+    left
+}
+
+enum Removal {
+    Removed,
+    /// 404: it was gone already.
+    Gone,
+    Failed,
+}
+
+fn removal(result: Result<(), AriError>, who: &str, what: &str) -> Removal {
+    match result {
+        Ok(()) => {
+            info!("{who}: {what}");
+            Removal::Removed
+        }
+        Err(e) if e.is_not_found() => Removal::Gone,
+        Err(e) => {
+            warn!("{who}: {e}");
+            Removal::Failed
+        }
+    }
+}
+
+/// Runs [`sweep`] every `every` until `stop` disconnects; every [`JANITOR_RETRY`] while something
+/// is left to confirm.
+pub fn janitor(shared: &Shared, calls: &Scheduler<Live>, stop: &Receiver<()>, every: Duration) {
+    let mut suspects = HashSet::new();
+    let mut wait = every;
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
+        wait = match sweep(shared, calls, &mut suspects) {
+            Ok(true) => JANITOR_RETRY.min(every),
+            Ok(false) => every,
+            Err(e) => {
+                debug!("janitor: {e}");
+                JANITOR_RETRY.min(every)
+            }
+        };
     }
 }
 

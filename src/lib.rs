@@ -6,6 +6,7 @@
 //! thread, `dispatch` routes each event to the worker that owns its call, `worker` performs what
 //! the pure state machine in `call` decides, `media` owns the UDP sockets and the echo threads.
 
+pub mod admission;
 pub mod app;
 pub mod ari;
 pub mod call;

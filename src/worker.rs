@@ -10,7 +10,7 @@
 //! ids, so a bug costs one call, logged, never a worker or the calls behind it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 use parking_lot::Mutex;
 
+use crate::admission::{Admission, Rejection};
 use crate::ari::rest::Originate;
 use crate::ari::{AriClient, AriError, Channel, HangupReason};
 use crate::call::{Action, Adopted, Call, End, Failure, Input, Phase, Policy, Reason, Step, Timer};
@@ -51,6 +52,12 @@ pub struct Shared {
     /// The connected Asterisk runs a channel's queued ARI commands only when the channel wakes
     /// (before 18.21 / 20.6): set at every connect from its version.
     pub late_commands: AtomicBool,
+    pub admission: Admission,
+    /// Callers not taken, for the shedder threads to hang up.
+    pub shed: Sender<Rejection>,
+    /// Channels whose hang-up failed (no answer, 5xx): the janitor retries each until Asterisk
+    /// confirms it is gone. Callers need this: their ids are not ours, so nothing else finds them.
+    pub unconfirmed: Mutex<HashSet<String>>,
     pub counters: Counters,
 }
 
@@ -69,6 +76,8 @@ pub struct Counters {
     pub adopted: AtomicU64,
     /// Calls left in Asterisk for the next instance at a handover stop.
     pub handed_over: AtomicU64,
+    /// New calls not taken by admission control (rejected, or transferred without the bot).
+    pub shed: AtomicU64,
 }
 
 impl Counters {
@@ -79,8 +88,9 @@ impl Counters {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} calls, {} adopted, {} handed over, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects, {} internal errors",
+            "{} calls, {} not taken (overload), {} adopted, {} handed over, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects, {} internal errors",
             g(&self.calls),
+            g(&self.shed),
             g(&self.adopted),
             g(&self.handed_over),
             g(&self.pool_exhausted),
@@ -126,6 +136,8 @@ pub struct Live {
     echo: Option<Echo>,
     /// When the destination was asked to ring.
     dialing_since: Option<Instant>,
+    /// Admission control let the call in without the bot (`on_overload = "transfer"`).
+    without_bot: bool,
 }
 
 /// A timer request: at `Instant`, post `Timer` to the call.
@@ -217,6 +229,7 @@ impl CallHandler {
                     dest_name,
                     echo: None,
                     dialing_since,
+                    without_bot: false,
                 });
                 self.perform_all(id, state, actions);
             }
@@ -256,11 +269,22 @@ impl CallHandler {
             // A stop is handing calls over: a call started now could be caught half-way (its
             // destination answering while no instance runs cannot enter the application). The
             // caller waits in the application; the next instance starts it (`leftovers::plan`).
-            CallEvent::Inbound(channel) if !known && self.shared.draining.load(Ordering::SeqCst) => {
+            CallEvent::Inbound(channel) | CallEvent::Overflow(channel) if !known && self.shared.draining.load(Ordering::SeqCst) => {
+                self.shared.admission.taken(id);
                 info!("call {id}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", channel.name)
             }
-            CallEvent::Inbound(channel) if !known => self.start_call(id, state, *channel),
-            CallEvent::Inbound(_) => debug!("call {id}: duplicate StasisStart ignored"),
+            CallEvent::Inbound(channel) if !known => {
+                self.shared.admission.taken(id);
+                self.start_call(id, state, *channel, true)
+            }
+            CallEvent::Overflow(channel) if !known => {
+                self.shared.admission.taken(id);
+                self.start_call(id, state, *channel, false)
+            }
+            CallEvent::Inbound(_) | CallEvent::Overflow(_) => {
+                self.shared.admission.taken(id);
+                debug!("call {id}: duplicate StasisStart ignored")
+            }
             CallEvent::Started(role, channel) if known => {
                 if let Some(live) = state.as_mut() {
                     match role {
@@ -286,8 +310,13 @@ impl CallHandler {
         }
     }
 
-    fn start_call(&self, id: &CallId, state: &mut Option<Live>, channel: Channel) {
-        let (mut call, mut actions) = Call::start(self.shared.policy());
+    /// A new call; `bot`: false when admission control let it in to be transferred at once.
+    fn start_call(&self, id: &CallId, state: &mut Option<Live>, channel: Channel, bot: bool) {
+        let mut policy = self.shared.policy();
+        if !bot {
+            policy.on_pool_exhausted = crate::config::PoolExhausted::Transfer;
+        }
+        let (mut call, mut actions) = Call::start(policy);
         if self.shared.draining.load(Ordering::SeqCst) {
             actions.extend(call.on(Input::Drain));
         }
@@ -303,6 +332,7 @@ impl CallHandler {
             dest_name: None,
             echo: None,
             dialing_since: None,
+            without_bot: !bot,
         });
         self.perform_all(id, state, actions);
     }
@@ -367,6 +397,7 @@ impl CallHandler {
                 debug!("call {id}: no bot session while voicebot1 is stopping");
                 Some(Input::Leased(false))
             }
+            Action::LeaseSocket if live.without_bot => Some(Input::Leased(false)),
             Action::LeaseSocket => {
                 let echo = match shared.pool.lease() {
                     None => {
@@ -520,7 +551,10 @@ impl CallHandler {
         match self.shared.ari.hangup(channel, reason) {
             Ok(()) => debug!("call {id}: hung up {channel}"),
             Err(e) if e.is_not_found() => debug!("call {id}: {channel} already gone"),
-            Err(e) => warn!("call {id}: {e}"),
+            Err(e) => {
+                warn!("call {id}: {e}; the janitor retries");
+                self.shared.unconfirmed.lock().insert(channel.to_string());
+            }
         }
     }
 }

@@ -177,3 +177,98 @@ fn fake_ari_caller_hangup_queued_behind_a_slow_request_wins_over_the_media_timer
     assert!(fake.caller_hangs_up(&blocker.call));
     finish(&fake, &mut vb);
 }
+
+// ---- overload: admission control and a janitor that converges ----------------------------
+
+#[test]
+fn fake_ari_a_call_over_max_calls_is_rejected_with_congestion_at_once() {
+    let config = Config { phase_ms: 3000, admission: "max_calls = 1".into(), ..Config::new() };
+    let (fake, mut vb) = start_pair("over-max-calls", config);
+    let first = call_to_media_phase(&fake, &vb, "1764000060.1");
+    let second = CallIds::new("1764000061.1");
+    fake.new_inbound_call(&second.call);
+    let hangup = fake.wait_for_answered(STEP, |r| is_delete_channel(r, &second.call)).expect("the second caller is hung up");
+    assert_eq!(hangup.q("reason"), Some("congestion"), "{hangup}");
+    let line = vb.wait_log("call 1764000061.1: rejected with congestion", STEP).expect("a rejection line");
+    assert!(line.contains("admission.max_calls is 1"), "{line}");
+    assert!(fake.requests_matching(|r| is_bridge_create(r, &second.bridge)).is_empty(), "a rejected call got a bridge");
+    assert!(fake.caller_hangs_up(&first.call));
+    wait_no_voicebot1_resources(&fake);
+    // Below the ceiling again: the next caller is taken.
+    full_call(&fake, &vb, "1764000062.1");
+    finish(&fake, &mut vb);
+    assert!(vb.log_text().contains("1 not taken (overload)"), "{}", vb.log_text());
+}
+
+#[test]
+fn fake_ari_slow_asterisk_sheds_new_calls_until_it_answers_fast_again() {
+    // Every bridge request takes 400 ms: after one set-up the average answer time is past 100 ms.
+    let config = Config { phase_ms: 3000, admission: "max_rest_latency_ms = 100".into(), ..Config::new() };
+    let (fake, mut vb) = start_pair("slow-asterisk-sheds", config);
+    fake.set_rule(Rule::prefix("POST", "/ari/bridges", Action::Delay(Duration::from_millis(400))));
+    let slow = call_to_media_phase(&fake, &vb, "1764000063.1");
+    let shed = CallIds::new("1764000064.1");
+    fake.new_inbound_call(&shed.call);
+    let line = vb.wait_log("call 1764000064.1: rejected with congestion", STEP).expect("the caller is not taken");
+    assert!(line.contains("Asterisk answers REST requests in"), "{line}");
+    wait_channel_gone(&fake, &shed.call, "the rejected caller is hung up");
+    // Asterisk fast again (and the slow answers more than 2 s old): calls are taken.
+    fake.clear_rules();
+    assert!(fake.caller_hangs_up(&slow.call));
+    wait_no_voicebot1_resources(&fake);
+    std::thread::sleep(Duration::from_millis(2500));
+    full_call(&fake, &vb, "1764000065.1");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_a_transport_failure_sheds_calls_to_the_destination_without_the_bot() {
+    let config = Config { phase_ms: 20_000, admission: "on_overload = \"transfer\"".into(), ..Config::new() };
+    let (fake, mut vb) = start_pair("unanswered-transfers", config);
+    // One bridge request goes unanswered (connection closed): that call fails, and for the next
+    // 2 s new callers go straight to the destination.
+    fake.set_rule(Rule::create_bridge(Action::Drop).times(2));
+    let failed = CallIds::new("1764000066.1");
+    fake.new_inbound_call(&failed.call);
+    wait_channel_gone(&fake, &failed.call, "the caller whose bridge failed is hung up");
+    let ids = CallIds::new("1764000067.1");
+    fake.new_inbound_call(&ids.call);
+    let line = vb.wait_log("call 1764000067.1: not taken", STEP).expect("the caller is not taken with the bot");
+    assert!(line.contains("went unanswered") && line.contains("transferring without the bot"), "{line}");
+    expect_request(&fake, "originate at once", |r| is_originate(r, &ids.dest));
+    wait_bridge_has(&fake, &ids.bridge, &[&ids.call, &ids.dest]);
+    assert!(fake.requests_matching(|r| is_external_media(r, &ids.media)).is_empty(), "the bot was set up");
+    caller_hangs_up_after_transfer(&fake, &ids);
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_a_caller_whose_hang_up_failed_is_hung_up_by_the_janitor() {
+    let config = Config { janitor_s: 1, ..Config::new() };
+    let (fake, mut vb) = start_pair("janitor-retries-caller", config);
+    fake.set_destination(Destination::Busy { after: Duration::from_millis(50) });
+    let ids = CallIds::new("1764000068.1");
+    // The caller's hang-up fails twice (the request and its retry).
+    let caller_path = format!("/ari/channels/{}", ids.call);
+    fake.set_rule(Rule::when("DELETE", "caller hang-up", move |p| p == caller_path, internal_error()).times(2));
+    fake.new_inbound_call(&ids.call);
+    assert!(vb.wait_log("call 1764000068.1: ended", STEP).is_some(), "{}", vb.log_text());
+    assert!(fake.has_channel(&ids.call), "the caller's hang-up did not fail as scripted");
+    wait_channel_gone(&fake, &ids.call, "the janitor must hang the caller up once Asterisk answers");
+    assert!(vb.wait_log("whose earlier hang-up had failed", STEP).is_some());
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_a_caller_whose_stasis_start_never_came_is_started_by_the_janitor() {
+    let config = Config { janitor_s: 1, ..Config::new() };
+    let (fake, mut vb) = start_pair("janitor-starts-caller", config);
+    assert!(vb.wait_log("sweep: 0 calls adopted", STEP).is_some(), "{}", vb.log_text());
+    let ids = CallIds::new("1764000069.1");
+    fake.add_waiting_caller(&ids.call);
+    expect_request(&fake, "bridge for the caller found by the janitor", |r| is_bridge_create(r, &ids.bridge));
+    assert!(vb.log_text().contains("janitor: call 1764000069.1: caller"), "{}", vb.log_text());
+    transfer_to_destination(&fake, &vb, &ids);
+    caller_hangs_up_after_transfer(&fake, &ids);
+    finish(&fake, &mut vb);
+}

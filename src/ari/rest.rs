@@ -7,8 +7,9 @@
 //! Only idempotent requests (GET, DELETE) are retried, once, on a transport error or a 5xx.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, trace};
 use serde::de::DeserializeOwned;
@@ -94,12 +95,84 @@ pub struct Originate<'a> {
     pub timeout: Duration,
 }
 
-/// The ARI REST client. Clones share one connection pool.
+/// The ARI REST client. Clones share one connection pool and one [`Responsiveness`].
 #[derive(Clone)]
 pub struct AriClient {
     agent: ureq::Agent,
     base: String,
     auth: String,
+    responsiveness: Arc<Responsiveness>,
+}
+
+/// How fast Asterisk has answered REST requests lately: the signal admission control sheds new
+/// calls on when Asterisk is overloaded (its CPU saturated, its answers late or missing).
+#[derive(Debug)]
+pub struct Responsiveness {
+    epoch: Instant,
+    /// Moving average of answer times (each request weighs 1/8), microseconds.
+    average_us: AtomicU64,
+    /// When the last request was answered, or went unanswered; ms since `epoch`.
+    last_ms: AtomicU64,
+    /// When a request last went unanswered (transport error: timeout, refused, reset); ms since
+    /// `epoch`, `u64::MAX` for never.
+    unanswered_ms: AtomicU64,
+}
+
+/// A moving average older than this says nothing about Asterisk now.
+const RESPONSIVENESS_STALE: Duration = Duration::from_secs(2);
+
+impl Responsiveness {
+    pub fn new() -> Responsiveness {
+        Responsiveness {
+            epoch: Instant::now(),
+            average_us: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            unanswered_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// One request's answer time; `answered` is false when no HTTP answer came.
+    pub fn record(&self, took: Duration, answered: bool) {
+        let now = self.now_ms();
+        if !answered {
+            self.unanswered_ms.store(now, Ordering::Relaxed);
+        }
+        let sample = took.as_micros().min(u64::MAX as u128) as u64;
+        // Concurrent updates may lose one sample: an estimate needs no lock.
+        let old = if now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) > RESPONSIVENESS_STALE.as_millis() as u64 {
+            sample
+        } else {
+            self.average_us.load(Ordering::Relaxed)
+        };
+        self.average_us.store(old - old / 8 + sample / 8, Ordering::Relaxed);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// The recent average answer time; zero when no request was made lately.
+    pub fn average(&self) -> Duration {
+        if self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)) > RESPONSIVENESS_STALE.as_millis() as u64 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.average_us.load(Ordering::Relaxed))
+    }
+
+    /// How long ago a request last went unanswered.
+    pub fn since_unanswered(&self) -> Option<Duration> {
+        match self.unanswered_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            at => Some(Duration::from_millis(self.now_ms().saturating_sub(at))),
+        }
+    }
+}
+
+impl Default for Responsiveness {
+    fn default() -> Self {
+        Responsiveness::new()
+    }
 }
 
 impl fmt::Debug for AriClient {
@@ -154,7 +227,13 @@ impl AriClient {
             agent: builder.build(),
             base: config.rest_base.clone(),
             auth: basic_auth(&config.username, config.password.expose()),
+            responsiveness: Arc::new(Responsiveness::new()),
         }
+    }
+
+    /// How fast Asterisk has answered this client's requests lately.
+    pub fn responsiveness(&self) -> &Responsiveness {
+        &self.responsiveness
     }
 
     /// `GET /asterisk/info`: the Asterisk version, and a check of the credentials.
@@ -284,7 +363,8 @@ impl AriClient {
         match self.call_once(method, path, query, doing) {
             Err(e) if idem == Idempotent::Yes && is_passing(&e.kind) => {
                 debug!("{e}; retrying once");
-                std::thread::sleep(Duration::from_millis(200));
+                // Jittered, so that requests that failed together do not all come back together.
+                std::thread::sleep(Duration::from_millis(100 + jitter_ms(200)));
                 self.call_once(method, path, query, doing)
             }
             other => other,
@@ -299,7 +379,10 @@ impl AriClient {
         }
         debug!("ARI {method} {path} {query:?}");
         let err = |kind| AriError { doing: doing.to_string(), kind };
-        match req.call() {
+        let sent = Instant::now();
+        let result = req.call();
+        self.responsiveness.record(sent.elapsed(), !matches!(result, Err(ureq::Error::Transport(_))));
+        match result {
             Ok(resp) => {
                 let status = resp.status();
                 let body = resp.into_string().map_err(|e| err(ErrorKind::Transport(format!("reading the response: {e}"))))?;
@@ -322,6 +405,15 @@ impl AriClient {
             }
         }
     }
+}
+
+/// A pseudo-random number in `0..bound` (xorshift over the clock: jitter needs no more).
+fn jitter_ms(bound: u64) -> u64 {
+    let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() as u64) | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x % bound.max(1)
 }
 
 fn is_passing(kind: &ErrorKind) -> bool {

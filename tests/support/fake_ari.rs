@@ -546,6 +546,22 @@ impl FakeAri {
         j
     }
 
+    /// A caller in `Stasis(voicebot1,inbound)` whose StasisStart never reached voicebot1 (lost
+    /// by Asterisk, or by a connection): the channel exists, no event is sent.
+    pub fn add_waiting_caller(&self, id: &str) {
+        let mut st = self.inner.lock();
+        let n = st.next_seq();
+        let ch = Channel {
+            caller_number: "sipp".into(),
+            context: "from-callers".into(),
+            exten: "3308487".into(),
+            app_data: format!("{APP},inbound"),
+            ..Channel::in_stasis(id, format!("PJSIP/callers-{n:08x}"), "Up")
+        };
+        st.channels.insert(id.into(), ch);
+        self.inner.cond.notify_all();
+    }
+
     /// The far end hangs up channel `id`: ChannelHangupRequest, (ChannelLeftBridge),
     /// StasisEnd, ChannelDestroyed (cause 16). Returns false if it did not exist.
     pub fn remote_hangup(&self, id: &str) -> bool {

@@ -28,6 +28,10 @@ pub struct Config {
     pub log_level: String,
     /// `[service] on_stop`: "handover" (the default) or "hangup".
     pub on_stop: String,
+    /// `[service] janitor_s`.
+    pub janitor_s: u64,
+    /// Lines of the `[admission]` section.
+    pub admission: String,
 }
 
 impl Default for Config {
@@ -45,6 +49,8 @@ impl Default for Config {
             workers: 2,
             log_level: "debug".into(),
             on_stop: "handover".into(),
+            janitor_s: 60,
+            admission: String::new(),
         }
     }
 }
@@ -64,7 +70,8 @@ impl Config {
              request_timeout_ms = {}\nreconnect_min_ms = {}\nreconnect_max_ms = {}\n\n\
              [media]\nport_min = {}\nport_max = {}\nphase_ms = {}\n\n\
              [transfer]\nendpoint = \"{}\"\ndial_timeout_s = {}\n\n\
-             [service]\nworkers = {}\nlog_level = \"{}\"\non_stop = \"{}\"\n",
+             [service]\nworkers = {}\nlog_level = \"{}\"\non_stop = \"{}\"\njanitor_s = {}\n\n\
+             [admission]\n{}\n",
             self.password,
             self.request_timeout_ms,
             self.reconnect_min_ms,
@@ -77,6 +84,8 @@ impl Config {
             self.workers,
             self.log_level,
             self.on_stop,
+            self.janitor_s,
+            self.admission,
         )
     }
 }

@@ -1,0 +1,261 @@
+//! Admission control: whether a new caller gets a call, decided on the event reader before the
+//! call costs Asterisk anything.
+//!
+//! Overload on these boxes is Asterisk's: its CPU saturates first, its REST answers slow down,
+//! then time out, and every call set up meanwhile joins a queue of time-outs. So a new call is not
+//! taken when voicebot1 already carries its ceiling of calls or of set-ups, or when Asterisk has
+//! answered slowly lately or not at all (see [`Responsiveness`]). Such a caller gets a defined
+//! outcome at once: by default it is hung up with cause congestion (34) by a shedder thread — one
+//! request, never queued behind the workers, whose calls may be the ones waiting on Asterisk — or
+//! (`on_overload = "transfer"`) it goes to the destination without the bot.
+//!
+//! REST requests in flight are bounded by construction: one per worker, one per shedder thread,
+//! and the janitor's.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{info, warn};
+use parking_lot::Mutex;
+
+use crate::ari::rest::Responsiveness;
+use crate::ari::{Channel, HangupReason};
+use crate::call::Phase;
+use crate::config::{AdmissionConfig, OnOverload};
+use crate::dispatch::{CallEvent, CallMsg, Scheduler};
+use crate::ids::CallId;
+use crate::worker::{Counters, Live, Shared};
+
+/// Threads that hang up rejected callers.
+pub const SHEDDERS: usize = 2;
+
+/// Why a new call is not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overload {
+    Calls { active: usize, max: usize },
+    Setups { setting_up: usize, max: usize },
+    Slow { average: Duration, max: Duration },
+    Unanswered { ago: Duration },
+}
+
+impl fmt::Display for Overload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Overload::Calls { active, max } => write!(f, "{active} calls active, admission.max_calls is {max}"),
+            Overload::Setups { setting_up, max } => write!(f, "{setting_up} calls being set up, admission.max_setups is {max}"),
+            Overload::Slow { average, max } => write!(
+                f,
+                "Asterisk answers REST requests in {} ms on average, admission.max_rest_latency_ms is {}",
+                average.as_millis(),
+                max.as_millis()
+            ),
+            Overload::Unanswered { ago } => write!(f, "a REST request went unanswered {:.1} s ago", ago.as_secs_f64()),
+        }
+    }
+}
+
+impl Overload {
+    /// A short name for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Overload::Calls { .. } => "calls",
+            Overload::Setups { .. } => "setups",
+            Overload::Slow { .. } => "slow",
+            Overload::Unanswered { .. } => "unanswered",
+        }
+    }
+}
+
+/// The admission state: the limits, and the calls admitted whose first turn has not come yet
+/// (the registry holds a call only from then on).
+#[derive(Debug)]
+pub struct Admission {
+    limits: AdmissionConfig,
+    pending: Mutex<HashSet<CallId>>,
+}
+
+impl Admission {
+    pub fn new(limits: AdmissionConfig) -> Admission {
+        Admission { limits, pending: Mutex::new(HashSet::new()) }
+    }
+
+    /// Whether the call was admitted already (its StasisStart came twice, or the janitor found it
+    /// while its first turn was still queued).
+    fn is_pending(&self, call: &CallId) -> bool {
+        self.pending.lock().contains(call)
+    }
+
+    /// Whether one more call may be taken now.
+    pub fn check(&self, registry: &HashMap<CallId, Phase>, rest: &Responsiveness) -> Result<(), Overload> {
+        let l = &self.limits;
+        let pending = self.pending.lock().len();
+        if l.max_calls > 0 && registry.len() + pending >= l.max_calls {
+            return Err(Overload::Calls { active: registry.len() + pending, max: l.max_calls });
+        }
+        if l.max_setups > 0 {
+            let setting_up = registry.values().filter(|p| **p == Phase::Setup).count() + pending;
+            if setting_up >= l.max_setups {
+                return Err(Overload::Setups { setting_up, max: l.max_setups });
+            }
+        }
+        if let Some(ago) = rest.since_unanswered().filter(|ago| *ago < l.after_timeout) {
+            return Err(Overload::Unanswered { ago });
+        }
+        let average = rest.average();
+        if !l.max_rest_latency.is_zero() && average > l.max_rest_latency {
+            return Err(Overload::Slow { average, max: l.max_rest_latency });
+        }
+        Ok(())
+    }
+
+    /// A call was admitted and posted to its mailbox.
+    fn admitted(&self, call: &CallId) {
+        self.pending.lock().insert(call.clone());
+    }
+
+    /// An admitted call's first turn: the registry holds it from now on.
+    pub fn taken(&self, call: &CallId) {
+        self.pending.lock().remove(call);
+    }
+}
+
+/// A caller to be hung up because its call was not taken.
+pub struct Rejection {
+    call: CallId,
+    caller: String,
+    why: Overload,
+    at: Instant,
+}
+
+/// A new caller in the application (a StasisStart with the inbound argument, or a caller found
+/// waiting there): a call, a rejection, a transfer without the bot, or — while a stop is handing
+/// calls over — nothing: the caller waits in the application for the next instance.
+pub fn offer(shared: &Shared, calls: &Scheduler<Live>, call: CallId, caller: Box<Channel>) {
+    if shared.draining.load(Ordering::SeqCst) {
+        info!("call {call}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", caller.name);
+        return;
+    }
+    let verdict = {
+        let registry = shared.registry.lock();
+        if registry.contains_key(&call) || shared.admission.is_pending(&call) {
+            // A duplicate: the worker ignores it.
+            Ok(())
+        } else {
+            shared.admission.check(&registry, shared.ari.responsiveness())
+        }
+    };
+    match verdict {
+        Ok(()) => {
+            shared.admission.admitted(&call);
+            calls.post(call, CallMsg::Event(CallEvent::Inbound(caller)));
+        }
+        Err(why) => {
+            let n = Counters::bump(&shared.counters.shed);
+            match shared.config.admission.on_overload {
+                OnOverload::Reject => {
+                    let rejection = Rejection { call, caller: caller.name, why, at: Instant::now() };
+                    // The shedders run as long as `shared` does.
+                    let _ = shared.shed.send(rejection);
+                }
+                OnOverload::Transfer => {
+                    info!("call {call}: not taken ({why}; {n} so far): transferring without the bot");
+                    shared.admission.admitted(&call);
+                    calls.post(call, CallMsg::Event(CallEvent::Overflow(caller)));
+                }
+            }
+        }
+    }
+}
+
+/// A shedder thread: hangs up rejected callers until `stop` disconnects. A hang-up that fails
+/// is left to the janitor, which retries it until Asterisk confirms the caller is gone.
+pub fn run_shedder(shared: &Shared, rejections: &Receiver<Rejection>, stop: &Receiver<()>) {
+    loop {
+        let r = crossbeam_channel::select! {
+            recv(rejections) -> r => match r { Ok(r) => r, Err(_) => return },
+            recv(stop) -> _ => return,
+        };
+        let result = shared.ari.hangup(&r.call.0, HangupReason::Congestion);
+        let ms = r.at.elapsed().as_millis();
+        match result {
+            Ok(()) => info!("call {}: rejected with congestion in {ms} ms, {} not taken ({})", r.call, r.caller, r.why),
+            Err(e) if e.is_not_found() => info!("call {}: not taken ({}); the caller had gone already", r.call, r.why),
+            Err(e) => {
+                warn!("call {}: not taken ({}); {e}; the janitor retries", r.call, r.why);
+                shared.unconfirmed.lock().insert(r.call.0.clone());
+            }
+        }
+    }
+}
+
+/// The channel for [`Rejection`]s.
+pub fn channel() -> (Sender<Rejection>, Receiver<Rejection>) {
+    crossbeam_channel::unbounded()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_calls: usize, max_setups: usize, max_rest_latency_ms: u64) -> AdmissionConfig {
+        AdmissionConfig {
+            max_calls,
+            max_setups,
+            max_rest_latency: Duration::from_millis(max_rest_latency_ms),
+            after_timeout: Duration::from_secs(2),
+            on_overload: OnOverload::Reject,
+        }
+    }
+
+    fn registry(phases: &[Phase]) -> HashMap<CallId, Phase> {
+        phases.iter().enumerate().map(|(i, p)| (CallId(i.to_string()), *p)).collect()
+    }
+
+    #[test]
+    fn the_call_ceiling_counts_admitted_calls_not_yet_started() {
+        let a = Admission::new(limits(3, 0, 0));
+        let rest = Responsiveness::new();
+        let reg = registry(&[Phase::Connected, Phase::Media]);
+        assert_eq!(a.check(&reg, &rest), Ok(()));
+        a.admitted(&CallId("9".into()));
+        assert!(a.is_pending(&CallId("9".into())));
+        assert_eq!(a.check(&reg, &rest), Err(Overload::Calls { active: 3, max: 3 }));
+        a.taken(&CallId("9".into()));
+        a.taken(&CallId("9".into()));
+        assert_eq!(a.check(&reg, &rest), Ok(()));
+    }
+
+    #[test]
+    fn the_setup_ceiling_counts_only_calls_in_set_up() {
+        let a = Admission::new(limits(0, 2, 0));
+        let rest = Responsiveness::new();
+        assert_eq!(a.check(&registry(&[Phase::Setup, Phase::Transfer, Phase::Connected]), &rest), Ok(()));
+        let err = a.check(&registry(&[Phase::Setup, Phase::Setup]), &rest);
+        assert_eq!(err, Err(Overload::Setups { setting_up: 2, max: 2 }));
+        assert!(err.unwrap_err().to_string().contains("admission.max_setups is 2"));
+    }
+
+    #[test]
+    fn slow_or_unanswered_rest_requests_shed_new_calls() {
+        let a = Admission::new(limits(0, 0, 100));
+        let rest = Responsiveness::new();
+        let reg = registry(&[]);
+        for _ in 0..40 {
+            rest.record(Duration::from_millis(5), true);
+        }
+        assert_eq!(a.check(&reg, &rest), Ok(()));
+        for _ in 0..40 {
+            rest.record(Duration::from_millis(400), true);
+        }
+        assert!(matches!(a.check(&reg, &rest), Err(Overload::Slow { .. })), "{:?}", rest.average());
+        for _ in 0..60 {
+            rest.record(Duration::from_millis(2), true);
+        }
+        assert_eq!(a.check(&reg, &rest), Ok(()), "recovers as answers speed up: {:?}", rest.average());
+        rest.record(Duration::from_millis(5000), false);
+        assert!(matches!(a.check(&reg, &rest), Err(Overload::Unanswered { .. })));
+    }
+}
