@@ -166,9 +166,9 @@ cmd_up() {
         log "reusing the Asterisk root in $VB1_ROOT"
     fi
     # Our listening ports must be free (another Asterisk, an old SIPp...).
-    port_busy tcp "$VB1_ARI_PORT" && die "TCP port $VB1_ARI_PORT (VB1_ARI_PORT) is already in use"
-    port_busy udp "$VB1_SIP_PORT" && die "UDP port $VB1_SIP_PORT (VB1_SIP_PORT) is already in use"
-    port_busy tcp "$VB1_ARI_TLS_PORT" && die "TCP port $VB1_ARI_TLS_PORT (VB1_ARI_TLS_PORT) is already in use"
+    port_busy tcp "$VB1_ARI_PORT" 127.0.0.1 && die "TCP port $VB1_ARI_PORT (VB1_ARI_PORT) is already in use"
+    port_busy udp "$VB1_SIP_PORT" 127.0.0.1 && die "UDP port $VB1_SIP_PORT (VB1_SIP_PORT) is already in use"
+    port_busy tcp "$VB1_ARI_TLS_PORT" 127.0.0.1 && die "TCP port $VB1_ARI_TLS_PORT (VB1_ARI_TLS_PORT) is already in use"
     ensure_dev_nodes
     install_config
     mkdir -p "$VB1_RUN_DIR" "$VB1_HELPER_DIR" "$VB1_ROOT/var/run/asterisk" "$VB1_ROOT/var/log/asterisk"

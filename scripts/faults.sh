@@ -16,6 +16,14 @@
 #       before its own hold time ("hung up by the far side: 0"), failed=0, nothing left in
 #       Asterisk, the new instance adopted the calls and exits 0. --random: hold 1-40 s and the
 #       restart at a random second between 5 and 30.
+#   scripts/faults.sh overload [--calls N] [--rate R] [--hold MIN-MAX]
+#       More callers than the box carries: default 900 at 30/s holding 1-15 s (Asterisk saturates
+#       between 20 and 30/s here). voicebot1 must shed what the box cannot carry (callers rejected
+#       with congestion, each within 1 s), and converge: once the load is gone nothing is left in
+#       Asterisk, a second run at 10/s passes (failed=0), voicebot1 exits 0 on SIGTERM with its pool
+#       full. Prints the outcome of every call, the rejection times and Asterisk's and voicebot1's
+#       CPU during the run. SIP failures of callers Asterisk itself could not answer in time are
+#       reported, not judged: they happen before the call reaches voicebot1.
 #
 # Calls caught by the fault itself may fail (Asterisk drops them, or no Stasis app is there to
 # take them): the first run's figures are reported, not judged. What is judged: voicebot1 still
@@ -29,7 +37,8 @@ fault="${1:-}"; shift || true
 case "$fault" in
     restart|kill) calls=200 rate=10 hold="1-20" at=8 ;;
     restart-voicebot1) calls=100 rate=5 hold="40-40" at=25 ;;
-    *) die "usage: faults.sh restart|kill|restart-voicebot1 [--signal kill|term] [--random] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
+    overload) calls=900 rate=30 hold="1-15" at=0 ;;
+    *) die "usage: faults.sh restart|kill|restart-voicebot1|overload [--signal kill|term] [--random] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
 esac
 signal=term random=0
 while [ $# -gt 0 ]; do
@@ -112,6 +121,62 @@ restart_voicebot1() {
     rm -rf "$work"
     [ "$verdict" = ok ]
 }
+# CPU seconds (user + system) a process has used so far, from /proc.
+cpu_s() {  # cpu_s PID
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# overload: more callers than the box carries; voicebot1 sheds, then converges.
+overload() {
+    local out="$work/load.out" line rc=0 ast_pid t0 ast0 bot0 ast1 bot1 secs
+    start_bot voicebot1.log
+    ast_pid="$(cat "$VB1_RUN_DIR/asterisk.pid" 2>/dev/null || true)"
+    [ -n "$ast_pid" ] && kill -0 "$ast_pid" 2>/dev/null || die "no Asterisk pid in $VB1_RUN_DIR/asterisk.pid"
+    log "overload: $calls calls at $rate/s holding ${hold}s"
+    t0=$SECONDS ast0="$(cpu_s "$ast_pid")" bot0="$(cpu_s "$bot_pid")"
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 120 \
+        >"$out" 2>&1 || rc=$?
+    secs=$((SECONDS - t0)) ast1="$(cpu_s "$ast_pid")" bot1="$(cpu_s "$bot_pid")"
+    line="$(tail -n 1 "$out")"
+    log "load run: $line"
+    grep -E '^(callers|destination|drained|not drained|hung up by)' "$out" || true
+    kill -0 "$bot_pid" 2>/dev/null || fail "voicebot1 is not running after the overload"
+    case "$line" in *" leaked_channels=0 leaked_bridges=0") ;; *) fail "Asterisk not clean after the overload: $line" ;; esac
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls 40 --rate 10 --hold 1-10 --dest answer >"$work/second.out" 2>&1 || true
+    local second; second="$(tail -n 1 "$work/second.out")"
+    log "second run (load gone): $second"
+    case "$second" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "second run: $second" ;; esac
+    term_and_wait "$bot_pid" 30
+    bot_pid=""
+    [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
+    local blog="$work/voicebot1.log" rejected slow pool
+    pool="$(grep -o 'pool [0-9]*/[0-9]* free' "$blog" | tail -n 1)"
+    [ -n "$pool" ] && [ "$(echo "$pool" | awk -F'[ /]' '{print ($2 == $3)}')" = 1 ] || fail "pool not full at shutdown: ${pool:-no line}"
+    "$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
+    rejected="$(grep -c 'rejected with congestion in' "$blog" || true)"
+    echo "--- voicebot1 during the overload ---"
+    echo "calls taken: $(grep -c ': inbound from' "$blog" || true); ended: $(grep -c ': ended (' "$blog" || true); rejected with congestion: $rejected"
+    echo "not taken, by reason: $(grep 'not taken (' "$blog" | grep -v 'totals:' | grep -oE 'admission\.[a-z_]+|went unanswered' | sort | uniq -c | sort -rn | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')"
+    grep -o 'rejected with congestion in [0-9]* ms' "$blog" | awk '{print $5}' | sort -n >"$work/reject.ms" || true
+    if [ -s "$work/reject.ms" ]; then
+        echo "time to reject: median $(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/reject.ms") ms, p99 $(awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; print a[i]}' "$work/reject.ms") ms, max $(tail -n 1 "$work/reject.ms") ms"
+        slow="$(awk '$1 >= 1000' "$work/reject.ms" | wc -l)"
+        [ "$slow" = 0 ] || fail "$slow rejections took 1 s or more"
+    fi
+    echo "set-up failures: $(grep -c 'failed: \|set-up timed out' "$blog" || true); janitor: $(grep -c '^.*janitor: ' "$blog" || true) lines; $(grep -o 'totals: .*' "$blog" | tail -n 1)"
+    awk -v a="$(awk -v x="$ast1" -v y="$ast0" 'BEGIN{print x-y}')" -v b="$(awk -v x="$bot1" -v y="$bot0" 'BEGIN{print x-y}')" -v s="$secs" \
+        'BEGIN { printf "CPU over %d s (of 200%% on 2 cores): Asterisk %.0f%% (%.1f s), voicebot1 %.1f%% (%.1f s)\n", s, 100*a/s, a, 100*b/s, b }'
+    echo "load: $line"
+    echo "second: $second"
+    echo "fault=overload calls=$calls rate=$rate hold=${hold}s rejected=$rejected result=$verdict"
+    rm -rf "$work"
+    [ "$verdict" = ok ]
+}
+if [ "$fault" = overload ]; then
+    overload
+    exit $?
+fi
+
 if [ "$fault" = restart-voicebot1 ]; then
     restart_voicebot1
     exit $?

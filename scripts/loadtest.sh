@@ -71,10 +71,10 @@ CALLER_MEDIA_PORT="${VB1_CALLER_MEDIA_PORT:-6000}"
 DEST_MEDIA_PORT="${VB1_DEST_MEDIA_PORT:-6200}"
 
 ari GET /asterisk/info >/dev/null 2>&1 || die "ARI does not answer on $VB1_ARI_URL: run scripts/asterisk-sandbox.sh up first"
-port_busy udp "$CALLER_PORT" && die "UDP port $CALLER_PORT (callers, VB1_CALLER_PORT) is in use"
-port_busy udp "$CALLER_MEDIA_PORT" && die "UDP port $CALLER_MEDIA_PORT (callers' media, VB1_CALLER_MEDIA_PORT) is in use"
+port_busy udp "$CALLER_PORT" 127.0.0.1 && die "UDP port $CALLER_PORT (callers, VB1_CALLER_PORT) is in use"
+port_busy udp "$CALLER_MEDIA_PORT" 127.0.0.1 && die "UDP port $CALLER_MEDIA_PORT (callers' media, VB1_CALLER_MEDIA_PORT) is in use"
 if [ "$dest" != none ]; then
-    port_busy udp "$VB1_DEST_PORT" && die "UDP port $VB1_DEST_PORT (VB1_DEST_PORT) is in use: another destination UAS running?"
+    port_busy udp "$VB1_DEST_PORT" 127.0.0.1 && die "UDP port $VB1_DEST_PORT (VB1_DEST_PORT) is in use: another destination UAS running?"
 fi
 
 work="$(sipp_workdir)"

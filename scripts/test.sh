@@ -13,7 +13,7 @@
 #   8. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers;
 #                                 2000 calls at 20/s, random destination behaviour;
 #                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
-#   9. faults                    (scripts/faults.sh restart, kill, and restart-voicebot1 with
+#   9. faults                    (scripts/faults.sh restart, kill, overload, and restart-voicebot1 with
 #                                 SIGTERM, SIGKILL and a random moment)
 #  10. Asterisk 16.28            (sandbox up --asterisk 16: bench self-test, end-to-end tests,
 #                                 the 300-call load run)
@@ -180,6 +180,8 @@ else
     stage "fault: voicebot1 restarted (SIGTERM) under 100 connected callers" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term
     stage "fault: voicebot1 restarted (SIGKILL) under 100 connected callers" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal kill
     stage "fault: voicebot1 restarted at a random moment, random hold times" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term --random
+    stage "fault: overload (1800 callers at 60/s): shed with congestion, then converge" \
+        "$VB1_SCRIPTS_DIR/faults.sh" overload --calls 1800 --rate 60
 fi
 
 # The same bench against Asterisk 16.28 (Debian 11), the oldest branch voicebot1 supports.

@@ -245,10 +245,15 @@ stop_helper() {  # stop_helper PID [grace_seconds]
 }
 
 # Is a UDP/TCP port on 127.0.0.1 (or any address) already bound?
-port_busy() {  # port_busy udp|tcp PORT
-    local proto="$1" port="$2" flag
+port_busy() {  # port_busy udp|tcp PORT [ADDR]: in use on ADDR (or on a wildcard), or on any address
+    local proto="$1" port="$2" addr="${3:-}" flag
     [ "$proto" = udp ] && flag=-lnu || flag=-lnt
-    ss -H $flag "sport = :$port" 2>/dev/null | grep -q .
+    if [ -z "$addr" ]; then
+        ss -H $flag "sport = :$port" 2>/dev/null | grep -q .
+    else
+        ss -H $flag "sport = :$port" 2>/dev/null | awk -v a="$addr:$port" -v p=":$port" \
+            '{ l = $4 } l == a || l == "0.0.0.0" p || l == "*" p || l == "[::]" p || l == "[::ffff:" a { f = 1 } END { exit !f }'
+    fi
 }
 
 # Rewrite the hold time of a scenario (the <sample assign_to="hold"> line,
