@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::fake_ari::{base64_encode, DEFAULT_PASSWORD};
+use support::fake_ari::{base64_encode, internal_error, DEFAULT_PASSWORD};
 use support::*;
 
 #[test]
@@ -179,6 +179,22 @@ fn fake_ari_media_stasis_start_lost_while_disconnected_is_recovered_after_reconn
     // Well before the set-up guard (11 s here): the reconcile finds the media channel.
     wait_bridge_has(&fake, &ids.bridge, &[&ids.call, &ids.media]);
     fake.set_media_start(MediaStart::AfterResponse);
+    transfer_to_destination(&fake, &vb, &ids);
+    caller_hangs_up_after_transfer(&fake, &ids);
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_a_failed_reconcile_after_reconnect_is_retried_by_reconnecting() {
+    let (fake, mut vb) = start_pair("reconcile-retried", Config::new());
+    assert!(vb.wait_log("sweep: 0 calls adopted", STEP).is_some());
+    let ids = call_to_media_phase(&fake, &vb, "1764000029.1");
+    // The listing that reconciles the calls fails (the request and its retry) after the drop.
+    fake.set_rule(Rule::prefix("GET", "/ari/channels", internal_error()).times(2));
+    assert_eq!(fake.drop_websocket(), 1);
+    assert!(vb.wait_log("cannot reconcile after reconnect", STEP).is_some(), "{}", vb.log_text());
+    assert!(fake.wait_ws_connections(3, STEP), "voicebot1 did not reconnect to reconcile again");
+    assert!(vb.wait_log("ARI: reconciling active calls with", STEP).is_some(), "{}", vb.log_text());
     transfer_to_destination(&fake, &vb, &ids);
     caller_hangs_up_after_transfer(&fake, &ids);
     finish(&fake, &mut vb);
