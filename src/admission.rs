@@ -15,10 +15,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
-use log::{info, warn};
+use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::ari::rest::Responsiveness;
@@ -133,7 +133,7 @@ pub struct Rejection {
 /// A new caller in the application (a StasisStart with the inbound argument, or a caller found
 /// waiting there): a call, a rejection, a transfer without the bot, or — while a stop is handing
 /// calls over — nothing: the caller waits in the application for the next instance.
-pub fn offer(shared: &Shared, calls: &Scheduler<Live>, call: CallId, caller: Box<Channel>) {
+pub fn offer(shared: &Shared, calls: &Scheduler<Live>, call: CallId, caller: Box<Channel>, entered: Option<SystemTime>) {
     if shared.draining.load(Ordering::SeqCst) {
         info!("call {call}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", caller.name);
         return;
@@ -141,16 +141,18 @@ pub fn offer(shared: &Shared, calls: &Scheduler<Live>, call: CallId, caller: Box
     let verdict = {
         let registry = shared.registry.lock();
         if registry.contains_key(&call) || shared.admission.is_pending(&call) {
-            // A duplicate: the worker ignores it.
-            Ok(())
-        } else {
-            shared.admission.check(&registry, shared.ari.responsiveness())
+            // A duplicate (the start-up listing and the StasisStart both found the caller, the
+            // janitor found it while its turn was queued): once is enough. Posting it would start
+            // the call again if the first ended before the duplicate's turn.
+            debug!("call {call}: {} already has its call", caller.name);
+            return;
         }
+        shared.admission.check(&registry, shared.ari.responsiveness())
     };
     match verdict {
         Ok(()) => {
             shared.admission.admitted(&call);
-            calls.post(call, CallMsg::Event(CallEvent::Inbound(caller)));
+            calls.post(call, CallMsg::Event(CallEvent::Inbound(caller, entered)));
         }
         Err(why) => {
             let n = Counters::bump(&shared.counters.shed);
@@ -163,7 +165,7 @@ pub fn offer(shared: &Shared, calls: &Scheduler<Live>, call: CallId, caller: Box
                 OnOverload::Transfer => {
                     info!("call {call}: not taken ({why}; {n} so far): transferring without the bot");
                     shared.admission.admitted(&call);
-                    calls.post(call, CallMsg::Event(CallEvent::Overflow(caller)));
+                    calls.post(call, CallMsg::Event(CallEvent::Overflow(caller, entered)));
                 }
             }
         }

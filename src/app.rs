@@ -363,7 +363,7 @@ impl Reader {
         match decode(text) {
             Ok(event) => {
                 match route(&self.shared.ids, &self.shared.config.ari.inbound_arg, event) {
-                    Some((call, CallEvent::Inbound(caller))) => admission::offer(&self.shared, &self.calls, call, caller),
+                    Some((call, CallEvent::Inbound(caller, entered))) => admission::offer(&self.shared, &self.calls, call, caller, entered),
                     Some((call, ev)) => self.calls.post(call, CallMsg::Event(ev)),
                     None => {}
                 }

@@ -5,8 +5,11 @@
 //! Every interleaving of hang-ups, answers and failures is therefore a plain unit test.
 //!
 //! Invariants:
-//! - At most one set-up request is outstanding at a time: each forward step is emitted only when
-//!   the previous one succeeded. A failed step, or a party leaving, ends the call.
+//! - At most one set-up step is outstanding at a time: each forward step is emitted only when
+//!   the previous one succeeded. A failed step, or a party leaving, ends the call. With the bot,
+//!   set-up is two steps, two round trips: the bridge and the externalMedia channel at once (their
+//!   ids are voicebot1's own, nothing waits for the other), then one `addChannel` with the caller
+//!   and the media channel once the latter is in Stasis.
 //! - Ending is one path, [`Call::end`], run at most once: it hangs up every channel the call may
 //!   have created (a request that timed out may still have created it), destroys the bridge,
 //!   releases the socket and finishes. Inputs after the end produce nothing.
@@ -43,10 +46,14 @@ pub enum Input {
 /// A REST step whose outcome the call waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// The bridge alone (a call without the bot).
     CreateBridge,
+    /// The caller alone (a call without the bot).
     AddCaller,
-    CreateMedia,
-    AddMedia,
+    /// The bridge and the externalMedia channel, requested at the same time.
+    CreateBridgeAndMedia,
+    /// The caller and the media channel, in one `addChannel`.
+    AddCallerAndMedia,
     Originate,
     AddDest,
 }
@@ -88,10 +95,14 @@ pub enum Action {
     LeaseSocket,
     /// Stop the echo and return the socket.
     ReleaseSocket,
+    /// Create the bridge (a call without the bot).
     CreateBridge,
+    /// Create the bridge and the externalMedia channel towards the leased socket, at once.
+    CreateBridgeAndMedia,
+    /// Add one party: the caller of a call without the bot, or the destination.
     AddToBridge(Role),
-    /// Create the externalMedia channel towards the leased socket.
-    CreateMedia,
+    /// Add the caller and the bot's media channel, in one request.
+    AddCallerAndMedia,
     StartTimer(Timer, Duration),
     /// Indicate ringing to the caller while the destination rings (cosmetic: failure is logged).
     Ring,
@@ -295,7 +306,8 @@ impl Call {
             Input::Leased(true) => {
                 self.socket = true;
                 self.bridge = true;
-                vec![Action::CreateBridge]
+                self.media = Leg::Requested;
+                vec![Action::CreateBridgeAndMedia]
             }
             // No bot while draining, whatever the pool policy says.
             Input::Leased(false) if self.draining => {
@@ -311,18 +323,11 @@ impl Call {
             },
             Input::Done(step, Err(f)) => self.end(End::SetupFailed(step, f)),
             Input::Done(Step::CreateBridge, Ok(())) => vec![Action::AddToBridge(Role::Caller)],
-            Input::Done(Step::AddCaller, Ok(())) => {
-                if self.socket {
-                    self.media = Leg::Requested;
-                    vec![Action::CreateMedia]
-                } else {
-                    self.transfer()
-                }
-            }
-            Input::Done(Step::CreateMedia, Ok(())) => {
+            Input::Done(Step::AddCaller, Ok(())) => self.transfer(),
+            Input::Done(Step::CreateBridgeAndMedia, Ok(())) => {
                 self.media_created = true;
                 if self.media == Leg::Up {
-                    vec![Action::AddToBridge(Role::Media)]
+                    vec![Action::AddCallerAndMedia]
                 } else {
                     Vec::new()
                 }
@@ -334,12 +339,12 @@ impl Call {
                 }
                 self.media = Leg::Up;
                 if self.media_created {
-                    vec![Action::AddToBridge(Role::Media)]
+                    vec![Action::AddCallerAndMedia]
                 } else {
                     Vec::new()
                 }
             }
-            Input::Done(Step::AddMedia, Ok(())) => {
+            Input::Done(Step::AddCallerAndMedia, Ok(())) => {
                 self.media = Leg::Bridged;
                 self.phase = Phase::Media;
                 if self.draining {
@@ -500,9 +505,7 @@ mod tests {
     /// A call whose externalMedia request has just been sent.
     fn media_requested() -> Call {
         let (mut c, _) = Call::start(policy());
-        c.on(Input::Leased(true));
-        c.on(ok(Step::CreateBridge));
-        assert_eq!(c.on(ok(Step::AddCaller)), vec![CreateMedia]);
+        assert_eq!(c.on(Input::Leased(true)), vec![CreateBridgeAndMedia]);
         c
     }
 
@@ -510,12 +513,10 @@ mod tests {
     fn in_media_phase() -> Call {
         let (mut c, first) = Call::start(policy());
         assert_eq!(first, vec![StartTimer(Timer::SetupGuard, Duration::from_secs(15)), LeaseSocket]);
-        assert_eq!(c.on(Input::Leased(true)), vec![CreateBridge]);
-        assert_eq!(c.on(ok(Step::CreateBridge)), vec![AddToBridge(Role::Caller)]);
-        assert_eq!(c.on(ok(Step::AddCaller)), vec![CreateMedia]);
-        assert_eq!(c.on(ok(Step::CreateMedia)), vec![]);
-        assert_eq!(c.on(Input::MediaUp), vec![AddToBridge(Role::Media)]);
-        assert_eq!(c.on(ok(Step::AddMedia)), vec![StartTimer(Timer::MediaPhaseOver, Duration::from_secs(7))]);
+        assert_eq!(c.on(Input::Leased(true)), vec![CreateBridgeAndMedia]);
+        assert_eq!(c.on(ok(Step::CreateBridgeAndMedia)), vec![]);
+        assert_eq!(c.on(Input::MediaUp), vec![AddCallerAndMedia]);
+        assert_eq!(c.on(ok(Step::AddCallerAndMedia)), vec![StartTimer(Timer::MediaPhaseOver, Duration::from_secs(7))]);
         assert_eq!(c.phase(), Phase::Media);
         c
     }
@@ -562,7 +563,7 @@ mod tests {
     fn media_stasis_start_before_create_response_still_bridges() {
         let mut c = media_requested();
         assert_eq!(c.on(Input::MediaUp), vec![]);
-        assert_eq!(c.on(ok(Step::CreateMedia)), vec![AddToBridge(Role::Media)]);
+        assert_eq!(c.on(ok(Step::CreateBridgeAndMedia)), vec![AddCallerAndMedia]);
     }
 
     #[test]
@@ -574,18 +575,42 @@ mod tests {
             vec![Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
         );
         // Late results and events are ignored.
-        assert_eq!(c.on(ok(Step::CreateMedia)), vec![]);
+        assert_eq!(c.on(ok(Step::CreateBridgeAndMedia)), vec![]);
         assert_eq!(c.on(Input::MediaUp), vec![]);
     }
 
     #[test]
-    fn hangup_before_the_bridge_exists_destroys_the_requested_bridge() {
-        let (mut c, _) = Call::start(policy());
-        c.on(Input::Leased(true));
+    fn hangup_while_bridge_and_media_are_requested_removes_both() {
+        let mut c = media_requested();
         assert_eq!(
             c.on(Input::Left(Role::Caller, None)),
-            vec![DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+            vec![Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
         );
+    }
+
+    #[test]
+    fn a_failed_bridge_or_media_request_removes_both_and_hangs_up_the_caller() {
+        let mut c = media_requested();
+        assert_eq!(
+            c.on(failed(Step::CreateBridgeAndMedia)),
+            vec![
+                Hangup(Role::Caller, Reason::Congestion),
+                Hangup(Role::Media, Reason::Normal),
+                DestroyBridge,
+                ReleaseSocket,
+                Finish(End::SetupFailed(Step::CreateBridgeAndMedia, Failure::Other("HTTP 500".into())))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_call_without_the_bot_adds_the_caller_alone_then_transfers() {
+        let (mut c, _) = Call::start(policy());
+        assert_eq!(c.on(Input::Leased(false)), vec![CreateBridge]);
+        assert_eq!(c.on(ok(Step::CreateBridge)), vec![AddToBridge(Role::Caller)]);
+        assert!(c.on(ok(Step::AddCaller)).contains(&Originate));
+        // A media StasisStart can only be a stray: it is hung up.
+        assert_eq!(c.on(Input::MediaUp), vec![Hangup(Role::Media, Reason::Normal)]);
     }
 
     #[test]
@@ -648,9 +673,9 @@ mod tests {
         let mut c = media_requested();
         assert_eq!(c.on(Input::Drain), vec![]);
         assert!(!c.can_hand_over());
-        assert_eq!(c.on(ok(Step::CreateMedia)), vec![]);
-        assert_eq!(c.on(Input::MediaUp), vec![AddToBridge(Role::Media)]);
-        let a = c.on(ok(Step::AddMedia));
+        assert_eq!(c.on(ok(Step::CreateBridgeAndMedia)), vec![]);
+        assert_eq!(c.on(Input::MediaUp), vec![AddCallerAndMedia]);
+        let a = c.on(ok(Step::AddCallerAndMedia));
         assert!(a.contains(&Originate) && !a.iter().any(|x| matches!(x, StartTimer(Timer::MediaPhaseOver, _))), "{a:?}");
     }
 
@@ -702,7 +727,7 @@ mod tests {
     #[test]
     fn setup_guard_ends_a_call_whose_media_channel_never_entered_stasis() {
         let mut c = media_requested();
-        c.on(ok(Step::CreateMedia));
+        c.on(ok(Step::CreateBridgeAndMedia));
         assert_eq!(
             c.on(Input::Timer(Timer::SetupGuard)),
             vec![
@@ -762,29 +787,28 @@ mod tests {
     #[test]
     fn every_setup_failure_releases_what_earlier_steps_took() {
         let (mut c, _) = Call::start(policy());
-        c.on(Input::Leased(true));
+        c.on(Input::Leased(false));
         assert_eq!(
             c.on(failed(Step::CreateBridge)),
             vec![
                 Hangup(Role::Caller, Reason::Congestion),
                 DestroyBridge,
-                ReleaseSocket,
                 Finish(End::SetupFailed(Step::CreateBridge, Failure::Other("HTTP 500".into())))
             ]
         );
 
         let mut c = media_requested();
-        let end = c.on(failed(Step::CreateMedia));
+        let end = c.on(failed(Step::CreateBridgeAndMedia));
         assert_eq!(&end[..4], &[Hangup(Role::Caller, Reason::Congestion), Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket]);
     }
 
     #[test]
     fn add_caller_not_found_means_the_caller_is_gone() {
-        let (mut c, _) = Call::start(policy());
-        c.on(Input::Leased(true));
-        c.on(ok(Step::CreateBridge));
-        let end = c.on(Input::Done(Step::AddCaller, Err(Failure::NotFound)));
-        assert!(end.contains(&DestroyBridge) && end.contains(&ReleaseSocket), "{end:?}");
+        let mut c = media_requested();
+        c.on(ok(Step::CreateBridgeAndMedia));
+        c.on(Input::MediaUp);
+        let end = c.on(Input::Done(Step::AddCallerAndMedia, Err(Failure::NotFound)));
+        assert!(end.contains(&DestroyBridge) && end.contains(&ReleaseSocket) && end.contains(&Hangup(Role::Media, Reason::Normal)), "{end:?}");
     }
 
     #[test]
@@ -816,7 +840,7 @@ mod tests {
     #[test]
     fn bot_lost_during_setup_ends_the_call() {
         let mut c = media_requested();
-        c.on(ok(Step::CreateMedia));
+        c.on(ok(Step::CreateBridgeAndMedia));
         c.on(Input::MediaUp);
         let end = c.on(Input::Left(Role::Media, Some(16)));
         assert_eq!(end.last(), Some(&Finish(End::BotLostDuringSetup)));

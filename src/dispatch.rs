@@ -17,10 +17,12 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
+use crate::ari::events::parse_timestamp;
 use crate::ari::{Channel, Event};
 use crate::call::{Adopted, Timer};
 use crate::ids::{CallId, Ids, Role};
@@ -28,10 +30,10 @@ use crate::ids::{CallId, Ids, Role};
 /// What a worker is told about one of its calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
-    /// A caller entered Stasis with the inbound argument: a new call.
-    Inbound(Box<Channel>),
+    /// A caller entered Stasis with the inbound argument: a new call; when, by Asterisk's clock.
+    Inbound(Box<Channel>, Option<SystemTime>),
     /// A new call admission control lets in without the bot (`on_overload = "transfer"`).
-    Overflow(Box<Channel>),
+    Overflow(Box<Channel>, Option<SystemTime>),
     /// Our externalMedia or destination channel entered Stasis.
     Started(Role, Box<Channel>),
     /// A party's channel left Stasis (`None`) or was destroyed (with its cause).
@@ -44,10 +46,10 @@ pub enum CallEvent {
 /// needs (other applications' arguments, event types the flow ignores).
 pub fn route(ids: &Ids, inbound_arg: &str, event: Event) -> Option<(CallId, CallEvent)> {
     match event {
-        Event::StasisStart { channel, args } => {
+        Event::StasisStart { channel, args, timestamp } => {
             let (call, role) = ids.classify_channel(&channel.id);
             match role {
-                Role::Caller if args.first().map(String::as_str) == Some(inbound_arg) => Some((call, CallEvent::Inbound(Box::new(channel)))),
+                Role::Caller if args.first().map(String::as_str) == Some(inbound_arg) => Some((call, CallEvent::Inbound(Box::new(channel), parse_timestamp(&timestamp)))),
                 Role::Caller => None,
                 _ => Some((call, CallEvent::Started(role, Box::new(channel)))),
             }
@@ -216,7 +218,7 @@ mod tests {
     fn inbound_caller_starts_a_call_and_other_args_do_not() {
         let ids = Ids::new("voicebot1");
         let start = ev(r#"{"type":"StasisStart","args":["inbound"],"channel":{"id":"17.1"}}"#);
-        assert!(matches!(route(&ids, "inbound", start), Some((CallId(c), CallEvent::Inbound(_))) if c == "17.1"));
+        assert!(matches!(route(&ids, "inbound", start), Some((CallId(c), CallEvent::Inbound(..))) if c == "17.1"));
         let other = ev(r#"{"type":"StasisStart","args":["other"],"channel":{"id":"17.2"}}"#);
         assert_eq!(route(&ids, "inbound", other), None);
         let none = ev(r#"{"type":"StasisStart","args":[],"channel":{"id":"17.3"}}"#);
@@ -378,7 +380,7 @@ mod tests {
         }
         let call = &routed[0].0;
         assert!(routed.iter().all(|(c, _)| c == call), "{routed:?}");
-        assert!(matches!(routed[0].1, CallEvent::Inbound(_)));
+        assert!(matches!(routed[0].1, CallEvent::Inbound(..)));
         assert!(routed.iter().any(|(_, e)| matches!(e, CallEvent::Started(Role::Media, _))));
         assert!(routed.iter().any(|(_, e)| *e == CallEvent::Left(Role::Caller, None)));
     }

@@ -139,7 +139,7 @@ pub fn adopt(shared: &Shared, calls: &Scheduler<Live>) -> Result<(), AriError> {
             Found::Start(caller) => {
                 started += 1;
                 info!("call {call}: caller {} was waiting in the application with no call; starting it", caller.name);
-                crate::admission::offer(shared, calls, call, caller);
+                crate::admission::offer(shared, calls, call, caller, None);
             }
             Found::Remove { channels, bridge } => {
                 for ch in channels {
@@ -236,7 +236,7 @@ pub fn sweep(shared: &Shared, calls: &Scheduler<Live>, suspects: &mut HashSet<Ca
             Found::Start(caller) => {
                 info!("janitor: call {call}: caller {} is in the application with no call; starting it", caller.name);
                 started += 1;
-                crate::admission::offer(shared, calls, call, caller);
+                crate::admission::offer(shared, calls, call, caller, None);
                 continue;
             }
             Found::Adopt { caller, dest_name, media, .. } => {

@@ -14,7 +14,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::admission::{Admission, Rejection};
 use crate::ari::rest::Originate;
-use crate::ari::{AriClient, AriError, Channel, HangupReason};
+use crate::ari::{AriClient, AriError, Channel, ErrorKind, HangupReason};
 use crate::call::{Action, Adopted, Call, End, Failure, Input, Phase, Policy, Reason, Step, Timer};
 use crate::config::Config;
 use crate::dispatch::{CallEvent, CallMsg, Handler, Scheduler};
@@ -32,6 +32,9 @@ use crate::media::{Echo, EchoCounts, SocketPool};
 /// The dialplan context of the hang-up handlers that link a connected call's legs
 /// (conf/asterisk/extensions.conf).
 const HANDOVER_CONTEXT: &str = "voicebot1-handover";
+
+/// Stack of the short-lived thread that sends a set-up request next to the worker's own.
+const REQUEST_THREAD_STACK: usize = 256 * 1024;
 
 /// What the caller hears while the destination rings.
 const RINGBACK: &str = "tone:ring";
@@ -138,6 +141,8 @@ pub struct Live {
     dialing_since: Option<Instant>,
     /// Admission control let the call in without the bot (`on_overload = "transfer"`).
     without_bot: bool,
+    /// When the caller entered the application, by Asterisk's clock (its StasisStart).
+    entered: Option<SystemTime>,
 }
 
 /// A timer request: at `Instant`, post `Timer` to the call.
@@ -230,6 +235,7 @@ impl CallHandler {
                     echo: None,
                     dialing_since,
                     without_bot: false,
+                    entered: None,
                 });
                 self.perform_all(id, state, actions);
             }
@@ -269,19 +275,19 @@ impl CallHandler {
             // A stop is handing calls over: a call started now could be caught half-way (its
             // destination answering while no instance runs cannot enter the application). The
             // caller waits in the application; the next instance starts it (`leftovers::plan`).
-            CallEvent::Inbound(channel) | CallEvent::Overflow(channel) if !known && self.shared.draining.load(Ordering::SeqCst) => {
+            CallEvent::Inbound(channel, _) | CallEvent::Overflow(channel, _) if !known && self.shared.draining.load(Ordering::SeqCst) => {
                 self.shared.admission.taken(id);
                 info!("call {id}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", channel.name)
             }
-            CallEvent::Inbound(channel) if !known => {
+            CallEvent::Inbound(channel, entered) if !known => {
                 self.shared.admission.taken(id);
-                self.start_call(id, state, *channel, true)
+                self.start_call(id, state, *channel, entered, true)
             }
-            CallEvent::Overflow(channel) if !known => {
+            CallEvent::Overflow(channel, entered) if !known => {
                 self.shared.admission.taken(id);
-                self.start_call(id, state, *channel, false)
+                self.start_call(id, state, *channel, entered, false)
             }
-            CallEvent::Inbound(_) | CallEvent::Overflow(_) => {
+            CallEvent::Inbound(..) | CallEvent::Overflow(..) => {
                 self.shared.admission.taken(id);
                 debug!("call {id}: duplicate StasisStart ignored")
             }
@@ -311,7 +317,7 @@ impl CallHandler {
     }
 
     /// A new call; `bot`: false when admission control let it in to be transferred at once.
-    fn start_call(&self, id: &CallId, state: &mut Option<Live>, channel: Channel, bot: bool) {
+    fn start_call(&self, id: &CallId, state: &mut Option<Live>, channel: Channel, entered: Option<SystemTime>, bot: bool) {
         let mut policy = self.shared.policy();
         if !bot {
             policy.on_pool_exhausted = crate::config::PoolExhausted::Transfer;
@@ -333,6 +339,7 @@ impl CallHandler {
             echo: None,
             dialing_since: None,
             without_bot: !bot,
+            entered,
         });
         self.perform_all(id, state, actions);
     }
@@ -433,43 +440,62 @@ impl CallHandler {
                 }
                 None
             }
-            Action::CreateBridge => Some(done(Step::CreateBridge, ari.create_bridge(&bridge, &format!("voicebot1 call {id}")))),
             Action::AddToBridge(role) => {
-                let step = match role {
-                    Role::Caller => Step::AddCaller,
-                    Role::Media => Step::AddMedia,
-                    Role::Dest => Step::AddDest,
-                };
-                let channel = ids.channel(id, role);
-                // Asterisk before 18.21/20.6 runs the add when the media channel wakes: on a
-                // frame from it, which the echo sends (see `media::Echo::wake_asterisk`).
-                let late = shared.late_commands.load(Ordering::Relaxed);
-                let _waking = live.echo.as_ref().filter(|_| late && role == Role::Media).map(|e| e.wake_asterisk(cfg.media.format.silence()));
-                let result = ari.add_channel(&bridge, &channel);
+                let step = if role == Role::Dest { Step::AddDest } else { Step::AddCaller };
+                let result = ari.add_channels(&bridge, &[&ids.channel(id, role)]);
                 if result.is_ok() {
-                    let ms = started.elapsed().as_millis();
                     match role {
-                        Role::Caller => debug!("call {id}: caller in bridge {bridge}"),
-                        Role::Media => info!("call {id}: caller and media bridged in {ms} ms"),
                         Role::Dest => info!(
                             "call {id}: destination answered after {} ms ringing; caller and destination bridged",
                             live.dialing_since.map_or(0, |t| t.elapsed().as_millis())
                         ),
+                        _ => debug!("call {id}: caller in bridge {bridge}"),
                     }
                 }
                 Some(done(step, result))
             }
-            Action::CreateMedia => {
+            Action::AddCallerAndMedia => {
+                // Asterisk before 18.21/20.6 runs the add when each channel wakes: the media
+                // channel on a frame from it, which the echo sends (see `media::Echo::wake_asterisk`).
+                let late = shared.late_commands.load(Ordering::Relaxed);
+                let _waking = live.echo.as_ref().filter(|_| late).map(|e| e.wake_asterisk(cfg.media.format.silence()));
+                let result = ari.add_channels(&bridge, &[&id.0, &ids.channel(id, Role::Media)]);
+                if result.is_ok() {
+                    // From Asterisk's StasisStart when it said when: what the caller lives through.
+                    let took = live.entered.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_else(|| started.elapsed());
+                    info!("call {id}: caller and media bridged in {} ms", took.as_millis());
+                }
+                Some(done(Step::AddCallerAndMedia, result))
+            }
+            Action::CreateBridge => Some(done(Step::CreateBridge, ari.create_bridge(&bridge, &format!("voicebot1 call {id}")))),
+            Action::CreateBridgeAndMedia => {
                 let Some(port) = live.echo.as_ref().map(Echo::port) else {
-                    return Some(Input::Done(Step::CreateMedia, Err(Failure::Other("no socket leased".into()))));
+                    return Some(Input::Done(Step::CreateBridgeAndMedia, Err(Failure::Other("no socket leased".into()))));
                 };
                 let host = host_port(&cfg.media.advertise_host, port);
-                let result = ari.external_media(&ids.channel(id, Role::Media), &cfg.ari.app, &host, cfg.media.format.as_ari());
-                if let Ok(channel) = &result {
+                let media = ids.channel(id, Role::Media);
+                let name = format!("voicebot1 call {id}");
+                // Two requests at once, one round trip: neither needs the other (the ids are ours).
+                let (made_bridge, made_media) = std::thread::scope(|scope| {
+                    let bridge_request = std::thread::Builder::new()
+                        .name("bridge-request".into())
+                        .stack_size(REQUEST_THREAD_STACK)
+                        .spawn_scoped(scope, || ari.create_bridge(&bridge, &name));
+                    let made_media = ari.external_media(&media, &cfg.ari.app, &host, cfg.media.format.as_ari());
+                    let made_bridge = match bridge_request {
+                        Ok(handle) => handle.join().unwrap_or_else(|_| {
+                            Err(AriError { doing: format!("creating bridge {bridge}"), kind: ErrorKind::Transport("its request thread panicked".into()) })
+                        }),
+                        // No thread to be had: one after the other.
+                        Err(_) => ari.create_bridge(&bridge, &name),
+                    };
+                    (made_bridge, made_media)
+                });
+                if let Ok(channel) = &made_media {
                     debug!("call {id}: externalMedia {} sends RTP to {host}", channel.name);
                     pin_peer(id, live, channel);
                 }
-                Some(done(Step::CreateMedia, result.map(drop)))
+                Some(done(Step::CreateBridgeAndMedia, made_bridge.and(made_media.map(drop))))
             }
             Action::StartTimer(timer, after) => {
                 // The timer thread outlives every worker: sending cannot fail while calls run.

@@ -113,7 +113,7 @@ fn fake_ari_connection_dropped_on_add_channel_hangs_up_caller_and_leaks_nothing(
     expect_request(&fake, "addChannel", |r| is_add_channel(r, &ids.bridge, &ids.call));
     expect_request(&fake, "DELETE bridge after the dropped connection", |r| is_delete_bridge(r, &ids.bridge));
     wait_channel_gone(&fake, &ids.call, "caller must be hung up after addChannel failed");
-    assert!(vb.wait_log("AddCaller failed", STEP).is_some(), "the failure is not in the log");
+    assert!(vb.wait_log("AddCallerAndMedia failed", STEP).is_some(), "the failure is not in the log");
     finish(&fake, &mut vb);
 }
 
@@ -202,10 +202,10 @@ fn fake_ari_a_call_over_max_calls_is_rejected_with_congestion_at_once() {
 
 #[test]
 fn fake_ari_slow_asterisk_sheds_new_calls_until_it_answers_fast_again() {
-    // Every bridge request takes 400 ms: after one set-up the average answer time is past 100 ms.
+    // Every bridge request takes 800 ms: after one set-up the average answer time is past 100 ms.
     let config = Config { phase_ms: 3000, admission: "max_rest_latency_ms = 100".into(), ..Config::new() };
     let (fake, mut vb) = start_pair("slow-asterisk-sheds", config);
-    fake.set_rule(Rule::prefix("POST", "/ari/bridges", Action::Delay(Duration::from_millis(400))));
+    fake.set_rule(Rule::prefix("POST", "/ari/bridges", Action::Delay(Duration::from_millis(800))));
     let slow = call_to_media_phase(&fake, &vb, "1764000063.1");
     let shed = CallIds::new("1764000064.1");
     fake.new_inbound_call(&shed.call);
@@ -227,7 +227,7 @@ fn fake_ari_a_transport_failure_sheds_calls_to_the_destination_without_the_bot()
     let (fake, mut vb) = start_pair("unanswered-transfers", config);
     // One bridge request goes unanswered (connection closed): that call fails, and for the next
     // 2 s new callers go straight to the destination.
-    fake.set_rule(Rule::create_bridge(Action::Drop).times(2));
+    fake.set_rule(Rule::create_bridge(Action::Drop).times(1));
     let failed = CallIds::new("1764000066.1");
     fake.new_inbound_call(&failed.call);
     wait_channel_gone(&fake, &failed.call, "the caller whose bridge failed is hung up");

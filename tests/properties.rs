@@ -176,13 +176,15 @@ impl Ledger {
                 self.bridge = true;
                 outcome(Step::CreateBridge)
             }
-            Action::AddToBridge(Role::Caller) => outcome(Step::AddCaller),
-            Action::AddToBridge(Role::Media) => outcome(Step::AddMedia),
-            Action::AddToBridge(Role::Dest) => outcome(Step::AddDest),
-            Action::CreateMedia => {
+            Action::CreateBridgeAndMedia => {
+                // Both requests go out: each may have created its resource, whatever the outcome.
+                self.bridge = true;
                 self.media = true;
-                outcome(Step::CreateMedia)
+                outcome(Step::CreateBridgeAndMedia)
             }
+            Action::AddToBridge(Role::Caller) | Action::AddToBridge(Role::Media) => outcome(Step::AddCaller),
+            Action::AddCallerAndMedia => outcome(Step::AddCallerAndMedia),
+            Action::AddToBridge(Role::Dest) => outcome(Step::AddDest),
             Action::Originate => {
                 self.dest = true;
                 outcome(Step::Originate)
@@ -251,7 +253,7 @@ fn asterisk16_captured_transferred_call_decodes_and_routes_to_one_call() {
     }
     let call = &routed[0].0;
     assert!(routed.iter().all(|(c, _)| c == call), "{routed:?}");
-    assert!(matches!(routed[0].1, CallEvent::Inbound(_)));
+    assert!(matches!(routed[0].1, CallEvent::Inbound(..)));
     assert!(routed.iter().any(|(_, e)| matches!(e, CallEvent::Started(Role::Media, _))));
     assert!(routed.iter().any(|(_, e)| matches!(e, CallEvent::Started(Role::Dest, _))));
     assert!(routed.iter().any(|(_, e)| *e == CallEvent::Dial("ANSWER".into())));

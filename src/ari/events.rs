@@ -6,6 +6,7 @@
 //! the problem, so the reader can log it and go on.
 
 use std::fmt;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
@@ -64,6 +65,9 @@ pub enum Event {
         channel: Channel,
         #[serde(default)]
         args: Vec<String>,
+        /// When Asterisk put the channel into the application (`2026-11-24T04:12:52.001+0000`).
+        #[serde(default)]
+        timestamp: String,
     },
     /// A channel left the application (for our channels: it hung up).
     StasisEnd { channel: Channel },
@@ -85,6 +89,47 @@ pub enum Event {
     /// Every event type the flow has no use for.
     #[serde(other)]
     Other,
+}
+
+/// An ARI event timestamp (`2026-11-24T04:12:52.001+0000`: any number of fraction digits, a
+/// `+hhmm`/`-hhmm` offset) as a point in time; `None` for anything else.
+pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
+    let b = text.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = text.get(from..from + len)?;
+        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+    };
+    if b.len() < 24 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(10) != Some(&b'T') || b.get(19) != Some(&b'.') {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    let digits = b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let fraction = num(20, digits.min(9))?;
+    let nanos = fraction * 10i64.pow(9 - digits.min(9) as u32);
+    let zone = 20 + digits;
+    let sign = match b.get(zone) {
+        Some(b'+') => 1,
+        Some(b'-') => -1,
+        _ => return None,
+    };
+    if b.len() != zone + 5 {
+        return None;
+    }
+    let offset = sign * (num(zone + 1, 2)? * 3600 + num(zone + 3, 2)? * 60);
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    let secs = u64::try_from(secs).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos as u32))
 }
 
 /// Why a frame was not an event.
@@ -137,7 +182,7 @@ mod tests {
     #[test]
     fn inbound_stasis_start_fixture_decodes_with_args_and_dialplan() {
         match decode(&fixture("stasis_start_inbound.json")).unwrap() {
-            Event::StasisStart { channel, args } => {
+            Event::StasisStart { channel, args, .. } => {
                 assert_eq!(args, vec!["inbound".to_string()]);
                 assert!(channel.name.starts_with("PJSIP/"), "{channel:?}");
                 let dp = channel.dialplan.unwrap();
@@ -151,7 +196,7 @@ mod tests {
     #[test]
     fn external_media_stasis_start_fixture_has_no_args() {
         match decode(&fixture("stasis_start_external_media.json")).unwrap() {
-            Event::StasisStart { channel, args } => {
+            Event::StasisStart { channel, args, .. } => {
                 assert!(args.is_empty());
                 assert!(channel.name.starts_with("UnicastRTP/"), "{channel:?}");
                 assert!(channel.id.ends_with("-media"));
@@ -223,6 +268,20 @@ mod tests {
                 bytes[i] = next() as u8;
             }
             let _ = decode(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    #[test]
+    fn event_timestamps_parse_with_their_offset() {
+        let t = parse_timestamp("2026-11-24T04:12:52.001+0000").unwrap();
+        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap(), Duration::new(1_795_493_572, 1_000_000));
+        let shifted = parse_timestamp("2026-11-24T05:12:52.001+0100").unwrap();
+        assert_eq!(shifted, t);
+        let micros = parse_timestamp("2026-11-24T04:12:52.001500-0000").unwrap();
+        assert_eq!(micros.duration_since(t).unwrap(), Duration::from_micros(500));
+        assert_eq!(parse_timestamp("1970-01-01T00:00:00.000+0000"), Some(SystemTime::UNIX_EPOCH));
+        for bad in ["", "2026-11-24 04:12:52.001+0000", "2026-13-24T04:12:52.001+0000", "2026-11-24T04:12:52+0000", "2026-11-24T04:12:52.001Z", "2026-11-24T04:12:52.0x1+0000"] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }
 }

@@ -288,9 +288,11 @@ impl AriClient {
             .map(drop)
     }
 
-    pub fn add_channel(&self, bridge: &str, channel: &str) -> Result<()> {
-        let doing = format!("adding {channel} to bridge {bridge}");
-        self.call("POST", &format!("/bridges/{}/addChannel", seg(bridge)), &[("channel", channel)], Idempotent::No, &doing)
+    /// Adds channels to a bridge, all in one request (ARI takes a comma-separated list).
+    pub fn add_channels(&self, bridge: &str, channels: &[&str]) -> Result<()> {
+        let list = channels.join(",");
+        let doing = format!("adding {list} to bridge {bridge}");
+        self.call("POST", &format!("/bridges/{}/addChannel", seg(bridge)), &[("channel", &list)], Idempotent::No, &doing)
             .map(drop)
     }
 
