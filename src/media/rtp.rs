@@ -1,0 +1,64 @@
+//! What the echo needs to know about RTP: whether a datagram looks like a packet.
+
+/// Size of the fixed RTP header.
+pub const HEADER: usize = 12;
+
+/// Whether `packet` looks like an RTP packet: version 2 and at least the fixed header plus the
+/// CSRC list and extension header it announces.
+pub fn looks_like_rtp(packet: &[u8]) -> bool {
+    if packet.len() < HEADER || packet[0] >> 6 != 2 {
+        return false;
+    }
+    let csrc = usize::from(packet[0] & 0x0f) * 4;
+    let mut needed = HEADER + csrc;
+    if packet[0] & 0x10 != 0 {
+        // Header extension: 4 bytes of profile + length, then length 32-bit words.
+        let Some(ext) = packet.get(needed..needed + 4) else { return false };
+        needed += 4 + usize::from(u16::from_be_bytes([ext[2], ext[3]])) * 4;
+    }
+    packet.len() >= needed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::testing::rtp;
+
+    #[test]
+    fn rtp_check_accepts_rtp_and_refuses_the_rest() {
+        assert!(looks_like_rtp(&rtp(1)));
+        assert!(!looks_like_rtp(&[]));
+        assert!(!looks_like_rtp(b"hello world!"));
+        let mut v1 = rtp(1);
+        v1[0] = 0x40;
+        assert!(!looks_like_rtp(&v1));
+        // Announces 15 CSRCs it does not carry.
+        let mut csrc = rtp(1)[..12].to_vec();
+        csrc[0] = 0x8f;
+        assert!(!looks_like_rtp(&csrc));
+        // Announces an extension it does not carry.
+        let mut ext = rtp(1)[..12].to_vec();
+        ext[0] = 0x90;
+        assert!(!looks_like_rtp(&ext));
+        ext.extend_from_slice(&[0xbe, 0xde, 0, 1, 9, 9, 9, 9]);
+        assert!(looks_like_rtp(&ext));
+    }
+
+    #[test]
+    fn rtp_check_never_panics_on_arbitrary_bytes() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..64usize {
+            for _ in 0..200 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        seed as u8
+                    })
+                    .collect();
+                let _ = looks_like_rtp(&bytes);
+            }
+        }
+    }
+}
