@@ -6,20 +6,22 @@
 //!
 //! Ownership: a socket is either in the pool, or owned by exactly one [`SocketLease`]. A lease
 //! goes back to the pool on `Drop`, whatever path the call took. While a call talks to the bot,
-//! the lease is moved into an echo thread and an [`Echo`] handle stays with the call; dropping the
-//! handle stops the thread (at once: a wake-up datagram unblocks its `recv`), joins it, and the
-//! lease inside returns the socket. On the way back the socket is drained, so a late packet of one
-//! call is never echoed into the next.
+//! the lease is shared by an echo thread and the [`Echo`] handle that stays with the call;
+//! dropping the handle stops the thread (at once: a wake-up datagram from the pool's waker socket
+//! unblocks its `recv`), joins it, and the lease returns the socket. On the way back the socket
+//! is disconnected and drained, so a late packet of one call is never echoed into the next.
 //!
 //! The echo answers only Asterisk: packets must come from the call's Asterisk RTP address (told by
 //! the externalMedia channel's `UNICASTRTP_LOCAL_*` variables, or else learned from the first
-//! packet from `asterisk_host`) and must look like RTP; everything else is dropped and counted.
+//! packet from `asterisk_host`) and must look like RTP. Once that address is known the socket is
+//! `connect()`ed to it and the kernel drops every other source; before, the echo drops and counts
+//! them itself.
 
 mod echo;
 mod pool;
 mod rtp;
 
-pub use echo::{Echo, EchoCounts, EchoStats, Silence, Waking};
+pub use echo::{Echo, EchoCounts, Silence, Waking};
 pub use pool::{BindFailure, SocketLease, SocketPool};
 pub use rtp::looks_like_rtp;
 

@@ -1,18 +1,20 @@
 //! The UDP sockets of the configured port range, bound once at start-up, and the leases that hand
 //! them to calls.
 //!
-//! Invariant: a socket in the pool has nothing queued, so a late packet of one call is never
-//! echoed into the next.
+//! Invariant: a socket in the pool is not connected to any address and has nothing queued, so the
+//! next call starts from scratch whatever the last one did with it.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
+use socket2::{SockAddr, SockRef};
 
-/// How long an idle echo thread blocks in `recv` before looking at its state anyway (a wake-up
-/// datagram normally makes this moot; see `Echo`).
-pub(super) const ECHO_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long an idle echo thread blocks in `recv` before looking at its state anyway, when the pool
+/// has no waker socket to send it a wake-up datagram with (it has unless binding one failed).
+const ECHO_POLL: Duration = Duration::from_millis(100);
 
 /// Largest datagram read; RTP over UDP on a LAN stays far below.
 pub(super) const MAX_DATAGRAM: usize = 2048;
@@ -20,6 +22,20 @@ pub(super) const MAX_DATAGRAM: usize = 2048;
 struct PoolInner {
     free: Mutex<Vec<(u16, UdpSocket)>>,
     total: usize,
+    /// Where the pool's sockets are reached from this host: the bound address, or loopback for
+    /// 0.0.0.0 / ::.
+    reach: IpAddr,
+    /// Sends the empty datagrams that wake an echo thread out of `recv`: bound once, so that
+    /// stopping a call never needs a descriptor that may be lacking then.
+    waker: Option<UdpSocket>,
+}
+
+impl PoolInner {
+    /// The read timeout of a socket in the pool, and of an echo with nothing to do: none, since a
+    /// wake-up datagram always comes, unless there is no waker.
+    fn idle_timeout(&self) -> Option<Duration> {
+        self.waker.is_none().then_some(ECHO_POLL)
+    }
 }
 
 /// The bound UDP sockets not in use by a call. Clones share one pool.
@@ -50,7 +66,17 @@ impl SocketPool {
         // Leases are taken from the end: keep the lowest ports there so allocation is predictable.
         free.reverse();
         let total = free.len();
-        (SocketPool { inner: Arc::new(PoolInner { free: Mutex::new(free), total }) }, failures)
+        let reach = match host {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let waker = UdpSocket::bind(SocketAddr::new(reach, 0)).ok();
+        let inner = PoolInner { free: Mutex::new(free), total, reach, waker };
+        for (_, sock) in inner.free.lock().iter() {
+            let _ = sock.set_read_timeout(inner.idle_timeout());
+        }
+        (SocketPool { inner: Arc::new(inner) }, failures)
     }
 
     /// Takes a socket, or `None` when every one is in use.
@@ -71,9 +97,7 @@ impl SocketPool {
 }
 
 fn bind_one(host: IpAddr, port: u16) -> io::Result<UdpSocket> {
-    let sock = UdpSocket::bind(SocketAddr::new(host, port))?;
-    sock.set_read_timeout(Some(ECHO_POLL))?;
-    Ok(sock)
+    UdpSocket::bind(SocketAddr::new(host, port))
 }
 
 /// Reads and discards whatever is queued on `socket`.
@@ -89,6 +113,15 @@ fn drain(socket: &UdpSocket) {
         }
     }
     let _ = socket.set_nonblocking(false);
+}
+
+/// Dissolves `socket`'s association with a peer (`connect` to an `AF_UNSPEC` address): it takes
+/// datagrams from any source again. The port stays bound. Harmless on a socket not connected.
+pub(super) fn disconnect(socket: &UdpSocket) -> io::Result<()> {
+    // SAFETY: `try_init` hands the closure a zeroed `sockaddr_storage` and keeps its full length;
+    // every byte is initialised, and a family of 0 is `AF_UNSPEC`, all `connect` reads of it.
+    let ((), unspecified) = unsafe { SockAddr::try_init(|_, _| Ok(())) }?;
+    SockRef::from(socket).connect(&unspecified)
 }
 
 /// One socket taken from the pool; returns it on drop.
@@ -107,11 +140,32 @@ impl SocketLease {
         // Only `Drop` takes the socket out.
         self.socket.as_ref().unwrap_or_else(|| unreachable!("socket taken before drop"))
     }
+
+    /// The socket's read timeout while its echo has nothing to do (see `PoolInner::idle_timeout`).
+    pub(super) fn idle_timeout(&self) -> Option<Duration> {
+        self.pool.idle_timeout()
+    }
+
+    /// Sends the socket an empty datagram from this host, so that a `recv` blocked on it returns.
+    /// The socket must not be connected to another address (the kernel would drop it).
+    pub(super) fn interrupt_recv(&self) {
+        let target = SocketAddr::new(self.pool.reach, self.port);
+        let sent = match &self.pool.waker {
+            Some(waker) => waker.send_to(&[], target),
+            None => UdpSocket::bind(SocketAddr::new(self.pool.reach, 0)).and_then(|w| w.send_to(&[], target)),
+        };
+        if let Err(e) = sent {
+            log::debug!("cannot wake the echo on port {}: {e}", self.port);
+        }
+    }
 }
 
 impl Drop for SocketLease {
     fn drop(&mut self) {
         if let Some(socket) = self.socket.take() {
+            // Back to the pool's invariant: any source, the idle timeout, nothing queued.
+            let _ = disconnect(&socket);
+            let _ = socket.set_read_timeout(self.pool.idle_timeout());
             drain(&socket);
             self.pool.free.lock().push((self.port, socket));
         }
@@ -146,5 +200,39 @@ mod tests {
         let (pool, failures) = SocketPool::bind(LOCAL, 27910, 27912);
         assert_eq!(failures.iter().map(|f| f.port).collect::<Vec<_>>(), vec![27911]);
         assert_eq!(pool.total(), 2);
+    }
+
+    #[test]
+    fn a_socket_connected_by_its_call_goes_back_to_the_pool_unconnected() {
+        let pool = pool(27970, 1);
+        let peer = UdpSocket::bind((LOCAL, 0)).unwrap();
+        let stranger = UdpSocket::bind((LOCAL, 0)).unwrap();
+        let lease = pool.lease().unwrap();
+        lease.socket().connect(peer.local_addr().unwrap()).unwrap();
+        drop(lease);
+        let lease = pool.lease().unwrap();
+        assert_eq!(lease.socket().peer_addr().map_err(|e| e.kind()), Err(io::ErrorKind::NotConnected));
+        stranger.send_to(b"x", (LOCAL, 27970)).unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = lease.socket().recv_from(&mut buf).expect("a datagram from a new source");
+        assert_eq!((n, from), (1, stranger.local_addr().unwrap()));
+    }
+
+    #[test]
+    fn disconnecting_a_socket_bound_to_every_address_keeps_its_port() {
+        // Linux keeps the port of a socket bound to a port by number (a pool's are); one bound to
+        // port 0 gives its ephemeral port up on disconnect.
+        let port = 27_975;
+        let sock = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).unwrap();
+        let peer = UdpSocket::bind((LOCAL, 0)).unwrap();
+        sock.connect(peer.local_addr().unwrap()).unwrap();
+        disconnect(&sock).unwrap();
+        disconnect(&sock).unwrap();
+        assert_eq!(sock.local_addr().unwrap(), SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)));
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        let other = UdpSocket::bind((LOCAL, 0)).unwrap();
+        other.send_to(b"y", (LOCAL, port)).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(sock.recv_from(&mut buf).unwrap().1, other.local_addr().unwrap());
     }
 }

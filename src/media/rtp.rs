@@ -1,4 +1,5 @@
-//! What the echo needs to know about RTP: whether a datagram looks like a packet.
+//! What the echo needs to know about RTP: whether a datagram looks like a packet, and how to write
+//! one of silence.
 
 /// Size of the fixed RTP header.
 pub const HEADER: usize = 12;
@@ -17,6 +18,19 @@ pub fn looks_like_rtp(packet: &[u8]) -> bool {
         needed += 4 + usize::from(u16::from_be_bytes([ext[2], ext[3]])) * 4;
     }
     packet.len() >= needed
+}
+
+/// Writes into `buf` an RTP packet of `len` bytes of `fill` after the header, and returns its
+/// length (at most `buf.len()`).
+pub fn write_packet(buf: &mut [u8], payload_type: u8, seq: u16, timestamp: u32, ssrc: u32, fill: u8, len: usize) -> usize {
+    let total = (HEADER + len).min(buf.len());
+    buf[0] = 0x80;
+    buf[1] = payload_type & 0x7f;
+    buf[2..4].copy_from_slice(&seq.to_be_bytes());
+    buf[4..8].copy_from_slice(&timestamp.to_be_bytes());
+    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    buf[HEADER..total].fill(fill);
+    total
 }
 
 #[cfg(test)]
@@ -60,5 +74,17 @@ mod tests {
                 let _ = looks_like_rtp(&bytes);
             }
         }
+    }
+
+    #[test]
+    fn a_written_packet_is_rtp_with_the_given_fields() {
+        let mut buf = [0u8; 2048];
+        let n = write_packet(&mut buf, 0x88, 7, 1120, 0xdead_beef, 0xd5, 160);
+        assert_eq!(n, 172);
+        assert!(looks_like_rtp(&buf[..n]));
+        assert_eq!(&buf[..12], &[0x80, 8, 0, 7, 0, 0, 4, 0x60, 0xde, 0xad, 0xbe, 0xef]);
+        assert!(buf[12..n].iter().all(|b| *b == 0xd5));
+        // A payload larger than the buffer is cut, not a panic.
+        assert_eq!(write_packet(&mut buf[..100], 8, 0, 0, 1, 0, 640), 100);
     }
 }
