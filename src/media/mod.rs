@@ -1,0 +1,58 @@
+//! UDP sockets for the calls' RTP, and the echo that stands in for the bot.
+//!
+//! Every port of the configured range is bound once, at start-up, into a [`SocketPool`], so a port
+//! is listening before Asterisk is ever told to send to it (the Python original bound the port
+//! after creating the externalMedia channel and lost the first packets, or the port).
+//!
+//! Ownership: a socket is either in the pool, or owned by exactly one [`SocketLease`]. A lease
+//! goes back to the pool on `Drop`, whatever path the call took. While a call talks to the bot,
+//! the lease is shared by an echo thread and the [`Echo`] handle that stays with the call;
+//! dropping the handle stops the thread (at once: a wake-up datagram from the pool's waker socket
+//! unblocks its `recv`), joins it, and the lease returns the socket. On the way back the socket
+//! is disconnected and drained, so a late packet of one call is never echoed into the next.
+//!
+//! The echo answers only Asterisk: packets must come from the call's Asterisk RTP address (told by
+//! the externalMedia channel's `UNICASTRTP_LOCAL_*` variables, or else learned from the first
+//! packet from `asterisk_host`) and must look like RTP. Once that address is known the socket is
+//! `connect()`ed to it and the kernel drops every other source; before, the echo drops and counts
+//! them itself.
+
+mod echo;
+mod pool;
+mod rtp;
+
+pub use echo::{Echo, EchoCounts, Silence, Waking};
+pub use pool::{BindFailure, SocketLease, SocketPool};
+pub use rtp::looks_like_rtp;
+
+#[cfg(test)]
+mod testing {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::{Duration, Instant};
+
+    use super::SocketPool;
+
+    pub const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// An a-law RTP packet as Asterisk sends it: 12 bytes of header, 20 ms of silence.
+    pub fn rtp(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 8, (seq >> 8) as u8, seq as u8, 0, 0, 0, 160, 1, 2, 3, 4];
+        p.extend_from_slice(&[0xd5; 160]);
+        p
+    }
+
+    /// A test port range: tests run in parallel, so each takes its own.
+    pub fn pool(base: u16, n: u16) -> SocketPool {
+        let (pool, failures) = SocketPool::bind(LOCAL, base, base + n - 1);
+        assert!(failures.is_empty(), "ports {base}.. busy: {failures:?}");
+        pool
+    }
+
+    pub fn wait_until(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
