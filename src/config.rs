@@ -6,7 +6,7 @@
 //! every error in the file at once, each naming its key.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +21,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub transfer: TransferConfig,
     pub service: ServiceConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +77,13 @@ pub struct ServiceConfig {
     pub on_stop: OnStop,
     /// How long a `handover` stop waits for calls to leave the bot.
     pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Where `/metrics` and `/health` are served; `None` when turned off. Port 0 takes any free
+    /// port (logged at start-up).
+    pub listen: Option<SocketAddr>,
 }
 
 /// What a stop does with the calls voicebot1 holds.
@@ -277,6 +285,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ),
     ("transfer", &["endpoint", "caller_id", "dial_timeout_s"]),
     ("service", &["workers", "log_level", "log_file", "on_stop", "drain_s"]),
+    ("metrics", &["listen"]),
 ];
 
 struct Reader<'e> {
@@ -316,7 +325,8 @@ impl<'e> Reader<'e> {
         let media = self.media(&section("media"));
         let transfer = self.transfer(&section("transfer"));
         let service = self.service(&section("service"));
-        Some(Config { ari: ari?, media: media?, transfer: transfer?, service: service? })
+        let metrics = self.metrics(&section("metrics"));
+        Some(Config { ari: ari?, media: media?, transfer: transfer?, service: service?, metrics: metrics? })
     }
 
     fn ari(&mut self, s: &Section) -> Option<AriConfig> {
@@ -508,6 +518,23 @@ impl<'e> Reader<'e> {
         };
         let drain = Duration::from_secs(self.integer(s, "drain_s", 30, 0, 3600) as u64);
         Some(ServiceConfig { workers, log_level: log_level?, log_file, on_stop: on_stop?, drain })
+    }
+
+    fn metrics(&mut self, s: &Section) -> Option<MetricsConfig> {
+        let listen = self.string(s, "listen", "127.0.0.1:9108");
+        match listen.trim() {
+            "" | "off" => Some(MetricsConfig { listen: None }),
+            text => match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(MetricsConfig { listen: Some(addr) }),
+                Err(_) => {
+                    self.err(
+                        "metrics.listen",
+                        format!("{listen:?} is not IP:PORT (e.g. \"127.0.0.1:9108\", \"[::1]:9108\"), or \"off\""),
+                    );
+                    None
+                }
+            },
+        }
     }
 
     // --- typed getters: each records an error naming the key and returns a usable fallback ---
@@ -704,6 +731,21 @@ mod tests {
         assert_eq!(c.transfer.endpoint, "PJSIP/4438007@AVAYA-endpoint");
         assert_eq!(c.service.log_level, LevelFilter::Info);
         assert_eq!(c.service.log_file, None);
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9108".parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_or_off() {
+        let listen = |v: &str| Config::parse(&format!("[ari]\npassword='x'\n[metrics]\nlisten = '{v}'\n"), "t", &ENV).map(|c| c.metrics.listen);
+        assert_eq!(listen("[::1]:9200").unwrap(), Some("[::1]:9200".parse().unwrap()));
+        assert_eq!(listen("127.0.0.1:0").unwrap(), Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(listen("off").unwrap(), None);
+        assert_eq!(listen("").unwrap(), None);
+        for bad in ["localhost:9108", "127.0.0.1", "9108", "127.0.0.1:99999", "on"] {
+            has_error(&format!("[ari]\npassword='x'\n[metrics]\nlisten = '{bad}'\n"), "metrics.listen", "is not IP:PORT");
+        }
+        has_error("[ari]\npassword='x'\n[metrics]\nlisten = 9108\n", "metrics.listen", "must be a string");
+        has_error("[ari]\npassword='x'\n[metrics]\nport = 9108\n", "metrics.port", "unknown key");
     }
 
     #[test]
