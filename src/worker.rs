@@ -344,6 +344,7 @@ impl CallHandler {
             registry.len()
         };
         let (free, total) = (shared.pool.free(), shared.pool.total());
+        crate::metrics::call_ended(end);
         info!(
             "call {id}: ended ({}) after {:.1} s; {active} calls active, pool {free}/{total} free",
             describe_end(end),
@@ -398,6 +399,7 @@ impl CallHandler {
                     let port = echo.port();
                     let counts = echo.counts();
                     drop(echo);
+                    crate::metrics::bot_session_ended(&counts);
                     info!("call {id}: bot media ended on port {port}: {}", describe_counts(&counts));
                 }
                 None
@@ -417,6 +419,7 @@ impl CallHandler {
                 let result = ari.add_channel(&bridge, &channel);
                 if result.is_ok() {
                     let ms = started.elapsed().as_millis();
+                    if role == Role::Media { crate::metrics::call_set_up(started.elapsed()) }
                     match role {
                         Role::Caller => debug!("call {id}: caller in bridge {bridge}"),
                         Role::Media => info!("call {id}: caller and media bridged in {ms} ms"),

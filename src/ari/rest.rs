@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, trace};
 use serde::de::DeserializeOwned;
@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use super::events::{Bridge, Channel};
 use super::tcp;
 use crate::config::AriConfig;
+use crate::metrics::{self, Class};
 
 /// What went wrong with one REST request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,29 +300,54 @@ impl AriClient {
         }
         debug!("ARI {method} {path} {query:?}");
         let err = |kind| AriError { doing: doing.to_string(), kind };
-        match req.call() {
+        let sent = Instant::now();
+        let (result, class) = match req.call() {
             Ok(resp) => {
                 let status = resp.status();
-                let body = resp.into_string().map_err(|e| err(ErrorKind::Transport(format!("reading the response: {e}"))))?;
-                debug!("ARI {method} {path} -> {status}");
-                trace!("ARI {method} {path} body: {body}");
-                Ok(body)
+                match resp.into_string() {
+                    Ok(body) => {
+                        debug!("ARI {method} {path} -> {status}");
+                        trace!("ARI {method} {path} body: {body}");
+                        (Ok(body), Class::of_status(status))
+                    }
+                    Err(e) => {
+                        let class = if is_timeout(&e) { Class::Timeout } else { Class::Other };
+                        (Err(err(ErrorKind::Transport(format!("reading the response: {e}")))), class)
+                    }
+                }
             }
             Err(ureq::Error::Status(code, resp)) => {
                 let body = resp.into_string().unwrap_or_default();
                 debug!("ARI {method} {path} -> {code} {body}");
-                Err(err(match code {
+                let kind = match code {
                     404 => ErrorKind::NotFound,
                     401 | 403 => ErrorKind::Unauthorized(code),
                     _ => ErrorKind::Status(code, ari_message(&body)),
-                }))
+                };
+                (Err(err(kind)), Class::of_status(code))
             }
             Err(ureq::Error::Transport(t)) => {
                 debug!("ARI {method} {path} -> transport error: {t}");
-                Err(err(ErrorKind::Transport(t.to_string())))
+                let class = transport_class(&t);
+                (Err(err(ErrorKind::Transport(t.to_string()))), class)
             }
-        }
+        };
+        metrics::ari_request(method, path, class, sent.elapsed());
+        result
     }
+}
+
+/// A request that got no HTTP status: no connection at all, or no (complete) answer in time.
+fn transport_class(t: &ureq::Transport) -> Class {
+    match t.kind() {
+        ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed => Class::Connect,
+        _ if std::error::Error::source(t).and_then(|s| s.downcast_ref::<std::io::Error>()).is_some_and(is_timeout) => Class::Timeout,
+        _ => Class::Other,
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
 }
 
 fn is_passing(kind: &ErrorKind) -> bool {
@@ -421,6 +447,26 @@ mod tests {
         let sock = socket2::SockRef::from(&probe);
         assert!(sock.keepalive().unwrap(), "keepalive is off on an https connection");
         assert_eq!(sock.keepalive_time().unwrap(), tcp::KEEPALIVE_IDLE);
+    }
+
+    #[test]
+    fn requests_without_a_status_are_classed_as_timeout_or_connect() {
+        use std::net::TcpListener;
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_millis(200)).build();
+        // Accepts (the kernel does, from the backlog) but never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/ari/asterisk/info", silent.local_addr().unwrap());
+        match agent.get(&url).call() {
+            Err(ureq::Error::Transport(t)) => assert_eq!(transport_class(&t), Class::Timeout, "{t}"),
+            other => panic!("expected a transport error, got {other:?}"),
+        }
+        // Nobody listens on a port just released.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        match agent.get(&format!("http://{closed}/ari/asterisk/info")).call() {
+            Err(ureq::Error::Transport(t)) => assert_eq!(transport_class(&t), Class::Connect, "{t}"),
+            other => panic!("expected a transport error, got {other:?}"),
+        }
+        drop(silent);
     }
 
     #[test]

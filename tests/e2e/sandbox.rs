@@ -71,7 +71,8 @@ pub fn config_text(port_min: u16, port_max: u16, phase_ms: u64) -> String {
     format!(
         "[ari]\nurl = \"http://127.0.0.1:{}\"\npassword = \"voicebot1-sandbox\"\n\
          [media]\nport_min = {port_min}\nport_max = {port_max}\nphase_ms = {phase_ms}\n\
-         [transfer]\ndial_timeout_s = 10\n[service]\nworkers = 4\nlog_level = \"debug\"\n",
+         [transfer]\ndial_timeout_s = 10\n[service]\nworkers = 4\nlog_level = \"debug\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
         ari_port()
     )
 }
