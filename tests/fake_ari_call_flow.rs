@@ -168,8 +168,11 @@ fn fake_ari_destination_stasis_start_before_originate_response_is_bridged() {
 #[test]
 fn fake_ari_metrics_count_calls_requests_and_set_ups_as_the_log_does() {
     let (fake, mut vb) = start_pair("metrics-counters", Config::new());
+    // Connected counts from the end of the start-up sweep, a moment after the WebSocket opened.
+    assert!(vb.wait_health(200, STEP).is_ok(), "{}", vb.log_text());
     assert_eq!(vb.scrape().get("voicebot1_ari_websocket_connected"), 1);
     full_call(&fake, &vb, "1764000031.1");
+    assert!(vb.wait_log("call 1764000031.1: ended (caller hung up)", STEP).is_some(), "{}", vb.log_text());
     // A second call whose bridge cannot be created (one 500, not retried: POST).
     fake.set_rule(Rule::create_bridge(support::fake_ari::internal_error()).times(1));
     fake.new_inbound_call("1764000032.1");
