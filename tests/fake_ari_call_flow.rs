@@ -212,10 +212,12 @@ fn fake_ari_health_is_503_while_every_media_port_is_in_use() {
     let (fake, mut vb) = start_pair("health-pool", config);
     assert!(vb.wait_health(200, STEP).is_ok());
     let ids = call_to_media_phase(&fake, &vb, "1764000033.1");
+    // The phase is recorded when the call's turn ends, just after the fake saw the bridge.
+    let media = r#"voicebot1_calls_active{phase="media"}"#;
+    assert_eq!(vb.wait_metric(media, 1, STEP).get(media), 1);
     let (status, line) = vb.health();
     assert_eq!(status, 503, "{line}");
     assert_eq!(line, "unavailable: no free media port (pool 0/1 free, 1 calls active)");
-    assert_eq!(vb.scrape().get(r#"voicebot1_calls_active{phase="media"}"#), 1);
     assert!(fake.caller_hangs_up(&ids.call));
     wait_no_voicebot1_resources(&fake);
     let back = vb.wait_health(200, STEP);

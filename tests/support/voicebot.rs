@@ -209,6 +209,18 @@ impl Voicebot {
         Scrape(body)
     }
 
+    /// Scrapes until `series` has `value` (a gauge that follows a call's turn); the last scrape.
+    pub fn wait_metric(&self, series: &str, value: u64, timeout: Duration) -> Scrape {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.scrape();
+            if m.value(series) == Some(value as f64) || Instant::now() > deadline {
+                return m;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `GET /health`: status and its one line.
     pub fn health(&self) -> (u16, String) {
         let (status, body) = self.get_metrics_path("/health");
