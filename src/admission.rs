@@ -156,6 +156,7 @@ pub fn offer(shared: &Shared, calls: &Scheduler<Live>, call: CallId, caller: Box
         }
         Err(why) => {
             let n = Counters::bump(&shared.counters.shed);
+            crate::metrics::call_not_taken(&why);
             match shared.config.admission.on_overload {
                 OnOverload::Reject => {
                     let rejection = Rejection { call, caller: caller.name, why, at: Instant::now() };
@@ -259,5 +260,8 @@ mod tests {
         assert_eq!(a.check(&reg, &rest), Ok(()), "recovers as answers speed up: {:?}", rest.average());
         rest.record(Duration::from_millis(5000), false);
         assert!(matches!(a.check(&reg, &rest), Err(Overload::Unanswered { .. })));
+        // A reconnect: the Asterisk that answers now is not the one that did not.
+        rest.reset();
+        assert_eq!(a.check(&reg, &rest), Ok(()));
     }
 }

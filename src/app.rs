@@ -29,6 +29,7 @@ use crate::dispatch::{route, CallEvent, CallMsg, Scheduler};
 use crate::ids::Ids;
 use crate::leftovers;
 use crate::media::SocketPool;
+use crate::metrics;
 use crate::worker::{run_timers, CallHandler, Counters, Live, Shared};
 
 /// How long shutdown waits for the workers to clean their calls up.
@@ -43,6 +44,8 @@ pub enum AppError {
     ShutdownTimedOut { calls: usize },
     /// The Asterisk voicebot1 connected to is a version it cannot work with.
     Unsupported { version: String, why: String },
+    /// `[metrics] listen` cannot be listened on (in use, or not an address of this host).
+    MetricsListen { addr: std::net::SocketAddr, error: std::io::Error },
 }
 
 impl fmt::Display for AppError {
@@ -53,6 +56,10 @@ impl fmt::Display for AppError {
             AppError::Signal(e) => write!(f, "cannot install the signal handler: {e}"),
             AppError::ShutdownTimedOut { calls } => write!(f, "shutdown timed out with {calls} calls still being cleaned up"),
             AppError::Unsupported { version, why } => write!(f, "Asterisk {version} is not supported: {why}"),
+            AppError::MetricsListen { addr, error } => write!(
+                f,
+                "metrics.listen: cannot listen on {addr}: {error} (another voicebot1 or exporter there? choose another port, or \"off\")"
+            ),
         }
     }
 }
@@ -82,6 +89,9 @@ pub fn bind_pool(config: &Config) -> Result<SocketPool, AppError> {
 /// Runs voicebot1 until `signals` delivers a stop request, then shuts down.
 pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let config = Arc::new(config);
+    // Before anything else: an address in use stops voicebot1 here, with one line.
+    let endpoint = config.metrics.listen.map(|addr| metrics::Endpoint::bind(addr).map_err(|error| AppError::MetricsListen { addr, error }));
+    let endpoint = endpoint.transpose()?;
     let pool = bind_pool(&config)?;
     let (shed_tx, shed_rx) = admission::channel();
     let shared = Arc::new(Shared {
@@ -98,6 +108,9 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         counters: Counters::default(),
     });
 
+    let live = Arc::clone(&shared);
+    // Stops when `run` returns: /health answers (503 while stopping) until the very end.
+    let _metrics = endpoint.map(|e| e.serve(move || metrics::Live::read(&live))).transpose().map_err(AppError::Thread)?;
     let calls: Arc<Scheduler<Live>> = Arc::new(Scheduler::new());
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
     let handler = Arc::new(CallHandler::new(Arc::clone(&shared), timer_tx));
@@ -316,6 +329,8 @@ impl Reader {
             Err(ConnectError::Other(m)) => return SessionEnd::Lost(m),
         };
         info!("ARI: connected to Asterisk {version} at {}, taking calls for {:?}", events_url(cfg), cfg.app);
+        // The requests that went unanswered were the lost connection's: this Asterisk answers.
+        ari.responsiveness().reset();
         if !*swept {
             // After the WebSocket connected: every event from now on is read after the listing,
             // so nothing that happens meanwhile is lost; the frames wait in the socket.
@@ -340,6 +355,7 @@ impl Reader {
             }
         }
         let connected_at = Instant::now();
+        let _connected = metrics::AriConnected::mark();
         loop {
             if self.stop_requested() {
                 return SessionEnd::Stopped;

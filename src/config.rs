@@ -6,7 +6,7 @@
 //! every error in the file at once, each naming its key.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,7 @@ pub struct Config {
     pub transfer: TransferConfig,
     pub service: ServiceConfig,
     pub admission: AdmissionConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +104,13 @@ pub enum OnOverload {
     Reject,
     /// Transferred to the destination without the bot.
     Transfer,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Where `/metrics` and `/health` are served; `None` when turned off. Port 0 takes any free
+    /// port (logged at start-up).
+    pub listen: Option<SocketAddr>,
 }
 
 /// What a stop does with the calls voicebot1 holds.
@@ -305,6 +313,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("transfer", &["endpoint", "caller_id", "dial_timeout_s"]),
     ("service", &["workers", "log_level", "log_file", "on_stop", "drain_s", "janitor_s"]),
     ("admission", &["max_calls", "max_setups", "max_rest_latency_ms", "after_timeout_ms", "on_overload"]),
+    ("metrics", &["listen"]),
 ];
 
 struct Reader<'e> {
@@ -345,7 +354,8 @@ impl<'e> Reader<'e> {
         let transfer = self.transfer(&section("transfer"));
         let service = self.service(&section("service"));
         let admission = self.admission(&section("admission"));
-        Some(Config { ari: ari?, media: media?, transfer: transfer?, service: service?, admission: admission? })
+        let metrics = self.metrics(&section("metrics"));
+        Some(Config { ari: ari?, media: media?, transfer: transfer?, service: service?, admission: admission?, metrics: metrics? })
     }
 
     fn ari(&mut self, s: &Section) -> Option<AriConfig> {
@@ -556,6 +566,23 @@ impl<'e> Reader<'e> {
         Some(AdmissionConfig { max_calls, max_setups, max_rest_latency, after_timeout, on_overload: on_overload? })
     }
 
+    fn metrics(&mut self, s: &Section) -> Option<MetricsConfig> {
+        let listen = self.string(s, "listen", "127.0.0.1:9108");
+        match listen.trim() {
+            "" | "off" => Some(MetricsConfig { listen: None }),
+            text => match text.parse::<SocketAddr>() {
+                Ok(addr) => Some(MetricsConfig { listen: Some(addr) }),
+                Err(_) => {
+                    self.err(
+                        "metrics.listen",
+                        format!("{listen:?} is not IP:PORT (e.g. \"127.0.0.1:9108\", \"[::1]:9108\"), or \"off\""),
+                    );
+                    None
+                }
+            },
+        }
+    }
+
     // --- typed getters: each records an error naming the key and returns a usable fallback ---
 
     fn opt_string(&mut self, s: &Section, key: &str) -> Option<String> {
@@ -750,6 +777,21 @@ mod tests {
         assert_eq!(c.transfer.endpoint, "PJSIP/4438007@AVAYA-endpoint");
         assert_eq!(c.service.log_level, LevelFilter::Info);
         assert_eq!(c.service.log_file, None);
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9108".parse().unwrap()));
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_or_off() {
+        let listen = |v: &str| Config::parse(&format!("[ari]\npassword='x'\n[metrics]\nlisten = '{v}'\n"), "t", &ENV).map(|c| c.metrics.listen);
+        assert_eq!(listen("[::1]:9200").unwrap(), Some("[::1]:9200".parse().unwrap()));
+        assert_eq!(listen("127.0.0.1:0").unwrap(), Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(listen("off").unwrap(), None);
+        assert_eq!(listen("").unwrap(), None);
+        for bad in ["localhost:9108", "127.0.0.1", "9108", "127.0.0.1:99999", "on"] {
+            has_error(&format!("[ari]\npassword='x'\n[metrics]\nlisten = '{bad}'\n"), "metrics.listen", "is not IP:PORT");
+        }
+        has_error("[ari]\npassword='x'\n[metrics]\nlisten = 9108\n", "metrics.listen", "must be a string");
+        has_error("[ari]\npassword='x'\n[metrics]\nport = 9108\n", "metrics.port", "unknown key");
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod dispatch;
 pub mod ids;
 pub mod leftovers;
 pub mod media;
+pub mod metrics;
 pub mod preflight;
 pub mod worker;

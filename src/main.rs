@@ -16,8 +16,9 @@ usage: voicebot1 [--check [--online]] [CONFIG]
 Runs the voicebot1 Asterisk ARI application with CONFIG (default conf/voicebot1.toml).
   --check    validate CONFIG, print every error found, and exit (0 valid, 2 invalid)
   --online   with --check: also ask the configured Asterisk (credentials, version, modules,
-             application name, transfer endpoint) and check the UDP port range is free here;
-             one PASS/FAIL line each, exit 0 only if none fails (1 otherwise)
+             application name, transfer endpoint) and check the UDP port range and the
+             metrics address are free here; one PASS/FAIL line each, exit 0 only if none
+             fails (1 otherwise)
   --version  print the version and exit
 Stop with Ctrl+C or SIGTERM: active calls are cleaned up; a second signal exits at once.";
 

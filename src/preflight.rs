@@ -2,12 +2,12 @@
 //!
 //! Besides the file (checked before this runs), it asks the configured Asterisk, one check a line:
 //! the credentials, the version, the modules the call flow needs, whether the Stasis application
-//! name is free, whether the transfer endpoint exists, and whether the UDP port range is free on
-//! this host. Each check is independent where it can be, so one run shows every problem; a check
+//! name is free, whether the transfer endpoint exists, and whether the UDP port range and the
+//! metrics address are free on this host. Each check is independent where it can be, so one run shows every problem; a check
 //! that needs ARI is failed (not skipped) when ARI cannot be reached.
 
 use std::fmt;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 
 use crate::ari::{AriClient, AsteriskVersion, ErrorKind, Support};
 use crate::config::Config;
@@ -99,6 +99,7 @@ pub fn run(config: &Config) -> Vec<Check> {
         },
     });
     checks.push(Check { name: "media ports", outcome: ports_outcome(config) });
+    checks.push(Check { name: "metrics listen", outcome: metrics_outcome(config.metrics.listen) });
     checks
 }
 
@@ -186,6 +187,18 @@ fn ports_outcome(config: &Config) -> Outcome {
     }
 }
 
+/// Whether voicebot1 could listen on `[metrics] listen` (it refuses to start when it cannot).
+fn metrics_outcome(listen: Option<SocketAddr>) -> Outcome {
+    match listen {
+        None => Outcome::Skip("[metrics] listen is off: no /metrics or /health".to_string()),
+        // Bound and dropped at once, as the UDP ports.
+        Some(addr) => match TcpListener::bind(addr) {
+            Ok(_) => Outcome::Pass(format!("TCP {addr} is free for /metrics and /health")),
+            Err(e) => Outcome::Fail(format!("cannot listen on TCP {addr}: {e}; voicebot1 would not start (change [metrics] listen, or \"off\")")),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +222,16 @@ mod tests {
         assert!(matches!(version_outcome("GIT-master-abc"), Outcome::Skip(m) if m.contains("GIT-master-abc")));
         assert!(matches!(version_outcome("16.28.0~dfsg-0+deb11u4"), Outcome::Pass(m) if m.contains("late")));
         assert!(matches!(version_outcome("22.10.1"), Outcome::Pass(m) if !m.contains("late")));
+    }
+
+    #[test]
+    fn metrics_address_is_checked_free_or_skipped_when_off() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        assert!(matches!(metrics_outcome(Some(addr)), Outcome::Fail(m) if m.contains(&addr.to_string()) && m.contains("would not start")));
+        drop(taken);
+        assert!(matches!(metrics_outcome(Some(addr)), Outcome::Pass(_)));
+        assert!(matches!(metrics_outcome(None), Outcome::Skip(m) if m.contains("off")));
     }
 
     #[test]

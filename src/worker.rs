@@ -381,6 +381,7 @@ impl CallHandler {
             registry.len()
         };
         let (free, total) = (shared.pool.free(), shared.pool.total());
+        crate::metrics::call_ended(end);
         info!(
             "call {id}: ended ({}) after {:.1} s; {active} calls active, pool {free}/{total} free",
             describe_end(end),
@@ -436,6 +437,7 @@ impl CallHandler {
                     let port = echo.port();
                     let counts = echo.counts();
                     drop(echo);
+                    crate::metrics::bot_session_ended(&counts);
                     info!("call {id}: bot media ended on port {port}: {}", describe_counts(&counts));
                 }
                 None
@@ -463,6 +465,7 @@ impl CallHandler {
                 if result.is_ok() {
                     // From Asterisk's StasisStart when it said when: what the caller lives through.
                     let took = live.entered.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_else(|| started.elapsed());
+                    crate::metrics::call_set_up(took);
                     info!("call {id}: caller and media bridged in {} ms", took.as_millis());
                 }
                 Some(done(Step::AddCallerAndMedia, result))

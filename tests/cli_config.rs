@@ -140,3 +140,19 @@ fn password_never_appears_in_config_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(!stderr(&out).contains("hunter2-secret"), "{}", stderr(&out));
 }
+
+#[test]
+fn metrics_address_in_use_stops_voicebot1_at_start_up_with_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    // Nothing else is reached: the endpoint is bound before the port pool and Asterisk.
+    let path = config("metrics-in-use", &format!("{PW}[metrics]\nlisten = \"{addr}\"\n"));
+    let out = bin().arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err.lines().find(|l| l.contains("[ERROR]")).unwrap_or_else(|| panic!("no error line:\n{err}"));
+    assert!(line.contains(&format!("metrics.listen: cannot listen on {addr}: Address already in use")), "{line}");
+    assert!(!err.contains("media:"), "the port pool was bound before the metrics address:\n{err}");
+    drop(taken);
+}

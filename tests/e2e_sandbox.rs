@@ -332,3 +332,75 @@ fn sandbox_sigterm_hands_a_connected_call_to_the_next_voicebot1() {
     next.wait_log("ended (caller hung up)", Duration::from_secs(10));
     finish(next);
 }
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_metrics_agree_with_the_log_after_a_call_with_audio() {
+    require_sandbox();
+    let dir = workdir("metrics");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let vb = Voicebot::start(&dir, &config_text(26690, 26699, 3000));
+    assert!(vb.wait_health(200, Duration::from_secs(5)).starts_with("ok: ARI connected"));
+    let mut caller = caller(&dir, 6_000, 5183, 6220);
+    let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
+    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    let media = vb.wait_log("bot media ended", Duration::from_secs(10));
+    vb.wait_log("ended (caller hung up)", Duration::from_secs(10));
+
+    let (code, text) = vb.get("/metrics");
+    assert_eq!(code, 200, "{text}");
+    // What the log says of the echo, the counters say too.
+    assert_eq!(metric(&text, "voicebot1_echo_packets_received_total"), number_after(&media, "rx "));
+    assert_eq!(metric(&text, "voicebot1_echo_packets_sent_total"), number_after(&media, "tx "));
+    assert!(metric(&text, "voicebot1_echo_packets_received_total") > 50, "{media}");
+    assert_eq!(metric(&text, "voicebot1_bot_sessions_total"), 1);
+    assert_eq!(metric(&text, r#"voicebot1_calls_started_total{origin="inbound"}"#), 1);
+    assert_eq!(metric(&text, r#"voicebot1_calls_ended_total{outcome="caller_hangup"}"#), 1);
+    assert_eq!(metric(&text, "voicebot1_call_setup_seconds_count"), 1);
+    for op in ["create_bridge", "external_media", "originate"] {
+        assert_eq!(metric(&text, &format!("voicebot1_ari_requests_total{{operation=\"{op}\",class=\"2xx\"}}")), 1, "{op}");
+    }
+    assert_eq!(metric(&text, "voicebot1_pool_ports_free"), 10);
+    finish(vb);
+}
+
+/// Starts the sandbox Asterisk again if a test stopped it and failed before it came back.
+struct AsteriskBack;
+
+impl Drop for AsteriskBack {
+    fn drop(&mut self) {
+        if ari().asterisk_version().is_err() {
+            eprintln!("starting the sandbox Asterisk again (the test stopped it)");
+            let _ = sandbox_script(&["up"]);
+        }
+    }
+}
+
+/// Stops and starts the sandbox's Asterisk: run it only where nobody else uses the sandbox.
+#[test]
+#[ignore = "needs the Asterisk sandbox, and stops it: scripts/test.sh runs it"]
+fn sandbox_health_is_503_while_asterisk_is_stopped_and_200_when_it_is_back() {
+    require_sandbox();
+    let dir = workdir("health-restart");
+    // A short reconnect backoff, so the return is seen within 2 s.
+    let config = config_text(26700, 26709, 2000).replace("[ari]\n", "[ari]\nreconnect_max_ms = 2000\n");
+    let vb = Voicebot::start(&dir, &config);
+    assert!(vb.wait_health(200, Duration::from_secs(5)).starts_with("ok: ARI connected"));
+
+    let _back = AsteriskBack;
+    // Its exit status says little (the CLI connection ends with Asterisk): /health tells.
+    let _ = sandbox_script(&["cli", "core stop now"]);
+    let down = vb.wait_health(503, Duration::from_secs(15));
+    assert!(down.contains("WebSocket not connected"), "{down}");
+    assert_eq!(metric(&vb.get("/metrics").1, "voicebot1_ari_websocket_connected"), 0);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(vb.get("/health").0, 503, "healthy again with Asterisk stopped");
+
+    assert!(sandbox_script(&["up"]).success(), "scripts/asterisk-sandbox.sh up failed");
+    let up = vb.wait_health(200, Duration::from_secs(20));
+    assert!(up.starts_with("ok: ARI connected"), "{up}");
+    let text = vb.get("/metrics").1;
+    assert_eq!(metric(&text, "voicebot1_ari_websocket_connected"), 1);
+    assert!(metric(&text, "voicebot1_ari_websocket_reconnects_total") >= 1, "{text}");
+    finish(vb);
+}

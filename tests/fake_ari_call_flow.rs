@@ -164,3 +164,65 @@ fn fake_ari_destination_stasis_start_before_originate_response_is_bridged() {
     caller_hangs_up_after_transfer(&fake, &ids);
     finish(&fake, &mut vb);
 }
+
+#[test]
+fn fake_ari_metrics_count_calls_requests_and_set_ups_as_the_log_does() {
+    let (fake, mut vb) = start_pair("metrics-counters", Config::new());
+    // Connected counts from the end of the start-up sweep, a moment after the WebSocket opened.
+    assert!(vb.wait_health(200, STEP).is_ok(), "{}", vb.log_text());
+    assert_eq!(vb.scrape().get("voicebot1_ari_websocket_connected"), 1);
+    full_call(&fake, &vb, "1764000031.1");
+    assert!(vb.wait_log("call 1764000031.1: ended (caller hung up)", STEP).is_some(), "{}", vb.log_text());
+    // A second call whose bridge cannot be created (one 500, not retried: POST).
+    fake.set_rule(Rule::create_bridge(support::fake_ari::internal_error()).times(1));
+    fake.new_inbound_call("1764000032.1");
+    assert!(vb.wait_log("call 1764000032.1: ended (", STEP).is_some(), "{}", vb.log_text());
+    wait_no_voicebot1_resources(&fake);
+
+    let m = vb.scrape();
+    // The log's totals and the counters agree.
+    assert_eq!(m.get(r#"voicebot1_calls_started_total{origin="inbound"}"#), vb.count_log(": inbound from ") as u64);
+    assert_eq!(m.sum("voicebot1_calls_ended_total"), vb.count_log(": ended (") as u64);
+    assert_eq!(m.get("voicebot1_call_setup_seconds_count"), vb.count_log("caller and media bridged in") as u64);
+    assert_eq!(m.get("voicebot1_bot_sessions_total"), vb.count_log("bot media ended on port") as u64);
+    // And say what happened.
+    assert_eq!(m.get(r#"voicebot1_calls_started_total{origin="inbound"}"#), 2);
+    assert_eq!(m.get(r#"voicebot1_calls_ended_total{outcome="caller_hangup"}"#), 1);
+    assert_eq!(m.get(r#"voicebot1_calls_ended_total{outcome="setup_failed"}"#), 1);
+    assert_eq!(m.sum("voicebot1_calls_active"), 0);
+    assert_eq!(m.get("voicebot1_call_setup_seconds_count"), 1);
+    assert_eq!(m.get(r#"voicebot1_ari_requests_total{operation="create_bridge",class="2xx"}"#), 1);
+    assert_eq!(m.get(r#"voicebot1_ari_requests_total{operation="create_bridge",class="5xx"}"#), 1);
+    assert_eq!(m.get(r#"voicebot1_ari_request_duration_seconds_count{operation="create_bridge"}"#), 2);
+    // The bridge and the externalMedia channel are asked for at once: the failed call made one too.
+    assert_eq!(m.get(r#"voicebot1_ari_requests_total{operation="external_media",class="2xx"}"#), 2);
+    assert_eq!(m.get(r#"voicebot1_ari_requests_total{operation="originate",class="2xx"}"#), 1);
+    // One for caller and media together, one for the destination.
+    assert_eq!(m.get(r#"voicebot1_ari_requests_total{operation="add_channel",class="2xx"}"#), 2, "{}", m.0);
+    let pool = vb.config.pool_size() as u64;
+    assert_eq!((m.get("voicebot1_pool_ports_free"), m.get("voicebot1_pool_ports")), (pool, pool));
+    assert!(!m.0.contains("1764000031"), "a call id in a label:\n{}", m.0);
+    assert_eq!(vb.health(), (200, format!("ok: ARI connected, 0 calls active, pool {pool}/{pool} free")));
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_health_is_503_while_every_media_port_is_in_use() {
+    let config = Config::new();
+    // One port, held by a call with the bot for 20 s.
+    let config = Config { port_max: config.port_min, phase_ms: 20_000, ..config };
+    let (fake, mut vb) = start_pair("health-pool", config);
+    assert!(vb.wait_health(200, STEP).is_ok());
+    let ids = call_to_media_phase(&fake, &vb, "1764000033.1");
+    // The phase is recorded when the call's turn ends, just after the fake saw the bridge.
+    let media = r#"voicebot1_calls_active{phase="media"}"#;
+    assert_eq!(vb.wait_metric(media, 1, STEP).get(media), 1);
+    let (status, line) = vb.health();
+    assert_eq!(status, 503, "{line}");
+    assert_eq!(line, "unavailable: no free media port (pool 0/1 free, 1 calls active)");
+    assert!(fake.caller_hangs_up(&ids.call));
+    wait_no_voicebot1_resources(&fake);
+    let back = vb.wait_health(200, STEP);
+    assert!(back.is_ok(), "{back:?}");
+    finish(&fake, &mut vb);
+}

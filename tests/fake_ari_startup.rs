@@ -109,9 +109,17 @@ fn fake_ari_preflight_passes_then_names_each_failing_check() {
     let config = Config::new();
     let (code, out) = preflight(&fake, &config, "pass");
     assert_eq!(code, Some(0), "{out}");
-    for check in ["credentials", "version", "modules", "application", "transfer endpoint", "media ports"] {
+    for check in ["credentials", "version", "modules", "application", "transfer endpoint", "media ports", "metrics listen"] {
         assert!(line(&out, check).starts_with("PASS"), "{out}");
     }
+
+    // The metrics address held by someone else.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = Config { metrics_listen: held.local_addr().unwrap().to_string(), ..config.clone() };
+    let (code, out) = preflight(&fake, &busy, "metrics");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(line(&out, "metrics listen").starts_with("FAIL  metrics listen: cannot listen on TCP 127.0.0.1:"), "{out}");
+    drop(held);
 
     fake.set_asterisk_version("16.6.0");
     let unknown = Config { endpoint: "PJSIP/4438007@no-such-endpoint".into(), ..config.clone() };

@@ -197,5 +197,33 @@ fn fake_ari_a_failed_reconcile_after_reconnect_is_retried_by_reconnecting() {
     assert!(vb.wait_log("ARI: reconciling active calls with", STEP).is_some(), "{}", vb.log_text());
     transfer_to_destination(&fake, &vb, &ids);
     caller_hangs_up_after_transfer(&fake, &ids);
+}
+
+#[test]
+fn fake_ari_health_is_503_while_asterisk_is_gone_and_200_when_it_is_back() {
+    let (fake, mut vb) = start_pair("health-asterisk-gone", Config::new());
+    let up = vb.wait_health(200, STEP).unwrap_or_else(|e| panic!("never healthy: {e:?}"));
+    assert!(up.starts_with("ok: ARI connected"), "{up}");
+    let addr = fake.addr();
+    drop(fake);
+    let down = vb.wait_health(503, STEP).unwrap_or_else(|e| panic!("still healthy with Asterisk gone: {e:?}"));
+    assert!(down.contains("WebSocket not connected"), "{down}");
+    assert_eq!(vb.scrape().get("voicebot1_ari_websocket_connected"), 0);
+    // voicebot1 keeps trying (and failing) to connect: it stays unavailable meanwhile.
+    let refused = r#"voicebot1_ari_requests_total{operation="info",class="connect"}"#;
+    let deadline = Instant::now() + STEP;
+    while vb.scrape().get(refused) == 0 {
+        assert!(Instant::now() < deadline, "no refused connection counted:\n{}", vb.scrape().0);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(vb.health().0, 503);
+
+    let fake = FakeAri::start_at(addr);
+    let back = vb.wait_health(200, STEP).unwrap_or_else(|e| panic!("not healthy after Asterisk came back: {e:?}"));
+    assert!(back.starts_with("ok: ARI connected"), "{back}");
+    let m = vb.scrape();
+    assert_eq!(m.get("voicebot1_ari_websocket_connected"), 1);
+    assert_eq!(m.get("voicebot1_ari_websocket_reconnects_total"), 1);
+    full_call(&fake, &vb, "1764000034.1");
     finish(&fake, &mut vb);
 }

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use super::events::{Bridge, Channel};
 use super::tcp;
 use crate::config::AriConfig;
+use crate::metrics::{self, Class};
 
 /// What went wrong with one REST request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +134,14 @@ impl Responsiveness {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Forget the past: after a (re)connect, what went unanswered before says nothing about the
+    /// Asterisk that answers now.
+    pub fn reset(&self) {
+        self.unanswered_ms.store(u64::MAX, Ordering::Relaxed);
+        self.average_us.store(0, Ordering::Relaxed);
+        self.last_ms.store(0, Ordering::Relaxed);
     }
 
     /// One request's answer time; `answered` is false when no HTTP answer came.
@@ -382,30 +391,43 @@ impl AriClient {
         debug!("ARI {method} {path} {query:?}");
         let err = |kind| AriError { doing: doing.to_string(), kind };
         let sent = Instant::now();
-        let result = req.call();
-        self.responsiveness.record(sent.elapsed(), !matches!(result, Err(ureq::Error::Transport(_))));
-        match result {
+        let (result, class) = match req.call() {
             Ok(resp) => {
                 let status = resp.status();
-                let body = resp.into_string().map_err(|e| err(ErrorKind::Transport(format!("reading the response: {e}"))))?;
-                debug!("ARI {method} {path} -> {status}");
-                trace!("ARI {method} {path} body: {body}");
-                Ok(body)
+                match resp.into_string() {
+                    Ok(body) => {
+                        debug!("ARI {method} {path} -> {status}");
+                        trace!("ARI {method} {path} body: {body}");
+                        (Ok(body), Class::of_status(status))
+                    }
+                    Err(e) => {
+                        let class = if is_timeout(&e) { Class::Timeout } else { Class::Other };
+                        (Err(err(ErrorKind::Transport(format!("reading the response: {e}")))), class)
+                    }
+                }
             }
             Err(ureq::Error::Status(code, resp)) => {
                 let body = resp.into_string().unwrap_or_default();
                 debug!("ARI {method} {path} -> {code} {body}");
-                Err(err(match code {
+                let kind = match code {
                     404 => ErrorKind::NotFound,
                     401 | 403 => ErrorKind::Unauthorized(code),
                     _ => ErrorKind::Status(code, ari_message(&body)),
-                }))
+                };
+                (Err(err(kind)), Class::of_status(code))
             }
             Err(ureq::Error::Transport(t)) => {
                 debug!("ARI {method} {path} -> transport error: {t}");
-                Err(err(ErrorKind::Transport(t.to_string())))
+                let class = transport_class(&t);
+                (Err(err(ErrorKind::Transport(t.to_string()))), class)
             }
-        }
+        };
+        let took = sent.elapsed();
+        // A status, even an error, is an answer; a transport failure is not.
+        let answered = !matches!(result, Err(AriError { kind: ErrorKind::Transport(_), .. }));
+        self.responsiveness.record(took, answered);
+        metrics::ari_request(method, path, class, took);
+        result
     }
 }
 
@@ -416,6 +438,19 @@ fn jitter_ms(bound: u64) -> u64 {
     x ^= x >> 7;
     x ^= x << 17;
     x % bound.max(1)
+}
+
+/// A request that got no HTTP status: no connection at all, or no (complete) answer in time.
+fn transport_class(t: &ureq::Transport) -> Class {
+    match t.kind() {
+        ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed => Class::Connect,
+        _ if std::error::Error::source(t).and_then(|s| s.downcast_ref::<std::io::Error>()).is_some_and(is_timeout) => Class::Timeout,
+        _ => Class::Other,
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
 }
 
 fn is_passing(kind: &ErrorKind) -> bool {
@@ -515,6 +550,26 @@ mod tests {
         let sock = socket2::SockRef::from(&probe);
         assert!(sock.keepalive().unwrap(), "keepalive is off on an https connection");
         assert_eq!(sock.keepalive_time().unwrap(), tcp::KEEPALIVE_IDLE);
+    }
+
+    #[test]
+    fn requests_without_a_status_are_classed_as_timeout_or_connect() {
+        use std::net::TcpListener;
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_millis(200)).build();
+        // Accepts (the kernel does, from the backlog) but never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/ari/asterisk/info", silent.local_addr().unwrap());
+        match agent.get(&url).call() {
+            Err(ureq::Error::Transport(t)) => assert_eq!(transport_class(&t), Class::Timeout, "{t}"),
+            other => panic!("expected a transport error, got {other:?}"),
+        }
+        // Nobody listens on a port just released.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        match agent.get(&format!("http://{closed}/ari/asterisk/info")).call() {
+            Err(ureq::Error::Transport(t)) => assert_eq!(transport_class(&t), Class::Connect, "{t}"),
+            other => panic!("expected a transport error, got {other:?}"),
+        }
+        drop(silent);
     }
 
     #[test]

@@ -71,7 +71,8 @@ pub fn config_text(port_min: u16, port_max: u16, phase_ms: u64) -> String {
     format!(
         "[ari]\nurl = \"http://127.0.0.1:{}\"\npassword = \"voicebot1-sandbox\"\n\
          [media]\nport_min = {port_min}\nport_max = {port_max}\nphase_ms = {phase_ms}\n\
-         [transfer]\ndial_timeout_s = 10\n[service]\nworkers = 4\nlog_level = \"debug\"\n",
+         [transfer]\ndial_timeout_s = 10\n[service]\nworkers = 4\nlog_level = \"debug\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
         ari_port()
     )
 }
@@ -193,6 +194,39 @@ impl Voicebot {
         }
     }
 
+    /// Where `/metrics` and `/health` are served (the config listens on port 0; the start-up line
+    /// says which port it got).
+    pub fn metrics_addr(&self) -> String {
+        let line = self.wait_log("metrics: serving", Duration::from_secs(5));
+        line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_default().to_string()
+    }
+
+    /// `GET path` on the metrics endpoint: status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.metrics_addr());
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+        match agent.get(&url).call() {
+            Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
+            Err(e) => panic!("GET {url}: {e}"),
+        }
+    }
+
+    /// Waits until `/health` answers `status`; its line.
+    pub fn wait_health(&self, status: u16, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (got, body) = self.get("/health");
+            if got == status {
+                return body.trim_end().to_string();
+            }
+            if Instant::now() > deadline {
+                panic!("/health still answers {got} ({}) after {timeout:?}, not {status}\n--- voicebot1 log ---\n{}", body.trim_end(), self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGTERM; asserts exit status 0 and a full pool in the last line.
     pub fn stop_clean(mut self) -> String {
         self.proc.signal("TERM");
@@ -301,4 +335,16 @@ pub fn assert_caller_hung_up(caller: &mut Proc, since: Instant, dir: &Path) {
 pub fn finish(vb: Voicebot) -> String {
     assert_asterisk_empty(&vb.log);
     vb.stop_clean()
+}
+
+/// The value of one series of a `/metrics` text, written as there (`name{label="v"}`).
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}")) as u64
+}
+
+/// Runs `scripts/asterisk-sandbox.sh ARGS` (the version and ports follow the running sandbox).
+pub fn sandbox_script(args: &[&str]) -> std::process::ExitStatus {
+    Command::new(repo().join("scripts/asterisk-sandbox.sh")).args(args).stdout(Stdio::null()).status().expect("scripts/asterisk-sandbox.sh")
 }

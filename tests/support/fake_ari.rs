@@ -427,6 +427,23 @@ impl FakeAri {
     /// Starts a fake accepting user `voicebot1` with `password`.
     pub fn with_password(password: &str) -> FakeAri {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake ARI");
+        FakeAri::serve(listener, password)
+    }
+
+    /// A fresh fake (empty model, default password) on `addr`: where a dropped fake listened, as
+    /// an Asterisk that comes back after a stop. Waits up to 5 s for the old listener to close.
+    pub fn start_at(addr: SocketAddr) -> FakeAri {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match TcpListener::bind(addr) {
+                Ok(listener) => return FakeAri::serve(listener, DEFAULT_PASSWORD),
+                Err(e) if Instant::now() > deadline => panic!("cannot bind the fake ARI again on {addr}: {e}"),
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn serve(listener: TcpListener, password: &str) -> FakeAri {
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {
             state: Mutex::new(State {

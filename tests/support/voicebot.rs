@@ -32,6 +32,9 @@ pub struct Config {
     pub janitor_s: u64,
     /// Lines of the `[admission]` section.
     pub admission: String,
+    /// `[metrics] listen`. The default, port 0, takes any free port (tests run in parallel);
+    /// [`Voicebot::metrics_addr`] reads which one from the log.
+    pub metrics_listen: String,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             on_stop: "handover".into(),
             janitor_s: 60,
             admission: String::new(),
+            metrics_listen: "127.0.0.1:0".into(),
         }
     }
 }
@@ -71,7 +75,8 @@ impl Config {
              [media]\nport_min = {}\nport_max = {}\nphase_ms = {}\n\n\
              [transfer]\nendpoint = \"{}\"\ndial_timeout_s = {}\n\n\
              [service]\nworkers = {}\nlog_level = \"{}\"\non_stop = \"{}\"\njanitor_s = {}\n\n\
-             [admission]\n{}\n",
+             [admission]\n{}\n\n\
+             [metrics]\nlisten = \"{}\"\n",
             self.password,
             self.request_timeout_ms,
             self.reconnect_min_ms,
@@ -86,6 +91,7 @@ impl Config {
             self.on_stop,
             self.janitor_s,
             self.admission,
+            self.metrics_listen,
         )
     }
 }
@@ -190,6 +196,58 @@ impl Voicebot {
                 return None;
             }
             g = c.wait_timeout(g, (deadline - now).min(Duration::from_millis(100))).unwrap().0;
+        }
+    }
+
+    /// The address `/metrics` and `/health` are served on, from the start-up line.
+    pub fn metrics_addr(&self) -> String {
+        let line = self.wait_log("metrics: serving", Duration::from_secs(10)).expect("no `metrics: serving` line in the log");
+        let url = line.split("http://").nth(1).expect("metrics line without a URL");
+        url.split_whitespace().next().unwrap_or_default().to_string()
+    }
+
+    /// `GET path` on the metrics endpoint: status and body.
+    pub fn get_metrics_path(&self, path: &str) -> (u16, String) {
+        http_get(&format!("http://{}{path}", self.metrics_addr()))
+    }
+
+    /// A scrape of `/metrics`, asserting it answers 200.
+    pub fn scrape(&self) -> Scrape {
+        let (status, body) = self.get_metrics_path("/metrics");
+        assert_eq!(status, 200, "GET /metrics answered {status}: {body}");
+        Scrape(body)
+    }
+
+    /// Scrapes until `series` has `value` (a gauge that follows a call's turn); the last scrape.
+    pub fn wait_metric(&self, series: &str, value: u64, timeout: Duration) -> Scrape {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let m = self.scrape();
+            if m.value(series) == Some(value as f64) || Instant::now() > deadline {
+                return m;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `GET /health`: status and its one line.
+    pub fn health(&self) -> (u16, String) {
+        let (status, body) = self.get_metrics_path("/health");
+        (status, body.trim_end().to_string())
+    }
+
+    /// Waits until `/health` answers `status`; the last line it gave.
+    pub fn wait_health(&self, status: u16, timeout: Duration) -> Result<String, (u16, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (got, line) = self.health();
+            if got == status {
+                return Ok(line);
+            }
+            if Instant::now() > deadline {
+                return Err((got, line));
+            }
+            thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -311,4 +369,42 @@ fn pump(r: impl Read + Send + 'static, log: Arc<(Mutex<LogBuf>, Condvar)>, prefi
         m.lock().unwrap().closed_streams += 1;
         c.notify_all();
     });
+}
+
+/// A plain HTTP GET (ureq, as voicebot1 itself uses): status and body, whatever the status.
+pub fn http_get(url: &str) -> (u16, String) {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+    match agent.get(url).call() {
+        Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// One `/metrics` text, read by series.
+#[derive(Clone, Debug)]
+pub struct Scrape(pub String);
+
+impl Scrape {
+    /// The value of one series, written as in the text (`name` or `name{label="v",...}`).
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.0.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The value of one series, which must be there.
+    pub fn get(&self, series: &str) -> u64 {
+        match self.value(series) {
+            Some(v) => v as u64,
+            None => panic!("no series {series} in the scrape:\n{}", self.0),
+        }
+    }
+
+    /// The sum over every series of the family `name` (all label values).
+    pub fn sum(&self, name: &str) -> u64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#') && (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
 }

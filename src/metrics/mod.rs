@@ -1,0 +1,689 @@
+//! Metrics and health, the Prometheus way: `/metrics` in the text format and `/health` for a
+//! probe or a load balancer, served by [`server`].
+//!
+//! Where each figure comes from:
+//! - What happens in the call flow — a call ended, a set-up completed, a bot session ended, a
+//!   REST request answered, the event WebSocket connected — is added to [`METRICS`] by a one-line
+//!   hook where it is logged (`worker`, `ari::rest`, `app`). It is a process-wide static on
+//!   purpose: the REST client and the workers need no handle threaded through them, and every
+//!   figure is a fixed array of atomics (no map, no lock), so a hook costs an atomic add or two.
+//! - What the service keeps anyway — active calls by phase (`Shared::registry`), the port pool,
+//!   `worker::Counters` — is read at scrape time by [`Live::read`], not counted twice.
+//!
+//! Every label is a closed enum ([`Outcome`], [`Operation`], [`Class`], [`Dropped`]), never an id
+//! or a path: the number of series is fixed whatever the traffic, and every series exists (at 0)
+//! from the start, so `rate()` and `increase()` see the first event.
+//!
+//! The echo counts its packets in its own thread; they are added here once per bot session, when
+//! it ends, so the packet totals lag a running session by up to `[media] phase_ms`.
+//!
+//! Admission control's counters (calls shed, by reason) belong here as one more family beside
+//! `calls_ended`: an array of atomics indexed by a reason enum, a hook like [`call_ended`], and
+//! its lines in [`render`].
+
+pub mod exposition;
+pub mod server;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::admission::Overload;
+use crate::call::{End, Phase};
+use crate::media::EchoCounts;
+use crate::worker::Shared;
+use exposition::{HistogramSnapshot, Kind, Writer};
+
+pub use server::{Endpoint, MetricsServer};
+
+/// The one registry of the process.
+pub static METRICS: Registry = Registry::new();
+
+/// Defines a label's closed set of values: the enum, `ALL` in declaration order (which is also
+/// the index into the arrays of counters), and the label text.
+macro_rules! label_set {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The label value.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+    };
+}
+
+label_set! {
+    /// How a call ended, as `voicebot1_calls_ended_total{outcome}`: one value per kind of "ended
+    /// (…)" line in the log.
+    Outcome {
+        CallerHungUp => "caller_hangup",
+        DestinationHungUp => "destination_hangup",
+        /// Cause 17.
+        DestinationBusy => "destination_busy",
+        /// Cause 18 or 19, a dial timeout (cause 0 from Asterisk before 20.18/22.8), or none.
+        DestinationNoAnswer => "destination_no_answer",
+        /// Any other cause (unreachable, rejected, congestion…).
+        DestinationFailed => "destination_failed",
+        MediaLost => "media_lost",
+        SetupFailed => "setup_failed",
+        SetupTimedOut => "setup_timeout",
+        NoPort => "no_port",
+        Shutdown => "shutdown",
+        InternalError => "internal_error",
+    }
+}
+
+impl Outcome {
+    pub fn of(end: &End) -> Outcome {
+        match end {
+            End::CallerHungUp => Outcome::CallerHungUp,
+            End::DestinationHungUp => Outcome::DestinationHungUp,
+            End::DestinationFailed(Some(17)) => Outcome::DestinationBusy,
+            End::DestinationFailed(None | Some(0 | 18 | 19)) => Outcome::DestinationNoAnswer,
+            End::DestinationFailed(Some(_)) => Outcome::DestinationFailed,
+            End::BotLostDuringSetup => Outcome::MediaLost,
+            End::SetupFailed(..) => Outcome::SetupFailed,
+            End::SetupTimedOut => Outcome::SetupTimedOut,
+            End::NoSocket => Outcome::NoPort,
+            End::Shutdown => Outcome::Shutdown,
+            End::InternalError => Outcome::InternalError,
+        }
+    }
+}
+
+label_set! {
+    /// Why admission control did not take a new caller, as `voicebot1_calls_not_taken_total{reason}`.
+    NotTaken {
+        /// `[admission] max_calls` reached.
+        Calls => "max_calls",
+        /// `[admission] max_setups` reached.
+        Setups => "max_setups",
+        /// Asterisk's average REST answer time above `[admission] max_rest_latency_ms`.
+        Slow => "slow_asterisk",
+        /// A REST request went unanswered within `[admission] after_timeout_ms`.
+        Unanswered => "unanswered_asterisk",
+    }
+}
+
+impl NotTaken {
+    pub fn of(why: &Overload) -> NotTaken {
+        match why {
+            Overload::Calls { .. } => NotTaken::Calls,
+            Overload::Setups { .. } => NotTaken::Setups,
+            Overload::Slow { .. } => NotTaken::Slow,
+            Overload::Unanswered { .. } => NotTaken::Unanswered,
+        }
+    }
+}
+
+label_set! {
+    /// An ARI REST request, by what it does (from its method and path template; never the path
+    /// itself, which holds ids).
+    Operation {
+        CreateBridge => "create_bridge",
+        AddChannel => "add_channel",
+        ExternalMedia => "external_media",
+        Originate => "originate",
+        Hangup => "hangup",
+        DestroyBridge => "destroy_bridge",
+        Play => "play",
+        StopPlayback => "stop_playback",
+        SetVariable => "set_variable",
+        GetChannels => "get_channels",
+        GetBridges => "get_bridges",
+        Info => "info",
+        /// The preflight's look-ups (modules, applications, endpoints) and anything new.
+        Other => "other",
+    }
+}
+
+impl Operation {
+    /// The operation of `method` on `path` (relative to the ARI base, e.g.
+    /// `/bridges/voicebot1-1764…-bridge/addChannel`).
+    pub fn of(method: &str, path: &str) -> Operation {
+        let path = path.split('?').next().unwrap_or_default();
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match (method, segments.as_slice()) {
+            ("POST", ["bridges", _]) => Operation::CreateBridge,
+            ("POST", ["bridges", _, "addChannel"]) => Operation::AddChannel,
+            ("DELETE", ["bridges", _]) => Operation::DestroyBridge,
+            ("GET", ["bridges"] | ["bridges", _]) => Operation::GetBridges,
+            ("POST", ["channels", "externalMedia"]) => Operation::ExternalMedia,
+            ("POST", ["channels"] | ["channels", _]) => Operation::Originate,
+            ("DELETE", ["channels", _]) => Operation::Hangup,
+            ("POST", ["channels", _, "play"] | ["channels", _, "play", _]) => Operation::Play,
+            ("POST", ["channels", _, "variable"]) => Operation::SetVariable,
+            ("GET", ["channels"]) => Operation::GetChannels,
+            ("DELETE", ["playbacks", _]) => Operation::StopPlayback,
+            ("GET", ["asterisk", "info"]) => Operation::Info,
+            _ => Operation::Other,
+        }
+    }
+}
+
+label_set! {
+    /// How a REST request came out: the HTTP status class, or why there was no status.
+    Class {
+        Success => "2xx",
+        ClientError => "4xx",
+        ServerError => "5xx",
+        /// Asked, but no (complete) answer within `[ari] request_timeout_ms`.
+        Timeout => "timeout",
+        /// No connection: refused, unreachable, DNS, connect timeout.
+        Connect => "connect",
+        /// Anything else: a reset mid-answer, TLS, a 1xx/3xx status.
+        Other => "other",
+    }
+}
+
+impl Class {
+    pub fn of_status(status: u16) -> Class {
+        match status {
+            200..=299 => Class::Success,
+            400..=499 => Class::ClientError,
+            500..=599 => Class::ServerError,
+            _ => Class::Other,
+        }
+    }
+}
+
+label_set! {
+    /// Why the echo dropped a packet.
+    Dropped {
+        /// From an address other than the call's Asterisk media address.
+        ForeignSource => "foreign_source",
+        /// From the right address, but not RTP.
+        NotRtp => "not_rtp",
+    }
+}
+
+/// Upper bounds (seconds) of the latency histograms' buckets: set-up is a few ms on Asterisk 22
+/// and ~230 ms on 16; a REST request ~1 ms, up to the 5 s request timeout.
+pub const LATENCY_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A latency histogram over [`LATENCY_BUCKETS`].
+#[derive(Debug)]
+pub struct Histogram {
+    /// Per bucket, not cumulative; the last for observations above every bound.
+    counts: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub const fn new() -> Histogram {
+        Histogram { counts: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len() + 1], sum_micros: AtomicU64::new(0) }
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let bucket = LATENCY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BUCKETS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot<'static> {
+        HistogramSnapshot {
+            bounds: &LATENCY_BUCKETS,
+            counts: self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::new()
+    }
+}
+
+/// REST figures of one operation.
+#[derive(Debug)]
+struct AriStats {
+    duration: Histogram,
+    by_class: [AtomicU64; Class::ALL.len()],
+}
+
+impl AriStats {
+    const fn new() -> AriStats {
+        AriStats { duration: Histogram::new(), by_class: [const { AtomicU64::new(0) }; Class::ALL.len()] }
+    }
+}
+
+/// What the hooks count. [`METRICS`] is the process's; tests make their own.
+#[derive(Debug)]
+pub struct Registry {
+    ended: [AtomicU64; Outcome::ALL.len()],
+    not_taken: [AtomicU64; NotTaken::ALL.len()],
+    setup: Histogram,
+    ari: [AriStats; Operation::ALL.len()],
+    ari_connected: AtomicBool,
+    bot_sessions: AtomicU64,
+    echo_received: AtomicU64,
+    echo_sent: AtomicU64,
+    echo_dropped: [AtomicU64; Dropped::ALL.len()],
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    pub const fn new() -> Registry {
+        Registry {
+            ended: [const { AtomicU64::new(0) }; Outcome::ALL.len()],
+            not_taken: [const { AtomicU64::new(0) }; NotTaken::ALL.len()],
+            setup: Histogram::new(),
+            ari: [const { AriStats::new() }; Operation::ALL.len()],
+            ari_connected: AtomicBool::new(false),
+            bot_sessions: AtomicU64::new(0),
+            echo_received: AtomicU64::new(0),
+            echo_sent: AtomicU64::new(0),
+            echo_dropped: [const { AtomicU64::new(0) }; Dropped::ALL.len()],
+        }
+    }
+
+    pub fn call_ended(&self, end: &End) {
+        self.ended[Outcome::of(end) as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn call_set_up(&self, took: Duration) {
+        self.setup.observe(took);
+    }
+
+    pub fn call_not_taken(&self, why: &Overload) {
+        self.not_taken[NotTaken::of(why) as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn bot_session_ended(&self, counts: &EchoCounts) {
+        self.bot_sessions.fetch_add(1, Ordering::Relaxed);
+        self.echo_received.fetch_add(counts.rx_packets, Ordering::Relaxed);
+        self.echo_sent.fetch_add(counts.tx_packets, Ordering::Relaxed);
+        self.echo_dropped[Dropped::ForeignSource as usize].fetch_add(counts.dropped_foreign, Ordering::Relaxed);
+        self.echo_dropped[Dropped::NotRtp as usize].fetch_add(counts.dropped_garbage, Ordering::Relaxed);
+    }
+
+    pub fn ari_request(&self, operation: Operation, class: Class, took: Duration) {
+        let stats = &self.ari[operation as usize];
+        stats.duration.observe(took);
+        stats.by_class[class as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_ari_connected(&self, connected: bool) {
+        self.ari_connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn ari_connected(&self) -> bool {
+        self.ari_connected.load(Ordering::Relaxed)
+    }
+}
+
+// --- the hooks: one line at the place that logs the same event --------------------------------
+
+/// A call ended (its "ended (…)" line).
+pub fn call_ended(end: &End) {
+    METRICS.call_ended(end);
+}
+
+/// Caller and bot media are bridged (the "caller and media bridged in N ms" line): `took` since
+/// the caller entered Stasis (Asterisk's timestamp when it gave one).
+pub fn call_set_up(took: Duration) {
+    METRICS.call_set_up(took);
+}
+
+/// Admission control did not take a new caller (its "not taken" line).
+pub fn call_not_taken(why: &Overload) {
+    METRICS.call_not_taken(why);
+}
+
+/// A bot session ended (the "bot media ended on port N" line) with these echo counts.
+pub fn bot_session_ended(counts: &EchoCounts) {
+    METRICS.bot_session_ended(counts);
+}
+
+/// One ARI REST request (each try of a retried one) came out as `class` after `took`.
+pub fn ari_request(method: &str, path: &str, class: Class, took: Duration) {
+    METRICS.ari_request(Operation::of(method, path), class, took);
+}
+
+/// The event WebSocket is up and read from until this guard drops.
+#[must_use = "the WebSocket counts as connected only while the guard lives"]
+pub struct AriConnected(());
+
+impl AriConnected {
+    pub fn mark() -> AriConnected {
+        METRICS.set_ari_connected(true);
+        AriConnected(())
+    }
+}
+
+impl Drop for AriConnected {
+    fn drop(&mut self) {
+        METRICS.set_ari_connected(false);
+    }
+}
+
+// --- scrape time --------------------------------------------------------------------------------
+
+/// The phases an active call can be in, with their label.
+const PHASES: [(Phase, &str); 4] =
+    [(Phase::Setup, "setup"), (Phase::Media, "media"), (Phase::Transfer, "transfer"), (Phase::Connected, "connected")];
+
+/// What the running service holds at the moment of a scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Live {
+    /// Active calls per phase, in the order of [`PHASES`].
+    pub active: [u64; PHASES.len()],
+    pub pool_free: usize,
+    pub pool_total: usize,
+    /// A stop is under way: no new calls are taken.
+    pub stopping: bool,
+    /// Totals from `worker::Counters`.
+    pub started: u64,
+    pub adopted: u64,
+    pub handed_over: u64,
+    pub pool_exhausted: u64,
+    pub orphans_hung_up: u64,
+    pub events_skipped: u64,
+    pub reconnects: u64,
+}
+
+impl Live {
+    pub fn read(shared: &Shared) -> Live {
+        let mut active = [0u64; PHASES.len()];
+        for phase in shared.registry.lock().values() {
+            if let Some(i) = PHASES.iter().position(|(p, _)| p == phase) {
+                active[i] += 1;
+            }
+        }
+        let c = &shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Live {
+            active,
+            pool_free: shared.pool.free(),
+            pool_total: shared.pool.total(),
+            stopping: shared.draining.load(Ordering::Relaxed),
+            started: get(&c.calls),
+            adopted: get(&c.adopted),
+            handed_over: get(&c.handed_over),
+            pool_exhausted: get(&c.pool_exhausted),
+            orphans_hung_up: get(&c.orphans_hung_up),
+            events_skipped: get(&c.frames_skipped),
+            reconnects: get(&c.reconnects),
+        }
+    }
+}
+
+/// What `/health` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub ok: bool,
+    /// One line, no newline: why.
+    pub reason: String,
+}
+
+/// Healthy when voicebot1 can take a call with the bot now: the event WebSocket is connected, a
+/// media port is free and no stop is under way.
+pub fn health(registry: &Registry, live: &Live) -> Health {
+    let calls: u64 = live.active.iter().sum();
+    let pool = format!("pool {}/{} free", live.pool_free, live.pool_total);
+    let (ok, reason) = if live.stopping {
+        (false, format!("unavailable: stopping, taking no new calls ({calls} calls active)"))
+    } else if !registry.ari_connected() {
+        (false, "unavailable: ARI event WebSocket not connected (Asterisk unreachable, restarting or refusing voicebot1)".to_string())
+    } else if live.pool_free == 0 {
+        (false, format!("unavailable: no free media port ({pool}, {calls} calls active)"))
+    } else {
+        (true, format!("ok: ARI connected, {calls} calls active, {pool}"))
+    };
+    Health { ok, reason }
+}
+
+/// The `/metrics` text.
+pub fn render(r: &Registry, live: &Live) -> String {
+    let mut w = Writer::new();
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+    w.family("voicebot1_build_info", Kind::Gauge, "Always 1; the version of this voicebot1.");
+    w.sample("voicebot1_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+
+    w.family("voicebot1_calls_started_total", Kind::Counter, "Calls taken: inbound callers started, and calls adopted from an earlier voicebot1 at start-up.");
+    w.sample("voicebot1_calls_started_total", &[("origin", "inbound")], live.started);
+    w.sample("voicebot1_calls_started_total", &[("origin", "adopted")], live.adopted);
+
+    w.family("voicebot1_calls_ended_total", Kind::Counter, "Calls ended, by outcome (one per 'ended (...)' log line).");
+    for o in Outcome::ALL {
+        w.sample("voicebot1_calls_ended_total", &[("outcome", o.label())], load(&r.ended[*o as usize]));
+    }
+
+    w.family("voicebot1_calls_not_taken_total", Kind::Counter, "New callers admission control did not take (rejected with congestion, or transferred without the bot: [admission] on_overload), by reason.");
+    for n in NotTaken::ALL {
+        w.sample("voicebot1_calls_not_taken_total", &[("reason", n.label())], load(&r.not_taken[*n as usize]));
+    }
+
+    w.family("voicebot1_calls_handed_over_total", Kind::Counter, "Calls left in Asterisk for the next voicebot1 at a handover stop.");
+    w.sample("voicebot1_calls_handed_over_total", &[], live.handed_over);
+
+    w.family("voicebot1_calls_active", Kind::Gauge, "Calls held now, by phase.");
+    for ((_, label), n) in PHASES.iter().zip(live.active) {
+        w.sample("voicebot1_calls_active", &[("phase", label)], n);
+    }
+
+    w.family("voicebot1_call_setup_seconds", Kind::Histogram, "From the caller's StasisStart to caller and bot media bridged.");
+    w.histogram("voicebot1_call_setup_seconds", &[], &r.setup.snapshot());
+
+    w.family("voicebot1_pool_ports", Kind::Gauge, "UDP media ports in the pool (bound at start-up).");
+    w.sample("voicebot1_pool_ports", &[], live.pool_total);
+    w.family("voicebot1_pool_ports_free", Kind::Gauge, "UDP media ports not held by a call.");
+    w.sample("voicebot1_pool_ports_free", &[], live.pool_free);
+    w.family("voicebot1_pool_exhausted_total", Kind::Counter, "Calls that found no free media port ([media] on_pool_exhausted says what they got).");
+    w.sample("voicebot1_pool_exhausted_total", &[], live.pool_exhausted);
+
+    w.family("voicebot1_ari_request_duration_seconds", Kind::Histogram, "ARI REST requests (each try), by operation.");
+    for op in Operation::ALL {
+        w.histogram("voicebot1_ari_request_duration_seconds", &[("operation", op.label())], &r.ari[*op as usize].duration.snapshot());
+    }
+    w.family("voicebot1_ari_requests_total", Kind::Counter, "ARI REST requests (each try), by operation and outcome: HTTP status class, timeout, connect (no connection) or other.");
+    for op in Operation::ALL {
+        for class in Class::ALL {
+            let n = load(&r.ari[*op as usize].by_class[*class as usize]);
+            w.sample("voicebot1_ari_requests_total", &[("operation", op.label()), ("class", class.label())], n);
+        }
+    }
+
+    w.family("voicebot1_ari_websocket_connected", Kind::Gauge, "1 while the ARI event WebSocket is connected and read.");
+    w.sample("voicebot1_ari_websocket_connected", &[], u8::from(r.ari_connected()));
+    w.family("voicebot1_ari_websocket_reconnects_total", Kind::Counter, "Event WebSocket connections made again after one was lost.");
+    w.sample("voicebot1_ari_websocket_reconnects_total", &[], live.reconnects);
+    w.family("voicebot1_ari_events_skipped_total", Kind::Counter, "Event frames that could not be decoded and were skipped.");
+    w.sample("voicebot1_ari_events_skipped_total", &[], live.events_skipped);
+    w.family("voicebot1_orphan_channels_hung_up_total", Kind::Counter, "Channels with voicebot1's ids that entered the application after their call was over, hung up.");
+    w.sample("voicebot1_orphan_channels_hung_up_total", &[], live.orphans_hung_up);
+
+    w.family("voicebot1_bot_sessions_total", Kind::Counter, "Bot (echo) sessions ended; the echo packet counters grow when a session ends.");
+    w.sample("voicebot1_bot_sessions_total", &[], load(&r.bot_sessions));
+    w.family("voicebot1_echo_packets_received_total", Kind::Counter, "RTP packets the echo received from Asterisk (counted when each bot session ends).");
+    w.sample("voicebot1_echo_packets_received_total", &[], load(&r.echo_received));
+    w.family("voicebot1_echo_packets_sent_total", Kind::Counter, "RTP packets the echo sent back to Asterisk (counted when each bot session ends).");
+    w.sample("voicebot1_echo_packets_sent_total", &[], load(&r.echo_sent));
+    w.family("voicebot1_echo_packets_dropped_total", Kind::Counter, "Packets the echo dropped, by reason (counted when each bot session ends).");
+    for d in Dropped::ALL {
+        w.sample("voicebot1_echo_packets_dropped_total", &[("reason", d.label())], load(&r.echo_dropped[*d as usize]));
+    }
+
+    w.family("voicebot1_stopping", Kind::Gauge, "1 while a stop is under way (no new calls are taken).");
+    w.sample("voicebot1_stopping", &[], u8::from(live.stopping));
+    w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::{Failure, Step};
+
+    /// The value of the sample line starting with `series ` (name and labels as written).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    fn live() -> Live {
+        Live { active: [1, 2, 0, 3], pool_free: 7, pool_total: 10, started: 9, adopted: 1, ..Live::default() }
+    }
+
+    #[test]
+    fn callers_not_taken_are_counted_by_reason() {
+        let r = Registry::new();
+        r.call_not_taken(&Overload::Setups { setting_up: 20, max: 20 });
+        r.call_not_taken(&Overload::Setups { setting_up: 21, max: 20 });
+        r.call_not_taken(&Overload::Unanswered { ago: Duration::from_millis(300) });
+        let text = render(&r, &live());
+        assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"max_setups\"}"), Some(2.0));
+        assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"unanswered_asterisk\"}"), Some(1.0));
+        assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"max_calls\"}"), Some(0.0));
+    }
+
+    #[test]
+    fn ends_are_counted_by_outcome() {
+        let r = Registry::new();
+        for end in [
+            End::CallerHungUp,
+            End::CallerHungUp,
+            End::DestinationFailed(Some(17)),
+            End::DestinationFailed(Some(0)),
+            End::DestinationFailed(None),
+            End::DestinationFailed(Some(3)),
+            End::SetupFailed(Step::CreateBridge, Failure::Other("HTTP 500".into())),
+        ] {
+            r.call_ended(&end);
+        }
+        let text = render(&r, &live());
+        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"caller_hangup\"}"), Some(2.0));
+        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"destination_busy\"}"), Some(1.0));
+        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"destination_no_answer\"}"), Some(2.0));
+        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"destination_failed\"}"), Some(1.0));
+        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"setup_failed\"}"), Some(1.0));
+        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"internal_error\"}"), Some(0.0));
+        assert_eq!(value(&text, "voicebot1_calls_started_total{origin=\"inbound\"}"), Some(9.0));
+        assert_eq!(value(&text, "voicebot1_calls_active{phase=\"media\"}"), Some(2.0));
+        assert_eq!(value(&text, "voicebot1_calls_active{phase=\"connected\"}"), Some(3.0));
+        assert_eq!(value(&text, "voicebot1_pool_ports_free"), Some(7.0));
+        assert_eq!(value(&text, "voicebot1_pool_ports"), Some(10.0));
+    }
+
+    #[test]
+    fn rest_requests_are_labelled_by_operation_and_class_never_by_path() {
+        let r = Registry::new();
+        r.ari_request(Operation::of("POST", "/bridges/voicebot1-1764.1-bridge"), Class::Success, Duration::from_millis(2));
+        r.ari_request(Operation::of("POST", "/bridges/voicebot1-1764.1-bridge"), Class::of_status(500), Duration::from_millis(30));
+        r.ari_request(Operation::of("DELETE", "/channels/1764.1"), Class::Timeout, Duration::from_secs(5));
+        let text = render(&r, &live());
+        assert!(!text.contains("1764"), "an id leaked into a label:\n{text}");
+        let series = "voicebot1_ari_request_duration_seconds";
+        assert_eq!(value(&text, &format!("{series}_count{{operation=\"create_bridge\"}}")), Some(2.0));
+        assert_eq!(value(&text, &format!("{series}_bucket{{operation=\"create_bridge\",le=\"0.0025\"}}")), Some(1.0));
+        assert_eq!(value(&text, &format!("{series}_bucket{{operation=\"create_bridge\",le=\"0.05\"}}")), Some(2.0));
+        assert_eq!(value(&text, &format!("{series}_sum{{operation=\"create_bridge\"}}")), Some(0.032));
+        assert_eq!(value(&text, &format!("{series}_bucket{{operation=\"hangup\",le=\"2.5\"}}")), Some(0.0));
+        assert_eq!(value(&text, &format!("{series}_bucket{{operation=\"hangup\",le=\"5\"}}")), Some(1.0));
+        assert_eq!(value(&text, "voicebot1_ari_requests_total{operation=\"create_bridge\",class=\"5xx\"}"), Some(1.0));
+        assert_eq!(value(&text, "voicebot1_ari_requests_total{operation=\"hangup\",class=\"timeout\"}"), Some(1.0));
+        assert_eq!(value(&text, "voicebot1_ari_requests_total{operation=\"originate\",class=\"2xx\"}"), Some(0.0));
+    }
+
+    #[test]
+    fn operations_come_from_method_and_path_template() {
+        for (method, path, op) in [
+            ("POST", "/bridges/b1", Operation::CreateBridge),
+            ("POST", "/bridges/b1/addChannel", Operation::AddChannel),
+            ("DELETE", "/bridges/b1", Operation::DestroyBridge),
+            ("GET", "/bridges", Operation::GetBridges),
+            ("GET", "/bridges/b1", Operation::GetBridges),
+            ("POST", "/channels/externalMedia", Operation::ExternalMedia),
+            ("POST", "/channels/voicebot1-1.2-dest", Operation::Originate),
+            ("DELETE", "/channels/1.2", Operation::Hangup),
+            ("POST", "/channels/1.2/play/voicebot1-1.2-ring", Operation::Play),
+            ("POST", "/channels/1.2/variable", Operation::SetVariable),
+            ("GET", "/channels", Operation::GetChannels),
+            ("DELETE", "/playbacks/voicebot1-1.2-ring", Operation::StopPlayback),
+            ("GET", "/asterisk/info", Operation::Info),
+            ("GET", "/asterisk/modules/res_ari.so", Operation::Other),
+            ("GET", "/endpoints/PJSIP/AVAYA-endpoint", Operation::Other),
+            ("PUT", "/bridges/b1", Operation::Other),
+        ] {
+            assert_eq!(Operation::of(method, path), op, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn echo_counts_add_up_over_sessions() {
+        let r = Registry::new();
+        let counts = EchoCounts { rx_packets: 350, tx_packets: 349, dropped_foreign: 2, dropped_garbage: 1, ..EchoCounts::default() };
+        r.bot_session_ended(&counts);
+        r.bot_session_ended(&counts);
+        let text = render(&r, &live());
+        assert_eq!(value(&text, "voicebot1_bot_sessions_total"), Some(2.0));
+        assert_eq!(value(&text, "voicebot1_echo_packets_received_total"), Some(700.0));
+        assert_eq!(value(&text, "voicebot1_echo_packets_sent_total"), Some(698.0));
+        assert_eq!(value(&text, "voicebot1_echo_packets_dropped_total{reason=\"foreign_source\"}"), Some(4.0));
+        assert_eq!(value(&text, "voicebot1_echo_packets_dropped_total{reason=\"not_rtp\"}"), Some(2.0));
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_and_every_sample_belongs_to_one() {
+        let r = Registry::new();
+        r.call_set_up(Duration::from_millis(3));
+        let text = render(&r, &live());
+        let mut family = "";
+        let mut families = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                family = rest.split(' ').next().unwrap();
+                assert!(family.starts_with("voicebot1_"), "{line}");
+                assert!(!families.contains(&family), "{family} twice");
+                families.push(family);
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                assert!(rest.starts_with(&format!("{family} ")), "TYPE of another family than HELP: {line}");
+                // Prometheus: `_total` is for counters only.
+                assert_eq!(rest.ends_with(" counter"), family.ends_with("_total"), "{line}");
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|b| *b == family);
+                assert!(name == family || base.is_some(), "sample {name} outside its family {family}");
+                let v = line.rsplit(' ').next().unwrap();
+                assert!(v.parse::<f64>().is_ok(), "value of {line:?}");
+            }
+        }
+        assert_eq!(value(&text, "voicebot1_call_setup_seconds_bucket{le=\"0.0025\"}"), Some(0.0));
+        assert_eq!(value(&text, "voicebot1_call_setup_seconds_bucket{le=\"0.005\"}"), Some(1.0));
+        assert_eq!(value(&text, "voicebot1_call_setup_seconds_bucket{le=\"+Inf\"}"), Some(1.0));
+        assert!(text.lines().count() < 400, "{} lines", text.lines().count());
+    }
+
+    #[test]
+    fn health_needs_the_websocket_a_free_port_and_no_stop() {
+        let r = Registry::new();
+        let h = health(&r, &live());
+        assert!(!h.ok && h.reason.contains("WebSocket not connected"), "{h:?}");
+        r.set_ari_connected(true);
+        let h = health(&r, &live());
+        assert!(h.ok, "{h:?}");
+        assert_eq!(h.reason, "ok: ARI connected, 6 calls active, pool 7/10 free");
+        let h = health(&r, &Live { pool_free: 0, ..live() });
+        assert!(!h.ok && h.reason.contains("no free media port (pool 0/10 free"), "{h:?}");
+        let h = health(&r, &Live { stopping: true, ..live() });
+        assert!(!h.ok && h.reason.contains("stopping"), "{h:?}");
+        for h in [health(&r, &live()), health(&Registry::new(), &live())] {
+            assert!(!h.reason.contains('\n'));
+        }
+    }
+}
