@@ -16,14 +16,14 @@
 #       before its own hold time ("hung up by the far side: 0"), failed=0, nothing left in
 #       Asterisk, the new instance adopted the calls and exits 0. --random: hold 1-40 s and the
 #       restart at a random second between 5 and 30.
-#   scripts/faults.sh overload [--calls N] [--rate R] [--hold MIN-MAX]
-#       More callers than the box carries: default 900 at 30/s holding 1-15 s (Asterisk saturates
-#       between 20 and 30/s here). voicebot1 must shed what the box cannot carry (callers rejected
-#       with congestion, each within 1 s), and converge: once the load is gone nothing is left in
-#       Asterisk, a second run at 10/s passes (failed=0), voicebot1 exits 0 on SIGTERM with its pool
-#       full. Prints the outcome of every call, the rejection times and Asterisk's and voicebot1's
-#       CPU during the run. SIP failures of callers Asterisk itself could not answer in time are
-#       reported, not judged: they happen before the call reaches voicebot1.
+#   scripts/faults.sh overload [--rates "10 20 …"] [--hold MIN-MAX]
+#       More callers than the box carries. First the saturation rate: 20 s at each rate (default
+#       10, 20 … 80 calls/s, holding 1-15 s) until Asterisk's busiest 5 s pass 85 % of the machine,
+#       voicebot1 sheds over 1 % of the callers, or a call fails. Then 1.5 times that rate for
+#       30 s: every call must be served (bot, then transfer) or given its fast outcome (rejected
+#       with congestion within 1 s): failed=0; 60 s after the last call Asterisk holds nothing; a
+#       plain run then passes; SIGTERM exits 0 with the pool full. Prints served and shed counts,
+#       the served calls' set-up median/p99, rejection times, and Asterisk's and voicebot1's CPU.
 #
 # Calls caught by the fault itself may fail (Asterisk drops them, or no Stasis app is there to
 # take them): the first run's figures are reported, not judged. What is judged: voicebot1 still
@@ -37,12 +37,13 @@ fault="${1:-}"; shift || true
 case "$fault" in
     restart|kill) calls=200 rate=10 hold="1-20" at=8 ;;
     restart-voicebot1) calls=100 rate=5 hold="40-40" at=25 ;;
-    overload) calls=900 rate=30 hold="1-15" at=0 ;;
+    overload) calls=0 rate=0 hold="1-15" at=0 ;;
     *) die "usage: faults.sh restart|kill|restart-voicebot1|overload [--signal kill|term] [--random] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
 esac
-signal=term random=0
+signal=term random=0 probe_rates="10 20 30 40 50 60 70 80"
 while [ $# -gt 0 ]; do
     case "$1" in
+        --rates) probe_rates="${2:?}"; shift 2 ;;
         --calls) calls="${2:?}"; shift 2 ;;
         --rate) rate="${2:?}"; shift 2 ;;
         --hold) hold="${2:?}"; shift 2 ;;
@@ -121,27 +122,97 @@ restart_voicebot1() {
     rm -rf "$work"
     [ "$verdict" = ok ]
 }
-# CPU seconds (user + system) a process has used so far, from /proc.
-cpu_s() {  # cpu_s PID
-    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+# CPU time (user + system) a process has used so far, in ms, from /proc.
+cpu_ms() {  # cpu_ms PID
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1000 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
-# overload: more callers than the box carries; voicebot1 sheds, then converges.
+# Samples PID's CPU time every second into FILE ("seconds cpu_ms" lines) until killed.
+sample_cpu() {  # sample_cpu PID FILE
+    local t=0
+    while kill -0 "$1" 2>/dev/null; do echo "$t $(cpu_ms "$1")" >>"$2"; sleep 1; t=$((t + 1)); done
+}
+
+# The busiest 5 s of a sample file, as % of one core.
+peak_cpu() {  # peak_cpu FILE
+    awk '{ t[NR] = $1; c[NR] = $2 } END { m = 0; for (i = 6; i <= NR; i++) { p = (c[i] - c[i-5]) / (t[i] - t[i-5]) / 10; if (p > m) m = p } printf "%d", m }' "$1"
+}
+
+# One load run under the running voicebot1, with Asterisk's CPU sampled. Sets STEP_LINE (the load
+# summary), STEP_FAILED, STEP_PEAK (Asterisk's busiest 5 s, % of one core), STEP_SHED (callers
+# rejected during the run), STEP_LOG (the voicebot1 log lines of the run).
+step() {  # step CALLS RATE DRAIN_S
+    local out="$work/step.out" from sampler
+    from=$(( $(wc -l <"$work/voicebot1.log") + 1 ))
+    : >"$work/cpu.samples"
+    sample_cpu "$ast_pid" "$work/cpu.samples" & sampler=$!
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$1" --rate "$2" --hold "$hold" --dest answer --drain-timeout "$3" >"$out" 2>&1 || true
+    kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+    STEP_LINE="$(tail -n 1 "$out")"
+    STEP_FAILED="$(sed -n 's/.* failed=\([0-9]*\) .*/\1/p' <<<"$STEP_LINE")"
+    STEP_PEAK="$(peak_cpu "$work/cpu.samples")"
+    STEP_LOG="$work/step-$2.log"
+    tail -n "+$from" "$work/voicebot1.log" >"$STEP_LOG"
+    STEP_SHED="$(grep -c 'not taken (' "$STEP_LOG" || true)"
+}
+
+# overload: find the rate at which the box saturates, offer 1.5 times that, then check that
+# every call was served or given its fast outcome and that cleanup converged.
 overload() {
-    local out="$work/load.out" line rc=0 ast_pid t0 ast0 bot0 ast1 bot1 secs
+    local rate n sat="" ast_pid secs rejected served
     start_bot voicebot1.log
     ast_pid="$(cat "$VB1_RUN_DIR/asterisk.pid" 2>/dev/null || true)"
     [ -n "$ast_pid" ] && kill -0 "$ast_pid" 2>/dev/null || die "no Asterisk pid in $VB1_RUN_DIR/asterisk.pid"
-    log "overload: $calls calls at $rate/s holding ${hold}s"
-    t0=$SECONDS ast0="$(cpu_s "$ast_pid")" bot0="$(cpu_s "$bot_pid")"
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 120 \
-        >"$out" 2>&1 || rc=$?
-    secs=$((SECONDS - t0)) ast1="$(cpu_s "$ast_pid")" bot1="$(cpu_s "$bot_pid")"
-    line="$(tail -n 1 "$out")"
-    log "load run: $line"
-    grep -E '^(callers|destination|drained|not drained|hung up by)' "$out" || true
+
+    # 1. The saturation rate: 20 s at each rate until Asterisk's busiest 5 s pass 85 % of the
+    #    machine (170 % of one core on 2 cores), voicebot1 sheds more than 1 % of the callers, or a
+    #    call fails.
+    local limit=$(( $(nproc) * 85 ))
+    log "overload: looking for the rate at which Asterisk saturates (busiest 5 s over ${limit} % CPU, or shedding, or failures)"
+    for rate in $probe_rates; do
+        n=$((rate * 20))
+        step "$n" "$rate" 60
+        log "  $rate calls/s: $STEP_LINE; Asterisk CPU peak ${STEP_PEAK} %; not taken: $STEP_SHED"
+        if [ "$STEP_PEAK" -ge "$limit" ] || [ $((STEP_SHED * 100)) -gt "$n" ] || [ "${STEP_FAILED:-1}" != 0 ]; then
+            sat=$rate; break
+        fi
+    done
+    if [ -z "$sat" ]; then
+        sat=$rate
+        log "not saturated up to $rate calls/s: offering 1.5 times that"
+    fi
+    echo "saturation: $sat calls/s (Asterisk CPU peak ${STEP_PEAK} % of $(( $(nproc) * 100 )) %)"
+
+    # 2. 1.5 times the saturation rate for 30 s; 60 s after the last call nothing may be left.
+    rate=$(( sat * 3 / 2 )); n=$((rate * 30))
+    log "overload: $n calls at $rate calls/s (1.5 x $sat) holding ${hold}s"
+    local t0=$SECONDS bot0; bot0="$(cpu_ms "$bot_pid")"
+    local ast0; ast0="$(cpu_ms "$ast_pid")"
+    step "$n" "$rate" 60
+    secs=$((SECONDS - t0))
+    local ast1 bot1; ast1="$(cpu_ms "$ast_pid")" bot1="$(cpu_ms "$bot_pid")"
+    log "load run: $STEP_LINE"
     kill -0 "$bot_pid" 2>/dev/null || fail "voicebot1 is not running after the overload"
-    case "$line" in *" leaked_channels=0 leaked_bridges=0") ;; *) fail "Asterisk not clean after the overload: $line" ;; esac
+    case "$STEP_LINE" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "not every call was served or given its outcome, or Asterisk was not clean 60 s after the last call: $STEP_LINE" ;; esac
+    local blog="$STEP_LOG"
+    rejected="$(grep -c 'rejected with congestion in' "$blog" || true)"
+    served="$(grep -c 'caller and media bridged in' "$blog" || true)"
+    echo "--- the overload run: $n calls offered at $rate calls/s ---"
+    echo "served with the bot: $served; not taken: $STEP_SHED (rejected with congestion: $rejected)"
+    echo "not taken, by reason: $(grep 'not taken (' "$blog" | grep -oE 'admission\.[a-z_]+|went unanswered' | sort | uniq -c | sort -rn | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')"
+    grep -o 'bridged in [0-9]* ms' "$blog" | awk '{print $3}' | sort -n >"$work/setup.ms" || true
+    [ -s "$work/setup.ms" ] && echo "served calls' set-up: median $(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/setup.ms") ms, p99 $(awk '{a[NR]=$1} END {i=int(NR*0.99+0.999); print a[i]}' "$work/setup.ms") ms"
+    grep -o 'rejected with congestion in [0-9]* ms' "$blog" | awk '{print $5}' | sort -n >"$work/reject.ms" || true
+    if [ -s "$work/reject.ms" ]; then
+        echo "time to reject: median $(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/reject.ms") ms, p99 $(awk '{a[NR]=$1} END {i=int(NR*0.99+0.999); print a[i]}' "$work/reject.ms") ms, max $(tail -n 1 "$work/reject.ms") ms"
+        local slow; slow="$(awk '$1 >= 1000' "$work/reject.ms" | wc -l)"
+        [ "$slow" = 0 ] || fail "$slow rejections took 1 s or more"
+    fi
+    echo "set-up failures: $(grep -c 'failed: \|set-up timed out' "$blog" || true); janitor lines: $(grep -c 'janitor: ' "$blog" || true)"
+    awk -v a="$((ast1 - ast0))" -v b="$((bot1 - bot0))" -v s="$secs" -v p="$STEP_PEAK" \
+        'BEGIN { printf "CPU over %d s (%% of one core): Asterisk %.0f %% (busiest 5 s: %d %%), voicebot1 %.1f %%\n", s, a/s/10, p, b/s/10 }'
+
+    # 3. The load gone: a plain run passes, SIGTERM exits 0 with the pool full, Asterisk is empty.
     "$VB1_SCRIPTS_DIR/loadtest.sh" --calls 40 --rate 10 --hold 1-10 --dest answer >"$work/second.out" 2>&1 || true
     local second; second="$(tail -n 1 "$work/second.out")"
     log "second run (load gone): $second"
@@ -149,26 +220,12 @@ overload() {
     term_and_wait "$bot_pid" 30
     bot_pid=""
     [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
-    local blog="$work/voicebot1.log" rejected slow pool
-    pool="$(grep -o 'pool [0-9]*/[0-9]* free' "$blog" | tail -n 1)"
+    local pool; pool="$(grep -o 'pool [0-9]*/[0-9]* free' "$work/voicebot1.log" | tail -n 1)"
     [ -n "$pool" ] && [ "$(echo "$pool" | awk -F'[ /]' '{print ($2 == $3)}')" = 1 ] || fail "pool not full at shutdown: ${pool:-no line}"
     "$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
-    rejected="$(grep -c 'rejected with congestion in' "$blog" || true)"
-    echo "--- voicebot1 during the overload ---"
-    echo "calls taken: $(grep -c ': inbound from' "$blog" || true); ended: $(grep -c ': ended (' "$blog" || true); rejected with congestion: $rejected"
-    echo "not taken, by reason: $(grep 'not taken (' "$blog" | grep -v 'totals:' | grep -oE 'admission\.[a-z_]+|went unanswered' | sort | uniq -c | sort -rn | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')"
-    grep -o 'rejected with congestion in [0-9]* ms' "$blog" | awk '{print $5}' | sort -n >"$work/reject.ms" || true
-    if [ -s "$work/reject.ms" ]; then
-        echo "time to reject: median $(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/reject.ms") ms, p99 $(awk '{a[NR]=$1} END {i=int(NR*0.99); if (i<1) i=1; print a[i]}' "$work/reject.ms") ms, max $(tail -n 1 "$work/reject.ms") ms"
-        slow="$(awk '$1 >= 1000' "$work/reject.ms" | wc -l)"
-        [ "$slow" = 0 ] || fail "$slow rejections took 1 s or more"
-    fi
-    echo "set-up failures: $(grep -c 'failed: \|set-up timed out' "$blog" || true); janitor: $(grep -c '^.*janitor: ' "$blog" || true) lines; $(grep -o 'totals: .*' "$blog" | tail -n 1)"
-    awk -v a="$(awk -v x="$ast1" -v y="$ast0" 'BEGIN{print x-y}')" -v b="$(awk -v x="$bot1" -v y="$bot0" 'BEGIN{print x-y}')" -v s="$secs" \
-        'BEGIN { printf "CPU over %d s (of 200%% on 2 cores): Asterisk %.0f%% (%.1f s), voicebot1 %.1f%% (%.1f s)\n", s, 100*a/s, a, 100*b/s, b }'
-    echo "load: $line"
-    echo "second: $second"
-    echo "fault=overload calls=$calls rate=$rate hold=${hold}s rejected=$rejected result=$verdict"
+    echo "$(grep -o 'totals: .*' "$work/voicebot1.log" | tail -n 1)"
+    echo "voicebot1: $pool at shutdown, exit $TERM_RC"
+    echo "fault=overload saturation=${sat}/s offered=${rate}/s calls=$n served=$served not_taken=$STEP_SHED result=$verdict"
     rm -rf "$work"
     [ "$verdict" = ok ]
 }
