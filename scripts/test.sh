@@ -10,7 +10,8 @@
 #   5. Asterisk sandbox up       (scripts/asterisk-sandbox.sh up)
 #   6. bench self-test           (scripts/bench-selftest.sh, no voicebot1)
 #   7. sandbox end-to-end tests  (VB1_SANDBOX=1 cargo test --release --test e2e_sandbox, if present)
-#   8. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers;
+#   8. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers, its
+#                                 /metrics checked against SIPp and the log;
 #                                 2000 calls at 20/s, random destination behaviour;
 #                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
 #   9. faults                    (scripts/faults.sh restart, kill, overload, and restart-voicebot1 with
@@ -171,8 +172,8 @@ if [ ! -f Cargo.toml ]; then
 elif [ "$built" != 1 ] || [ "$sandbox_up" != 1 ]; then
     skip "load run with voicebot1" "needs a successful build and the sandbox"
 else
-    stage "load run with voicebot1 (300 calls at 10/s, hold 1-20 s)" \
-        load_with_voicebot1 --calls 300 --rate 10 --hold 1-20 --dest answer
+    stage "load run with voicebot1 (300 calls at 10/s, hold 1-20 s; /metrics agrees with SIPp and the log)" \
+        load_with_voicebot1 --calls 300 --rate 10 --hold 1-20 --dest answer --scrape http://127.0.0.1:9108 --log "$work/voicebot1.log"
     stage "load run with voicebot1 (2000 calls at 20/s, random destination)" \
         load_with_voicebot1 --calls 2000 --rate 20 --hold 1-20 --dest random
     stage "fault: Asterisk restarted mid-load" "$VB1_SCRIPTS_DIR/faults.sh" restart --calls 150
