@@ -122,22 +122,6 @@ pids_in_cluster_root() {
     return 0
 }
 
-# --- host packages -------------------------------------------------------------------------
-
-# Kamailio from Debian (bookworm: 5.6). Its package enables a kamailio service listening on
-# every address's 5060; where systemd runs, that service is stopped and disabled so it cannot
-# take the sandbox's or the cluster's ports (without systemd, policy-rc.d keeps it from
-# starting at install, as on the CI machines).
-ensure_kamailio() {
-    command -v kamailio >/dev/null && command -v kamcmd >/dev/null \
-        && [ -e /usr/lib/x86_64-linux-gnu/kamailio/modules/dispatcher.so ] && return 0
-    apt_install kamailio
-    if [ -d /run/systemd/system ] && systemctl is-enabled --quiet kamailio 2>/dev/null; then
-        log "disabling the packaged kamailio service (the cluster runs its own Kamailio)"
-        systemctl disable --now kamailio >/dev/null 2>&1 || true
-    fi
-}
-
 # --- the root ------------------------------------------------------------------------------
 
 # The cluster root: a hard-linked copy of the sandbox's Asterisk 22 root (seconds, no extra

@@ -101,6 +101,26 @@ apt_install() {  # apt_install PACKAGE...
     apt-get install -y -qq "$@" >/dev/null 2>&1 || die "apt-get install $* failed"
 }
 
+# Kamailio from Debian (bookworm: 5.6, the dispatcher module in the main package), for
+# cluster.sh. The package would start a kamailio service listening on port 5060 of every
+# address (the sandbox's included): it is installed with a policy-rc.d that forbids starting
+# services (unless the machine has one already), and where systemd runs its unit is disabled.
+ensure_kamailio() {
+    local guard=0 rc=0
+    command -v kamailio >/dev/null && command -v kamcmd >/dev/null && return 0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# voicebot1 bench: no service starts while kamailio is installed.\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        guard=1
+    fi
+    (apt_install kamailio) || rc=$?
+    [ "$guard" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    [ "$rc" = 0 ] || exit "$rc"
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now kamailio.service >/dev/null 2>&1 || true
+    fi
+}
+
 # --- Debian roots (chroots built with debootstrap) ---------------------------
 # Shared by asterisk-sandbox.sh (the Asterisk root) and release-check.sh (a
 # plain Debian 11 root the release is tried in).
