@@ -29,52 +29,9 @@ if [ "${1:-}" = up ] && [ "${2:-}" = --asterisk ]; then
     set -- up
 fi
 
-# What goes into the root. Changing this list changes the completion marker's
-# content, which makes the next "up" rebuild the root.
-ROOT_PACKAGES="asterisk,asterisk-modules,asterisk-config"
-case "$VB1_ASTERISK" in
-    22) SUITE=sid ;;
-    # Debian 11: Asterisk 16.28, glibc 2.31.
-    16) SUITE=bullseye ;;
-esac
-MARKER="$VB1_ROOT.complete"
-MARKER_CONTENT="suite=$SUITE packages=$ROOT_PACKAGES"
 UP_TIMEOUT="${VB1_UP_TIMEOUT:-60}"
 AST_PIDFILE="$VB1_RUN_DIR/asterisk.pid"
 AST_OUT="$VB1_RUN_DIR/asterisk.console.log"
-
-root_complete() {
-    [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$MARKER_CONTENT" ] && [ -x "$VB1_ROOT/usr/sbin/asterisk" ]
-}
-
-build_root() {
-    build_debian_root "the Asterisk root" "$SUITE" "$ROOT_PACKAGES" "$VB1_ROOT" "$MARKER" "$MARKER_CONTENT" \
-        "$VB1_STATE_DIR/debootstrap.log"
-}
-
-# Device nodes Asterisk needs. Created as real nodes in the root (no bind
-# mount of the host's /dev, so there is nothing to unmount or to delete through).
-ensure_dev_nodes() {
-    local spec name major minor
-    mkdir -p "$VB1_ROOT/dev"
-    for spec in null:1:3 zero:1:5 random:1:8 urandom:1:9 tty:5:0; do
-        IFS=: read -r name major minor <<<"$spec"
-        if [ ! -c "$VB1_ROOT/dev/$name" ]; then
-            rm -f "$VB1_ROOT/dev/$name"
-            mknod -m 666 "$VB1_ROOT/dev/$name" c "$major" "$minor" \
-                || die "cannot create $VB1_ROOT/dev/$name (mknod failed)"
-        fi
-    done
-}
-
-# Replace one exact line of a config file and check the result, so that a
-# changed sample file cannot silently keep the default port.
-subst_line() {  # subst_line FILE OLD NEW
-    local f="$1" old="$2" new="$3"
-    grep -qxF -- "$old" "$f" || die "$(basename "$f"): expected line '$old' not found (the sandbox rewrites it)"
-    sed -i "s|^${old}\$|${new}|" "$f"
-    grep -qxF -- "$new" "$f" || die "$(basename "$f"): could not set '$new'"
-}
 
 install_config() {
     local src="$VB1_REPO_DIR/conf/asterisk" etc="$VB1_ROOT/etc/asterisk" h
@@ -160,8 +117,8 @@ cmd_up() {
         log "Asterisk is already running: restarting it with the current configuration"
         cmd_down >/dev/null
     fi
-    if [ "${VB1_REBUILD:-0}" = 1 ] || ! root_complete; then
-        build_root
+    if [ "${VB1_REBUILD:-0}" = 1 ] || ! asterisk_root_complete "$VB1_ASTERISK"; then
+        build_asterisk_root "$VB1_ASTERISK"
     else
         log "reusing the Asterisk root in $VB1_ROOT"
     fi
@@ -169,7 +126,7 @@ cmd_up() {
     port_busy tcp "$VB1_ARI_PORT" 127.0.0.1 && die "TCP port $VB1_ARI_PORT (VB1_ARI_PORT) is already in use"
     port_busy udp "$VB1_SIP_PORT" 127.0.0.1 && die "UDP port $VB1_SIP_PORT (VB1_SIP_PORT) is already in use"
     port_busy tcp "$VB1_ARI_TLS_PORT" 127.0.0.1 && die "TCP port $VB1_ARI_TLS_PORT (VB1_ARI_TLS_PORT) is already in use"
-    ensure_dev_nodes
+    ensure_dev_nodes "$VB1_ROOT"
     install_config
     mkdir -p "$VB1_RUN_DIR" "$VB1_HELPER_DIR" "$VB1_ROOT/var/run/asterisk" "$VB1_ROOT/var/log/asterisk"
     rm -f "$VB1_ROOT/var/run/asterisk/asterisk.ctl" "$VB1_ROOT/var/run/asterisk/asterisk.pid"

@@ -2,7 +2,7 @@
 # test.sh -- the full test run (README: "run the full tests"; CI runs it via .ci/run).
 #
 # Stages, each counted as passed or failed:
-#   1. host packages (debootstrap, sip-tester, tcpdump, curl, jq) when missing
+#   1. host packages (debootstrap, sip-tester, tcpdump, curl, jq, kamailio) when missing
 #   2. cargo build --release --all-targets
 #   3. cargo test                (unit + fake-ARI integration tests)
 #   4. release                   (scripts/release-check.sh: the glibc 2.17 binary, tarball,
@@ -16,7 +16,11 @@
 #                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
 #   9. faults                    (scripts/faults.sh restart, kill, overload, and restart-voicebot1 with
 #                                 SIGTERM, SIGKILL and a random moment)
-#  10. Asterisk 16.28            (sandbox up --asterisk 16: bench self-test, end-to-end tests,
+#  10. cluster                   (scripts/cluster.sh: 2 boxes behind Kamailio, 400 calls at 10/s
+#                                 split 40-60 % each with failed=0 and no leak on any box; then
+#                                 box 1 killed under load and revived: only its calls are lost,
+#                                 and it takes calls again. Beside the sandbox, on 127.0.0.2+)
+#  11. Asterisk 16.28            (sandbox up --asterisk 16: bench self-test, end-to-end tests,
 #                                 the 300-call load run)
 # The sandbox is taken down at the end whatever happened. The voicebot1 stages
 # are skipped (with a message) only while Cargo.toml does not exist.
@@ -47,8 +51,10 @@ skip() {  # skip NAME REASON
 
 work="$(mktemp -d /tmp/vb1-test.XXXXXX)"
 bot_pid=""
+cluster_started=0
 finish() {
     if [ -n "$bot_pid" ]; then stop_helper "$bot_pid" 10; fi
+    if [ "$cluster_started" = 1 ]; then "$VB1_SCRIPTS_DIR/cluster.sh" down || true; fi
     echo
     echo "=== taking the sandbox down ==="
     "$VB1_SCRIPTS_DIR/asterisk-sandbox.sh" down || true
@@ -69,7 +75,9 @@ trap 'exit 130' INT TERM
 
 install_packages() {
     ensure_host_packages
-    command -v sipp >/dev/null && command -v debootstrap >/dev/null && command -v jq >/dev/null
+    ensure_kamailio
+    command -v sipp >/dev/null && command -v debootstrap >/dev/null && command -v jq >/dev/null \
+        && command -v kamailio >/dev/null
 }
 stage "host packages" install_packages
 
@@ -183,6 +191,28 @@ else
     stage "fault: voicebot1 restarted at a random moment, random hold times" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term --random
     stage "fault: overload (saturation rate found, then 1.5 times it for 30 s): shed, converge" \
         "$VB1_SCRIPTS_DIR/faults.sh" overload
+fi
+
+# Several boxes behind Kamailio (scripts/cluster.sh), on their own loopback addresses and port
+# ranges while the sandbox above stays up on 127.0.0.1.
+cluster_run() {
+    local rc=0 out="$work/cluster-load.out"
+    cluster_started=1
+    "$VB1_SCRIPTS_DIR/cluster.sh" up --boxes 2 || return 1
+    "$VB1_SCRIPTS_DIR/cluster.sh" load --calls 400 --rate 10 --hold 1-15 | tee "$out" || rc=1
+    # Round robin: each box within 40-60 % of the calls.
+    awk '/^box=/ { n++; s = $0; sub(/.* share=/, "", s); sub(/%.*/, "", s)
+                   if (s + 0 < 40 || s + 0 > 60) { print "error: uneven split: " $0; bad = 1 } }
+         END { if (n != 2) { print "error: expected 2 box lines, got " n + 0; bad = 1 }; exit bad }' "$out" || rc=1
+    "$VB1_SCRIPTS_DIR/cluster.sh" failover --calls 200 --rate 10 --hold 1-10 --kill-at 8 --down-for 10 || rc=1
+    "$VB1_SCRIPTS_DIR/cluster.sh" down || rc=1
+    cluster_started=0
+    return "$rc"
+}
+if [ "$built" != 1 ] || [ "$sandbox_up" != 1 ]; then
+    skip "cluster: 2 boxes behind Kamailio, 400 calls at 10/s" "needs a successful build and the Asterisk root"
+else
+    stage "cluster: 2 boxes behind Kamailio, 400 calls at 10/s" cluster_run
 fi
 
 # The same bench against Asterisk 16.28 (Debian 11), the oldest branch voicebot1 supports.

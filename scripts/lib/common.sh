@@ -101,6 +101,26 @@ apt_install() {  # apt_install PACKAGE...
     apt-get install -y -qq "$@" >/dev/null 2>&1 || die "apt-get install $* failed"
 }
 
+# Kamailio from Debian (bookworm: 5.6, the dispatcher module in the main package), for
+# cluster.sh. The package would start a kamailio service listening on port 5060 of every
+# address (the sandbox's included): it is installed with a policy-rc.d that forbids starting
+# services (unless the machine has one already), and where systemd runs its unit is disabled.
+ensure_kamailio() {
+    local guard=0 rc=0
+    command -v kamailio >/dev/null && command -v kamcmd >/dev/null && return 0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# voicebot1 bench: no service starts while kamailio is installed.\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        guard=1
+    fi
+    (apt_install kamailio) || rc=$?
+    [ "$guard" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    [ "$rc" = 0 ] || exit "$rc"
+    if [ -d /run/systemd/system ]; then
+        systemctl disable --now kamailio.service >/dev/null 2>&1 || true
+    fi
+}
+
 # --- Debian roots (chroots built with debootstrap) ---------------------------
 # Shared by asterisk-sandbox.sh (the Asterisk root) and release-check.sh (a
 # plain Debian 11 root the release is tried in).
@@ -172,6 +192,59 @@ build_debian_root() {  # build_debian_root WHAT SUITE PACKAGES DEST MARKER MARKE
     mv "$tmp" "$dest"
     echo "$content" >"$marker"
     log "root built in $((SECONDS - t0)) s ($(du -sh --one-file-system "$dest" | cut -f1))"
+}
+
+# --- Asterisk roots (asterisk-sandbox.sh, cluster.sh) ------------------------
+
+# What goes into the Asterisk root of a version. Changing the package list
+# changes the completion marker's content, which makes the next "up" rebuild it.
+VB1_ASTERISK_ROOT_PACKAGES="asterisk,asterisk-modules,asterisk-config"
+asterisk_root_suite() {  # asterisk_root_suite VERSION
+    case "$1" in
+        22) echo sid ;;
+        # Debian 11: Asterisk 16.28, glibc 2.31.
+        16) echo bullseye ;;
+        *) echo "error: Asterisk version $1 is not in the bench (16 or 22)" >&2; return 1 ;;
+    esac
+}
+asterisk_root_marker_content() {  # asterisk_root_marker_content VERSION
+    echo "suite=$(asterisk_root_suite "$1") packages=$VB1_ASTERISK_ROOT_PACKAGES"
+}
+asterisk_root_complete() {  # asterisk_root_complete VERSION
+    local root
+    root="$(sandbox_root "$1")" || return 1
+    [ -f "$root.complete" ] && [ "$(cat "$root.complete")" = "$(asterisk_root_marker_content "$1")" ] \
+        && [ -x "$root/usr/sbin/asterisk" ]
+}
+build_asterisk_root() {  # build_asterisk_root VERSION
+    local root
+    root="$(sandbox_root "$1")" || exit 2
+    build_debian_root "the Asterisk root" "$(asterisk_root_suite "$1")" "$VB1_ASTERISK_ROOT_PACKAGES" "$root" \
+        "$root.complete" "$(asterisk_root_marker_content "$1")" "$VB1_STATE_DIR/debootstrap.log"
+}
+
+# Device nodes Asterisk needs. Created as real nodes in the root (no bind
+# mount of the host's /dev, so there is nothing to unmount or to delete through).
+ensure_dev_nodes() {  # ensure_dev_nodes ROOT
+    local root="$1" spec name major minor
+    mkdir -p "$root/dev"
+    for spec in null:1:3 zero:1:5 random:1:8 urandom:1:9 tty:5:0; do
+        IFS=: read -r name major minor <<<"$spec"
+        if [ ! -c "$root/dev/$name" ]; then
+            rm -f "$root/dev/$name"
+            mknod -m 666 "$root/dev/$name" c "$major" "$minor" \
+                || die "cannot create $root/dev/$name (mknod failed)"
+        fi
+    done
+}
+
+# Replace one exact line of a config file and check the result, so that a
+# changed sample file cannot silently keep the default port.
+subst_line() {  # subst_line FILE OLD NEW
+    local f="$1" old="$2" new="$3"
+    grep -qxF -- "$old" "$f" || die "$(basename "$f"): expected line '$old' not found (the bench rewrites it)"
+    sed -i "s|^${old}\$|${new}|" "$f"
+    grep -qxF -- "$new" "$f" || die "$(basename "$f"): could not set '$new'"
 }
 
 # --- Release (release.sh, release-check.sh) ----------------------------------
