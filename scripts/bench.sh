@@ -80,6 +80,8 @@ status_kb() {  # status_kb PID FIELD
 }
 
 start_bot() {  # start_bot LEVEL LOG
+    ! ari GET /applications/voicebot1 >/dev/null 2>&1 \
+        || die "the Stasis app voicebot1 is registered already: another voicebot1 is using the sandbox (its figures would be taken for this one's)"
     start_helper voicebot1 "$2" "$bin" "$(bench_config "$1")"
     bot_pid=$HELPER_PID
     wait_voicebot1_registered "$bot_pid" 30 || { tail -n 20 "$2" >&2; die "voicebot1 did not register its Stasis app"; }

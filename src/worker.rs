@@ -143,6 +143,9 @@ pub struct Live {
     without_bot: bool,
     /// When the caller entered the application, by Asterisk's clock (its StasisStart).
     entered: Option<SystemTime>,
+    /// Asterisk's end of the caller's RTP, read during set-up on Asterisk before 18.21/20.6 only
+    /// (to wake the caller's channel while its `addChannel` waits).
+    caller_rtp: Option<SocketAddr>,
 }
 
 /// A timer request: at `Instant`, post `Timer` to the call.
@@ -236,6 +239,7 @@ impl CallHandler {
                     dialing_since,
                     without_bot: false,
                     entered: None,
+                    caller_rtp: None,
                 });
                 self.perform_all(id, state, actions);
             }
@@ -340,6 +344,7 @@ impl CallHandler {
             dialing_since: None,
             without_bot: !bot,
             entered,
+            caller_rtp: None,
         });
         self.perform_all(id, state, actions);
     }
@@ -459,9 +464,15 @@ impl CallHandler {
             Action::AddCallerAndMedia => {
                 // Asterisk before 18.21/20.6 runs the add when each channel wakes: the media
                 // channel on a frame from it, which the echo sends (see `media::Echo::wake_asterisk`).
+                // The caller's channel on a frame on its RTP socket, which a keepalive datagram to
+                // it gives at once (its own next frame may be 20 ms away).
                 let late = shared.late_commands.load(Ordering::Relaxed);
                 let _waking = live.echo.as_ref().filter(|_| late).map(|e| e.wake_asterisk(cfg.media.format.silence()));
-                let result = ari.add_channels(&bridge, &[&id.0, &ids.channel(id, Role::Media)]);
+                let add = || ari.add_channels(&bridge, &[&id.0, &ids.channel(id, Role::Media)]);
+                let result = match live.caller_rtp.filter(|_| late) {
+                    Some(caller_rtp) => shared.pool.waking(caller_rtp, add),
+                    None => add(),
+                };
                 if result.is_ok() {
                     // From Asterisk's StasisStart when it said when: what the caller lives through.
                     let took = live.entered.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_else(|| started.elapsed());
@@ -478,22 +489,31 @@ impl CallHandler {
                 let host = host_port(&cfg.media.advertise_host, port);
                 let media = ids.channel(id, Role::Media);
                 let name = format!("voicebot1 call {id}");
+                // On Asterisk before 18.21/20.6, also where the caller's RTP arrives, to wake the
+                // caller's channel during the next step (see `Action::AddCallerAndMedia`).
+                let late = shared.late_commands.load(Ordering::Relaxed);
+                let bridge_side = || {
+                    let made = ari.create_bridge(&bridge, &name);
+                    (made, late.then(|| caller_rtp_address(ari, id, cfg.media.asterisk_host)).flatten())
+                };
                 // Two requests at once, one round trip: neither needs the other (the ids are ours).
-                let (made_bridge, made_media) = std::thread::scope(|scope| {
+                let ((made_bridge, caller_rtp), made_media) = std::thread::scope(|scope| {
                     let bridge_request = std::thread::Builder::new()
                         .name("bridge-request".into())
                         .stack_size(REQUEST_THREAD_STACK)
-                        .spawn_scoped(scope, || ari.create_bridge(&bridge, &name));
+                        .spawn_scoped(scope, bridge_side);
                     let made_media = ari.external_media(&media, &cfg.ari.app, &host, cfg.media.format.as_ari());
-                    let made_bridge = match bridge_request {
+                    let bridge_side = match bridge_request {
                         Ok(handle) => handle.join().unwrap_or_else(|_| {
-                            Err(AriError { doing: format!("creating bridge {bridge}"), kind: ErrorKind::Transport("its request thread panicked".into()) })
+                            let panicked = ErrorKind::Transport("its request thread panicked".into());
+                            (Err(AriError { doing: format!("creating bridge {bridge}"), kind: panicked }), None)
                         }),
                         // No thread to be had: one after the other.
-                        Err(_) => ari.create_bridge(&bridge, &name),
+                        Err(_) => bridge_side(),
                     };
-                    (made_bridge, made_media)
+                    (bridge_side, made_media)
                 });
+                live.caller_rtp = caller_rtp;
                 if let Ok(channel) = &made_media {
                     debug!("call {id}: externalMedia {} sends RTP to {host}", channel.name);
                     pin_peer(id, live, channel);
@@ -616,6 +636,26 @@ fn pin_peer(id: &CallId, live: &Live, channel: &Channel) {
     if let (Some(peer), Some(echo)) = (unicast_rtp_peer(channel), live.echo.as_ref()) {
         debug!("call {id}: media peer is {peer}");
         echo.set_peer(peer);
+    }
+}
+
+/// Asterisk's end of the caller's RTP (`CHANNEL(rtp,src)`, PJSIP only), with `asterisk_host`
+/// for an unspecified address; `None` when Asterisk does not say.
+fn caller_rtp_address(ari: &AriClient, id: &CallId, asterisk_host: IpAddr) -> Option<SocketAddr> {
+    let value = match ari.channel_variable(&id.0, "CHANNEL(rtp,src)") {
+        Ok(v) => v,
+        Err(e) => {
+            debug!("call {id}: no RTP address for the caller: {e}");
+            return None;
+        }
+    };
+    match value.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => Some(SocketAddr::new(asterisk_host, a.port())),
+        Ok(a) => Some(a),
+        Err(_) => {
+            debug!("call {id}: the caller's RTP address {value:?} is not IP:PORT");
+            None
+        }
     }
 }
 

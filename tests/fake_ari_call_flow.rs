@@ -226,3 +226,36 @@ fn fake_ari_health_is_503_while_every_media_port_is_in_use() {
     assert!(back.is_ok(), "{back:?}");
     finish(&fake, &mut vb);
 }
+
+/// The wiring only: that a real Asterisk 16 runs the queued add at once when the keepalive
+/// arrives is shown by the sandbox runs on 16.28 (set-up times in scripts/test.sh's output).
+#[test]
+fn fake_ari_on_asterisk_16_the_callers_rtp_gets_keepalives_while_its_add_waits() {
+    let fake = FakeAri::start();
+    fake.set_asterisk_version("16.28.0");
+    let mut vb = launch("wake-caller-16", &fake, Config::new());
+    assert!(vb.wait_log("wakes the bot's media channel during set-up", STEP).is_some(), "{}", vb.log_text());
+    let caller_rtp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    caller_rtp.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let port = caller_rtp.local_addr().expect("addr").port();
+    let call = "1764000035.1";
+    // Asterisk bound the caller's RTP to every address: voicebot1 pokes asterisk_host.
+    let value = serde_json::json!({ "value": format!("0.0.0.0:{port}") });
+    fake.set_rule(Rule::prefix("GET", &format!("/ari/channels/{call}/variable"), Action::Respond { status: 200, body: value }));
+    fake.set_rule(Rule::prefix("POST", &format!("/ari/bridges/voicebot1-{call}-bridge/addChannel"), Action::Delay(Duration::from_millis(300))).times(1));
+    let ids = call_to_media_phase(&fake, &vb, call);
+    let asked = fake.requests_matching(|r| r.method == "GET" && r.path == format!("/ari/channels/{call}/variable"));
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].q("variable"), Some("CHANNEL(rtp,src)"));
+    // Datagrams that arrived while the add waited (300 ms, one every 2 ms): NAT keepalives.
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while let Ok(n) = caller_rtp.recv(&mut buf) {
+        assert_eq!(&buf[..n], &[0, 0, 0, 0], "not a keepalive");
+        got += 1;
+    }
+    assert!(got >= 20, "only {got} keepalives during a 300 ms add");
+    // And none after it: the recv above ran dry for 500 ms.
+    assert!(fake.caller_hangs_up(&ids.call));
+    finish(&fake, &mut vb);
+}

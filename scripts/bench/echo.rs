@@ -534,6 +534,15 @@ fn run(o: &Options) {
             load_diff(|l| l.rtt_median_us),
             load_diff(|l| l.rtt_p99_us)
         );
+        // One line for scripts/bench.sh's table.
+        println!(
+            "summary: CPU per packet {:.2}x the minimal echo's ({} sessions: {:.2}x); round trip {:+.1} us median, {:+.1} us p99 vs it",
+            median(ping_ratio.iter().copied()),
+            o.sessions,
+            median(load_ratio.iter().copied()),
+            diff(|p| p.rtt_median_us),
+            diff(|p| p.rtt_p99_us)
+        );
     }
 }
 

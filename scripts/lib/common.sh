@@ -387,7 +387,14 @@ voicebot1_config() {  # voicebot1_config DIR
 wait_voicebot1_registered() {  # wait_voicebot1_registered PID SECONDS
     local i
     for ((i = 0; i < $2 * 2; i++)); do
-        ari GET /applications/voicebot1 >/dev/null 2>&1 && return 0
+        if ari GET /applications/voicebot1 >/dev/null 2>&1; then
+            # Registered, but maybe by another voicebot1 while this one is refusing to start
+            # (its metrics port taken, say): it must still be running a moment later.
+            sleep 1
+            kill -0 "$1" 2>/dev/null && return 0
+            echo "error: voicebot1 (pid $1) exited; the Stasis app is registered by another process" >&2
+            return 1
+        fi
         kill -0 "$1" 2>/dev/null || return 1
         sleep 0.5
     done

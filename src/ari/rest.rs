@@ -351,6 +351,14 @@ impl AriClient {
         self.call("POST", &path, &[("variable", variable), ("value", value)], Idempotent::No, &doing).map(drop)
     }
 
+    /// Reads a channel variable or a dialplan function (e.g. `CHANNEL(rtp,src)`).
+    pub fn channel_variable(&self, channel: &str, variable: &str) -> Result<String> {
+        let doing = format!("reading {variable} of {channel}");
+        let path = format!("/channels/{}/variable", seg(channel));
+        let v: serde_json::Value = self.json("GET", &path, &[("variable", variable)], Idempotent::Yes, &doing)?;
+        Ok(v.get("value").and_then(|s| s.as_str()).unwrap_or_default().to_string())
+    }
+
     /// Plays `media` (e.g. `tone:ring`) to `channel` as playback `playback_id`. It also reaches a
     /// channel that is in a bridge, unlike a ringing indication.
     pub fn play(&self, channel: &str, playback_id: &str, media: &str) -> Result<()> {

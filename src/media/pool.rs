@@ -6,8 +6,9 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use socket2::{SockAddr, SockRef};
@@ -15,6 +16,15 @@ use socket2::{SockAddr, SockRef};
 /// How long an idle echo thread blocks in `recv` before looking at its state anyway, when the pool
 /// has no waker socket to send it a wake-up datagram with (it has unless binding one failed).
 const ECHO_POLL: Duration = Duration::from_millis(100);
+
+/// How often [`SocketPool::waking`] pokes, and for how long at most.
+const POKE_EVERY: Duration = Duration::from_millis(2);
+const POKE_AT_MOST: Duration = Duration::from_secs(1);
+
+/// What the pokes carry: a NAT keepalive. Asterisk's RTP stack reads a datagram this short that
+/// holds only zero bytes and drops it without a warning (res_rtp_asterisk: "a keepalive
+/// containing only nulls"); it is no RTP, so strict RTP never learns its source.
+const KEEPALIVE: [u8; 4] = [0; 4];
 
 /// Largest datagram read; RTP over UDP on a LAN stays far below.
 pub(super) const MAX_DATAGRAM: usize = 2048;
@@ -85,6 +95,33 @@ impl SocketPool {
         // Packets that arrived while the socket sat in the pool belong to nobody.
         drain(&socket);
         Some(SocketLease { port, socket: Some(socket), pool: Arc::clone(&self.inner) })
+    }
+
+    /// Runs `f` while, on another thread, a keepalive datagram goes to `target` every 2 ms (for
+    /// at most 1 s). For a channel of Asterisk before 18.21/20.6 whose queued ARI command waits
+    /// for the channel to wake: a datagram on its RTP socket wakes it (see `Echo::wake_asterisk`
+    /// for the bot's media channel, which gets RTP silence instead).
+    pub fn waking<T>(&self, target: SocketAddr, f: impl FnOnce() -> T) -> T {
+        let Some(waker) = &self.inner.waker else { return f() };
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let poker = std::thread::Builder::new().name("wake-caller".into()).stack_size(64 * 1024).spawn_scoped(scope, || {
+                let until = Instant::now() + POKE_AT_MOST;
+                while !done.load(Ordering::Relaxed) && Instant::now() < until {
+                    if let Err(e) = waker.send_to(&KEEPALIVE, target) {
+                        log::debug!("cannot poke {target}: {e}");
+                        return;
+                    }
+                    std::thread::sleep(POKE_EVERY);
+                }
+            });
+            let result = f();
+            done.store(true, Ordering::Relaxed);
+            if let Err(e) = poker {
+                log::debug!("no thread to poke {target} with: {e}");
+            }
+            result
+        })
     }
 
     pub fn free(&self) -> usize {

@@ -138,6 +138,8 @@ label_set! {
         Play => "play",
         StopPlayback => "stop_playback",
         SetVariable => "set_variable",
+        /// The caller's RTP address, on Asterisk before 18.21/20.6 only.
+        GetVariable => "get_variable",
         GetChannels => "get_channels",
         GetBridges => "get_bridges",
         Info => "info",
@@ -162,6 +164,7 @@ impl Operation {
             ("DELETE", ["channels", _]) => Operation::Hangup,
             ("POST", ["channels", _, "play"] | ["channels", _, "play", _]) => Operation::Play,
             ("POST", ["channels", _, "variable"]) => Operation::SetVariable,
+            ("GET", ["channels", _, "variable"]) => Operation::GetVariable,
             ("GET", ["channels"]) => Operation::GetChannels,
             ("DELETE", ["playbacks", _]) => Operation::StopPlayback,
             ("GET", ["asterisk", "info"]) => Operation::Info,
