@@ -131,8 +131,13 @@ fn sandbox_echo_ignores_packets_from_anyone_but_asterisk() {
         let mut buf = [0u8; 512];
         assert!(s.recv_from(&mut buf).is_err(), "a packet from {from} was answered by the echo on port {port}");
     }
+    // The socket is connected to Asterisk's end of the media since the externalMedia answer: the
+    // kernel drops the strangers' packets before the echo sees them, and every packet the echo
+    // got came from Asterisk and was answered.
     let ended = vb.wait_log("bot media ended", Duration::from_secs(15));
-    assert!(ended.contains("dropped 80 from other addresses"), "{ended}");
+    let (rx, tx) = (number_after(&ended, "rx "), number_after(&ended, "tx "));
+    assert!(rx > 100 && rx == tx, "{ended}");
+    assert!(!ended.contains("from other addresses"), "{ended}");
     vb.wait_log("ended (caller hung up)", Duration::from_secs(15));
     finish(vb);
 }

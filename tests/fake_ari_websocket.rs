@@ -197,6 +197,7 @@ fn fake_ari_a_failed_reconcile_after_reconnect_is_retried_by_reconnecting() {
     assert!(vb.wait_log("ARI: reconciling active calls with", STEP).is_some(), "{}", vb.log_text());
     transfer_to_destination(&fake, &vb, &ids);
     caller_hangs_up_after_transfer(&fake, &ids);
+    finish(&fake, &mut vb);
 }
 
 #[test]
