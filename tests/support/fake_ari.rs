@@ -264,6 +264,17 @@ impl Channel {
         }
     }
 
+    /// The `n`th caller from the `callers` endpoint, answered, in `Stasis(voicebot1,inbound)`.
+    fn caller(id: &str, n: u64) -> Channel {
+        Channel {
+            caller_number: "sipp".into(),
+            context: "from-callers".into(),
+            exten: "3308487".into(),
+            app_data: format!("{APP},inbound"),
+            ..Channel::in_stasis(id, format!("PJSIP/callers-{n:08x}"), "Up")
+        }
+    }
+
     fn to_json(&self) -> Value {
         let mut v = json!({
             "id": self.id,
@@ -548,14 +559,7 @@ impl FakeAri {
     /// `args: ["inbound"]`. Returns the channel JSON.
     pub fn new_inbound_call(&self, id: &str) -> Value {
         let mut st = self.inner.lock();
-        let n = st.next_seq();
-        let ch = Channel {
-            caller_number: "sipp".into(),
-            context: "from-callers".into(),
-            exten: "3308487".into(),
-            app_data: format!("{APP},inbound"),
-            ..Channel::in_stasis(id, format!("PJSIP/callers-{n:08x}"), "Up")
-        };
+        let ch = Channel::caller(id, st.next_seq());
         let j = ch.to_json();
         st.channels.insert(id.into(), ch);
         st.push(event("StasisStart", json!({"args": ["inbound"], "channel": j.clone()})));
@@ -567,14 +571,7 @@ impl FakeAri {
     /// by Asterisk, or by a connection): the channel exists, no event is sent.
     pub fn add_waiting_caller(&self, id: &str) {
         let mut st = self.inner.lock();
-        let n = st.next_seq();
-        let ch = Channel {
-            caller_number: "sipp".into(),
-            context: "from-callers".into(),
-            exten: "3308487".into(),
-            app_data: format!("{APP},inbound"),
-            ..Channel::in_stasis(id, format!("PJSIP/callers-{n:08x}"), "Up")
-        };
+        let ch = Channel::caller(id, st.next_seq());
         st.channels.insert(id.into(), ch);
         self.inner.cond.notify_all();
     }
