@@ -40,7 +40,6 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 pub enum AppError {
     NoPorts { range: String, first_error: String },
     Thread(std::io::Error),
-    Signal(String),
     ShutdownTimedOut { calls: usize },
     /// The Asterisk voicebot1 connected to is a version it cannot work with.
     Unsupported { version: String, why: String },
@@ -53,7 +52,6 @@ impl fmt::Display for AppError {
         match self {
             AppError::NoPorts { range, first_error } => write!(f, "no UDP port in media range {range} could be bound: {first_error}"),
             AppError::Thread(e) => write!(f, "cannot start a thread: {e}"),
-            AppError::Signal(e) => write!(f, "cannot install the signal handler: {e}"),
             AppError::ShutdownTimedOut { calls } => write!(f, "shutdown timed out with {calls} calls still being cleaned up"),
             AppError::Unsupported { version, why } => write!(f, "Asterisk {version} is not supported: {why}"),
             AppError::MetricsListen { addr, error } => write!(
@@ -159,7 +157,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         .name("ari-events".into())
         .spawn({
             let calls = Arc::clone(&calls);
-            move || Reader { shared: reader_shared, calls, stop: stop_rx, refused: refused_tx }.run()
+            move || EventReader { shared: reader_shared, calls, stop: stop_rx, refused: refused_tx }.run()
         })
         .map_err(AppError::Thread)?;
 
@@ -253,8 +251,8 @@ fn join_until(handle: JoinHandle<()>, deadline: Instant) {
     }
 }
 
-/// The event reader thread.
-struct Reader {
+/// The event reader thread (`ari-events`), the only thread that reads the WebSocket.
+struct EventReader {
     shared: Arc<Shared>,
     calls: Arc<Scheduler<Live>>,
     stop: Receiver<()>,
@@ -269,7 +267,7 @@ enum SessionEnd {
     Refused(AppError),
 }
 
-impl Reader {
+impl EventReader {
     fn run(self) {
         let cfg = &self.shared.config.ari;
         let mut backoff = Backoff::new(cfg.reconnect_min, cfg.reconnect_max);
