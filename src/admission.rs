@@ -22,8 +22,8 @@ use log::{debug, info, warn};
 use parking_lot::Mutex;
 
 use crate::ari::rest::Responsiveness;
-use crate::ari::{Channel, HangupReason};
-use crate::call::Phase;
+use crate::ari::Channel;
+use crate::call::{HangupReason, Phase};
 use crate::config::{AdmissionConfig, OnOverload};
 use crate::dispatch::{CallEvent, CallMsg, Scheduler};
 use crate::ids::CallId;

@@ -79,13 +79,26 @@ pub enum Timer {
     SetupGuard,
 }
 
-/// Why a channel is hung up (mapped to ARI's `reason`).
+/// Why a channel is hung up, as ARI's `reason` parameter (it sets the hang-up cause the other
+/// side sees). Defined here, not in `ari::rest`, so the state machine names it without the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub enum HangupReason {
     Normal,
     Busy,
     NoAnswer,
     Congestion,
+}
+
+impl HangupReason {
+    /// The value of ARI's `reason` parameter.
+    pub fn as_ari(self) -> &'static str {
+        match self {
+            HangupReason::Normal => "normal",
+            HangupReason::Busy => "busy",
+            HangupReason::NoAnswer => "no_answer",
+            HangupReason::Congestion => "congestion",
+        }
+    }
 }
 
 /// What the worker must do.
@@ -108,7 +121,7 @@ pub enum Action {
     Ring,
     StopRing,
     Originate,
-    Hangup(Role, Reason),
+    Hangup(Role, HangupReason),
     /// Caller and destination are connected: make each leg's hang-up end the other in Asterisk
     /// itself (hang-up handlers), so the call ends properly even with no voicebot1 running.
     LinkLegs,
@@ -250,7 +263,7 @@ impl Call {
         let mut actions = Vec::new();
         if how != Adopted::WithBot && call.media.may_exist() {
             call.media = Leg::HungUp;
-            actions.push(Action::Hangup(Role::Media, Reason::Normal));
+            actions.push(Action::Hangup(Role::Media, HangupReason::Normal));
         }
         match how {
             Adopted::Connected => {
@@ -335,7 +348,7 @@ impl Call {
             Input::MediaUp => {
                 if self.media != Leg::Requested {
                     // Not ours to expect (already hung up, or never requested): make sure it goes.
-                    return vec![Action::Hangup(Role::Media, Reason::Normal)];
+                    return vec![Action::Hangup(Role::Media, HangupReason::Normal)];
                 }
                 self.media = Leg::Up;
                 if self.media_created {
@@ -367,7 +380,7 @@ impl Call {
             Input::DestUp if matches!(self.dest, Leg::Up | Leg::Bridged) && self.phase != Phase::Ended => Vec::new(),
             Input::DestUp => {
                 if self.phase != Phase::Transfer || self.dest != Leg::Requested {
-                    return vec![Action::Hangup(Role::Dest, Reason::Normal)];
+                    return vec![Action::Hangup(Role::Dest, HangupReason::Normal)];
                 }
                 self.dest = Leg::Up;
                 vec![Action::StopRing, Action::AddToBridge(Role::Dest)]
@@ -422,7 +435,7 @@ impl Call {
         let mut actions = Vec::new();
         if self.media.may_exist() {
             self.media = Leg::HungUp;
-            actions.push(Action::Hangup(Role::Media, Reason::Normal));
+            actions.push(Action::Hangup(Role::Media, HangupReason::Normal));
         }
         if self.socket {
             self.socket = false;
@@ -444,15 +457,15 @@ impl Call {
         }
         self.phase = Phase::Ended;
         let caller_reason = match &how {
-            End::DestinationFailed(Some(17)) => Reason::Busy,
+            End::DestinationFailed(Some(17)) => HangupReason::Busy,
             // Cause 0 ("unknown") is how Asterisk before 20.18 / 22.8 reports a dial timeout
             // (asterisk/asterisk #1660): the caller hears "no answer" on every version.
-            End::DestinationFailed(Some(0 | 18..=20)) | End::DestinationFailed(None) => Reason::NoAnswer,
+            End::DestinationFailed(Some(0 | 18..=20)) | End::DestinationFailed(None) => HangupReason::NoAnswer,
             End::DestinationFailed(_) | End::SetupFailed(..) | End::SetupTimedOut | End::NoSocket | End::BotLostDuringSetup => {
-                Reason::Congestion
+                HangupReason::Congestion
             }
-            End::CallerHungUp | End::DestinationHungUp | End::Shutdown => Reason::Normal,
-            End::InternalError => Reason::Congestion,
+            End::CallerHungUp | End::DestinationHungUp | End::Shutdown => HangupReason::Normal,
+            End::InternalError => HangupReason::Congestion,
         };
         let mut actions = Vec::new();
         if !self.caller_gone {
@@ -461,11 +474,11 @@ impl Call {
         }
         if self.media.may_exist() {
             self.media = Leg::HungUp;
-            actions.push(Action::Hangup(Role::Media, Reason::Normal));
+            actions.push(Action::Hangup(Role::Media, HangupReason::Normal));
         }
         if self.dest.may_exist() {
             self.dest = Leg::HungUp;
-            actions.push(Action::Hangup(Role::Dest, Reason::Normal));
+            actions.push(Action::Hangup(Role::Dest, HangupReason::Normal));
         }
         if self.bridge {
             self.bridge = false;
@@ -527,7 +540,7 @@ mod tests {
         assert_eq!(
             c.on(Input::Timer(Timer::MediaPhaseOver)),
             vec![
-                Hangup(Role::Media, Reason::Normal),
+                Hangup(Role::Media, HangupReason::Normal),
                 ReleaseSocket,
                 Ring,
                 Originate,
@@ -554,7 +567,7 @@ mod tests {
         let mut c = connected();
         assert_eq!(
             c.on(Input::Left(Role::Caller, Some(16))),
-            vec![Hangup(Role::Dest, Reason::Normal), DestroyBridge, Finish(End::CallerHungUp)]
+            vec![Hangup(Role::Dest, HangupReason::Normal), DestroyBridge, Finish(End::CallerHungUp)]
         );
         assert_eq!(c.phase(), Phase::Ended);
     }
@@ -572,7 +585,7 @@ mod tests {
         let mut c = media_requested();
         assert_eq!(
             c.on(Input::Left(Role::Caller, Some(16))),
-            vec![Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+            vec![Hangup(Role::Media, HangupReason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
         );
         // Late results and events are ignored.
         assert_eq!(c.on(ok(Step::CreateBridgeAndMedia)), vec![]);
@@ -584,7 +597,7 @@ mod tests {
         let mut c = media_requested();
         assert_eq!(
             c.on(Input::Left(Role::Caller, None)),
-            vec![Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+            vec![Hangup(Role::Media, HangupReason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
         );
     }
 
@@ -594,8 +607,8 @@ mod tests {
         assert_eq!(
             c.on(failed(Step::CreateBridgeAndMedia)),
             vec![
-                Hangup(Role::Caller, Reason::Congestion),
-                Hangup(Role::Media, Reason::Normal),
+                Hangup(Role::Caller, HangupReason::Congestion),
+                Hangup(Role::Media, HangupReason::Normal),
                 DestroyBridge,
                 ReleaseSocket,
                 Finish(End::SetupFailed(Step::CreateBridgeAndMedia, Failure::Other("HTTP 500".into())))
@@ -610,7 +623,7 @@ mod tests {
         assert_eq!(c.on(ok(Step::CreateBridge)), vec![AddToBridge(Role::Caller)]);
         assert!(c.on(ok(Step::AddCaller)).contains(&Originate));
         // A media StasisStart can only be a stray: it is hung up.
-        assert_eq!(c.on(Input::MediaUp), vec![Hangup(Role::Media, Reason::Normal)]);
+        assert_eq!(c.on(Input::MediaUp), vec![Hangup(Role::Media, HangupReason::Normal)]);
     }
 
     #[test]
@@ -618,7 +631,7 @@ mod tests {
         let mut c = in_media_phase();
         assert_eq!(
             c.on(Input::Left(Role::Caller, Some(16))),
-            vec![Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+            vec![Hangup(Role::Media, HangupReason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
         );
         // The media timer fires later: nothing happens, in particular no Originate.
         assert_eq!(c.on(Input::Timer(Timer::MediaPhaseOver)), vec![]);
@@ -629,7 +642,7 @@ mod tests {
         let mut c = in_transfer();
         assert_eq!(
             c.on(Input::Left(Role::Caller, Some(16))),
-            vec![Hangup(Role::Dest, Reason::Normal), DestroyBridge, Finish(End::CallerHungUp)]
+            vec![Hangup(Role::Dest, HangupReason::Normal), DestroyBridge, Finish(End::CallerHungUp)]
         );
     }
 
@@ -646,7 +659,7 @@ mod tests {
         let mut c = in_transfer();
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(17))),
-            vec![Hangup(Role::Caller, Reason::Busy), DestroyBridge, Finish(End::DestinationFailed(Some(17)))]
+            vec![Hangup(Role::Caller, HangupReason::Busy), DestroyBridge, Finish(End::DestinationFailed(Some(17)))]
         );
     }
 
@@ -655,7 +668,7 @@ mod tests {
         let mut c = in_transfer();
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(19))),
-            vec![Hangup(Role::Caller, Reason::NoAnswer), DestroyBridge, Finish(End::DestinationFailed(Some(19)))]
+            vec![Hangup(Role::Caller, HangupReason::NoAnswer), DestroyBridge, Finish(End::DestinationFailed(Some(19)))]
         );
     }
 
@@ -664,7 +677,7 @@ mod tests {
     fn drain_transfers_a_caller_with_the_bot_now() {
         let mut c = in_media_phase();
         let a = c.on(Input::Drain);
-        assert_eq!(a[..4], [Hangup(Role::Media, Reason::Normal), ReleaseSocket, Ring, Originate]);
+        assert_eq!(a[..4], [Hangup(Role::Media, HangupReason::Normal), ReleaseSocket, Ring, Originate]);
         assert!(c.can_hand_over());
     }
 
@@ -693,7 +706,7 @@ mod tests {
         let (c, a) = Call::adopt(policy(), Adopted::Connected, false);
         assert_eq!((c.phase(), a), (Phase::Connected, vec![]));
         let (_, a) = Call::adopt(policy(), Adopted::Connected, true);
-        assert_eq!(a, vec![Hangup(Role::Media, Reason::Normal)]);
+        assert_eq!(a, vec![Hangup(Role::Media, HangupReason::Normal)]);
         let (_, a) = Call::adopt(policy(), Adopted::DestAnswered, false);
         assert_eq!(a, vec![StopRing, AddToBridge(Role::Dest)]);
         let (mut c, a) = Call::adopt(policy(), Adopted::DestRinging, false);
@@ -702,7 +715,7 @@ mod tests {
         assert_eq!(c.on(Input::DestUp), vec![StopRing, AddToBridge(Role::Dest)]);
         let (c, a) = Call::adopt(policy(), Adopted::WithBot, true);
         assert_eq!(c.phase(), Phase::Transfer);
-        assert_eq!(a[..3], [Hangup(Role::Media, Reason::Normal), Ring, Originate]);
+        assert_eq!(a[..3], [Hangup(Role::Media, HangupReason::Normal), Ring, Originate]);
     }
 
     #[test]
@@ -711,7 +724,7 @@ mod tests {
         assert_eq!(c.on(Input::DestUp), vec![]);
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(16))),
-            vec![Hangup(Role::Caller, Reason::Normal), DestroyBridge, Finish(End::DestinationHungUp)]
+            vec![Hangup(Role::Caller, HangupReason::Normal), DestroyBridge, Finish(End::DestinationHungUp)]
         );
     }
 
@@ -721,7 +734,7 @@ mod tests {
         let mut c = in_transfer();
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(0))),
-            vec![Hangup(Role::Caller, Reason::NoAnswer), DestroyBridge, Finish(End::DestinationFailed(Some(0)))]
+            vec![Hangup(Role::Caller, HangupReason::NoAnswer), DestroyBridge, Finish(End::DestinationFailed(Some(0)))]
         );
     }
     #[test]
@@ -731,8 +744,8 @@ mod tests {
         assert_eq!(
             c.on(Input::Timer(Timer::SetupGuard)),
             vec![
-                Hangup(Role::Caller, Reason::Congestion),
-                Hangup(Role::Media, Reason::Normal),
+                Hangup(Role::Caller, HangupReason::Congestion),
+                Hangup(Role::Media, HangupReason::Normal),
                 DestroyBridge,
                 ReleaseSocket,
                 Finish(End::SetupTimedOut)
@@ -749,8 +762,8 @@ mod tests {
         assert_eq!(
             c.on(Input::Timer(Timer::DialGuard)),
             vec![
-                Hangup(Role::Caller, Reason::NoAnswer),
-                Hangup(Role::Dest, Reason::Normal),
+                Hangup(Role::Caller, HangupReason::NoAnswer),
+                Hangup(Role::Dest, HangupReason::Normal),
                 DestroyBridge,
                 Finish(End::DestinationFailed(None))
             ]
@@ -765,7 +778,7 @@ mod tests {
         let mut c = connected();
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(16))),
-            vec![Hangup(Role::Caller, Reason::Normal), DestroyBridge, Finish(End::DestinationHungUp)]
+            vec![Hangup(Role::Caller, HangupReason::Normal), DestroyBridge, Finish(End::DestinationHungUp)]
         );
     }
 
@@ -776,8 +789,8 @@ mod tests {
         assert_eq!(
             c.on(failed(Step::Originate)),
             vec![
-                Hangup(Role::Caller, Reason::Congestion),
-                Hangup(Role::Dest, Reason::Normal),
+                Hangup(Role::Caller, HangupReason::Congestion),
+                Hangup(Role::Dest, HangupReason::Normal),
                 DestroyBridge,
                 Finish(End::SetupFailed(Step::Originate, Failure::Other("HTTP 500".into())))
             ]
@@ -791,7 +804,7 @@ mod tests {
         assert_eq!(
             c.on(failed(Step::CreateBridge)),
             vec![
-                Hangup(Role::Caller, Reason::Congestion),
+                Hangup(Role::Caller, HangupReason::Congestion),
                 DestroyBridge,
                 Finish(End::SetupFailed(Step::CreateBridge, Failure::Other("HTTP 500".into())))
             ]
@@ -799,7 +812,7 @@ mod tests {
 
         let mut c = media_requested();
         let end = c.on(failed(Step::CreateBridgeAndMedia));
-        assert_eq!(&end[..4], &[Hangup(Role::Caller, Reason::Congestion), Hangup(Role::Media, Reason::Normal), DestroyBridge, ReleaseSocket]);
+        assert_eq!(&end[..4], &[Hangup(Role::Caller, HangupReason::Congestion), Hangup(Role::Media, HangupReason::Normal), DestroyBridge, ReleaseSocket]);
     }
 
     #[test]
@@ -808,7 +821,7 @@ mod tests {
         c.on(ok(Step::CreateBridgeAndMedia));
         c.on(Input::MediaUp);
         let end = c.on(Input::Done(Step::AddCallerAndMedia, Err(Failure::NotFound)));
-        assert!(end.contains(&DestroyBridge) && end.contains(&ReleaseSocket) && end.contains(&Hangup(Role::Media, Reason::Normal)), "{end:?}");
+        assert!(end.contains(&DestroyBridge) && end.contains(&ReleaseSocket) && end.contains(&Hangup(Role::Media, HangupReason::Normal)), "{end:?}");
     }
 
     #[test]
@@ -825,7 +838,7 @@ mod tests {
     #[test]
     fn pool_exhausted_with_hangup_policy_hangs_up_at_once() {
         let (mut c, _) = Call::start(Policy { on_pool_exhausted: PoolExhausted::Hangup, ..policy() });
-        assert_eq!(c.on(Input::Leased(false)), vec![Hangup(Role::Caller, Reason::Congestion), Finish(End::NoSocket)]);
+        assert_eq!(c.on(Input::Leased(false)), vec![Hangup(Role::Caller, HangupReason::Congestion), Finish(End::NoSocket)]);
     }
 
     #[test]
@@ -844,7 +857,7 @@ mod tests {
         c.on(Input::MediaUp);
         let end = c.on(Input::Left(Role::Media, Some(16)));
         assert_eq!(end.last(), Some(&Finish(End::BotLostDuringSetup)));
-        assert!(!end.contains(&Hangup(Role::Media, Reason::Normal)), "{end:?}");
+        assert!(!end.contains(&Hangup(Role::Media, HangupReason::Normal)), "{end:?}");
     }
 
     #[test]
@@ -852,7 +865,7 @@ mod tests {
         for mut c in [in_media_phase(), in_transfer(), connected()] {
             let end = c.on(Input::Shutdown);
             assert_eq!(end.last(), Some(&Finish(End::Shutdown)));
-            assert!(end.contains(&Hangup(Role::Caller, Reason::Normal)));
+            assert!(end.contains(&Hangup(Role::Caller, HangupReason::Normal)));
             assert!(end.contains(&DestroyBridge));
             assert_eq!(c.on(Input::Shutdown), vec![]);
             assert_eq!(c.on(Input::Left(Role::Caller, None)), vec![]);
@@ -862,9 +875,9 @@ mod tests {
     #[test]
     fn unexpected_stasis_start_of_our_channels_is_hung_up() {
         let mut c = in_media_phase();
-        assert_eq!(c.on(Input::DestUp), vec![Hangup(Role::Dest, Reason::Normal)]);
+        assert_eq!(c.on(Input::DestUp), vec![Hangup(Role::Dest, HangupReason::Normal)]);
         let mut c = in_transfer();
-        assert_eq!(c.on(Input::MediaUp), vec![Hangup(Role::Media, Reason::Normal)]);
+        assert_eq!(c.on(Input::MediaUp), vec![Hangup(Role::Media, HangupReason::Normal)]);
     }
 
     #[test]

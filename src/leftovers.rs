@@ -16,8 +16,8 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use log::{debug, info, warn};
 
-use crate::ari::{AriError, Bridge, Channel, ErrorKind, HangupReason};
-use crate::call::Adopted;
+use crate::ari::{AriError, Bridge, Channel, ErrorKind};
+use crate::call::{Adopted, HangupReason};
 use crate::dispatch::{CallMsg, Scheduler};
 use crate::ids::{CallId, Ids, Role};
 use crate::worker::{Live, Shared};

@@ -22,8 +22,8 @@ use parking_lot::Mutex;
 
 use crate::admission::{Admission, Rejection};
 use crate::ari::rest::Originate;
-use crate::ari::{AriClient, AriError, Channel, ErrorKind, HangupReason};
-use crate::call::{Action, Adopted, Call, End, Failure, Input, Phase, Policy, Reason, Step, Timer};
+use crate::ari::{AriClient, AriError, Channel, ErrorKind};
+use crate::call::{Action, Adopted, Call, End, Failure, Input, HangupReason, Phase, Policy, Step, Timer};
 use crate::config::Config;
 use crate::dispatch::{CallEvent, CallMsg, Handler, Scheduler};
 use crate::ids::{CallId, Ids, Role};
@@ -179,9 +179,9 @@ impl Handler<Live> for CallHandler {
         };
         error!("call {id}: internal error ({panic}); ending the call");
         let ids = &self.shared.ids;
-        self.hangup_channel(id, &ids.channel(id, Role::Caller), Reason::Congestion);
+        self.hangup_channel(id, &ids.channel(id, Role::Caller), HangupReason::Congestion);
         for role in [Role::Media, Role::Dest] {
-            self.hangup_channel(id, &ids.channel(id, role), Reason::Normal);
+            self.hangup_channel(id, &ids.channel(id, role), HangupReason::Normal);
         }
         if let Err(e) = self.shared.ari.destroy_bridge(&ids.bridge(id)) {
             if !e.is_not_found() {
@@ -310,7 +310,7 @@ impl CallHandler {
                 // ended, e.g. after a timed-out request): it must not live on.
                 info!("call {id}: {} channel {} has no call any more; hanging it up", role.as_str(), channel.id);
                 Counters::bump(&self.shared.counters.orphans_hung_up);
-                self.hangup_channel(id, &channel.id, Reason::Normal);
+                self.hangup_channel(id, &channel.id, HangupReason::Normal);
             }
             CallEvent::Left(role, cause) if known => self.drive(id, state, Input::Left(role, cause)),
             CallEvent::Left(..) => {}
@@ -590,13 +590,7 @@ impl CallHandler {
         }
     }
 
-    fn hangup_channel(&self, id: &CallId, channel: &str, reason: Reason) {
-        let reason = match reason {
-            Reason::Normal => HangupReason::Normal,
-            Reason::Busy => HangupReason::Busy,
-            Reason::NoAnswer => HangupReason::NoAnswer,
-            Reason::Congestion => HangupReason::Congestion,
-        };
+    fn hangup_channel(&self, id: &CallId, channel: &str, reason: HangupReason) {
         match self.shared.ari.hangup(channel, reason) {
             Ok(()) => debug!("call {id}: hung up {channel}"),
             Err(e) if e.is_not_found() => debug!("call {id}: {channel} already gone"),

@@ -8,5 +8,5 @@ pub mod version;
 pub mod websocket;
 
 pub use events::{Bridge, Channel, Event};
-pub use rest::{AriClient, AriError, ErrorKind, HangupReason};
+pub use rest::{AriClient, AriError, ErrorKind};
 pub use version::{AsteriskVersion, Support};

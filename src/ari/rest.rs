@@ -64,27 +64,6 @@ impl std::error::Error for AriError {}
 
 pub type Result<T> = std::result::Result<T, AriError>;
 
-/// Why a channel is hung up, as ARI's `reason` parameter (it sets the hang-up cause the other
-/// side sees).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HangupReason {
-    Normal,
-    Busy,
-    NoAnswer,
-    Congestion,
-}
-
-impl HangupReason {
-    fn as_ari(self) -> &'static str {
-        match self {
-            HangupReason::Normal => "normal",
-            HangupReason::Busy => "busy",
-            HangupReason::NoAnswer => "no_answer",
-            HangupReason::Congestion => "congestion",
-        }
-    }
-}
-
 /// What `originate` needs besides the ids.
 #[derive(Debug, Clone)]
 pub struct Originate<'a> {
@@ -338,7 +317,7 @@ impl AriClient {
         self.json("POST", &format!("/channels/{}", seg(o.channel_id)), &query, Idempotent::No, &doing)
     }
 
-    pub fn hangup(&self, channel: &str, reason: HangupReason) -> Result<()> {
+    pub fn hangup(&self, channel: &str, reason: crate::call::HangupReason) -> Result<()> {
         let doing = format!("hanging up {channel}");
         self.call("DELETE", &format!("/channels/{}", seg(channel)), &[("reason", reason.as_ari())], Idempotent::Yes, &doing)
             .map(drop)
