@@ -27,7 +27,7 @@ use crate::call::{HangupReason, Phase};
 use crate::config::{AdmissionConfig, OnOverload};
 use crate::dispatch::{CallEvent, CallMsg, Scheduler};
 use crate::ids::CallId;
-use crate::worker::{Counters, Live, Shared};
+use crate::worker::{ActiveCall, Counters, Shared};
 
 /// Threads that hang up rejected callers.
 pub const SHEDDERS: usize = 6;
@@ -133,7 +133,7 @@ pub struct Rejection {
 /// A new caller in the application (a StasisStart with the inbound argument, or a caller found
 /// waiting there): a call, a rejection, a transfer without the bot, or — while a stop is handing
 /// calls over — nothing: the caller waits in the application for the next instance.
-pub fn offer(shared: &Shared, calls: &Scheduler<Live>, call: CallId, caller: Box<Channel>, entered: Option<SystemTime>) {
+pub fn offer(shared: &Shared, calls: &Scheduler<ActiveCall>, call: CallId, caller: Box<Channel>, entered: Option<SystemTime>) {
     if shared.draining.load(Ordering::SeqCst) {
         info!("call {call}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", caller.name);
         return;

@@ -30,7 +30,7 @@ use crate::ids::Ids;
 use crate::leftovers;
 use crate::media::SocketPool;
 use crate::metrics;
-use crate::worker::{run_timers, CallHandler, Counters, Live, Shared};
+use crate::worker::{run_timers, ActiveCall, CallHandler, Counters, Shared};
 
 /// How long shutdown waits for the workers to clean their calls up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -109,7 +109,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let live = Arc::clone(&shared);
     // Stops when `run` returns: /health answers (503 while stopping) until the very end.
     let _metrics = endpoint.map(|e| e.serve(move || metrics::Live::read(&live))).transpose().map_err(AppError::Thread)?;
-    let calls: Arc<Scheduler<Live>> = Arc::new(Scheduler::new());
+    let calls: Arc<Scheduler<ActiveCall>> = Arc::new(Scheduler::new());
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
     let handler = Arc::new(CallHandler::new(Arc::clone(&shared), timer_tx));
     let n_workers = config.service.workers.max(1);
@@ -221,7 +221,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
 /// The first part of a handover stop: no new bot sessions, callers with the bot transferred, and
 /// a wait (up to `longest`) until every call is connected. Events are still read meanwhile: a
 /// transfer needs its destination's answer.
-fn drain(shared: &Shared, calls: &Scheduler<Live>, longest: Duration) {
+fn drain(shared: &Shared, calls: &Scheduler<ActiveCall>, longest: Duration) {
     info!(
         "stop requested: handing {} calls over to the next voicebot1 (no new calls; callers with the bot are transferred; up to {} s)",
         shared.active_calls(),
@@ -254,7 +254,7 @@ fn join_until(handle: JoinHandle<()>, deadline: Instant) {
 /// The event reader thread (`ari-events`), the only thread that reads the WebSocket.
 struct EventReader {
     shared: Arc<Shared>,
-    calls: Arc<Scheduler<Live>>,
+    calls: Arc<Scheduler<ActiveCall>>,
     stop: Receiver<()>,
     /// Told when this Asterisk cannot be worked with; the main thread then shuts down.
     refused: crossbeam_channel::Sender<AppError>,

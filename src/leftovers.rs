@@ -20,7 +20,7 @@ use crate::ari::{AriError, Bridge, Channel, ErrorKind};
 use crate::call::{Adopted, HangupReason};
 use crate::dispatch::{CallMsg, Scheduler};
 use crate::ids::{CallId, Ids, Role};
-use crate::worker::{Live, Shared};
+use crate::worker::{ActiveCall, Shared};
 
 /// How soon the janitor looks again while something is left to remove or to confirm.
 pub const JANITOR_RETRY: Duration = Duration::from_secs(5);
@@ -120,7 +120,7 @@ fn decide(call: &CallId, p: &Parts) -> Found {
 ///
 /// After a reconnect the same runs for the calls this instance does not hold: a caller whose
 /// StasisStart was lost while the WebSocket was down is started, not stranded.
-pub fn adopt(shared: &Shared, calls: &Scheduler<Live>) -> Result<(), AriError> {
+pub fn adopt(shared: &Shared, calls: &Scheduler<ActiveCall>) -> Result<(), AriError> {
     let (ari, ids, cfg) = (&shared.ari, &shared.ids, &shared.config.ari);
     let channels = ari.list_channels()?;
     let bridges = list_bridges(shared, &channels)?;
@@ -212,7 +212,7 @@ fn list_bridges(shared: &Shared, channels: &[Channel]) -> Result<Vec<Bridge>, Ar
 ///   caller gets its call (its StasisStart was lost) and anything else is removed.
 ///
 /// Returns whether something is left to look at again soon.
-pub fn sweep(shared: &Shared, calls: &Scheduler<Live>, suspects: &mut HashSet<CallId>) -> Result<bool, AriError> {
+pub fn sweep(shared: &Shared, calls: &Scheduler<ActiveCall>, suspects: &mut HashSet<CallId>) -> Result<bool, AriError> {
     let (ari, ids, cfg) = (&shared.ari, &shared.ids, &shared.config.ari);
     let mut again = retry_unconfirmed(shared);
     let channels = ari.list_channels()?;
@@ -307,7 +307,7 @@ fn removal(result: Result<(), AriError>, who: &str, what: &str) -> Removal {
 
 /// Runs [`sweep`] every `every` until `stop` disconnects; every [`JANITOR_RETRY`] while something
 /// is left to confirm.
-pub fn janitor(shared: &Shared, calls: &Scheduler<Live>, stop: &Receiver<()>, every: Duration) {
+pub fn janitor(shared: &Shared, calls: &Scheduler<ActiveCall>, stop: &Receiver<()>, every: Duration) {
     let mut suspects = HashSet::new();
     let mut wait = every;
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {

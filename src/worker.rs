@@ -1,10 +1,10 @@
 //! The effect layer: what a worker does with a call's mail, and the timer thread.
 //!
 //! Workers are interchangeable: `dispatch::Scheduler` hands any free worker a call with mail,
-//! with the call's state ([`Live`]) for that turn only. The worker turns the mail into inputs for
-//! the call's state machine and performs the resulting actions: REST requests (blocking `ureq`
-//! calls on the worker's thread, holding up only this call), the socket lease and echo, timers
-//! (sent to the timer thread, which posts them back to the call when due).
+//! with the call's state ([`ActiveCall`]) for that turn only. The worker turns the mail into
+//! inputs for the call's state machine and performs the resulting actions: REST requests
+//! (blocking `ureq` calls on the worker's thread, holding up only this call), the socket lease and
+//! echo, timers (sent to the timer thread, which posts them back to the call when due).
 //!
 //! A panic in a turn is caught by the scheduler; [`CallHandler::recover`] ends that call by its
 //! ids, so a bug costs one call, logged, never a worker or the calls behind it.
@@ -127,9 +127,9 @@ impl Shared {
     }
 }
 
-/// One call as a worker holds it: the state machine plus what it owns outside Asterisk. Between
+/// One active call as a worker holds it: the state machine plus what it owns outside Asterisk. Between
 /// turns it waits in the call's mailbox (see `dispatch::Scheduler`).
-pub struct Live {
+pub struct ActiveCall {
     call: Call,
     started: Instant,
     caller_number: String,
@@ -158,8 +158,8 @@ pub struct CallHandler {
     timers: Sender<TimerRequest>,
 }
 
-impl Handler<Live> for CallHandler {
-    fn handle(&self, id: &CallId, state: &mut Option<Live>, msg: CallMsg) {
+impl Handler<ActiveCall> for CallHandler {
+    fn handle(&self, id: &CallId, state: &mut Option<ActiveCall>, msg: CallMsg) {
         self.handle_msg(id, state, msg);
         if let Some(live) = state.as_ref() {
             if let Some(phase) = self.shared.registry.lock().get_mut(id) {
@@ -171,7 +171,7 @@ impl Handler<Live> for CallHandler {
     /// A bug, not an input, made the call's turn panic: its state cannot be trusted, so every
     /// leg it may have is hung up by id, its bridge destroyed and what it owns released. The
     /// call ends with a line saying so instead of vanishing.
-    fn recover(&self, id: &CallId, state: Option<Live>, panic: String) {
+    fn recover(&self, id: &CallId, state: Option<ActiveCall>, panic: String) {
         Counters::bump(&self.shared.counters.panics);
         let Some(live) = state else {
             error!("call {id}: internal error while handling an event for no active call ({panic})");
@@ -193,7 +193,7 @@ impl Handler<Live> for CallHandler {
 }
 
 impl CallHandler {
-    fn handle_msg(&self, id: &CallId, state: &mut Option<Live>, msg: CallMsg) {
+    fn handle_msg(&self, id: &CallId, state: &mut Option<ActiveCall>, msg: CallMsg) {
         match msg {
             CallMsg::Event(event) => self.on_event(id, state, event),
             CallMsg::Timer(timer) => self.drive(id, state, Input::Timer(timer)),
@@ -229,7 +229,7 @@ impl CallHandler {
                 Counters::bump(&self.shared.counters.adopted);
                 self.shared.registry.lock().insert(id.clone(), Phase::Transfer);
                 let dialing_since = (how == Adopted::DestRinging).then(Instant::now);
-                *state = Some(Live {
+                *state = Some(ActiveCall {
                     call,
                     started: Instant::now(),
                     caller_number: caller.caller.number,
@@ -273,7 +273,7 @@ impl CallHandler {
         CallHandler { shared, timers }
     }
 
-    fn on_event(&self, id: &CallId, state: &mut Option<Live>, event: CallEvent) {
+    fn on_event(&self, id: &CallId, state: &mut Option<ActiveCall>, event: CallEvent) {
         let known = state.is_some();
         match event {
             // A stop is handing calls over: a call started now could be caught half-way (its
@@ -321,7 +321,7 @@ impl CallHandler {
     }
 
     /// A new call; `bot`: false when admission control let it in to be transferred at once.
-    fn start_call(&self, id: &CallId, state: &mut Option<Live>, channel: Channel, entered: Option<SystemTime>, bot: bool) {
+    fn start_call(&self, id: &CallId, state: &mut Option<ActiveCall>, channel: Channel, entered: Option<SystemTime>, bot: bool) {
         let mut policy = self.shared.policy();
         if !bot {
             policy.on_pool_exhausted = crate::config::PoolExhausted::Transfer;
@@ -334,7 +334,7 @@ impl CallHandler {
         info!("call {id}: inbound from {from} on {}", channel.name);
         Counters::bump(&self.shared.counters.calls);
         self.shared.registry.lock().insert(id.clone(), Phase::Setup);
-        *state = Some(Live {
+        *state = Some(ActiveCall {
             call,
             started: Instant::now(),
             caller_number: channel.caller.number,
@@ -350,7 +350,7 @@ impl CallHandler {
     }
 
     /// Feeds one input to a call and performs the resulting actions.
-    fn drive(&self, id: &CallId, state: &mut Option<Live>, input: Input) {
+    fn drive(&self, id: &CallId, state: &mut Option<ActiveCall>, input: Input) {
         let Some(live) = state.as_mut() else { return };
         let actions = live.call.on(input);
         self.perform_all(id, state, actions);
@@ -358,7 +358,7 @@ impl CallHandler {
 
     /// Performs actions in order; each outcome goes back into the state machine, whose new
     /// actions join the queue. `Finish` takes the call out of `state`.
-    fn perform_all(&self, id: &CallId, state: &mut Option<Live>, actions: Vec<Action>) {
+    fn perform_all(&self, id: &CallId, state: &mut Option<ActiveCall>, actions: Vec<Action>) {
         let mut queue = std::collections::VecDeque::from(actions);
         while let Some(action) = queue.pop_front() {
             if let Action::Finish(end) = action {
@@ -375,7 +375,7 @@ impl CallHandler {
     }
 
     /// The call is over: release what it still owns and forget it.
-    fn finish(&self, id: &CallId, live: Live, end: &End) {
+    fn finish(&self, id: &CallId, live: ActiveCall, end: &End) {
         let shared = &self.shared;
         // The state machine released the socket already; dropping the echo here is the backstop
         // that makes a leak impossible.
@@ -398,7 +398,7 @@ impl CallHandler {
     }
 
     /// Performs one action (anything but `Finish`); the outcome, if the call waits for one.
-    fn perform(&self, id: &CallId, live: &mut Live, action: Action) -> Option<Input> {
+    fn perform(&self, id: &CallId, live: &mut ActiveCall, action: Action) -> Option<Input> {
         let shared = &*self.shared;
         let cfg = &shared.config;
         let ari = &shared.ari;
@@ -604,7 +604,7 @@ impl CallHandler {
 
 /// The timer thread: holds every pending timer and posts each to its call when due. Returns
 /// when every sender of `requests` is gone (the workers' handler was dropped at shutdown).
-pub fn run_timers(requests: Receiver<TimerRequest>, calls: &Scheduler<Live>) {
+pub fn run_timers(requests: Receiver<TimerRequest>, calls: &Scheduler<ActiveCall>) {
     let mut heap: BinaryHeap<Reverse<TimerRequest>> = BinaryHeap::new();
     loop {
         let next = match heap.peek() {
@@ -626,7 +626,7 @@ pub fn run_timers(requests: Receiver<TimerRequest>, calls: &Scheduler<Live>) {
 }
 
 /// Points the call's echo at the RTP address Asterisk reports for its externalMedia channel.
-fn pin_peer(id: &CallId, live: &Live, channel: &Channel) {
+fn pin_peer(id: &CallId, live: &ActiveCall, channel: &Channel) {
     if let (Some(peer), Some(echo)) = (unicast_rtp_peer(channel), live.echo.as_ref()) {
         debug!("call {id}: media peer is {peer}");
         echo.set_peer(peer);
