@@ -27,7 +27,8 @@ use crate::call::{HangupReason, Phase};
 use crate::config::{AdmissionConfig, OnOverload};
 use crate::dispatch::{CallEvent, CallMsg, Scheduler};
 use crate::ids::CallId;
-use crate::worker::{ActiveCall, Counters, Shared};
+use crate::shared::{Counters, Shared};
+use crate::worker::ActiveCall;
 
 /// Threads that hang up rejected callers.
 pub const SHEDDERS: usize = 6;

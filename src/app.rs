@@ -30,7 +30,8 @@ use crate::ids::Ids;
 use crate::leftovers;
 use crate::media::SocketPool;
 use crate::metrics;
-use crate::worker::{run_timers, ActiveCall, CallHandler, Counters, Shared};
+use crate::shared::{Counters, Shared};
+use crate::worker::{run_timers, ActiveCall, CallHandler};
 
 /// How long shutdown waits for the workers to clean their calls up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);

@@ -20,7 +20,8 @@ use crate::ari::{AriError, Bridge, Channel, ErrorKind};
 use crate::call::{Adopted, HangupReason};
 use crate::dispatch::{CallMsg, Scheduler};
 use crate::ids::{CallId, Ids, Role};
-use crate::worker::{ActiveCall, Shared};
+use crate::shared::Shared;
+use crate::worker::ActiveCall;
 
 /// How soon the janitor looks again while something is left to remove or to confirm.
 pub const JANITOR_RETRY: Duration = Duration::from_secs(5);

@@ -17,4 +17,5 @@ pub mod leftovers;
 pub mod media;
 pub mod metrics;
 pub mod preflight;
+pub mod shared;
 pub mod worker;

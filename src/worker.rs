@@ -10,24 +10,22 @@
 //! ids, so a bug costs one call, logged, never a worker or the calls behind it.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
-use parking_lot::Mutex;
 
-use crate::admission::{Admission, Rejection};
 use crate::ari::rest::Originate;
 use crate::ari::{AriClient, AriError, Channel, ErrorKind};
-use crate::call::{Action, Adopted, Call, End, Failure, Input, HangupReason, Phase, Policy, Step, Timer};
-use crate::config::Config;
+use crate::call::{Action, Adopted, Call, End, Failure, HangupReason, Input, Phase, Step, Timer};
 use crate::dispatch::{CallEvent, CallMsg, Handler, Scheduler};
-use crate::ids::{CallId, Ids, Role};
-use crate::media::{Echo, EchoCounts, SocketPool};
+use crate::ids::{CallId, Role};
+use crate::media::{Echo, EchoCounts};
+use crate::shared::{Counters, Shared};
 
 /// The dialplan context of the hang-up handlers that link a connected call's legs
 /// (conf/asterisk/extensions.conf).
@@ -38,94 +36,6 @@ const REQUEST_THREAD_STACK: usize = 256 * 1024;
 
 /// What the caller hears while the destination rings.
 const RINGBACK: &str = "tone:ring";
-
-/// What every worker shares (read-only, or atomics).
-pub struct Shared {
-    pub ari: AriClient,
-    pub ids: Ids,
-    pub config: Arc<Config>,
-    pub pool: SocketPool,
-    /// The calls alive on all workers, with their phase after their last turn. A call is in it
-    /// before it creates anything in Asterisk and leaves it only after its cleanup (or its
-    /// handover), so the janitor may treat any resource with our prefix whose call is not here
-    /// as an orphan.
-    pub registry: Mutex<HashMap<CallId, Phase>>,
-    /// A handover stop is under way: no new bot sessions.
-    pub draining: AtomicBool,
-    /// The connected Asterisk runs a channel's queued ARI commands only when the channel wakes
-    /// (before 18.21 / 20.6): set at every connect from its version.
-    pub late_commands: AtomicBool,
-    pub admission: Admission,
-    /// Callers not taken, for the shedder threads to hang up.
-    pub shed: Sender<Rejection>,
-    /// Channels whose hang-up failed (no answer, 5xx): the janitor retries each until Asterisk
-    /// confirms it is gone. Callers need this: their ids are not ours, so nothing else finds them.
-    pub unconfirmed: Mutex<HashSet<String>>,
-    pub counters: Counters,
-}
-
-/// Totals since start, for the operator (logged at shutdown and where they change).
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub calls: AtomicU64,
-    pub pool_exhausted: AtomicU64,
-    pub orphans_hung_up: AtomicU64,
-    pub frames_skipped: AtomicU64,
-    pub reconnects: AtomicU64,
-    pub ended_by_shutdown: AtomicU64,
-    /// Calls ended because handling them panicked (a bug).
-    pub panics: AtomicU64,
-    /// Calls taken over from an earlier instance at start-up.
-    pub adopted: AtomicU64,
-    /// Calls left in Asterisk for the next instance at a handover stop.
-    pub handed_over: AtomicU64,
-    /// New calls not taken by admission control (rejected, or transferred without the bot).
-    pub shed: AtomicU64,
-}
-
-impl Counters {
-    pub fn bump(counter: &AtomicU64) -> u64 {
-        counter.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    pub fn summary(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
-            "{} calls, {} not taken (overload), {} adopted, {} handed over, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects, {} internal errors",
-            g(&self.calls),
-            g(&self.shed),
-            g(&self.adopted),
-            g(&self.handed_over),
-            g(&self.pool_exhausted),
-            g(&self.orphans_hung_up),
-            g(&self.frames_skipped),
-            g(&self.reconnects),
-            g(&self.panics)
-        )
-    }
-}
-
-impl Shared {
-    pub fn active_calls(&self) -> usize {
-        self.registry.lock().len()
-    }
-
-    /// Calls not yet connected to their destination. A drain waits for these: a destination
-    /// that answers while no instance runs cannot enter the Stasis application and is lost.
-    pub fn calls_not_connected(&self) -> usize {
-        self.registry.lock().values().filter(|p| **p != Phase::Connected).count()
-    }
-
-    fn policy(&self) -> Policy {
-        Policy {
-            media_phase: self.config.media.phase,
-            dial_timeout: self.config.transfer.dial_timeout,
-            on_pool_exhausted: self.config.media.on_pool_exhausted,
-            // Three requests (bridge, add, externalMedia), each with one retry at most, and slack.
-            setup_timeout: self.config.ari.request_timeout * 3 + Duration::from_secs(5),
-        }
-    }
-}
 
 /// One active call as a worker holds it: the state machine plus what it owns outside Asterisk. Between
 /// turns it waits in the call's mailbox (see `dispatch::Scheduler`).

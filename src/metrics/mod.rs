@@ -8,7 +8,7 @@
 //!   purpose: the REST client and the workers need no handle threaded through them, and every
 //!   figure is a fixed array of atomics (no map, no lock), so a hook costs an atomic add or two.
 //! - What the service keeps anyway — active calls by phase (`Shared::registry`), the port pool,
-//!   `worker::Counters` — is read at scrape time by [`Live::read`], not counted twice.
+//!   `shared::Counters` — is read at scrape time by [`Live::read`], not counted twice.
 //!
 //! Every label is a closed enum ([`Outcome`], [`Operation`], [`Class`], [`Dropped`]), never an id
 //! or a path: the number of series is fixed whatever the traffic, and every series exists (at 0)
@@ -30,7 +30,7 @@ use std::time::Duration;
 use crate::admission::Overload;
 use crate::call::{End, Phase};
 use crate::media::EchoCounts;
-use crate::worker::Shared;
+use crate::shared::Shared;
 use exposition::{HistogramSnapshot, Kind, Writer};
 
 pub use server::{Endpoint, MetricsServer};
@@ -391,7 +391,7 @@ pub struct Live {
     pub pool_total: usize,
     /// A stop is under way: no new calls are taken.
     pub stopping: bool,
-    /// Totals from `worker::Counters`.
+    /// Totals from `shared::Counters`.
     pub started: u64,
     pub adopted: u64,
     pub handed_over: u64,
