@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod app;
 pub mod ari;
+pub mod backoff;
 pub mod call;
 pub mod config;
 pub mod dispatch;
