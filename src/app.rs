@@ -32,7 +32,8 @@ use crate::leftovers;
 use crate::media::SocketPool;
 use crate::metrics;
 use crate::shared::{Counters, Shared};
-use crate::worker::{run_timers, ActiveCall, CallHandler};
+use crate::timer::run_timers;
+use crate::worker::{ActiveCall, CallHandler};
 
 /// How long shutdown waits for the workers to clean their calls up.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);

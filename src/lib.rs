@@ -19,4 +19,5 @@ pub mod media;
 pub mod metrics;
 pub mod preflight;
 pub mod shared;
+pub mod timer;
 pub mod worker;

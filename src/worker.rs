@@ -1,4 +1,4 @@
-//! The effect layer: what a worker does with a call's mail, and the timer thread.
+//! The effect layer: what a worker does with a call's mail.
 //!
 //! Workers are interchangeable: `dispatch::Scheduler` hands any free worker a call with mail,
 //! with the call's state ([`ActiveCall`]) for that turn only. The worker turns the mail into
@@ -9,23 +9,22 @@
 //! A panic in a turn is caught by the scheduler; [`CallHandler::recover`] ends that call by its
 //! ids, so a bug costs one call, logged, never a worker or the calls behind it.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 use log::{debug, error, info, warn};
 
 use crate::ari::rest::Originate;
 use crate::ari::{AriClient, AriError, Channel, ErrorKind};
-use crate::call::{Action, Adopted, Call, End, Failure, HangupReason, Input, Phase, Step, Timer};
-use crate::dispatch::{CallEvent, CallMsg, Handler, Scheduler};
+use crate::call::{Action, Adopted, Call, End, Failure, HangupReason, Input, Phase, Step};
+use crate::dispatch::{CallEvent, CallMsg, Handler};
 use crate::ids::{CallId, Role};
 use crate::media::{Echo, EchoCounts};
 use crate::shared::{Counters, Shared};
+use crate::timer::TimerRequest;
 
 /// The dialplan context of the hang-up handlers that link a connected call's legs
 /// (conf/asterisk/extensions.conf).
@@ -57,9 +56,6 @@ pub struct ActiveCall {
     /// (to wake the caller's channel while its `addChannel` waits).
     caller_rtp: Option<SocketAddr>,
 }
-
-/// A timer request: at `Instant`, post `Timer` to the call.
-pub type TimerRequest = (Instant, CallId, Timer);
 
 /// What every worker runs: turns a call's mail into state machine inputs and performs the
 /// actions. Shared by all workers; a call's state is handed in for its turn only.
@@ -508,29 +504,6 @@ impl CallHandler {
                 warn!("call {id}: {e}; the janitor retries");
                 self.shared.unconfirmed.lock().insert(channel.to_string());
             }
-        }
-    }
-}
-
-/// The timer thread: holds every pending timer and posts each to its call when due. Returns
-/// when every sender of `requests` is gone (the workers' handler was dropped at shutdown).
-pub fn run_timers(requests: Receiver<TimerRequest>, calls: &Scheduler<ActiveCall>) {
-    let mut heap: BinaryHeap<Reverse<TimerRequest>> = BinaryHeap::new();
-    loop {
-        let next = match heap.peek() {
-            Some(Reverse((at, _, _))) => requests.recv_deadline(*at),
-            None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match next {
-            Ok(request) => heap.push(Reverse(request)),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let now = Instant::now();
-        while heap.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
-            let Some(Reverse((_, call, timer))) = heap.pop() else { break };
-            // Behind whatever the call has queued already: a hang-up that came first wins.
-            calls.post(call, CallMsg::Timer(timer));
         }
     }
 }
