@@ -6,10 +6,14 @@
 //! (blocking `ureq` calls on the worker's thread, holding up only this call), the socket lease and
 //! echo, timers (sent to the timer thread, which posts them back to the call when due).
 //!
+//! How each action is performed is in `perform`, one function per kind of action.
+//!
 //! A panic in a turn is caught by the scheduler; [`CallHandler::recover`] ends that call by its
 //! ids, so a bug costs one call, logged, never a worker or the calls behind it.
 
-use std::net::{IpAddr, SocketAddr};
+mod perform;
+
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -17,27 +21,17 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::Sender;
 use log::{debug, error, info, warn};
 
-use crate::ari::rest::Originate;
-use crate::ari::{AriClient, AriError, Channel, ErrorKind};
-use crate::call::{Action, Adopted, Call, End, Failure, HangupReason, Input, Phase, Step};
+use crate::ari::Channel;
+use crate::call::{Action, Adopted, Call, End, Failure, HangupReason, Input, Phase};
 use crate::dispatch::{CallEvent, CallMsg, Handler};
 use crate::ids::{CallId, Role};
-use crate::media::{Echo, EchoCounts};
+use crate::media::Echo;
 use crate::shared::{Counters, Shared};
 use crate::timer::TimerRequest;
+use perform::pin_peer;
 
-/// The dialplan context of the hang-up handlers that link a connected call's legs
-/// (conf/asterisk/extensions.conf).
-const HANDOVER_CONTEXT: &str = "voicebot1-handover";
-
-/// Stack of the short-lived thread that sends a set-up request next to the worker's own.
-const REQUEST_THREAD_STACK: usize = 256 * 1024;
-
-/// What the caller hears while the destination rings.
-const RINGBACK: &str = "tone:ring";
-
-/// One active call as a worker holds it: the state machine plus what it owns outside Asterisk. Between
-/// turns it waits in the call's mailbox (see `dispatch::Scheduler`).
+/// One active call as a worker holds it: the state machine plus what it owns outside Asterisk.
+/// Between turns it waits in the call's mailbox (see `dispatch::Scheduler`).
 pub struct ActiveCall {
     call: Call,
     started: Instant,
@@ -174,7 +168,6 @@ impl CallHandler {
         }
     }
 
-
     pub fn new(shared: Arc<Shared>, timers: Sender<TimerRequest>) -> CallHandler {
         CallHandler { shared, timers }
     }
@@ -303,199 +296,6 @@ impl CallHandler {
         }
     }
 
-    /// Performs one action (anything but `Finish`); the outcome, if the call waits for one.
-    fn perform(&self, id: &CallId, live: &mut ActiveCall, action: Action) -> Option<Input> {
-        let shared = &*self.shared;
-        let cfg = &shared.config;
-        let ari = &shared.ari;
-        let ids = &shared.ids;
-        let bridge = ids.bridge(id);
-        let started = live.started;
-        match action {
-            Action::LeaseSocket if shared.draining.load(Ordering::SeqCst) => {
-                debug!("call {id}: no bot session while voicebot1 is stopping");
-                Some(Input::Leased(false))
-            }
-            Action::LeaseSocket if live.without_bot => Some(Input::Leased(false)),
-            Action::LeaseSocket => {
-                let echo = match shared.pool.lease() {
-                    None => {
-                        let times = Counters::bump(&shared.counters.pool_exhausted);
-                        let then = match cfg.media.on_pool_exhausted {
-                            crate::config::PoolExhausted::Transfer => "skipping the bot, transferring",
-                            crate::config::PoolExhausted::Hangup => "hanging up",
-                        };
-                        warn!("call {id}: no free port in the pool (0/{} free, {times} times so far); {then}", shared.pool.total());
-                        None
-                    }
-                    Some(lease) => match Echo::start(lease, cfg.media.asterisk_host, &id.0) {
-                        Ok(echo) => {
-                            debug!("call {id}: leased port {}", echo.port());
-                            Some(echo)
-                        }
-                        Err(e) => {
-                            warn!("call {id}: cannot start the echo thread ({e}); treated as no free port");
-                            None
-                        }
-                    },
-                };
-                let leased = echo.is_some();
-                live.echo = echo;
-                Some(Input::Leased(leased))
-            }
-            Action::ReleaseSocket => {
-                if let Some(echo) = live.echo.take() {
-                    let port = echo.port();
-                    let counts = echo.counts();
-                    drop(echo);
-                    crate::metrics::bot_session_ended(&counts);
-                    info!("call {id}: bot media ended on port {port}: {}", describe_counts(&counts));
-                }
-                None
-            }
-            Action::AddToBridge(role) => {
-                let step = if role == Role::Dest { Step::AddDest } else { Step::AddCaller };
-                let result = ari.add_channels(&bridge, &[&ids.channel(id, role)]);
-                if result.is_ok() {
-                    match role {
-                        Role::Dest => info!(
-                            "call {id}: destination answered after {} ms ringing; caller and destination bridged",
-                            live.dialing_since.map_or(0, |t| t.elapsed().as_millis())
-                        ),
-                        _ => debug!("call {id}: caller in bridge {bridge}"),
-                    }
-                }
-                Some(done(step, result))
-            }
-            Action::AddCallerAndMedia => {
-                // Asterisk before 18.21/20.6 runs the add when each channel wakes: the media
-                // channel on a frame from it, which the echo sends (see `media::Echo::wake_asterisk`).
-                // The caller's channel on a frame on its RTP socket, which a keepalive datagram to
-                // it gives at once (its own next frame may be 20 ms away).
-                let late = shared.late_commands.load(Ordering::Relaxed);
-                let _waking = live.echo.as_ref().filter(|_| late).map(|e| e.wake_asterisk(cfg.media.format.silence()));
-                let add = || ari.add_channels(&bridge, &[&id.0, &ids.channel(id, Role::Media)]);
-                let result = match live.caller_rtp.filter(|_| late) {
-                    Some(caller_rtp) => shared.pool.waking(caller_rtp, add),
-                    None => add(),
-                };
-                if result.is_ok() {
-                    // From Asterisk's StasisStart when it said when: what the caller lives through.
-                    let took = live.entered.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_else(|| started.elapsed());
-                    crate::metrics::call_set_up(took);
-                    info!("call {id}: caller and media bridged in {} ms", took.as_millis());
-                }
-                Some(done(Step::AddCallerAndMedia, result))
-            }
-            Action::CreateBridge => Some(done(Step::CreateBridge, ari.create_bridge(&bridge, &format!("voicebot1 call {id}")))),
-            Action::CreateBridgeAndMedia => {
-                let Some(port) = live.echo.as_ref().map(Echo::port) else {
-                    return Some(Input::Done(Step::CreateBridgeAndMedia, Err(Failure::Other("no socket leased".into()))));
-                };
-                let host = host_port(&cfg.media.advertise_host, port);
-                let media = ids.channel(id, Role::Media);
-                let name = format!("voicebot1 call {id}");
-                // On Asterisk before 18.21/20.6, also where the caller's RTP arrives, to wake the
-                // caller's channel during the next step (see `Action::AddCallerAndMedia`).
-                let late = shared.late_commands.load(Ordering::Relaxed);
-                let bridge_side = || {
-                    let made = ari.create_bridge(&bridge, &name);
-                    (made, late.then(|| caller_rtp_address(ari, id, cfg.media.asterisk_host)).flatten())
-                };
-                // Two requests at once, one round trip: neither needs the other (the ids are ours).
-                let ((made_bridge, caller_rtp), made_media) = std::thread::scope(|scope| {
-                    let bridge_request = std::thread::Builder::new()
-                        .name("bridge-request".into())
-                        .stack_size(REQUEST_THREAD_STACK)
-                        .spawn_scoped(scope, bridge_side);
-                    let made_media = ari.external_media(&media, &cfg.ari.app, &host, cfg.media.format.as_ari());
-                    let bridge_side = match bridge_request {
-                        Ok(handle) => handle.join().unwrap_or_else(|_| {
-                            let panicked = ErrorKind::Transport("its request thread panicked".into());
-                            (Err(AriError { doing: format!("creating bridge {bridge}"), kind: panicked }), None)
-                        }),
-                        // No thread to be had: one after the other.
-                        Err(_) => bridge_side(),
-                    };
-                    (bridge_side, made_media)
-                });
-                live.caller_rtp = caller_rtp;
-                if let Ok(channel) = &made_media {
-                    debug!("call {id}: externalMedia {} sends RTP to {host}", channel.name);
-                    pin_peer(id, live, channel);
-                }
-                Some(done(Step::CreateBridgeAndMedia, made_bridge.and(made_media.map(drop))))
-            }
-            Action::StartTimer(timer, after) => {
-                // The timer thread outlives every worker: sending cannot fail while calls run.
-                let _ = self.timers.send((Instant::now() + after, id.clone(), timer));
-                None
-            }
-            // Ringback is a tone played to the caller: the caller is answered and in the bridge,
-            // where a ringing indication would not be heard.
-            Action::Ring => {
-                if let Err(e) = ari.play(&id.0, &ids.ringback(id), RINGBACK) {
-                    warn!("call {id}: no ringback for the caller: {e}");
-                }
-                None
-            }
-            Action::StopRing => {
-                match ari.stop_playback(&ids.ringback(id)) {
-                    Ok(()) => {}
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => debug!("call {id}: {e}"),
-                }
-                None
-            }
-            Action::Originate => {
-                let in_call = live.started.elapsed();
-                let caller_id = if cfg.transfer.caller_id.is_empty() { live.caller_number.clone() } else { cfg.transfer.caller_id.clone() };
-                let dest = ids.channel(id, Role::Dest);
-                let app_args = format!("transfer,{id}");
-                info!("call {id}: transferring to {} after {:.1} s", cfg.transfer.endpoint, in_call.as_secs_f64());
-                live.dialing_since = Some(Instant::now());
-                let result = ari.originate(&Originate {
-                    channel_id: &dest,
-                    endpoint: &cfg.transfer.endpoint,
-                    app: &cfg.ari.app,
-                    app_args: &app_args,
-                    caller_id: &caller_id,
-                    timeout: cfg.transfer.dial_timeout,
-                });
-                Some(done(Step::Originate, result.map(drop)))
-            }
-            Action::Hangup(role, reason) => {
-                let channel = ids.channel(id, role);
-                self.hangup_channel(id, &channel, reason);
-                None
-            }
-            Action::LinkLegs => {
-                let Some(dest_name) = live.dest_name.as_deref() else {
-                    warn!("call {id}: destination's channel name unknown; its hang-up will not end the caller without voicebot1");
-                    return None;
-                };
-                let dest = ids.channel(id, Role::Dest);
-                for (channel, peer) in [(id.0.as_str(), dest_name), (dest.as_str(), live.caller_name.as_str())] {
-                    let handler = format!("{HANDOVER_CONTEXT},peer,1({peer})");
-                    if let Err(e) = ari.set_variable(channel, "CHANNEL(hangup_handler_push)", &handler) {
-                        warn!("call {id}: {e} (without it the call needs a running voicebot1 to end both legs)");
-                    }
-                }
-                None
-            }
-            Action::DestroyBridge => {
-                match ari.destroy_bridge(&bridge) {
-                    Ok(()) => debug!("call {id}: bridge {bridge} destroyed"),
-                    Err(e) if e.is_not_found() => debug!("call {id}: bridge {bridge} already gone"),
-                    Err(e) => warn!("call {id}: {e}"),
-                }
-                None
-            }
-            // `perform_all` finishes the call itself.
-            Action::Finish(_) => None,
-        }
-    }
-
     fn hangup_channel(&self, id: &CallId, channel: &str, reason: HangupReason) {
         match self.shared.ari.hangup(channel, reason) {
             Ok(()) => debug!("call {id}: hung up {channel}"),
@@ -506,66 +306,6 @@ impl CallHandler {
             }
         }
     }
-}
-
-/// Points the call's echo at the RTP address Asterisk reports for its externalMedia channel.
-fn pin_peer(id: &CallId, live: &ActiveCall, channel: &Channel) {
-    if let (Some(peer), Some(echo)) = (unicast_rtp_peer(channel), live.echo.as_ref()) {
-        debug!("call {id}: media peer is {peer}");
-        echo.set_peer(peer);
-    }
-}
-
-/// Asterisk's end of the caller's RTP (`CHANNEL(rtp,src)`, PJSIP only), with `asterisk_host`
-/// for an unspecified address; `None` when Asterisk does not say.
-fn caller_rtp_address(ari: &AriClient, id: &CallId, asterisk_host: IpAddr) -> Option<SocketAddr> {
-    let value = match ari.channel_variable(&id.0, "CHANNEL(rtp,src)") {
-        Ok(v) => v,
-        Err(e) => {
-            debug!("call {id}: no RTP address for the caller: {e}");
-            return None;
-        }
-    };
-    match value.parse::<SocketAddr>() {
-        Ok(a) if a.ip().is_unspecified() => Some(SocketAddr::new(asterisk_host, a.port())),
-        Ok(a) => Some(a),
-        Err(_) => {
-            debug!("call {id}: the caller's RTP address {value:?} is not IP:PORT");
-            None
-        }
-    }
-}
-
-fn done(step: Step, result: Result<(), AriError>) -> Input {
-    Input::Done(
-        step,
-        result.map_err(|e| if e.is_not_found() { Failure::NotFound } else { Failure::Other(e.to_string()) }),
-    )
-}
-
-/// `host:port`, with brackets for an IPv6 host.
-fn host_port(host: &str, port: u16) -> String {
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V6(v6)) => SocketAddr::new(IpAddr::V6(v6), port).to_string(),
-        _ => format!("{host}:{port}"),
-    }
-}
-
-/// Asterisk's end of an externalMedia channel's RTP, from the `UNICASTRTP_LOCAL_ADDRESS` and
-/// `UNICASTRTP_LOCAL_PORT` channel variables when the channel JSON carries them.
-pub fn unicast_rtp_peer(channel: &Channel) -> Option<SocketAddr> {
-    let vars = channel.channelvars.as_ref()?;
-    let ip: IpAddr = vars.get("UNICASTRTP_LOCAL_ADDRESS")?.as_str()?.parse().ok()?;
-    let port: u16 = vars.get("UNICASTRTP_LOCAL_PORT")?.as_str()?.parse().ok()?;
-    (port != 0).then_some(SocketAddr::new(ip, port))
-}
-
-fn describe_counts(c: &EchoCounts) -> String {
-    let mut s = format!("rx {} pkts/{} B, tx {} pkts/{} B", c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes);
-    if c.dropped_foreign + c.dropped_garbage > 0 {
-        s.push_str(&format!(", dropped {} from other addresses, {} not RTP", c.dropped_foreign, c.dropped_garbage));
-    }
-    s
 }
 
 fn describe_dialstatus(status: &str) -> String {
@@ -608,30 +348,5 @@ fn cause_text(cause: i64) -> &'static str {
         38 => "(network out of order)",
         41 => "(temporary failure)",
         _ => "",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rtp_peer_comes_from_unicastrtp_variables() {
-        let ch: Channel = serde_json::from_str(
-            r#"{"id":"x","channelvars":{"UNICASTRTP_LOCAL_ADDRESS":"127.0.0.1","UNICASTRTP_LOCAL_PORT":"12000"}}"#,
-        )
-        .unwrap();
-        assert_eq!(unicast_rtp_peer(&ch), Some("127.0.0.1:12000".parse().unwrap()));
-        let ch: Channel = serde_json::from_str(r#"{"id":"x","channelvars":{"UNICASTRTP_LOCAL_PORT":"bad"}}"#).unwrap();
-        assert_eq!(unicast_rtp_peer(&ch), None);
-        let ch: Channel = serde_json::from_str(r#"{"id":"x"}"#).unwrap();
-        assert_eq!(unicast_rtp_peer(&ch), None);
-    }
-
-    #[test]
-    fn host_port_brackets_ipv6() {
-        assert_eq!(host_port("127.0.0.1", 26500), "127.0.0.1:26500");
-        assert_eq!(host_port("::1", 26500), "[::1]:26500");
-        assert_eq!(host_port("media.example", 26500), "media.example:26500");
     }
 }
