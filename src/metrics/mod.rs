@@ -1,38 +1,40 @@
 //! Metrics and health, the Prometheus way: `/metrics` in the text format and `/health` for a
-//! probe or a load balancer, served by [`server`].
+//! probe or a load balancer, served by [`server`]. This module holds what is counted (the label
+//! sets, [`Registry`] and its hooks); `scrape` what a scrape reads and writes ([`Live`],
+//! [`health`], [`render`]).
 //!
 //! Where each figure comes from:
-//! - What happens in the call flow — a call ended, a set-up completed, a bot session ended, a
-//!   REST request answered, the event WebSocket connected — is added to [`METRICS`] by a one-line
-//!   hook where it is logged (`worker`, `ari::rest`, `app`). It is a process-wide static on
+//! - What happens in the call flow — a call ended, a set-up completed, a caller not taken, a bot
+//!   session ended, a REST request answered, the event WebSocket connected — is added to
+//!   [`METRICS`] by a one-line hook where it is logged (`worker`, `admission`, `ari::rest`, `app`). It is a process-wide static on
 //!   purpose: the REST client and the workers need no handle threaded through them, and every
 //!   figure is a fixed array of atomics (no map, no lock), so a hook costs an atomic add or two.
 //! - What the service keeps anyway — active calls by phase (`Shared::registry`), the port pool,
 //!   `shared::Counters` — is read at scrape time by [`Live::read`], not counted twice.
 //!
-//! Every label is a closed enum ([`Outcome`], [`Operation`], [`Class`], [`Dropped`]), never an id
-//! or a path: the number of series is fixed whatever the traffic, and every series exists (at 0)
-//! from the start, so `rate()` and `increase()` see the first event.
+//! Every label is a closed enum ([`Outcome`], [`NotTaken`], [`Operation`], [`Class`], [`Dropped`]),
+//! never an id or a path: the number of series is fixed whatever the traffic, and every series
+//! exists (at 0) from the start, so `rate()` and `increase()` see the first event.
 //!
 //! The echo counts its packets in its own thread; they are added here once per bot session, when
 //! it ends, so the packet totals lag a running session by up to `[media] phase_ms`.
 //!
-//! Admission control's counters (calls shed, by reason) belong here as one more family beside
-//! `calls_ended`: an array of atomics indexed by a reason enum, a hook like [`call_ended`], and
-//! its lines in [`render`].
+//! A new family is a label set (`label_set!`), an array of atomics in [`Registry`] indexed by it,
+//! a hook like [`call_ended`], and its lines in [`render`].
 
 pub mod exposition;
+mod scrape;
 pub mod server;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::admission::Overload;
-use crate::call::{End, Phase};
+use crate::call::End;
 use crate::media::EchoCounts;
-use crate::shared::Shared;
-use exposition::{HistogramSnapshot, Kind, Writer};
+use exposition::HistogramSnapshot;
 
+pub use scrape::{health, render, Health, Live};
 pub use server::{Endpoint, MetricsServer};
 
 /// The one registry of the process.
@@ -374,159 +376,6 @@ impl Drop for AriConnected {
     fn drop(&mut self) {
         METRICS.set_ari_connected(false);
     }
-}
-
-// --- scrape time --------------------------------------------------------------------------------
-
-/// The phases an active call can be in, with their label.
-const PHASES: [(Phase, &str); 4] =
-    [(Phase::Setup, "setup"), (Phase::Media, "media"), (Phase::Transfer, "transfer"), (Phase::Connected, "connected")];
-
-/// What the running service holds at the moment of a scrape.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Live {
-    /// Active calls per phase, in the order of [`PHASES`].
-    pub active: [u64; PHASES.len()],
-    pub pool_free: usize,
-    pub pool_total: usize,
-    /// A stop is under way: no new calls are taken.
-    pub stopping: bool,
-    /// Totals from `shared::Counters`.
-    pub started: u64,
-    pub adopted: u64,
-    pub handed_over: u64,
-    pub pool_exhausted: u64,
-    pub orphans_hung_up: u64,
-    pub events_skipped: u64,
-    pub reconnects: u64,
-}
-
-impl Live {
-    pub fn read(shared: &Shared) -> Live {
-        let mut active = [0u64; PHASES.len()];
-        for phase in shared.registry.lock().values() {
-            if let Some(i) = PHASES.iter().position(|(p, _)| p == phase) {
-                active[i] += 1;
-            }
-        }
-        let c = &shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Live {
-            active,
-            pool_free: shared.pool.free(),
-            pool_total: shared.pool.total(),
-            stopping: shared.draining.load(Ordering::Relaxed),
-            started: get(&c.calls),
-            adopted: get(&c.adopted),
-            handed_over: get(&c.handed_over),
-            pool_exhausted: get(&c.pool_exhausted),
-            orphans_hung_up: get(&c.orphans_hung_up),
-            events_skipped: get(&c.frames_skipped),
-            reconnects: get(&c.reconnects),
-        }
-    }
-}
-
-/// What `/health` answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Health {
-    pub ok: bool,
-    /// One line, no newline: why.
-    pub reason: String,
-}
-
-/// Healthy when voicebot1 can take a call with the bot now: the event WebSocket is connected, a
-/// media port is free and no stop is under way.
-pub fn health(registry: &Registry, live: &Live) -> Health {
-    let calls: u64 = live.active.iter().sum();
-    let pool = format!("pool {}/{} free", live.pool_free, live.pool_total);
-    let (ok, reason) = if live.stopping {
-        (false, format!("unavailable: stopping, taking no new calls ({calls} calls active)"))
-    } else if !registry.ari_connected() {
-        (false, "unavailable: ARI event WebSocket not connected (Asterisk unreachable, restarting or refusing voicebot1)".to_string())
-    } else if live.pool_free == 0 {
-        (false, format!("unavailable: no free media port ({pool}, {calls} calls active)"))
-    } else {
-        (true, format!("ok: ARI connected, {calls} calls active, {pool}"))
-    };
-    Health { ok, reason }
-}
-
-/// The `/metrics` text.
-pub fn render(r: &Registry, live: &Live) -> String {
-    let mut w = Writer::new();
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-
-    w.family("voicebot1_build_info", Kind::Gauge, "Always 1; the version of this voicebot1.");
-    w.sample("voicebot1_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
-
-    w.family("voicebot1_calls_started_total", Kind::Counter, "Calls taken: inbound callers started, and calls adopted from an earlier voicebot1 at start-up.");
-    w.sample("voicebot1_calls_started_total", &[("origin", "inbound")], live.started);
-    w.sample("voicebot1_calls_started_total", &[("origin", "adopted")], live.adopted);
-
-    w.family("voicebot1_calls_ended_total", Kind::Counter, "Calls ended, by outcome (one per 'ended (...)' log line).");
-    for o in Outcome::ALL {
-        w.sample("voicebot1_calls_ended_total", &[("outcome", o.label())], load(&r.ended[*o as usize]));
-    }
-
-    w.family("voicebot1_calls_not_taken_total", Kind::Counter, "New callers admission control did not take (rejected with congestion, or transferred without the bot: [admission] on_overload), by reason.");
-    for n in NotTaken::ALL {
-        w.sample("voicebot1_calls_not_taken_total", &[("reason", n.label())], load(&r.not_taken[*n as usize]));
-    }
-
-    w.family("voicebot1_calls_handed_over_total", Kind::Counter, "Calls left in Asterisk for the next voicebot1 at a handover stop.");
-    w.sample("voicebot1_calls_handed_over_total", &[], live.handed_over);
-
-    w.family("voicebot1_calls_active", Kind::Gauge, "Calls held now, by phase.");
-    for ((_, label), n) in PHASES.iter().zip(live.active) {
-        w.sample("voicebot1_calls_active", &[("phase", label)], n);
-    }
-
-    w.family("voicebot1_call_setup_seconds", Kind::Histogram, "From the caller's StasisStart to caller and bot media bridged.");
-    w.histogram("voicebot1_call_setup_seconds", &[], &r.setup.snapshot());
-
-    w.family("voicebot1_pool_ports", Kind::Gauge, "UDP media ports in the pool (bound at start-up).");
-    w.sample("voicebot1_pool_ports", &[], live.pool_total);
-    w.family("voicebot1_pool_ports_free", Kind::Gauge, "UDP media ports not held by a call.");
-    w.sample("voicebot1_pool_ports_free", &[], live.pool_free);
-    w.family("voicebot1_pool_exhausted_total", Kind::Counter, "Calls that found no free media port ([media] on_pool_exhausted says what they got).");
-    w.sample("voicebot1_pool_exhausted_total", &[], live.pool_exhausted);
-
-    w.family("voicebot1_ari_request_duration_seconds", Kind::Histogram, "ARI REST requests (each try), by operation.");
-    for op in Operation::ALL {
-        w.histogram("voicebot1_ari_request_duration_seconds", &[("operation", op.label())], &r.ari[*op as usize].duration.snapshot());
-    }
-    w.family("voicebot1_ari_requests_total", Kind::Counter, "ARI REST requests (each try), by operation and outcome: HTTP status class, timeout, connect (no connection) or other.");
-    for op in Operation::ALL {
-        for class in Class::ALL {
-            let n = load(&r.ari[*op as usize].by_class[*class as usize]);
-            w.sample("voicebot1_ari_requests_total", &[("operation", op.label()), ("class", class.label())], n);
-        }
-    }
-
-    w.family("voicebot1_ari_websocket_connected", Kind::Gauge, "1 while the ARI event WebSocket is connected and read.");
-    w.sample("voicebot1_ari_websocket_connected", &[], u8::from(r.ari_connected()));
-    w.family("voicebot1_ari_websocket_reconnects_total", Kind::Counter, "Event WebSocket connections made again after one was lost.");
-    w.sample("voicebot1_ari_websocket_reconnects_total", &[], live.reconnects);
-    w.family("voicebot1_ari_events_skipped_total", Kind::Counter, "Event frames that could not be decoded and were skipped.");
-    w.sample("voicebot1_ari_events_skipped_total", &[], live.events_skipped);
-    w.family("voicebot1_orphan_channels_hung_up_total", Kind::Counter, "Channels with voicebot1's ids that entered the application after their call was over, hung up.");
-    w.sample("voicebot1_orphan_channels_hung_up_total", &[], live.orphans_hung_up);
-
-    w.family("voicebot1_bot_sessions_total", Kind::Counter, "Bot (echo) sessions ended; the echo packet counters grow when a session ends.");
-    w.sample("voicebot1_bot_sessions_total", &[], load(&r.bot_sessions));
-    w.family("voicebot1_echo_packets_received_total", Kind::Counter, "RTP packets the echo received from Asterisk (counted when each bot session ends).");
-    w.sample("voicebot1_echo_packets_received_total", &[], load(&r.echo_received));
-    w.family("voicebot1_echo_packets_sent_total", Kind::Counter, "RTP packets the echo sent back to Asterisk (counted when each bot session ends).");
-    w.sample("voicebot1_echo_packets_sent_total", &[], load(&r.echo_sent));
-    w.family("voicebot1_echo_packets_dropped_total", Kind::Counter, "Packets the echo dropped, by reason (counted when each bot session ends).");
-    for d in Dropped::ALL {
-        w.sample("voicebot1_echo_packets_dropped_total", &[("reason", d.label())], load(&r.echo_dropped[*d as usize]));
-    }
-
-    w.family("voicebot1_stopping", Kind::Gauge, "1 while a stop is under way (no new calls are taken).");
-    w.sample("voicebot1_stopping", &[], u8::from(live.stopping));
-    w.finish()
 }
 
 #[cfg(test)]
