@@ -103,7 +103,9 @@ impl Shared {
             media_phase: self.config.media.phase,
             dial_timeout: self.config.transfer.dial_timeout,
             on_pool_exhausted: self.config.media.on_pool_exhausted,
-            // Three requests (bridge, add, externalMedia), each with one retry at most, and slack.
+            // Set-up is two round trips of POSTs, which are never retried (bridge and externalMedia
+            // at once, then addChannel); a third request timeout covers the GET of the caller's RTP
+            // address after the bridge on Asterisk before 18.21/20.6 (not its retry), plus slack.
             setup_timeout: self.config.ari.request_timeout * 3 + Duration::from_secs(5),
         }
     }
