@@ -1,13 +1,17 @@
-//! Wiring: start-up, the event reader thread, the workers, and shutdown.
+//! Wiring: start-up, the event reader thread, the workers, and the stop.
 //!
 //! Threads and who owns what:
-//! - the main thread waits for a signal; on the first it drops the `stop` sender (the reader sees
-//!   its receiver disconnect), then waits up to [`SHUTDOWN_GRACE`] for the calls to end;
-//! - the reader thread owns the WebSocket. It (re)connects with backoff, sweeps leftovers at
-//!   start, reconciles after a reconnect, decodes frames and posts each to its call's mailbox;
+//! - the main thread waits for a signal (or the reader's refusal of this Asterisk); with
+//!   `on_stop = "handover"` it first drains (`drain`), then drops the `stop` sender (the reader,
+//!   the janitor and the shedders see their receivers disconnect) and waits up to
+//!   [`SHUTDOWN_GRACE`] for the calls to be handed over or ended;
+//! - the reader thread (`EventReader`) owns the WebSocket. It (re)connects with backoff, adopts
+//!   or removes leftovers at start, reconciles after a reconnect, decodes frames and posts each
+//!   to its call's mailbox (a new caller through `admission::offer`);
 //! - worker threads run whichever call has mail (see `dispatch::Scheduler`, `worker`); the timer
 //!   thread posts due timers to their calls; echo threads own one socket each (see `media`);
-//! - at shutdown every call is posted `Shutdown` and ends on the workers in parallel.
+//! - at the stop every call is posted `Handover` or `Shutdown` and handled on the workers in
+//!   parallel.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -297,8 +301,9 @@ impl EventReader {
         debug!("event reader stopped");
     }
 
-    /// One connection: check ARI answers, sweep (first time), connect the WebSocket, reconcile
-    /// (after a reconnect), then read until the connection is lost or voicebot1 stops.
+    /// One connection: check ARI answers and Asterisk's version, connect the WebSocket, adopt
+    /// what is left in Asterisk (first time) or reconcile, sweep and adopt (after a reconnect),
+    /// then read until the connection is lost or voicebot1 stops.
     fn session(&self, swept: &mut bool, reconnecting: bool, backoff: &mut Backoff) -> SessionEnd {
         let ari = &self.shared.ari;
         let cfg = &self.shared.config.ari;

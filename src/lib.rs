@@ -2,9 +2,10 @@
 //! "bot" (today an echo) for a while, then transfers the caller to a destination, and never leaves
 //! a channel, a bridge or a UDP port behind.
 //!
-//! The map of the code is in ARCHITECTURE.md. In short: `ari::events` reads the WebSocket on one
-//! thread, `dispatch` routes each event to the worker that owns its call, `worker` performs what
-//! the pure state machine in `call` decides, `media` owns the UDP sockets and the echo threads.
+//! The map of the code is in ARCHITECTURE.md. In short: the reader thread (`app`) reads the
+//! WebSocket (`ari::websocket`) and decodes its events (`ari::events`), `dispatch` routes each
+//! event to its call's mailbox, which any free worker runs, `worker` performs what the pure state
+//! machine in `call` decides, `media` owns the UDP sockets and the echo threads.
 
 pub mod admission;
 pub mod app;
