@@ -8,7 +8,9 @@
 //! for. What cannot go on (half-made set-ups, lone legs, empty bridges) is removed. A caller who
 //! entered the application while no instance ran (its StasisStart was never read) starts a call.
 //!
-//! While running, the janitor removes resources with our prefix whose call is not active.
+//! While running, the janitor ([`sweep`]) removes resources with our prefix whose call is not
+//! active, retries the hang-ups that failed (`Shared::unconfirmed`), and gives a caller waiting in
+//! the application with no call its call.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
