@@ -4,6 +4,7 @@ pub mod events;
 pub mod liveness;
 pub mod rest;
 pub mod tcp;
+pub mod tls;
 pub mod version;
 pub mod websocket;
 
