@@ -317,8 +317,10 @@ fn keep_datetime(value: &mut Value) {
     }
 }
 
-// The file's shape. Field order is the order `--check` lists the keys in. Every key is optional;
-// its default is written in `validate`, on the line that checks it.
+// The file's shape. Every key is optional: its default is written in `validate`, on the line
+// that checks it. Field order is the order an unknown key's error lists the keys in.
+// `deny_unknown_fields` is a guard: `RawConfig::read` has already named and dropped every
+// unknown key (serde would stop at the first).
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -418,12 +420,7 @@ fn keys_of<T: DeserializeOwned>() -> &'static [&'static str] {
         fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
             Err(serde::de::Error::custom("not a struct"))
         }
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            fields: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Self::Error> {
+        fn deserialize_struct<V: Visitor<'de>>(self, _: &str, fields: &'static [&'static str], _: V) -> Result<V::Value, Self::Error> {
             *self.0 = fields;
             Err(serde::de::Error::custom("probed"))
         }

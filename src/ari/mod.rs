@@ -1,4 +1,5 @@
-//! Asterisk's REST Interface: typed events, the REST client, the event WebSocket.
+//! Asterisk's REST Interface: typed events, the REST client, the event WebSocket, and the TCP and
+//! TLS set-up they share.
 
 pub mod events;
 pub mod liveness;

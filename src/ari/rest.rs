@@ -102,7 +102,6 @@ pub struct AriClient {
     agent: ureq::Agent,
     base: String,
     auth: String,
-    /// For `https://`: the TLS settings, which the event WebSocket uses too.
     tls: Option<Arc<rustls::ClientConfig>>,
     responsiveness: Arc<Responsiveness>,
 }
