@@ -329,7 +329,7 @@ impl EventReader {
                 warn!("ARI: cannot tell whether Asterisk {version:?} is supported (no release number in it); going on")
             }
         }
-        let mut socket = match EventSocket::connect(cfg) {
+        let mut socket = match EventSocket::connect(cfg, ari.tls()) {
             Ok(s) => s,
             Err(ConnectError::Unauthorized(code)) => return SessionEnd::Lost(unauthorized(code, &cfg.username)),
             Err(ConnectError::Other(m)) => return SessionEnd::Lost(m),

@@ -1,17 +1,20 @@
-//! The configuration file: TOML, every key optional with a documented default, unknown keys
-//! rejected.
+//! The configuration file: TOML, every key optional with a default, unknown sections and keys
+//! refused.
 //!
-//! The file is read into a `toml::Table` and checked key by key by hand instead of through a
-//! `serde` derive: a derive stops at the first wrong value, and `voicebot1 --check` must report
-//! every error in the file at once, each naming its key.
+//! Two steps, so that `voicebot1 --check` reports every error in the file at once, each naming
+//! its key: serde derives the file's shape (`RawConfig`; a value of the wrong type is kept as
+//! `Given::Wrong` rather than stopping serde at the first one), then `RawConfig::validate` checks
+//! every value and builds the [`Config`] the program runs with. `Config` is plain data: the TLS
+//! client for `https://` is built from it by `ari::tls`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use log::LevelFilter;
+use serde::de::{DeserializeOwned, Deserializer, Visitor};
+use serde::Deserialize;
 use toml::{Table, Value};
 
 /// The whole configuration, validated.
@@ -43,10 +46,15 @@ pub struct AriConfig {
     /// How long a ping may go unanswered (no pong, no event, nothing) before voicebot1 drops the
     /// event WebSocket as dead and reconnects.
     pub pong_timeout: Duration,
-    /// PEM file with extra CA certificates for `https://` / `wss://`.
+    /// PEM file with extra CA certificates for `https://` / `wss://` (see `ari::tls`).
     pub ca_file: Option<PathBuf>,
-    /// TLS client settings when the URL is `https://`: public roots plus `ca_file`.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl AriConfig {
+    /// Whether ARI is reached over TLS (`https://` and `wss://`).
+    pub fn uses_tls(&self) -> bool {
+        self.rest_base.starts_with("https://")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -132,7 +140,6 @@ pub enum MediaFormat {
 }
 
 impl MediaFormat {
-    /// The value ARI's `format` parameter takes.
     /// One 20 ms RTP packet of silence in this format: payload type, fill byte, payload length.
     pub fn silence(self) -> crate::media::Silence {
         match self {
@@ -143,6 +150,7 @@ impl MediaFormat {
         }
     }
 
+    /// The value ARI's `format` parameter takes.
     pub fn as_ari(self) -> &'static str {
         match self {
             MediaFormat::Alaw => "alaw",
@@ -265,11 +273,11 @@ impl Config {
             file: file.to_string(),
             errors: vec![ConfigError { key: String::new(), message: format!("TOML syntax error: {}", one_line(&e.to_string())) }],
         })?;
-        let mut r = Reader { errors: Vec::new(), env };
-        let config = r.config(&table);
+        let mut check = Check { errors: Vec::new(), env };
+        let config = RawConfig::read(table, &mut check).validate(&mut check);
         match config {
-            Some(c) if r.errors.is_empty() => Ok(c),
-            _ => Err(ConfigErrors { file: file.to_string(), errors: r.errors }),
+            Some(c) if check.errors.is_empty() => Ok(c),
+            _ => Err(ConfigErrors { file: file.to_string(), errors: check.errors }),
         }
     }
 }
@@ -278,132 +286,240 @@ fn one_line(s: &str) -> String {
     s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
 }
 
-const SECTIONS: &[(&str, &[&str])] = &[
-    (
-        "ari",
-        &[
-            "url",
-            "username",
-            "password",
-            "password_env",
-            "password_file",
-            "app",
-            "inbound_arg",
-            "request_timeout_ms",
-            "reconnect_min_ms",
-            "reconnect_max_ms",
-            "ping_interval_ms",
-            "pong_timeout_ms",
-            "ca_file",
-        ],
-    ),
-    (
-        "media",
-        &[
-            "advertise_host",
-            "bind_host",
-            "asterisk_host",
-            "port_min",
-            "port_max",
-            "format",
-            "phase_ms",
-            "on_pool_exhausted",
-        ],
-    ),
-    ("transfer", &["endpoint", "caller_id", "dial_timeout_s"]),
-    ("service", &["workers", "log_level", "log_file", "on_stop", "drain_s", "janitor_s"]),
-    ("admission", &["max_calls", "max_setups", "max_rest_latency_ms", "after_timeout_ms", "on_overload"]),
-    ("metrics", &["listen"]),
-];
-
-struct Reader<'e> {
-    errors: Vec<ConfigError>,
-    env: &'e dyn Environment,
+/// One key's value as the file gives it. A value of another type is kept, with the TOML name of
+/// its type, so that `validate` reports it and goes on checking the rest of the file.
+#[derive(Debug, Default)]
+enum Given<T> {
+    #[default]
+    Absent,
+    Value(T),
+    Wrong(&'static str),
 }
 
-/// One section of the file; an absent section reads as empty.
-struct Section<'t> {
-    name: &'static str,
-    table: Option<&'t Table>,
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Given<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        let found = value.type_str();
+        // No key takes a date, and `try_into` would turn one into a string.
+        if value.is_datetime() {
+            return Ok(Given::Wrong(found));
+        }
+        Ok(value.try_into().map_or(Given::Wrong(found), Given::Value))
+    }
 }
 
-impl<'e> Reader<'e> {
-    fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError { key: key.into(), message: message.into() });
+/// `RawConfig` is deserialized from the parsed table, and a `toml::Value` hands a date to serde as
+/// a plain string. Put back in the form toml's own deserializer hands it over (a table under
+/// toml's private key), `Value::deserialize` makes it a datetime again, so `Given` can name it.
+fn keep_datetime(value: &mut Value) {
+    if let Value::Datetime(date) = value {
+        *value = Value::Table(Table::from_iter([("$__toml_private_datetime".to_string(), Value::String(date.to_string()))]));
+    }
+}
+
+// The file's shape. Every key is optional: its default is written in `validate`, on the line
+// that checks it. Field order is the order an unknown key's error lists the keys in.
+// `deny_unknown_fields` is a guard: `RawConfig::read` has already named and dropped every
+// unknown key (serde would stop at the first).
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    ari: RawAri,
+    media: RawMedia,
+    transfer: RawTransfer,
+    service: RawService,
+    admission: RawAdmission,
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawAri {
+    url: Given<String>,
+    username: Given<String>,
+    password: Given<String>,
+    password_env: Given<String>,
+    password_file: Given<String>,
+    app: Given<String>,
+    inbound_arg: Given<String>,
+    request_timeout_ms: Given<i64>,
+    reconnect_min_ms: Given<i64>,
+    reconnect_max_ms: Given<i64>,
+    ping_interval_ms: Given<i64>,
+    pong_timeout_ms: Given<i64>,
+    ca_file: Given<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawMedia {
+    advertise_host: Given<String>,
+    bind_host: Given<String>,
+    asterisk_host: Given<String>,
+    port_min: Given<i64>,
+    port_max: Given<i64>,
+    format: Given<String>,
+    phase_ms: Given<i64>,
+    on_pool_exhausted: Given<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawTransfer {
+    endpoint: Given<String>,
+    caller_id: Given<String>,
+    dial_timeout_s: Given<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawService {
+    workers: Given<i64>,
+    log_level: Given<String>,
+    log_file: Given<String>,
+    on_stop: Given<String>,
+    drain_s: Given<i64>,
+    janitor_s: Given<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawAdmission {
+    max_calls: Given<i64>,
+    max_setups: Given<i64>,
+    max_rest_latency_ms: Given<i64>,
+    after_timeout_ms: Given<i64>,
+    on_overload: Given<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawMetrics {
+    listen: Given<String>,
+}
+
+/// Each section and the keys it takes, as the derives above know them.
+fn sections() -> [(&'static str, &'static [&'static str]); 6] {
+    [
+        ("ari", keys_of::<RawAri>()),
+        ("media", keys_of::<RawMedia>()),
+        ("transfer", keys_of::<RawTransfer>()),
+        ("service", keys_of::<RawService>()),
+        ("admission", keys_of::<RawAdmission>()),
+        ("metrics", keys_of::<RawMetrics>()),
+    ]
+}
+
+/// The field names of a derived struct: serde hands them to `deserialize_struct`, which this
+/// deserializer records instead of reading anything.
+fn keys_of<T: DeserializeOwned>() -> &'static [&'static str] {
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(self, _: &str, fields: &'static [&'static str], _: V) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("probed"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut keys: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut keys));
+    keys
+}
+
+impl RawConfig {
+    /// Reports what the derive would refuse at the first instance (unknown sections, a section
+    /// that is a value, unknown keys) and drops it, so that every one is named; then deserializes
+    /// the rest, which cannot fail: every key left is known and `Given` takes any type.
+    fn read(root: Table, check: &mut Check) -> RawConfig {
+        let sections = sections();
+        let mut known = Table::new();
+        for (name, value) in root {
+            let Some((_, keys)) = sections.iter().find(|(s, _)| *s == name) else {
+                let names = sections.map(|(s, _)| s).join(", ");
+                check.err(name, format!("unknown section (expected one of: {names})"));
+                continue;
+            };
+            let Value::Table(mut table) = value else {
+                check.err(name, "must be a [section], not a value");
+                continue;
+            };
+            for key in table.keys().filter(|k| !keys.contains(&k.as_str())) {
+                check.err(format!("{name}.{key}"), format!("unknown key (expected one of: {})", keys.join(", ")));
+            }
+            table.retain(|k, _| keys.contains(&k));
+            for (_, value) in table.iter_mut() {
+                keep_datetime(value);
+            }
+            known.insert(name, Value::Table(table));
+        }
+        Value::Table(known).try_into().unwrap_or_else(|e: toml::de::Error| {
+            check.err("", one_line(&e.to_string()));
+            RawConfig::default()
+        })
     }
 
-    fn config(&mut self, root: &Table) -> Option<Config> {
-        for (name, value) in root {
-            match SECTIONS.iter().find(|(s, _)| s == name) {
-                None => self.err(name.clone(), format!("unknown section (expected one of: {})", section_names())),
-                Some((_, keys)) => match value.as_table() {
-                    None => self.err(name.clone(), "must be a [section], not a value"),
-                    Some(t) => {
-                        for k in t.keys() {
-                            if !keys.contains(&k.as_str()) {
-                                self.err(format!("{name}.{k}"), format!("unknown key (expected one of: {})", keys.join(", ")));
-                            }
-                        }
-                    }
-                },
-            }
-        }
-        let section = |name: &'static str| Section { name, table: root.get(name).and_then(Value::as_table) };
-        let ari = self.ari(&section("ari"));
-        let media = self.media(&section("media"));
-        let transfer = self.transfer(&section("transfer"));
-        let service = self.service(&section("service"));
-        let admission = self.admission(&section("admission"));
-        let metrics = self.metrics(&section("metrics"));
+    /// Checks every value, section by section, and builds the configuration: `None` when any
+    /// check failed. Each problem goes to `check`, naming its key; a wrong value counts as its
+    /// default for the checks after it, so they all run.
+    fn validate(self, check: &mut Check) -> Option<Config> {
+        let ari = self.ari.validate(check);
+        let media = self.media.validate(check);
+        let transfer = self.transfer.validate(check);
+        let service = self.service.validate(check);
+        let admission = self.admission.validate(check);
+        let metrics = self.metrics.validate(check);
         Some(Config { ari: ari?, media: media?, transfer: transfer?, service: service?, admission: admission?, metrics: metrics? })
     }
+}
 
-    fn ari(&mut self, s: &Section) -> Option<AriConfig> {
-        let url = self.string(s, "url", "http://127.0.0.1:8088");
-        let username = self.string(s, "username", "voicebot1");
-        let app = self.string(s, "app", "voicebot1");
-        let inbound_arg = self.string(s, "inbound_arg", "inbound");
-        let request_timeout = self.millis(s, "request_timeout_ms", 5000, 100, 120_000);
-        let reconnect_min = self.millis(s, "reconnect_min_ms", 500, 10, 600_000);
-        let reconnect_max = self.millis(s, "reconnect_max_ms", 30_000, 10, 3_600_000);
-        let ping_interval = self.millis(s, "ping_interval_ms", 5000, 100, 600_000);
-        let pong_timeout = self.millis(s, "pong_timeout_ms", 5000, 100, 600_000);
-        let ca_file = self.opt_path(s, "ca_file");
-        let password = self.password(s);
+impl RawAri {
+    fn validate(self, c: &mut Check) -> Option<AriConfig> {
+        let url = c.string("ari.url", self.url, "http://127.0.0.1:8088");
+        let username = c.string("ari.username", self.username, "voicebot1");
+        let app = c.string("ari.app", self.app, "voicebot1");
+        let inbound_arg = c.string("ari.inbound_arg", self.inbound_arg, "inbound");
+        let request_timeout = c.millis("ari.request_timeout_ms", self.request_timeout_ms, 5000, 100, 120_000);
+        let reconnect_min = c.millis("ari.reconnect_min_ms", self.reconnect_min_ms, 500, 10, 600_000);
+        let reconnect_max = c.millis("ari.reconnect_max_ms", self.reconnect_max_ms, 30_000, 10, 3_600_000);
+        let ping_interval = c.millis("ari.ping_interval_ms", self.ping_interval_ms, 5000, 100, 600_000);
+        let pong_timeout = c.millis("ari.pong_timeout_ms", self.pong_timeout_ms, 5000, 100, 600_000);
+        let ca_file = c.opt_string("ari.ca_file", self.ca_file).map(PathBuf::from);
+        let password = c.password(self.password_file, self.password_env, self.password);
 
-        let (rest_base, ws_base) = match parse_ari_url(&url) {
-            Ok(bases) => bases,
-            Err(m) => {
-                self.err("ari.url", m);
-                (String::new(), String::new())
-            }
-        };
+        let (rest_base, ws_base) = parse_ari_url(&url).unwrap_or_else(|m| {
+            c.err("ari.url", m);
+            (String::new(), String::new())
+        });
         if username.is_empty() || username.contains(':') {
-            self.err("ari.username", "must be non-empty and contain no ':'");
+            c.err("ari.username", "must be non-empty and contain no ':'");
         }
         if !is_token(&app) {
-            self.err("ari.app", format!("{app:?} must be non-empty letters, digits, '_' or '-'"));
+            c.err("ari.app", format!("{app:?} must be non-empty letters, digits, '_' or '-'"));
         }
         if inbound_arg.is_empty() || inbound_arg.contains(',') {
-            self.err("ari.inbound_arg", "must be non-empty and contain no ','");
+            c.err("ari.inbound_arg", "must be non-empty and contain no ','");
         }
         if reconnect_min > reconnect_max {
-            self.err("ari.reconnect_min_ms", "must not be larger than ari.reconnect_max_ms");
+            c.err("ari.reconnect_min_ms", "must not be larger than ari.reconnect_max_ms");
         }
-        if ca_file.is_some() && !rest_base.starts_with("https://") {
-            self.err("ari.ca_file", "is only used with an https:// url");
+        let https = rest_base.starts_with("https://");
+        if ca_file.is_some() && !https {
+            c.err("ari.ca_file", "is only used with an https:// url");
         }
-        let tls = if rest_base.starts_with("https://") {
-            match tls_client_config(ca_file.as_deref()) {
-                Ok(t) => Some(t),
-                Err(m) => {
-                    self.err("ari.ca_file", m);
-                    None
-                }
+        // The set-up the ARI client does at start-up, so that a bad CA file fails `--check`.
+        if https {
+            if let Err(m) = crate::ari::tls::client_config(ca_file.as_deref()) {
+                c.err("ari.ca_file", m);
             }
-        } else {
-            None
-        };
+        }
         Some(AriConfig {
             rest_base,
             ws_base,
@@ -417,80 +533,33 @@ impl<'e> Reader<'e> {
             ping_interval,
             pong_timeout,
             ca_file,
-            tls,
         })
     }
+}
 
-    /// The password from, in order of preference, `password_file`, `password_env`, `password`.
-    fn password(&mut self, s: &Section) -> Option<Secret> {
-        let file = self.opt_path(s, "password_file");
-        let env_name = self.opt_string(s, "password_env");
-        let inline = self.opt_string(s, "password");
-        if let Some(path) = file {
-            return match read_secret_file(&path) {
-                Ok(p) => Some(Secret::new(p)),
-                Err(m) => {
-                    self.err("ari.password_file", m);
-                    None
-                }
-            };
-        }
-        if let Some(name) = env_name {
-            return match self.env.var(&name) {
-                Some(p) if !p.is_empty() => Some(Secret::new(p)),
-                _ => {
-                    self.err("ari.password_env", format!("environment variable {name} is not set or empty"));
-                    None
-                }
-            };
-        }
-        match inline {
-            Some(p) if !p.is_empty() => Some(Secret::new(p)),
-            Some(_) => {
-                self.err("ari.password", "is empty");
-                None
-            }
-            None => {
-                self.err("ari.password", "missing: set one of password, password_env, password_file");
-                None
-            }
-        }
-    }
+impl RawMedia {
+    fn validate(self, c: &mut Check) -> Option<MediaConfig> {
+        let advertise_host = c.string("media.advertise_host", self.advertise_host, "127.0.0.1");
+        let bind_host = c.ip("media.bind_host", self.bind_host, "127.0.0.1");
+        let asterisk_host = c.ip("media.asterisk_host", self.asterisk_host, "127.0.0.1");
+        let port_min = c.integer("media.port_min", self.port_min, 26500, 1, 65535);
+        let port_max = c.integer("media.port_max", self.port_max, 26999, 1, 65535);
+        let formats = [("alaw", MediaFormat::Alaw), ("ulaw", MediaFormat::Ulaw), ("slin16", MediaFormat::Slin16)];
+        let format = c.choice("media.format", self.format, "alaw", &formats);
+        let phase = c.millis("media.phase_ms", self.phase_ms, 7000, 0, 3_600_000);
+        let exhausted = [("transfer", PoolExhausted::Transfer), ("hangup", PoolExhausted::Hangup)];
+        let on_pool_exhausted = c.choice("media.on_pool_exhausted", self.on_pool_exhausted, "transfer", &exhausted);
 
-    fn media(&mut self, s: &Section) -> Option<MediaConfig> {
-        let advertise_host = self.string(s, "advertise_host", "127.0.0.1");
-        let bind_host = self.ip(s, "bind_host", "127.0.0.1");
-        let asterisk_host = self.ip(s, "asterisk_host", "127.0.0.1");
-        let port_min = self.integer(s, "port_min", 26500, 1, 65535);
-        let port_max = self.integer(s, "port_max", 26999, 1, 65535);
-        let format = match self.string(s, "format", "alaw").as_str() {
-            "alaw" => Some(MediaFormat::Alaw),
-            "ulaw" => Some(MediaFormat::Ulaw),
-            "slin16" => Some(MediaFormat::Slin16),
-            other => {
-                self.err("media.format", format!("{other:?} is not one of alaw, ulaw, slin16"));
-                None
-            }
-        };
-        let phase = self.millis(s, "phase_ms", 7000, 0, 3_600_000);
-        let on_pool_exhausted = match self.string(s, "on_pool_exhausted", "transfer").as_str() {
-            "transfer" => Some(PoolExhausted::Transfer),
-            "hangup" => Some(PoolExhausted::Hangup),
-            other => {
-                self.err("media.on_pool_exhausted", format!("{other:?} is not one of transfer, hangup"));
-                None
-            }
-        };
         let host_like = !advertise_host.contains([':', '/', ' ']) || advertise_host.parse::<IpAddr>().is_ok();
         if advertise_host.is_empty() || !host_like {
-            self.err("media.advertise_host", format!("{advertise_host:?} is not a host name or IP address"));
+            c.err("media.advertise_host", format!("{advertise_host:?} is not a host name or IP address"));
         }
         if port_min > port_max {
-            self.err("media.port_min", format!("port range {port_min}-{port_max} is empty or inverted (port_min > port_max)"));
-        } else if let Some(limit) = self.env.open_file_limit() {
+            c.err("media.port_min", format!("port range {port_min}-{port_max} is empty or inverted (port_min > port_max)"));
+        } else if let Some(limit) = c.env.open_file_limit() {
             let needed = (port_max - port_min + 1) as u64 + FDS_BESIDES_PORTS;
             if needed > limit {
-                self.err(
+                c.err(
                     "media.port_max",
                     format!(
                         "port range {port_min}-{port_max} needs about {needed} open files but the limit is {limit} \
@@ -510,133 +579,163 @@ impl<'e> Reader<'e> {
             on_pool_exhausted: on_pool_exhausted?,
         })
     }
+}
 
-    fn transfer(&mut self, s: &Section) -> Option<TransferConfig> {
-        let endpoint = self.string(s, "endpoint", "PJSIP/4438007@AVAYA-endpoint");
-        let caller_id = self.string(s, "caller_id", "voicebot1 <3308487>");
-        let dial_timeout = Duration::from_secs(self.integer(s, "dial_timeout_s", 30, 1, 3600) as u64);
+impl RawTransfer {
+    fn validate(self, c: &mut Check) -> Option<TransferConfig> {
+        let endpoint = c.string("transfer.endpoint", self.endpoint, "PJSIP/4438007@AVAYA-endpoint");
+        let caller_id = c.string("transfer.caller_id", self.caller_id, "voicebot1 <3308487>");
+        let dial_timeout = c.seconds("transfer.dial_timeout_s", self.dial_timeout_s, 30, 1, 3600);
         match endpoint.split_once('/') {
             Some((tech, resource)) if !tech.is_empty() && !resource.is_empty() => {}
-            _ => self.err("transfer.endpoint", format!("{endpoint:?} is not TECH/resource (e.g. PJSIP/4438007@AVAYA-endpoint)")),
+            _ => c.err("transfer.endpoint", format!("{endpoint:?} is not TECH/resource (e.g. PJSIP/4438007@AVAYA-endpoint)")),
         }
         Some(TransferConfig { endpoint, caller_id, dial_timeout })
     }
+}
 
-    fn service(&mut self, s: &Section) -> Option<ServiceConfig> {
-        let workers = self.integer(s, "workers", 8, 1, 256) as usize;
-        let level = self.string(s, "log_level", "info");
-        let log_file = self.opt_path(s, "log_file").filter(|p| !p.as_os_str().is_empty());
-        let log_level = match level.to_ascii_lowercase().as_str() {
-            "error" => Some(LevelFilter::Error),
-            "warn" => Some(LevelFilter::Warn),
-            "info" => Some(LevelFilter::Info),
-            "debug" => Some(LevelFilter::Debug),
-            "trace" => Some(LevelFilter::Trace),
-            _ => {
-                self.err("service.log_level", format!("{level:?} is not one of error, warn, info, debug, trace"));
-                None
-            }
-        };
-        let on_stop = match self.string(s, "on_stop", "handover").as_str() {
-            "handover" => Some(OnStop::Handover),
-            "hangup" => Some(OnStop::Hangup),
-            other => {
-                self.err("service.on_stop", format!("{other:?} is not one of handover, hangup"));
-                None
-            }
-        };
-        let drain = Duration::from_secs(self.integer(s, "drain_s", 30, 0, 3600) as u64);
-        let janitor = Duration::from_secs(self.integer(s, "janitor_s", 60, 1, 3600) as u64);
+impl RawService {
+    fn validate(self, c: &mut Check) -> Option<ServiceConfig> {
+        let workers = c.integer("service.workers", self.workers, 8, 1, 256) as usize;
+        let level = c.string("service.log_level", self.log_level, "info");
+        let log_file = c.opt_string("service.log_file", self.log_file).filter(|p| !p.is_empty()).map(PathBuf::from);
+        // Any case: `DEBUG` reads as `debug`.
+        let levels = [
+            ("error", LevelFilter::Error),
+            ("warn", LevelFilter::Warn),
+            ("info", LevelFilter::Info),
+            ("debug", LevelFilter::Debug),
+            ("trace", LevelFilter::Trace),
+        ];
+        let log_level = c.one_of("service.log_level", &level, &level.to_ascii_lowercase(), &levels);
+        let on_stop = c.choice("service.on_stop", self.on_stop, "handover", &[("handover", OnStop::Handover), ("hangup", OnStop::Hangup)]);
+        let drain = c.seconds("service.drain_s", self.drain_s, 30, 0, 3600);
+        let janitor = c.seconds("service.janitor_s", self.janitor_s, 60, 1, 3600);
         Some(ServiceConfig { workers, log_level: log_level?, log_file, on_stop: on_stop?, drain, janitor })
     }
+}
 
-    fn admission(&mut self, s: &Section) -> Option<AdmissionConfig> {
-        let max_calls = self.integer(s, "max_calls", 0, 0, 1_000_000) as usize;
-        let max_setups = self.integer(s, "max_setups", 20, 0, 100_000) as usize;
-        let max_rest_latency = self.millis(s, "max_rest_latency_ms", 500, 0, 120_000);
-        let after_timeout = self.millis(s, "after_timeout_ms", 2000, 0, 600_000);
-        let on_overload = match self.string(s, "on_overload", "reject").as_str() {
-            "reject" => Some(OnOverload::Reject),
-            "transfer" => Some(OnOverload::Transfer),
-            other => {
-                self.err("admission.on_overload", format!("{other:?} is not one of reject, transfer"));
-                None
-            }
-        };
+impl RawAdmission {
+    fn validate(self, c: &mut Check) -> Option<AdmissionConfig> {
+        let max_calls = c.integer("admission.max_calls", self.max_calls, 0, 0, 1_000_000) as usize;
+        let max_setups = c.integer("admission.max_setups", self.max_setups, 20, 0, 100_000) as usize;
+        let max_rest_latency = c.millis("admission.max_rest_latency_ms", self.max_rest_latency_ms, 500, 0, 120_000);
+        let after_timeout = c.millis("admission.after_timeout_ms", self.after_timeout_ms, 2000, 0, 600_000);
+        let choices = [("reject", OnOverload::Reject), ("transfer", OnOverload::Transfer)];
+        let on_overload = c.choice("admission.on_overload", self.on_overload, "reject", &choices);
         Some(AdmissionConfig { max_calls, max_setups, max_rest_latency, after_timeout, on_overload: on_overload? })
     }
+}
 
-    fn metrics(&mut self, s: &Section) -> Option<MetricsConfig> {
-        let listen = self.string(s, "listen", "127.0.0.1:9108");
+impl RawMetrics {
+    fn validate(self, c: &mut Check) -> Option<MetricsConfig> {
+        let listen = c.string("metrics.listen", self.listen, "127.0.0.1:9108");
         match listen.trim() {
             "" | "off" => Some(MetricsConfig { listen: None }),
             text => match text.parse::<SocketAddr>() {
                 Ok(addr) => Some(MetricsConfig { listen: Some(addr) }),
                 Err(_) => {
-                    self.err(
-                        "metrics.listen",
-                        format!("{listen:?} is not IP:PORT (e.g. \"127.0.0.1:9108\", \"[::1]:9108\"), or \"off\""),
-                    );
+                    let example = "(e.g. \"127.0.0.1:9108\", \"[::1]:9108\"), or \"off\"";
+                    c.err("metrics.listen", format!("{listen:?} is not IP:PORT {example}"));
                     None
                 }
             },
         }
     }
-
-    // --- typed getters: each records an error naming the key and returns a usable fallback ---
-
-    fn opt_string(&mut self, s: &Section, key: &str) -> Option<String> {
-        let v = s.table?.get(key)?;
-        match v.as_str() {
-            Some(x) => Some(x.to_string()),
-            None => {
-                self.err(format!("{}.{key}", s.name), format!("must be a string, found {}", v.type_str()));
-                None
-            }
-        }
-    }
-
-    fn string(&mut self, s: &Section, key: &str, default: &str) -> String {
-        self.opt_string(s, key).unwrap_or_else(|| default.to_string())
-    }
-
-    fn opt_path(&mut self, s: &Section, key: &str) -> Option<PathBuf> {
-        self.opt_string(s, key).map(PathBuf::from)
-    }
-
-    fn integer(&mut self, s: &Section, key: &str, default: i64, min: i64, max: i64) -> i64 {
-        let Some(v) = s.table.and_then(|t| t.get(key)) else { return default };
-        match v.as_integer() {
-            Some(n) if (min..=max).contains(&n) => n,
-            Some(n) => {
-                self.err(format!("{}.{key}", s.name), format!("{n} is out of range {min}..={max}"));
-                default
-            }
-            None => {
-                self.err(format!("{}.{key}", s.name), format!("must be an integer, found {}", v.type_str()));
-                default
-            }
-        }
-    }
-
-    fn millis(&mut self, s: &Section, key: &str, default: i64, min: i64, max: i64) -> Duration {
-        Duration::from_millis(self.integer(s, key, default, min, max) as u64)
-    }
-
-    fn ip(&mut self, s: &Section, key: &str, default: &str) -> Option<IpAddr> {
-        let text = self.string(s, key, default);
-        match text.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                self.err(format!("{}.{key}", s.name), format!("{text:?} is not an IP address"));
-                None
-            }
-        }
-    }
 }
 
-fn section_names() -> String {
-    SECTIONS.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+/// Collects `validate`'s errors. Each getter takes a key's `Given` value and its default, reports
+/// a wrong type or range naming the key, and returns the default in its place.
+struct Check<'e> {
+    errors: Vec<ConfigError>,
+    env: &'e dyn Environment,
+}
+
+impl Check<'_> {
+    fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError { key: key.into(), message: message.into() });
+    }
+
+    fn opt_string(&mut self, key: &str, given: Given<String>) -> Option<String> {
+        match given {
+            Given::Absent => None,
+            Given::Value(s) => Some(s),
+            Given::Wrong(found) => {
+                self.err(key, format!("must be a string, found {found}"));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, key: &str, given: Given<String>, default: &str) -> String {
+        self.opt_string(key, given).unwrap_or_else(|| default.to_string())
+    }
+
+    fn integer(&mut self, key: &str, given: Given<i64>, default: i64, min: i64, max: i64) -> i64 {
+        match given {
+            Given::Absent => default,
+            Given::Value(n) if (min..=max).contains(&n) => n,
+            Given::Value(n) => {
+                self.err(key, format!("{n} is out of range {min}..={max}"));
+                default
+            }
+            Given::Wrong(found) => {
+                self.err(key, format!("must be an integer, found {found}"));
+                default
+            }
+        }
+    }
+
+    fn millis(&mut self, key: &str, given: Given<i64>, default: i64, min: i64, max: i64) -> Duration {
+        Duration::from_millis(self.integer(key, given, default, min, max) as u64)
+    }
+
+    fn seconds(&mut self, key: &str, given: Given<i64>, default: i64, min: i64, max: i64) -> Duration {
+        Duration::from_secs(self.integer(key, given, default, min, max) as u64)
+    }
+
+    fn ip(&mut self, key: &str, given: Given<String>, default: &str) -> Option<IpAddr> {
+        let text = self.string(key, given, default);
+        let ip = text.parse().ok();
+        if ip.is_none() {
+            self.err(key, format!("{text:?} is not an IP address"));
+        }
+        ip
+    }
+
+    /// One of the words in `choices`, spelt exactly.
+    fn choice<T: Copy>(&mut self, key: &str, given: Given<String>, default: &str, choices: &[(&str, T)]) -> Option<T> {
+        let text = self.string(key, given, default);
+        self.one_of(key, &text, &text, choices)
+    }
+
+    /// The value `choices` gives `word`; if none, an error quoting `text` (what the file says).
+    fn one_of<T: Copy>(&mut self, key: &str, text: &str, word: &str, choices: &[(&str, T)]) -> Option<T> {
+        let found = choices.iter().find(|(name, _)| *name == word).map(|(_, v)| *v);
+        if found.is_none() {
+            let names = choices.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+            self.err(key, format!("{text:?} is not one of {names}"));
+        }
+        found
+    }
+
+    /// The password from, in order of preference, `password_file`, `password_env`, `password`.
+    fn password(&mut self, file: Given<String>, env_name: Given<String>, inline: Given<String>) -> Option<Secret> {
+        let file = self.opt_string("ari.password_file", file).map(PathBuf::from);
+        let env_name = self.opt_string("ari.password_env", env_name);
+        let inline = self.opt_string("ari.password", inline);
+        let (key, found) = match (file, env_name, inline) {
+            (Some(path), _, _) => ("ari.password_file", read_secret_file(&path)),
+            (None, Some(name), _) => {
+                let value = self.env.var(&name).filter(|p| !p.is_empty());
+                ("ari.password_env", value.ok_or(format!("environment variable {name} is not set or empty")))
+            }
+            (None, None, Some(p)) if !p.is_empty() => ("ari.password", Ok(p)),
+            (None, None, Some(_)) => ("ari.password", Err("is empty".to_string())),
+            (None, None, None) => ("ari.password", Err("missing: set one of password, password_env, password_file".to_string())),
+        };
+        found.map(Secret::new).map_err(|m| self.err(key, m)).ok()
+    }
 }
 
 fn is_token(s: &str) -> bool {
@@ -677,34 +776,6 @@ pub fn parse_ari_url(url: &str) -> Result<(String, String), String> {
     let path = path.trim_end_matches('/');
     let path = path.strip_suffix("/ari").unwrap_or(path);
     Ok((format!("{scheme}://{authority}{path}/ari"), format!("{ws_scheme}://{authority}{path}/ari")))
-}
-
-/// The TLS client settings for ARI over https/wss: the public web roots, plus the certificates
-/// of `ca_file` (PEM) for a box with a private or self-signed certificate.
-fn tls_client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut added = 0;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
-            roots.add(cert).map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!("{} holds no PEM certificate", path.display()));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }
 
 /// Reads a password file, refusing one that others may read.
@@ -808,6 +879,61 @@ mod tests {
         has_error("[ari]\npassword='x'\nurll = 'x'\n", "ari.urll", "unknown key");
         has_error("[ari]\npassword='x'\n[medias]\n", "medias", "unknown section");
         has_error("ari = 3\n", "ari", "must be a [section]");
+    }
+
+    #[test]
+    fn every_section_of_the_raw_config_has_its_keys_listed() {
+        let names: Vec<&str> = sections().iter().map(|(s, _)| *s).collect();
+        assert_eq!(names, keys_of::<RawConfig>());
+        assert!(sections().iter().all(|(_, keys)| !keys.is_empty()), "{:?}", sections());
+    }
+
+    #[test]
+    fn an_unknown_key_in_each_section_is_named_with_the_keys_it_takes() {
+        let mut text = String::new();
+        for (section, _) in sections() {
+            text.push_str(&format!("[{section}]\nnot_a_key = 1\n"));
+        }
+        text = text.replace("[ari]\n", "[ari]\npassword = 'x'\n");
+        let errs = errors(&text);
+        for (section, keys) in sections() {
+            let expected = format!("{section}.not_a_key: unknown key (expected one of: {})", keys.join(", "));
+            assert!(errs.contains(&expected), "{expected:?} missing in {errs:#?}");
+        }
+        assert_eq!(errs.len(), sections().len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn a_date_is_the_wrong_type_for_any_key() {
+        has_error("[ari]\npassword='x'\nusername = 1979-05-27\n", "ari.username", "must be a string, found datetime");
+        has_error("[ari]\npassword='x'\n[media]\nphase_ms = 07:32:00\n", "media.phase_ms", "must be an integer, found datetime");
+    }
+
+    #[test]
+    fn a_wrong_type_counts_as_the_default_for_the_checks_after_it() {
+        let errs = errors("[ari]\npassword='x'\n[media]\nport_min = 'low'\nport_max = 20000\nformat = 'gsm'\n");
+        assert_eq!(
+            errs,
+            [
+                "media.port_min: must be an integer, found string",
+                "media.format: \"gsm\" is not one of alaw, ulaw, slin16",
+                "media.port_min: port range 26500-20000 is empty or inverted (port_min > port_max)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_ca_file_is_checked_for_https_and_refused_for_http() {
+        let dir = std::env::temp_dir().join(format!("vb1-cfg-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = dir.join("ca.pem");
+        std::fs::write(&pem, "not a certificate\n").unwrap();
+        let https = format!("[ari]\npassword='x'\nurl='https://pbx.example'\nca_file='{}'\n", pem.display());
+        has_error(&https, "ari.ca_file", "holds no PEM certificate");
+        has_error(&format!("[ari]\npassword='x'\nca_file='{}'\n", pem.display()), "ari.ca_file", "only used with an https:// url");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let c = Config::parse("[ari]\npassword='x'\nurl='https://pbx.example'\n", "t", &ENV).unwrap();
+        assert!(c.ari.uses_tls() && c.ari.ca_file.is_none());
     }
 
     #[test]

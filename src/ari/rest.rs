@@ -15,7 +15,7 @@ use log::{debug, trace};
 use serde::de::DeserializeOwned;
 
 use super::events::{Bridge, Channel};
-use super::tcp;
+use super::tls;
 use crate::config::AriConfig;
 use crate::metrics::{self, Class};
 
@@ -81,6 +81,7 @@ pub struct AriClient {
     agent: ureq::Agent,
     base: String,
     auth: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
     responsiveness: Arc<Responsiveness>,
 }
 
@@ -169,30 +170,6 @@ impl fmt::Debug for AriClient {
     }
 }
 
-/// The REST agent's TLS connector: turns TCP keepalive on for the socket, then does what ureq's
-/// own rustls connector does.
-///
-/// This is the only place ureq 2.12 lets voicebot1 touch a socket: it opens them itself
-/// (`connect_host` in its `stream.rs`: resolve, `TcpStream::connect_timeout`, nodelay, timeouts),
-/// its `Resolver` only returns addresses and its `Middleware` sees requests, not streams; only a
-/// TLS connector is handed the stream (`ReadWrite::socket`). So `https://` connections get
-/// keepalive and plain `http://` ones cannot; on those the request timeout is what bounds a
-/// request sent on a pooled connection whose peer vanished.
-struct KeepAliveTls(Arc<rustls::ClientConfig>);
-
-impl ureq::TlsConnector for KeepAliveTls {
-    fn connect(
-        &self,
-        dns_name: &str,
-        io: Box<dyn ureq::ReadWrite>,
-    ) -> std::result::Result<Box<dyn ureq::ReadWrite>, ureq::Error> {
-        if let Some(socket) = io.socket() {
-            tcp::keep_alive(socket)?;
-        }
-        ureq::TlsConnector::connect(&self.0, dns_name, io)
-    }
-}
-
 /// How one request may be retried.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Idempotent {
@@ -208,15 +185,22 @@ impl AriClient {
             .max_idle_connections(64)
             .max_idle_connections_per_host(64)
             .user_agent(concat!("voicebot1/", env!("CARGO_PKG_VERSION")));
-        if let Some(tls) = &config.tls {
-            builder = builder.tls_connector(Arc::new(KeepAliveTls(Arc::clone(tls))));
+        let tls = tls::for_ari(config);
+        if let Some(tls) = &tls {
+            builder = builder.tls_connector(Arc::new(tls::KeepAliveTls(Arc::clone(tls))));
         }
         AriClient {
             agent: builder.build(),
+            tls,
             base: config.rest_base.clone(),
             auth: basic_auth(&config.username, config.password.expose()),
             responsiveness: Arc::new(Responsiveness::new()),
         }
+    }
+
+    /// The TLS settings of `https://` ARI, for the event WebSocket (`wss://`); `None` for `http://`.
+    pub fn tls(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.tls.as_ref()
     }
 
     /// How fast Asterisk has answered this client's requests lately.
@@ -518,25 +502,6 @@ mod tests {
         let e = AriError { doing: "connecting".into(), kind: ErrorKind::Unauthorized(401) };
         assert!(e.to_string().contains("401: check [ari] username/password"));
         assert!(AriError { doing: String::new(), kind: ErrorKind::NotFound }.is_not_found());
-    }
-
-    #[test]
-    fn https_connections_get_tcp_keepalive_before_the_tls_handshake() {
-        use std::net::{TcpListener, TcpStream};
-        let text = "[ari]\npassword = 'x'\nurl = 'https://localhost:8089'\n";
-        let config = crate::config::Config::parse(text, "t", &crate::config::ProcessEnv).expect("config parses");
-        let tls = config.ari.tls.expect("https gives a TLS configuration");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        // The server hangs up at once, so the handshake fails; what matters is the socket under it.
-        drop(listener.accept().unwrap());
-        let probe = stream.try_clone().unwrap();
-        let result = ureq::TlsConnector::connect(&KeepAliveTls(tls), "localhost", Box::new(stream));
-        assert!(result.is_err(), "a TLS handshake with a closed peer succeeded");
-        let sock = socket2::SockRef::from(&probe);
-        assert!(sock.keepalive().unwrap(), "keepalive is off on an https connection");
-        assert_eq!(sock.keepalive_time().unwrap(), tcp::KEEPALIVE_IDLE);
     }
 
     #[test]

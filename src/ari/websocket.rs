@@ -87,7 +87,8 @@ pub fn events_url(config: &AriConfig) -> String {
 }
 
 impl EventSocket {
-    pub fn connect(config: &AriConfig) -> Result<EventSocket, ConnectError> {
+    /// `tls`: the settings for `wss://`, shared with the REST client ([`super::AriClient::tls`]).
+    pub fn connect(config: &AriConfig, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<EventSocket, ConnectError> {
         let url = events_url(config);
         let other = |what: &str, e: &dyn fmt::Display| ConnectError::Other(format!("{what} {url}: {e}"));
         let (authority, default_port) = match url.strip_prefix("wss://") {
@@ -114,7 +115,7 @@ impl EventSocket {
         request.headers_mut().insert("Authorization", auth);
 
         let ws_config = WebSocketConfig { max_message_size: Some(MAX_FRAME), max_frame_size: Some(MAX_FRAME), ..Default::default() };
-        let connector = config.tls.as_ref().map(|tls| Connector::Rustls(Arc::clone(tls)));
+        let connector = tls.map(|tls| Connector::Rustls(Arc::clone(tls)));
         let (ws, response) = match tungstenite::client_tls_with_config(request, stream, Some(ws_config), connector) {
             Ok(x) => x,
             Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
@@ -204,7 +205,7 @@ mod tests {
         let url = format!("http://{}", listener.local_addr().unwrap());
         // The server side of the handshake; it returns its end so the connection stays open.
         let server = std::thread::spawn(move || tungstenite::accept(listener.accept().unwrap().0).map_err(|e| e.to_string()));
-        let socket = EventSocket::connect(&ari_config(&url)).expect("connects to a loopback WebSocket server");
+        let socket = EventSocket::connect(&ari_config(&url), None).expect("connects to a loopback WebSocket server");
         let _server_end = server.join().unwrap().expect("server handshake");
         let sock = socket2::SockRef::from(tcp(&socket.ws));
         assert!(sock.keepalive().unwrap(), "keepalive is off on the event WebSocket");
