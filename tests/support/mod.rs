@@ -1,4 +1,4 @@
-//! Test support for the `fake_ari_*` integration tests.
+//! Test support for the fake-ARI tests (`tests/fake_ari/`; the memory bench includes it too).
 //!
 //! `fake_ari` is a scripted fake of the Asterisk ARI, used only for what a real
 //! Asterisk cannot be made to do on demand (events before REST responses,
