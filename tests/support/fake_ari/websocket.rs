@@ -1,6 +1,7 @@
 //! The event WebSocket: the handshake (authentication and `app` checked, as Asterisk does), then
 //! events pushed by the model, pings answered, and the faults a test asks for (a drop mid-frame,
 //! a connection that freezes).
+#![allow(clippy::result_large_err)] // tungstenite's ErrorResponse is what it is
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
