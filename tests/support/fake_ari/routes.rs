@@ -1,5 +1,5 @@
-//! The REST resources the fake answers, following its model of Asterisk unless a rule says
-//! otherwise.
+//! The REST resources, answered from the fake's model of Asterisk (when a rule of the test's
+//! script applies, `http` answers as the rule says instead).
 
 use std::sync::{Arc, MutexGuard};
 use std::thread;
