@@ -5,6 +5,8 @@
 //! brings the sandbox up and runs them with `--include-ignored --test-threads=1` (they share the
 //! one Asterisk and the destination's SIP port, and each ends by asserting Asterisk is empty).
 
+#[path = "support/process.rs"]
+mod process;
 #[path = "e2e/sandbox.rs"]
 mod sandbox;
 
@@ -24,18 +26,18 @@ fn sandbox_call_with_audio_is_echoed_then_transferred_and_bridged() {
 
     // During the media phase everything the caller hears comes from the bot (a mixing bridge
     // does not return a channel's own audio), so RTP to the caller's media port is the echo.
-    vb.wait_log("caller and media bridged", Duration::from_secs(10));
+    vb.expect_log("caller and media bridged", Duration::from_secs(10));
     let echoed = count_udp_to(6100, Duration::from_secs(3));
     assert!(echoed > 50, "the caller received only {echoed} RTP packets in 3 s of media phase");
 
-    let ended_media = vb.wait_log("bot media ended", Duration::from_secs(10));
+    let ended_media = vb.expect_log("bot media ended", Duration::from_secs(10));
     let since = t0.elapsed();
     assert!(since >= Duration::from_secs(6) && since < Duration::from_secs(11), "media phase lasted {since:?}");
     let rx = number_after(&ended_media, "rx ");
     let tx = number_after(&ended_media, "tx ");
     assert!(rx > 100 && tx > 100, "echo counted rx {rx} tx {tx}: {ended_media}");
 
-    vb.wait_log("caller and destination bridged", Duration::from_secs(10));
+    vb.expect_log("caller and destination bridged", Duration::from_secs(10));
     let bridges = ari().list_bridges().unwrap();
     assert_eq!(bridges.len(), 1, "{bridges:?}");
     let b = &bridges[0];
@@ -44,7 +46,7 @@ fn sandbox_call_with_audio_is_echoed_then_transferred_and_bridged() {
 
     let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
     assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
-    vb.wait_log("ended (caller hung up)", Duration::from_secs(10));
+    vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
     finish(vb);
 }
 
@@ -58,7 +60,7 @@ fn sandbox_caller_hangs_up_at_3s_and_the_destination_is_never_called() {
     let mut caller = caller(&dir, 3_000, 5172, 6110);
     let status = caller.wait(Duration::from_secs(20)).expect("caller still running");
     assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
-    vb.wait_log("ended (caller hung up)", Duration::from_secs(10));
+    vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
     // Past the moment the transfer would have happened.
     std::thread::sleep(Duration::from_secs(6));
     let log = vb.log_text();
@@ -77,7 +79,7 @@ fn sandbox_destination_hangs_up_first_and_the_caller_is_hung_up() {
     let vb = Voicebot::start(&dir, &config_text(26540, 26559, 3000));
     let t0 = Instant::now();
     let mut caller = caller(&dir, 60_000, 5173, 6120);
-    vb.wait_log("ended (destination hung up)", Duration::from_secs(20));
+    vb.expect_log("ended (destination hung up)", Duration::from_secs(20));
     assert_caller_hung_up(&mut caller, t0, &dir);
     assert!(sip_messages(&dir, "caller").contains("BYE sip:"), "the caller got no BYE");
     finish(vb);
@@ -92,7 +94,7 @@ fn sandbox_destination_busy_and_the_caller_is_hung_up() {
     let vb = Voicebot::start(&dir, &config_text(26560, 26579, 3000));
     let t0 = Instant::now();
     let mut caller = caller(&dir, 60_000, 5174, 6130);
-    let line = vb.wait_log("destination did not answer", Duration::from_secs(20));
+    let line = vb.expect_log("destination did not answer", Duration::from_secs(20));
     assert!(line.contains("cause 17"), "{line}");
     assert_caller_hung_up(&mut caller, t0, &dir);
     assert!(sip_messages(&dir, "dest").contains("486 Busy"), "the destination did not answer busy");
@@ -113,9 +115,9 @@ fn sandbox_echo_ignores_packets_from_anyone_but_asterisk() {
     let _dest = destination(&dir, "uas-answer.xml", None);
     let vb = Voicebot::start(&dir, &config_text(26580, 26599, 8000));
     let _caller = caller(&dir, 7_000, 5175, 6140);
-    let leased = vb.wait_log("leased port", Duration::from_secs(10));
+    let leased = vb.expect_log("leased port", Duration::from_secs(10));
     let port: u16 = leased.rsplit(' ').next().and_then(|p| p.trim().parse().ok()).expect("port in log line");
-    vb.wait_log("caller and media bridged", Duration::from_secs(10));
+    vb.expect_log("caller and media bridged", Duration::from_secs(10));
 
     // A stranger on another loopback address, and one on Asterisk's own address but another port,
     // both sending well-formed RTP: neither may get an answer.
@@ -134,11 +136,11 @@ fn sandbox_echo_ignores_packets_from_anyone_but_asterisk() {
     // The socket is connected to Asterisk's end of the media since the externalMedia answer: the
     // kernel drops the strangers' packets before the echo sees them, and every packet the echo
     // got came from Asterisk and was answered.
-    let ended = vb.wait_log("bot media ended", Duration::from_secs(15));
+    let ended = vb.expect_log("bot media ended", Duration::from_secs(15));
     let (rx, tx) = (number_after(&ended, "rx "), number_after(&ended, "tx "));
     assert!(rx > 100 && rx == tx, "{ended}");
     assert!(!ended.contains("from other addresses"), "{ended}");
-    vb.wait_log("ended (caller hung up)", Duration::from_secs(15));
+    vb.expect_log("ended (caller hung up)", Duration::from_secs(15));
     finish(vb);
 }
 
@@ -152,7 +154,7 @@ fn sandbox_full_call_at_trace_level_never_logs_the_password() {
     let vb = Voicebot::start(&dir, &config);
     let mut caller = caller(&dir, 5_000, 5176, 6150);
     caller.wait(Duration::from_secs(30)).expect("caller still running");
-    vb.wait_log("ended (", Duration::from_secs(15));
+    vb.expect_log("ended (", Duration::from_secs(15));
     let log = finish(vb);
     assert!(log.contains("[TRACE] ARI event"), "the log is not at trace level");
     assert!(log.contains("caller and destination bridged"), "the call did not reach the transfer:\n{log}");
@@ -177,7 +179,7 @@ fn sandbox_calls_beyond_the_pool_skip_the_bot_and_are_transferred() {
         Some(8_000),
         &[&remote, "-s", "3308487", "-i", "127.0.0.1", "-p", "5177", "-mp", "6160", "-m", "3", "-l", "3", "-r", "10", "-timeout", "60s"],
     );
-    let line = vb.wait_log("no free port in the pool", Duration::from_secs(10));
+    let line = vb.expect_log("no free port in the pool", Duration::from_secs(10));
     assert!(line.contains("skipping the bot, transferring"), "{line}");
     let status = callers.wait(Duration::from_secs(40)).expect("callers still running");
     assert!(status.success(), "callers failed:\n{}", read(&dir.join("caller.out")));
@@ -201,9 +203,9 @@ fn sandbox_https_and_wss_with_the_sandbox_ca_carry_a_full_call() {
     let dir = workdir("tls-untrusted");
     let config = config_text(26620, 26629, 2000).replace(&plain_url, &tls_url);
     let mut untrusted = Voicebot::spawn(&dir, &config);
-    let line = untrusted.wait_log("reconnecting in", Duration::from_secs(15));
+    let line = untrusted.expect_log("reconnecting in", Duration::from_secs(15));
     assert!(line.contains("certificate") || line.contains("UnknownIssuer"), "{line}");
-    assert!(untrusted.proc.is_running(), "voicebot1 exited on an untrusted certificate");
+    assert!(untrusted.is_running(), "voicebot1 exited on an untrusted certificate");
     drop(untrusted);
 
     let dir = workdir("tls");
@@ -213,8 +215,8 @@ fn sandbox_https_and_wss_with_the_sandbox_ca_carry_a_full_call() {
     assert!(vb.log_text().contains("at wss://127.0.0.1:"), "{}", vb.log_text());
     let mut caller = caller(&dir, 5_000, 5178, 6170);
     caller.wait(Duration::from_secs(30)).expect("caller still running");
-    vb.wait_log("caller and destination bridged", Duration::from_secs(10));
-    vb.wait_log("ended (", Duration::from_secs(15));
+    vb.expect_log("caller and destination bridged", Duration::from_secs(10));
+    vb.expect_log("ended (", Duration::from_secs(15));
     finish(vb);
 }
 
@@ -226,11 +228,11 @@ fn sandbox_caller_hears_ringback_while_the_destination_rings() {
     let _dest = destination(&dir, "uas-noanswer.xml", None);
     let vb = Voicebot::start(&dir, &config_text(26630, 26639, 2000));
     let _caller = caller(&dir, 9_000, 5179, 6180);
-    vb.wait_log("transferring to", Duration::from_secs(10));
+    vb.expect_log("transferring to", Duration::from_secs(10));
     // The bot is gone and the destination does not answer: what reaches the caller is ringback.
     let ringback = count_udp_to(6180, Duration::from_secs(3));
     assert!(ringback > 50, "the caller received only {ringback} RTP packets in 3 s of ringing");
-    vb.wait_log("ended (caller hung up)", Duration::from_secs(15));
+    vb.expect_log("ended (caller hung up)", Duration::from_secs(15));
     assert!(!vb.log_text().contains("no ringback"), "{}", vb.log_text());
     finish(vb);
 }
@@ -244,7 +246,7 @@ fn sandbox_unreachable_destination_endpoint_hangs_up_the_caller() {
     let vb = Voicebot::start(&dir, &config);
     let t0 = Instant::now();
     let mut caller = caller(&dir, 60_000, 5180, 6190);
-    let line = vb.wait_log("ended (", Duration::from_secs(15));
+    let line = vb.expect_log("ended (", Duration::from_secs(15));
     assert!(line.contains("Originate failed") && line.contains("Allocation failed"), "{line}");
     assert_caller_hung_up(&mut caller, t0, &dir);
     finish(vb);
@@ -303,16 +305,16 @@ fn sandbox_connected_call_ends_when_the_destination_hangs_up_with_no_voicebot1_r
     let mut vb = Voicebot::start(&dir, &config);
     let t0 = Instant::now();
     let mut caller = caller(&dir, 60_000, 5181, 6200);
-    vb.wait_log("caller and destination bridged", Duration::from_secs(15));
-    vb.proc.signal("KILL");
-    assert!(vb.proc.wait(Duration::from_secs(5)).is_some(), "voicebot1 survived SIGKILL");
+    vb.expect_log("caller and destination bridged", Duration::from_secs(15));
+    vb.signal("KILL");
+    assert!(vb.wait_exit(Duration::from_secs(5)).is_some(), "voicebot1 survived SIGKILL");
     // Asterisk itself hangs the caller up (the hang-up handler voicebot1 put on the legs).
     assert_caller_hung_up(&mut caller, t0, &dir);
     // What is left is at most the empty bridge, which the next voicebot1 removes at start-up.
     let channels = ari().list_channels().unwrap();
     assert!(channels.is_empty(), "{channels:?}");
     let next = Voicebot::start(&dir, &config);
-    next.wait_log("sweep: 0 calls adopted", Duration::from_secs(5));
+    next.expect_log("sweep: 0 calls adopted", Duration::from_secs(5));
     finish(next);
 }
 
@@ -325,16 +327,16 @@ fn sandbox_sigterm_hands_a_connected_call_to_the_next_voicebot1() {
     let config = config_text(26680, 26689, 1000);
     let vb = Voicebot::start(&dir, &config);
     let mut caller = caller(&dir, 12_000, 5182, 6210);
-    vb.wait_log("caller and destination bridged", Duration::from_secs(15));
+    vb.expect_log("caller and destination bridged", Duration::from_secs(15));
     let log = vb.stop_clean();
     assert!(log.contains("handed over to the next voicebot1 (caller and destination connected)"), "{log}");
     assert!(caller.is_running(), "the stop hung the caller up");
     let next = Voicebot::start(&dir, &config);
-    next.wait_log("adopted from an earlier voicebot1", Duration::from_secs(5));
+    next.expect_log("adopted from an earlier voicebot1", Duration::from_secs(5));
     // The caller hangs up at 12 s as planned; the adopted call ends cleanly.
     let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
     assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
-    next.wait_log("ended (caller hung up)", Duration::from_secs(10));
+    next.expect_log("ended (caller hung up)", Duration::from_secs(10));
     finish(next);
 }
 
@@ -345,14 +347,14 @@ fn sandbox_metrics_agree_with_the_log_after_a_call_with_audio() {
     let dir = workdir("metrics");
     let _dest = destination(&dir, "uas-answer.xml", None);
     let vb = Voicebot::start(&dir, &config_text(26690, 26699, 3000));
-    assert!(vb.wait_health(200, Duration::from_secs(5)).starts_with("ok: ARI connected"));
+    assert!(vb.expect_health(200, Duration::from_secs(5)).starts_with("ok: ARI connected"));
     let mut caller = caller(&dir, 6_000, 5183, 6220);
     let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
     assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
-    let media = vb.wait_log("bot media ended", Duration::from_secs(10));
-    vb.wait_log("ended (caller hung up)", Duration::from_secs(10));
+    let media = vb.expect_log("bot media ended", Duration::from_secs(10));
+    vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
 
-    let (code, text) = vb.get("/metrics");
+    let (code, text) = vb.get_metrics_path("/metrics");
     assert_eq!(code, 200, "{text}");
     // What the log says of the echo, the counters say too.
     assert_eq!(metric(&text, "voicebot1_echo_packets_received_total"), number_after(&media, "rx "));
@@ -390,21 +392,21 @@ fn sandbox_health_is_503_while_asterisk_is_stopped_and_200_when_it_is_back() {
     // A short reconnect backoff, so the return is seen within 2 s.
     let config = config_text(26700, 26709, 2000).replace("[ari]\n", "[ari]\nreconnect_max_ms = 2000\n");
     let vb = Voicebot::start(&dir, &config);
-    assert!(vb.wait_health(200, Duration::from_secs(5)).starts_with("ok: ARI connected"));
+    assert!(vb.expect_health(200, Duration::from_secs(5)).starts_with("ok: ARI connected"));
 
     let _back = AsteriskBack;
     // Its exit status says little (the CLI connection ends with Asterisk): /health tells.
     let _ = sandbox_script(&["cli", "core stop now"]);
-    let down = vb.wait_health(503, Duration::from_secs(15));
+    let down = vb.expect_health(503, Duration::from_secs(15));
     assert!(down.contains("WebSocket not connected"), "{down}");
-    assert_eq!(metric(&vb.get("/metrics").1, "voicebot1_ari_websocket_connected"), 0);
+    assert_eq!(metric(&vb.get_metrics_path("/metrics").1, "voicebot1_ari_websocket_connected"), 0);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(vb.get("/health").0, 503, "healthy again with Asterisk stopped");
+    assert_eq!(vb.get_metrics_path("/health").0, 503, "healthy again with Asterisk stopped");
 
     assert!(sandbox_script(&["up"]).success(), "scripts/asterisk-sandbox.sh up failed");
-    let up = vb.wait_health(200, Duration::from_secs(20));
+    let up = vb.expect_health(200, Duration::from_secs(20));
     assert!(up.starts_with("ok: ARI connected"), "{up}");
-    let text = vb.get("/metrics").1;
+    let text = vb.get_metrics_path("/metrics").1;
     assert_eq!(metric(&text, "voicebot1_ari_websocket_connected"), 1);
     assert!(metric(&text, "voicebot1_ari_websocket_reconnects_total") >= 1, "{text}");
     finish(vb);

@@ -5,12 +5,15 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use voicebot1::ari::AriClient;
 use voicebot1::config::{Config, ProcessEnv};
+
+use crate::process::Process;
 
 pub fn env_port(name: &str, default: u16) -> u16 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -107,7 +110,7 @@ pub fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Kills the child when dropped.
+/// A helper process (SIPp), killed when dropped.
 pub struct Proc {
     pub name: String,
     child: Child,
@@ -148,9 +151,9 @@ impl Drop for Proc {
     }
 }
 
-/// voicebot1 itself, logging to `dir/voicebot1.log`.
+/// voicebot1 itself (the [`Process`] it derefs to), its log also in `dir/voicebot1.log`.
 pub struct Voicebot {
-    pub proc: Proc,
+    process: Process,
     pub log: PathBuf,
 }
 
@@ -158,7 +161,7 @@ impl Voicebot {
     /// Starts voicebot1 and waits until it takes calls.
     pub fn start(dir: &Path, config: &str) -> Voicebot {
         let vb = Voicebot::spawn(dir, config);
-        vb.wait_log("taking calls", Duration::from_secs(15));
+        vb.expect_log("taking calls", Duration::from_secs(15));
         vb
     }
 
@@ -167,70 +170,22 @@ impl Voicebot {
         let conf = dir.join("voicebot1.toml");
         fs::write(&conf, config).unwrap();
         let log = dir.join("voicebot1.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_voicebot1"))
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Voicebot { proc: Proc { name: "voicebot1".into(), child }, log }
-    }
-
-    pub fn log_text(&self) -> String {
-        read(&self.log)
-    }
-
-    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let text = self.log_text();
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
-            }
-            if Instant::now() > deadline {
-                panic!("no log line containing {needle:?} within {timeout:?}\n--- voicebot1 log ---\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Where `/metrics` and `/health` are served (the config listens on port 0; the start-up line
-    /// says which port it got).
-    pub fn metrics_addr(&self) -> String {
-        let line = self.wait_log("metrics: serving", Duration::from_secs(5));
-        line.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_default().to_string()
-    }
-
-    /// `GET path` on the metrics endpoint: status and body.
-    pub fn get(&self, path: &str) -> (u16, String) {
-        let url = format!("http://{}{path}", self.metrics_addr());
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
-        match agent.get(&url).call() {
-            Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
-            Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
-            Err(e) => panic!("GET {url}: {e}"),
-        }
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Voicebot { process: Process::spawn(&name, &conf, Some(&log)), log }
     }
 
     /// Waits until `/health` answers `status`; its line.
-    pub fn wait_health(&self, status: u16, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (got, body) = self.get("/health");
-            if got == status {
-                return body.trim_end().to_string();
-            }
-            if Instant::now() > deadline {
-                panic!("/health still answers {got} ({}) after {timeout:?}, not {status}\n--- voicebot1 log ---\n{}", body.trim_end(), self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+    pub fn expect_health(&self, status: u16, timeout: Duration) -> String {
+        match self.wait_health(status, timeout) {
+            Ok(line) => line,
+            Err((got, line)) => panic!("/health still answers {got} ({line}) after {timeout:?}, not {status}\n--- voicebot1 log ---\n{}", self.log_text()),
         }
     }
 
     /// SIGTERM; asserts exit status 0 and a full pool in the last line.
     pub fn stop_clean(mut self) -> String {
-        self.proc.signal("TERM");
-        let status = self.proc.wait(Duration::from_secs(8));
+        self.signal("TERM");
+        let status = self.wait_exit(Duration::from_secs(8));
         let text = self.log_text();
         assert_eq!(status.and_then(|s| s.code()), Some(0), "voicebot1 did not exit 0 after SIGTERM\n{text}");
         let last = text.lines().rev().find(|l| l.contains("shutdown complete")).unwrap_or_else(|| panic!("no shutdown line\n{text}"));
@@ -238,6 +193,19 @@ impl Voicebot {
         let (free, total) = pool.split_once('/').unwrap_or(("", "?"));
         assert_eq!(free, total, "pool not full at shutdown: {last}");
         text
+    }
+}
+
+impl Deref for Voicebot {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
+}
+
+impl DerefMut for Voicebot {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.process
     }
 }
 

@@ -1,13 +1,15 @@
-//! Test support for the `fake_ari_*` integration tests.
+//! Test support for the fake-ARI tests (`tests/fake_ari/`; the memory bench includes it too).
 //!
 //! `fake_ari` is a scripted fake of the Asterisk ARI, used only for what a real
 //! Asterisk cannot be made to do on demand (events before REST responses,
 //! REST 5xx / slow answers, dropped or malformed WebSocket frames, 401s).
-//! `voicebot` runs the voicebot1 binary against it. The helpers below express
-//! the call flow of the voicebot1 contract in terms of fake ARI requests.
+//! `voicebot` runs the voicebot1 binary against it, as a `process` (the helper the
+//! sandbox tests share). The helpers below express the call flow of the voicebot1
+//! contract in terms of fake ARI requests.
 #![allow(dead_code)]
 
 pub mod fake_ari;
+pub mod process;
 pub mod voicebot;
 
 use std::time::Duration;

@@ -1,14 +1,12 @@
-//! voicebot1 call flow against the scripted fake ARI (tests/support/fake_ari.rs).
+//! voicebot1 call flow against the scripted fake ARI (tests/support/fake_ari/).
 //! A fake is used because a real Asterisk cannot be made on demand to push a
 //! StasisStart before the REST response that created the channel, or to make
 //! a destination busy / answer at a chosen moment while the test hangs up the
 //! caller at a chosen point of the flow.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn fake_ari_media_stasis_start_before_rest_response_is_bridged() {
@@ -174,7 +172,7 @@ fn fake_ari_metrics_count_calls_requests_and_set_ups_as_the_log_does() {
     full_call(&fake, &vb, "1764000031.1");
     assert!(vb.wait_log("call 1764000031.1: ended (caller hung up)", STEP).is_some(), "{}", vb.log_text());
     // A second call whose bridge cannot be created (one 500, not retried: POST).
-    fake.set_rule(Rule::create_bridge(support::fake_ari::internal_error()).times(1));
+    fake.set_rule(Rule::create_bridge(crate::support::fake_ari::internal_error()).times(1));
     fake.new_inbound_call("1764000032.1");
     assert!(vb.wait_log("call 1764000032.1: ended (", STEP).is_some(), "{}", vb.log_text());
     wait_no_voicebot1_resources(&fake);

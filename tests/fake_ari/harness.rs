@@ -1,16 +1,14 @@
-//! Self-test of the scripted fake ARI (tests/support/fake_ari.rs), driven with
+//! Self-test of the scripted fake ARI (tests/support/fake_ari/), driven with
 //! ureq and a tungstenite client, independently of voicebot1. The fake exists
 //! for what a real Asterisk cannot be made to do on demand (events before REST
 //! responses, 5xx, slow answers, dropped/malformed frames, 401).
 #![allow(clippy::result_large_err)] // tungstenite::Error, as tungstenite returns it
 
-mod support;
-
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::fake_ari::{self, base64_encode, internal_error, Action, Destination, FakeAri, MediaStart, Rule};
+use crate::support::fake_ari::{self, base64_encode, internal_error, Action, Destination, FakeAri, MediaStart, Rule};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};

@@ -1,13 +1,11 @@
 //! voicebot1 against REST failures of the scripted fake ARI
-//! (tests/support/fake_ari.rs): a real Asterisk cannot be made on demand to
+//! (tests/support/fake_ari/): a real Asterisk cannot be made on demand to
 //! answer 500 or to answer slowly, so these use the fake.
-
-mod support;
 
 use std::time::Duration;
 
-use support::fake_ari::internal_error;
-use support::*;
+use crate::support::fake_ari::internal_error;
+use crate::support::*;
 
 #[test]
 fn fake_ari_bridge_create_500_hangs_up_caller_and_leaks_nothing() {
@@ -126,7 +124,7 @@ fn setup_ms(vb: &Voicebot, call: &str) -> u64 {
 #[test]
 fn fake_ari_a_3s_delete_on_one_call_leaves_other_calls_setup_unaffected() {
     // A slow Asterisk answer to one request is something the fake does on demand.
-    let first = support::voicebot::free_port_range(8);
+    let first = crate::support::voicebot::free_port_range(8);
     let config = Config { workers: 2, phase_ms: 20_000, port_min: first, port_max: first + 7, ..Config::new() };
     let (fake, mut vb) = start_pair("slow-delete-other-calls", config);
     let slow = call_to_media_phase(&fake, &vb, "1764000101.1");

@@ -1,15 +1,13 @@
 //! voicebot1's event WebSocket against the scripted fake ARI
-//! (tests/support/fake_ari.rs): a real Asterisk cannot be made on demand to
+//! (tests/support/fake_ari/): a real Asterisk cannot be made on demand to
 //! send malformed frames, drop the socket mid-frame, go silent without
 //! closing or refuse credentials at a chosen moment, so these use the fake.
-
-mod support;
 
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::fake_ari::{base64_encode, internal_error, DEFAULT_PASSWORD};
-use support::*;
+use crate::support::fake_ari::{base64_encode, internal_error, DEFAULT_PASSWORD};
+use crate::support::*;
 
 #[test]
 fn fake_ari_malformed_frames_are_skipped() {

@@ -1,11 +1,9 @@
 //! voicebot1's start-up sweep against the scripted fake ARI
-//! (tests/support/fake_ari.rs): leftovers of a crashed earlier run are
+//! (tests/support/fake_ari/): leftovers of a crashed earlier run are
 //! pre-populated in the fake, which a real Asterisk cannot be set up with on
 //! demand from a test.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[test]
 fn fake_ari_startup_sweep_removes_leftover_voicebot1_resources() {
@@ -80,7 +78,7 @@ fn fake_ari_startup_sweep_survives_get_bridges_500_of_asterisk_18_0_to_18_7() {
     fake.add_bridge("voicebot1-old-bridge");
     fake.add_channel("voicebot1-old-media", "UnicastRTP/127.0.0.1:27001-0x7f0000000001");
     fake.add_bridge("other-bridge");
-    fake.set_rule(Rule::when("GET", "list bridges", |p| p == "/ari/bridges", support::fake_ari::internal_error()));
+    fake.set_rule(Rule::when("GET", "list bridges", |p| p == "/ari/bridges", crate::support::fake_ari::internal_error()));
     let mut vb = launch("bridges-500", &fake, Config::new());
     expect_request(&fake, "DELETE leftover channel", |r| is_delete_channel(r, "voicebot1-old-media"));
     expect_request(&fake, "DELETE its bridge by id", |r| is_delete_bridge(r, "voicebot1-old-bridge"));

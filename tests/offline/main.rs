@@ -1,0 +1,6 @@
+//! Tests that need no ARI, real or fake: the binary's command line and configuration errors
+//! (`cli_config`), and property tests of the decoders and of the call state machine
+//! (`properties`, whose regressions proptest keeps in `tests/proptest-regressions/properties.txt`).
+
+mod cli_config;
+mod properties;
