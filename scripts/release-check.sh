@@ -218,7 +218,7 @@ check_unit() {  # check_unit UNIT_FILE CONFIG
     pmax="$(sed -n 's/^port_max *= *\([0-9]*\).*/\1/p' "$conf")"
     [[ "$nofile" =~ ^[0-9]+$ && "$pmin" =~ ^[0-9]+$ && "$pmax" =~ ^[0-9]+$ ]] \
         || die "cannot read LimitNOFILE ($nofile) from the unit or port_min/port_max ($pmin/$pmax) from $conf"
-    # voicebot1 wants one descriptor per port plus 64 (FDS_BESIDES_PORTS in src/config.rs).
+    # voicebot1 wants one descriptor per port plus 64 (FDS_BESIDES_PORTS in src/config/mod.rs).
     [ "$nofile" -ge $((pmax - pmin + 1 + 64)) ] \
         || die "LimitNOFILE=$nofile is too small for ports $pmin-$pmax ($((pmax - pmin + 1 + 64)) descriptors)"
     echo "unit: User=voicebot1, Restart=on-failure, LimitNOFILE=$nofile for ports $pmin-$pmax ($((pmax - pmin + 1 + 64)) needed)"
