@@ -30,7 +30,7 @@ use crate::ids::CallId;
 use crate::worker::{Counters, Live, Shared};
 
 /// Threads that hang up rejected callers.
-pub const SHEDDERS: usize = 6;
+pub const SHEDDERS: usize = 16;
 
 /// Why a new call is not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
