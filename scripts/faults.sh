@@ -209,6 +209,7 @@ overload() {
         [ "$slow" = 0 ] || fail "$slow rejections took 1 s or more"
     fi
     echo "set-up failures: $(grep -c 'failed: \|set-up timed out' "$blog" || true); janitor lines: $(grep -c 'janitor: ' "$blog" || true)"
+    grep -E 'failed: |set-up timed out' "$blog" | head -n 3 | sed 's/^/  e.g. /' || true
     awk -v a="$((ast1 - ast0))" -v b="$((bot1 - bot0))" -v s="$secs" -v p="$STEP_PEAK" \
         'BEGIN { printf "CPU over %d s (%% of one core): Asterisk %.0f %% (busiest 5 s: %d %%), voicebot1 %.1f %%\n", s, a/s/10, p, b/s/10 }'
 
