@@ -429,10 +429,14 @@ impl Call {
         }
     }
 
-    /// Leaves the bot and calls the destination.
+    /// Leaves the bot and calls the destination. The destination is called first: a voicebot1
+    /// killed at any point of this leaves the caller still with the bot or with a destination,
+    /// both of which the next instance adopts (`leftovers::plan`), never alone in its bridge,
+    /// which reads as a destination lost while no instance ran.
     fn transfer(&mut self) -> Vec<Action> {
         self.phase = Phase::Transfer;
-        let mut actions = Vec::new();
+        self.dest = Leg::Requested;
+        let mut actions = vec![Action::Originate];
         if self.media.may_exist() {
             self.media = Leg::HungUp;
             actions.push(Action::Hangup(Role::Media, HangupReason::Normal));
@@ -441,10 +445,8 @@ impl Call {
             self.socket = false;
             actions.push(Action::ReleaseSocket);
         }
-        self.dest = Leg::Requested;
         actions.extend([
             Action::Ring,
-            Action::Originate,
             Action::StartTimer(Timer::DialGuard, self.policy.dial_timeout + DIAL_GUARD_MARGIN),
         ]);
         actions
@@ -540,10 +542,10 @@ mod tests {
         assert_eq!(
             c.on(Input::Timer(Timer::MediaPhaseOver)),
             vec![
+                Originate,
                 Hangup(Role::Media, HangupReason::Normal),
                 ReleaseSocket,
                 Ring,
-                Originate,
                 StartTimer(Timer::DialGuard, Duration::from_secs(35))
             ]
         );
@@ -674,10 +676,20 @@ mod tests {
 
 
     #[test]
+    fn the_destination_is_called_before_the_bot_is_let_go() {
+        // A voicebot1 killed between two of these requests leaves the caller with the bot or with
+        // a destination, which the next instance adopts; a caller alone in its bridge it removes.
+        for a in [in_media_phase().on(Input::Timer(Timer::MediaPhaseOver)), in_media_phase().on(Input::Drain)] {
+            let at = |x: &Action| a.iter().position(|y| y == x);
+            assert!(at(&Originate) < at(&Hangup(Role::Media, HangupReason::Normal)), "{a:?}");
+        }
+    }
+
+    #[test]
     fn drain_transfers_a_caller_with_the_bot_now() {
         let mut c = in_media_phase();
         let a = c.on(Input::Drain);
-        assert_eq!(a[..4], [Hangup(Role::Media, HangupReason::Normal), ReleaseSocket, Ring, Originate]);
+        assert_eq!(a[..4], [Originate, Hangup(Role::Media, HangupReason::Normal), ReleaseSocket, Ring]);
         assert!(c.can_hand_over());
     }
 
@@ -715,7 +727,7 @@ mod tests {
         assert_eq!(c.on(Input::DestUp), vec![StopRing, AddToBridge(Role::Dest)]);
         let (c, a) = Call::adopt(policy(), Adopted::WithBot, true);
         assert_eq!(c.phase(), Phase::Transfer);
-        assert_eq!(a[..3], [Hangup(Role::Media, HangupReason::Normal), Ring, Originate]);
+        assert_eq!(a[..3], [Originate, Hangup(Role::Media, HangupReason::Normal), Ring]);
     }
 
     #[test]
@@ -831,7 +843,7 @@ mod tests {
         c.on(ok(Step::CreateBridge));
         assert_eq!(
             c.on(ok(Step::AddCaller)),
-            vec![Ring, Originate, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
+            vec![Originate, Ring, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
         );
     }
 
@@ -846,7 +858,7 @@ mod tests {
         let mut c = in_media_phase();
         assert_eq!(
             c.on(Input::Left(Role::Media, Some(16))),
-            vec![ReleaseSocket, Ring, Originate, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
+            vec![Originate, ReleaseSocket, Ring, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
         );
     }
 

@@ -197,3 +197,30 @@ fn fake_ari_restarted_voicebot1_adopts_connected_ringing_and_bot_calls_without_h
     finish(&fake, &mut second);
     assert!(second.log_text().contains("3 calls adopted"), "{}", second.log_text());
 }
+
+#[test]
+fn fake_ari_voicebot1_killed_while_its_originate_is_on_the_way_leaves_the_caller_to_be_transferred() {
+    // A fake, because the kill must land while one request is in flight: the originate of the
+    // transfer reaches "Asterisk" only after the kill (answered 500 after 5 s, nothing created).
+    use std::time::Duration;
+    let config = Config { phase_ms: 1000, ..Config::new() };
+    let (fake, mut first) = start_pair("kill-mid-transfer-first", config.clone());
+    let call = call_to_media_phase(&fake, &first, "1764000400.1");
+    let late = Action::DelayThenRespond { delay: Duration::from_secs(5), status: 500, body: serde_json::json!({"message": "late"}) };
+    fake.set_rule(Rule::originate(late).times(1));
+    expect_request(&fake, "the transfer's originate", |r| is_originate(r, &call.dest));
+    kill_hard(&mut first);
+    // The bot was not let go before the destination was called: the caller is still with it.
+    assert!(fake.has_channel(&call.media), "the media channel was hung up before the destination was called");
+    let before = fake.requests().len();
+
+    let mut second = Voicebot::start("kill-mid-transfer-second", &fake, config);
+    let needle = format!("call {}: adopted from an earlier voicebot1", call.call);
+    let line = second.wait_log(&needle, STEP).unwrap_or_else(|| panic!("not adopted:\n{}", second.log_text()));
+    assert!(line.contains("transferring now"), "{line}");
+    expect_request(&fake, "the adopted call transferred", |r| is_originate(r, &call.dest));
+    let caller_hung_up = fake.requests()[before..].iter().any(|r| is_delete_channel(r, &call.call));
+    assert!(!caller_hung_up, "the restart hung the caller up");
+    assert!(fake.caller_hangs_up(&call.call));
+    finish(&fake, &mut second);
+}
