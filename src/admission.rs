@@ -182,10 +182,14 @@ pub fn run_shedder(shared: &Shared, rejections: &Receiver<Rejection>, stop: &Rec
             recv(rejections) -> r => match r { Ok(r) => r, Err(_) => return },
             recv(stop) -> _ => return,
         };
+        let sent = Instant::now();
         let result = shared.ari.hangup(&r.call.0, HangupReason::Congestion);
-        let ms = r.at.elapsed().as_millis();
+        let (ms, asterisk_ms) = (r.at.elapsed().as_millis(), sent.elapsed().as_millis());
         match result {
-            Ok(()) => info!("call {}: rejected with congestion in {ms} ms, {} not taken ({})", r.call, r.caller, r.why),
+            Ok(()) => info!(
+                "call {}: rejected with congestion in {ms} ms ({asterisk_ms} ms of it Asterisk's answer), {} not taken ({})",
+                r.call, r.caller, r.why
+            ),
             Err(e) if e.is_not_found() => info!("call {}: not taken ({}); the caller had gone already", r.call, r.why),
             Err(e) => {
                 warn!("call {}: not taken ({}); {e}; the janitor retries", r.call, r.why);
