@@ -269,6 +269,8 @@ impl Call {
             Adopted::Connected => {
                 call.phase = Phase::Connected;
                 call.dest = Leg::Bridged;
+                // The earlier instance may have died before linking them (a 2nd handler is harmless).
+                actions.push(Action::LinkLegs);
             }
             Adopted::DestAnswered => {
                 call.dest = Leg::Up;
@@ -716,9 +718,9 @@ mod tests {
     #[test]
     fn adopted_calls_go_on_from_their_phase() {
         let (c, a) = Call::adopt(policy(), Adopted::Connected, false);
-        assert_eq!((c.phase(), a), (Phase::Connected, vec![]));
+        assert_eq!((c.phase(), a), (Phase::Connected, vec![LinkLegs]));
         let (_, a) = Call::adopt(policy(), Adopted::Connected, true);
-        assert_eq!(a, vec![Hangup(Role::Media, HangupReason::Normal)]);
+        assert_eq!(a, vec![Hangup(Role::Media, HangupReason::Normal), LinkLegs]);
         let (_, a) = Call::adopt(policy(), Adopted::DestAnswered, false);
         assert_eq!(a, vec![StopRing, AddToBridge(Role::Dest)]);
         let (mut c, a) = Call::adopt(policy(), Adopted::DestRinging, false);

@@ -62,6 +62,15 @@ impl CallHandler {
             }
             Action::LinkLegs => {
                 self.link_legs(id, live);
+                // The timeline says "bridged" only now: from here on the call ends properly
+                // with or without a voicebot1.
+                match live.rang_for.take() {
+                    Some(rang) => info!(
+                        "call {id}: destination answered after {} ms ringing; caller and destination bridged",
+                        rang.as_millis()
+                    ),
+                    None => debug!("call {id}: legs linked again"),
+                }
                 None
             }
             Action::DestroyBridge => {
@@ -112,17 +121,15 @@ impl CallHandler {
     }
 
     /// Adds one party: the caller of a call without the bot, or the destination.
-    fn add_to_bridge(&self, id: &CallId, live: &ActiveCall, role: Role) -> Input {
+    fn add_to_bridge(&self, id: &CallId, live: &mut ActiveCall, role: Role) -> Input {
         let ids = &self.shared.ids;
         let bridge = ids.bridge(id);
         let step = if role == Role::Dest { Step::AddDest } else { Step::AddCaller };
         let result = self.shared.ari.add_channels(&bridge, &[&ids.channel(id, role)]);
         if result.is_ok() {
             match role {
-                Role::Dest => info!(
-                    "call {id}: destination answered after {} ms ringing; caller and destination bridged",
-                    live.dialing_since.map_or(0, |t| t.elapsed().as_millis())
-                ),
+                // Logged once the legs are linked too (`link_legs`).
+                Role::Dest => live.rang_for = live.dialing_since.map(|t| t.elapsed()),
                 _ => debug!("call {id}: caller in bridge {bridge}"),
             }
         }

@@ -184,6 +184,13 @@ fn fake_ari_restarted_voicebot1_adopts_connected_ringing_and_bot_calls_without_h
         .cloned()
         .collect();
     assert!(hung_up.is_empty(), "the restart hung up callers or destinations: {hung_up:?}");
+    // The connected call's legs are linked again (the first instance may have died before).
+    for leg in [&connected.call, &connected.dest] {
+        let linked = fake.requests()[before..].iter().any(|r| {
+            r.is("POST", &format!("/ari/channels/{leg}/variable")) && r.q("variable") == Some("CHANNEL(hangup_handler_push)")
+        });
+        assert!(linked, "{leg}: no hang-up handler pushed by the adopting instance");
+    }
     assert!(fake.bridge_members(&connected.bridge).is_some_and(|m| m.len() == 2), "the connected call's bridge changed");
 
     // Adopted calls end as any call does.
