@@ -18,7 +18,7 @@ use socket2::{SockAddr, SockRef};
 const ECHO_POLL: Duration = Duration::from_millis(100);
 
 /// How often [`SocketPool::waking`] pokes, and for how long at most.
-const POKE_EVERY: Duration = Duration::from_millis(2);
+const POKE_EVERY: Duration = Duration::from_millis(1);
 const POKE_AT_MOST: Duration = Duration::from_secs(1);
 
 /// What the pokes carry: a NAT keepalive. Asterisk's RTP stack reads a datagram this short that
@@ -97,7 +97,7 @@ impl SocketPool {
         Some(SocketLease { port, socket: Some(socket), pool: Arc::clone(&self.inner) })
     }
 
-    /// Runs `f` while, on another thread, a keepalive datagram goes to `target` every 2 ms (for
+    /// Runs `f` while, on another thread, a keepalive datagram goes to `target` every 1 ms (for
     /// at most 1 s). For a channel of Asterisk before 18.21/20.6 whose queued ARI command waits
     /// for the channel to wake: a datagram on its RTP socket wakes it (see `Echo::wake_asterisk`
     /// for the bot's media channel, which gets RTP silence instead).
@@ -176,11 +176,6 @@ impl SocketLease {
     pub(super) fn socket(&self) -> &UdpSocket {
         // Only `Drop` takes the socket out.
         self.socket.as_ref().unwrap_or_else(|| unreachable!("socket taken before drop"))
-    }
-
-    /// The socket's read timeout while its echo has nothing to do (see `PoolInner::idle_timeout`).
-    pub(super) fn idle_timeout(&self) -> Option<Duration> {
-        self.pool.idle_timeout()
     }
 
     /// Sends the socket an empty datagram from this host, so that a `recv` blocked on it returns.
