@@ -122,10 +122,20 @@ impl CallHandler {
 
     /// Adds one party: the caller of a call without the bot, or the destination.
     fn add_to_bridge(&self, id: &CallId, live: &mut ActiveCall, role: Role) -> Input {
-        let ids = &self.shared.ids;
-        let bridge = ids.bridge(id);
+        let shared = &*self.shared;
+        let bridge = shared.ids.bridge(id);
+        let channel = shared.ids.channel(id, role);
         let step = if role == Role::Dest { Step::AddDest } else { Step::AddCaller };
-        let result = self.shared.ari.add_channels(&bridge, &[&ids.channel(id, role)]);
+        let add = || shared.ari.add_channels(&bridge, &[&channel]);
+        // Before Asterisk 18.21/20.6 the add waits for the channel to wake; its own RTP may be
+        // 20 ms or more away: poke its RTP socket, as for the caller (`add_caller_and_media`).
+        let result = match shared.late_commands.load(Ordering::Relaxed) {
+            true => match rtp_address(&shared.ari, id, &channel, shared.config.media.asterisk_host) {
+                Some(rtp) => shared.pool.waking(rtp, add),
+                None => add(),
+            },
+            false => add(),
+        };
         if result.is_ok() {
             match role {
                 // Logged once the legs are linked too (`link_legs`).
@@ -182,7 +192,7 @@ impl CallHandler {
         let late = shared.late_commands.load(Ordering::Relaxed);
         let bridge_side = || {
             let made = ari.create_bridge(&bridge, &name);
-            (made, late.then(|| caller_rtp_address(ari, id, cfg.media.asterisk_host)).flatten())
+            (made, late.then(|| rtp_address(ari, id, &id.0, cfg.media.asterisk_host)).flatten())
         };
         // Two requests at once, one round trip: neither needs the other (the ids are ours).
         let ((made_bridge, caller_rtp), made_media) = std::thread::scope(|scope| {
@@ -293,13 +303,13 @@ pub(super) fn pin_peer(id: &CallId, live: &ActiveCall, channel: &Channel) {
     }
 }
 
-/// Asterisk's end of the caller's RTP (`CHANNEL(rtp,src)`, PJSIP only), with `asterisk_host`
+/// Asterisk's end of `channel`'s RTP (`CHANNEL(rtp,src)`, PJSIP only), with `asterisk_host`
 /// for an unspecified address; `None` when Asterisk does not say.
-fn caller_rtp_address(ari: &AriClient, id: &CallId, asterisk_host: IpAddr) -> Option<SocketAddr> {
-    let value = match ari.channel_variable(&id.0, "CHANNEL(rtp,src)") {
+fn rtp_address(ari: &AriClient, id: &CallId, channel: &str, asterisk_host: IpAddr) -> Option<SocketAddr> {
+    let value = match ari.channel_variable(channel, "CHANNEL(rtp,src)") {
         Ok(v) => v,
         Err(e) => {
-            debug!("call {id}: no RTP address for the caller: {e}");
+            debug!("call {id}: no RTP address for {channel}: {e}");
             return None;
         }
     };
@@ -307,7 +317,7 @@ fn caller_rtp_address(ari: &AriClient, id: &CallId, asterisk_host: IpAddr) -> Op
         Ok(a) if a.ip().is_unspecified() => Some(SocketAddr::new(asterisk_host, a.port())),
         Ok(a) => Some(a),
         Err(_) => {
-            debug!("call {id}: the caller's RTP address {value:?} is not IP:PORT");
+            debug!("call {id}: the RTP address of {channel}, {value:?}, is not IP:PORT");
             None
         }
     }

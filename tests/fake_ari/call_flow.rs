@@ -245,7 +245,7 @@ fn fake_ari_on_asterisk_16_the_callers_rtp_gets_keepalives_while_its_add_waits()
     let asked = fake.requests_matching(|r| r.method == "GET" && r.path == format!("/ari/channels/{call}/variable"));
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert_eq!(asked[0].q("variable"), Some("CHANNEL(rtp,src)"));
-    // Datagrams that arrived while the add waited (300 ms, one every 2 ms): NAT keepalives.
+    // Datagrams that arrived while the add waited (300 ms, one every 1 ms): NAT keepalives.
     let mut buf = [0u8; 64];
     let mut got = 0;
     while let Ok(n) = caller_rtp.recv(&mut buf) {
@@ -255,5 +255,38 @@ fn fake_ari_on_asterisk_16_the_callers_rtp_gets_keepalives_while_its_add_waits()
     assert!(got >= 20, "only {got} keepalives during a 300 ms add");
     // And none after it: the recv above ran dry for 500 ms.
     assert!(fake.caller_hangs_up(&ids.call));
+    finish(&fake, &mut vb);
+}
+
+/// The same for the destination's `addChannel` after it answered (its own RTP may be 20 ms or
+/// more away): its RTP address is read, and poked while the add waits.
+#[test]
+fn fake_ari_on_asterisk_16_the_destinations_rtp_gets_keepalives_while_its_add_waits() {
+    let fake = FakeAri::start();
+    fake.set_asterisk_version("16.28.0");
+    let mut vb = launch("wake-dest-16", &fake, Config::new());
+    assert!(vb.wait_log("wakes the bot's media channel during set-up", STEP).is_some(), "{}", vb.log_text());
+    let dest_rtp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    dest_rtp.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let port = dest_rtp.local_addr().expect("addr").port();
+    let call = "1764000036.1";
+    let dest = format!("voicebot1-{call}-dest");
+    let value = serde_json::json!({ "value": format!("127.0.0.1:{port}") });
+    fake.set_rule(Rule::prefix("GET", &format!("/ari/channels/{dest}/variable"), Action::Respond { status: 200, body: value }));
+    let ids = call_to_media_phase(&fake, &vb, call);
+    let slow_add = Action::Delay(Duration::from_millis(300));
+    fake.set_rule(Rule::prefix("POST", &format!("/ari/bridges/{}/addChannel", ids.bridge), slow_add).times(1));
+    transfer_to_destination(&fake, &vb, &ids);
+    let asked = fake.requests_matching(|r| r.method == "GET" && r.path == format!("/ari/channels/{dest}/variable"));
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].q("variable"), Some("CHANNEL(rtp,src)"));
+    let mut buf = [0u8; 64];
+    let mut got = 0;
+    while let Ok(n) = dest_rtp.recv(&mut buf) {
+        assert_eq!(&buf[..n], &[0, 0, 0, 0], "not a keepalive");
+        got += 1;
+    }
+    assert!(got >= 20, "only {got} keepalives during a 300 ms add");
+    caller_hangs_up_after_transfer(&fake, &ids);
     finish(&fake, &mut vb);
 }
