@@ -225,68 +225,68 @@ fn fake_ari_health_is_503_while_every_media_port_is_in_use() {
     finish(&fake, &mut vb);
 }
 
-/// The wiring only: that a real Asterisk 16 runs the queued add at once when the keepalive
-/// arrives is shown by the sandbox runs on 16.28 (set-up times in scripts/test.sh's output).
-#[test]
-fn fake_ari_on_asterisk_16_the_callers_rtp_gets_keepalives_while_its_add_waits() {
+/// A voicebot1 connected to a fake Asterisk 16.28, which needs its channels woken.
+fn launch_on_asterisk_16(name: &str) -> (FakeAri, Voicebot) {
     let fake = FakeAri::start();
     fake.set_asterisk_version("16.28.0");
-    let mut vb = launch("wake-caller-16", &fake, Config::new());
+    let vb = launch(name, &fake, Config::new());
     assert!(vb.wait_log("wakes the bot's media channel during set-up", STEP).is_some(), "{}", vb.log_text());
-    let caller_rtp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    caller_rtp.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-    let port = caller_rtp.local_addr().expect("addr").port();
-    let call = "1764000035.1";
-    // Asterisk bound the caller's RTP to every address: voicebot1 pokes asterisk_host.
-    let value = serde_json::json!({ "value": format!("0.0.0.0:{port}") });
-    fake.set_rule(Rule::prefix("GET", &format!("/ari/channels/{call}/variable"), Action::Respond { status: 200, body: value }));
-    fake.set_rule(Rule::prefix("POST", &format!("/ari/bridges/voicebot1-{call}-bridge/addChannel"), Action::Delay(Duration::from_millis(300))).times(1));
-    let ids = call_to_media_phase(&fake, &vb, call);
-    let asked = fake.requests_matching(|r| r.method == "GET" && r.path == format!("/ari/channels/{call}/variable"));
+    (fake, vb)
+}
+
+/// Asterisk's end of `channel`'s RTP, a local socket the fake names (as `address_host:port`)
+/// when voicebot1 reads the channel's `CHANNEL(rtp,src)`.
+fn rtp_end_of(fake: &FakeAri, channel: &str, address_host: &str) -> std::net::UdpSocket {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let port = socket.local_addr().expect("addr").port();
+    let value = serde_json::json!({ "value": format!("{address_host}:{port}") });
+    fake.set_rule(Rule::prefix("GET", &format!("/ari/channels/{channel}/variable"), Action::Respond { status: 200, body: value }));
+    socket
+}
+
+/// voicebot1 read `channel`'s RTP address once, and `rtp` got only NAT keepalives, at least 20
+/// while a 300 ms add waited (one every 1 ms), and none after it (the reads ran dry for 500 ms).
+fn assert_poked_while_the_add_waited(fake: &FakeAri, channel: &str, rtp: &std::net::UdpSocket) {
+    let asked = fake.requests_matching(|r| r.method == "GET" && r.path == format!("/ari/channels/{channel}/variable"));
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert_eq!(asked[0].q("variable"), Some("CHANNEL(rtp,src)"));
-    // Datagrams that arrived while the add waited (300 ms, one every 1 ms): NAT keepalives.
     let mut buf = [0u8; 64];
     let mut got = 0;
-    while let Ok(n) = caller_rtp.recv(&mut buf) {
+    while let Ok(n) = rtp.recv(&mut buf) {
         assert_eq!(&buf[..n], &[0, 0, 0, 0], "not a keepalive");
         got += 1;
     }
     assert!(got >= 20, "only {got} keepalives during a 300 ms add");
-    // And none after it: the recv above ran dry for 500 ms.
+}
+
+/// The wiring only: that a real Asterisk 16 runs the queued add at once when the keepalive
+/// arrives is shown by the sandbox runs on 16.28 (set-up times in scripts/test.sh's output).
+#[test]
+fn fake_ari_on_asterisk_16_the_callers_rtp_gets_keepalives_while_its_add_waits() {
+    let (fake, mut vb) = launch_on_asterisk_16("wake-caller-16");
+    let call = "1764000035.1";
+    // Asterisk bound the caller's RTP to every address: voicebot1 pokes asterisk_host.
+    let caller_rtp = rtp_end_of(&fake, call, "0.0.0.0");
+    fake.set_rule(Rule::prefix("POST", &format!("/ari/bridges/voicebot1-{call}-bridge/addChannel"), Action::Delay(Duration::from_millis(300))).times(1));
+    let ids = call_to_media_phase(&fake, &vb, call);
+    assert_poked_while_the_add_waited(&fake, call, &caller_rtp);
     assert!(fake.caller_hangs_up(&ids.call));
     finish(&fake, &mut vb);
 }
 
 /// The same for the destination's `addChannel` after it answered (its own RTP may be 20 ms or
-/// more away): its RTP address is read, and poked while the add waits.
+/// more away).
 #[test]
 fn fake_ari_on_asterisk_16_the_destinations_rtp_gets_keepalives_while_its_add_waits() {
-    let fake = FakeAri::start();
-    fake.set_asterisk_version("16.28.0");
-    let mut vb = launch("wake-dest-16", &fake, Config::new());
-    assert!(vb.wait_log("wakes the bot's media channel during set-up", STEP).is_some(), "{}", vb.log_text());
-    let dest_rtp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    dest_rtp.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
-    let port = dest_rtp.local_addr().expect("addr").port();
+    let (fake, mut vb) = launch_on_asterisk_16("wake-dest-16");
     let call = "1764000036.1";
     let dest = format!("voicebot1-{call}-dest");
-    let value = serde_json::json!({ "value": format!("127.0.0.1:{port}") });
-    fake.set_rule(Rule::prefix("GET", &format!("/ari/channels/{dest}/variable"), Action::Respond { status: 200, body: value }));
+    let dest_rtp = rtp_end_of(&fake, &dest, "127.0.0.1");
     let ids = call_to_media_phase(&fake, &vb, call);
-    let slow_add = Action::Delay(Duration::from_millis(300));
-    fake.set_rule(Rule::prefix("POST", &format!("/ari/bridges/{}/addChannel", ids.bridge), slow_add).times(1));
+    fake.set_rule(Rule::prefix("POST", &format!("/ari/bridges/{}/addChannel", ids.bridge), Action::Delay(Duration::from_millis(300))).times(1));
     transfer_to_destination(&fake, &vb, &ids);
-    let asked = fake.requests_matching(|r| r.method == "GET" && r.path == format!("/ari/channels/{dest}/variable"));
-    assert_eq!(asked.len(), 1, "{asked:?}");
-    assert_eq!(asked[0].q("variable"), Some("CHANNEL(rtp,src)"));
-    let mut buf = [0u8; 64];
-    let mut got = 0;
-    while let Ok(n) = dest_rtp.recv(&mut buf) {
-        assert_eq!(&buf[..n], &[0, 0, 0, 0], "not a keepalive");
-        got += 1;
-    }
-    assert!(got >= 20, "only {got} keepalives during a 300 ms add");
+    assert_poked_while_the_add_waited(&fake, &dest, &dest_rtp);
     caller_hangs_up_after_transfer(&fake, &ids);
     finish(&fake, &mut vb);
 }
