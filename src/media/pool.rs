@@ -97,12 +97,12 @@ impl SocketPool {
         Some(SocketLease { port, socket: Some(socket), pool: Arc::clone(&self.inner) })
     }
 
-    /// Runs `f` while, on another thread, a keepalive datagram goes to `target` every 1 ms (for
-    /// at most 1 s). For a channel of Asterisk before 18.21/20.6 whose queued ARI command waits
-    /// for the channel to wake: a datagram on its RTP socket wakes it (see `Echo::wake_asterisk`
-    /// for the bot's media channel, which gets RTP silence instead).
-    pub fn waking<T>(&self, target: SocketAddr, f: impl FnOnce() -> T) -> T {
-        let Some(waker) = &self.inner.waker else { return f() };
+    /// Runs `f` while, on another thread, a keepalive datagram goes to `target`, if any, every
+    /// 1 ms (for at most 1 s). For a channel of Asterisk before 18.21/20.6 whose queued ARI
+    /// command waits for the channel to wake: a datagram on its RTP socket wakes it (see
+    /// `Echo::wake_asterisk` for the bot's media channel, which gets RTP silence instead).
+    pub fn waking<T>(&self, target: Option<SocketAddr>, f: impl FnOnce() -> T) -> T {
+        let (Some(waker), Some(target)) = (&self.inner.waker, target) else { return f() };
         let done = AtomicBool::new(false);
         std::thread::scope(|scope| {
             let poker = std::thread::Builder::new().name("wake-caller".into()).stack_size(64 * 1024).spawn_scoped(scope, || {

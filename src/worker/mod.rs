@@ -16,7 +16,7 @@ mod perform;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 use log::{debug, error, info, warn};
@@ -42,8 +42,6 @@ pub struct ActiveCall {
     echo: Option<Echo>,
     /// When the destination was asked to ring.
     dialing_since: Option<Instant>,
-    /// How long it rang, from the ask to its `addChannel`: for the timeline's line.
-    rang_for: Option<Duration>,
     /// Admission control let the call in without the bot (`on_overload = "transfer"`).
     without_bot: bool,
     /// When the caller entered the application, by Asterisk's clock (its StasisStart).
@@ -139,7 +137,6 @@ impl CallHandler {
                     dest_name,
                     echo: None,
                     dialing_since,
-                    rang_for: None,
                     without_bot: false,
                     entered: None,
                     caller_rtp: None,
@@ -244,7 +241,6 @@ impl CallHandler {
             dest_name: None,
             echo: None,
             dialing_since: None,
-            rang_for: None,
             without_bot: !bot,
             entered,
             caller_rtp: None,

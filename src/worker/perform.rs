@@ -39,7 +39,7 @@ impl CallHandler {
                 release_socket(id, live);
                 None
             }
-            Action::AddToBridge(role) => Some(self.add_to_bridge(id, live, role)),
+            Action::AddToBridge(role) => Some(self.add_to_bridge(id, role)),
             Action::AddCallerAndMedia => Some(self.add_caller_and_media(id, live)),
             Action::CreateBridge => Some(self.create_bridge(id)),
             Action::CreateBridgeAndMedia => Some(self.create_bridge_and_media(id, live)),
@@ -63,11 +63,11 @@ impl CallHandler {
             Action::LinkLegs => {
                 self.link_legs(id, live);
                 // The timeline says "bridged" only now: from here on the call ends properly
-                // with or without a voicebot1.
-                match live.rang_for.take() {
-                    Some(rang) => info!(
+                // with or without a voicebot1. A call adopted connected never rang here.
+                match live.dialing_since {
+                    Some(since) => info!(
                         "call {id}: destination answered after {} ms ringing; caller and destination bridged",
-                        rang.as_millis()
+                        since.elapsed().as_millis()
                     ),
                     None => debug!("call {id}: legs linked again"),
                 }
@@ -121,27 +121,19 @@ impl CallHandler {
     }
 
     /// Adds one party: the caller of a call without the bot, or the destination.
-    fn add_to_bridge(&self, id: &CallId, live: &mut ActiveCall, role: Role) -> Input {
+    fn add_to_bridge(&self, id: &CallId, role: Role) -> Input {
         let shared = &*self.shared;
         let bridge = shared.ids.bridge(id);
         let channel = shared.ids.channel(id, role);
         let step = if role == Role::Dest { Step::AddDest } else { Step::AddCaller };
-        let add = || shared.ari.add_channels(&bridge, &[&channel]);
         // Before Asterisk 18.21/20.6 the add waits for the channel to wake; its own RTP may be
         // 20 ms or more away: poke its RTP socket, as for the caller (`add_caller_and_media`).
-        let result = match shared.late_commands.load(Ordering::Relaxed) {
-            true => match rtp_address(&shared.ari, id, &channel, shared.config.media.asterisk_host) {
-                Some(rtp) => shared.pool.waking(rtp, add),
-                None => add(),
-            },
-            false => add(),
-        };
-        if result.is_ok() {
-            match role {
-                // Logged once the legs are linked too (`link_legs`).
-                Role::Dest => live.rang_for = live.dialing_since.map(|t| t.elapsed()),
-                _ => debug!("call {id}: caller in bridge {bridge}"),
-            }
+        let late = shared.late_commands.load(Ordering::Relaxed);
+        let rtp = late.then(|| rtp_address(&shared.ari, id, &channel, shared.config.media.asterisk_host)).flatten();
+        let result = shared.pool.waking(rtp, || shared.ari.add_channels(&bridge, &[&channel]));
+        // The destination's line comes once the legs are linked too (`Action::LinkLegs`).
+        if result.is_ok() && role != Role::Dest {
+            debug!("call {id}: caller in bridge {bridge}");
         }
         done(step, result)
     }
@@ -157,10 +149,7 @@ impl CallHandler {
         let late = shared.late_commands.load(Ordering::Relaxed);
         let _waking = live.echo.as_ref().filter(|_| late).map(|e| e.wake_asterisk(shared.config.media.format.silence()));
         let add = || shared.ari.add_channels(&bridge, &[&id.0, &ids.channel(id, Role::Media)]);
-        let result = match live.caller_rtp.filter(|_| late) {
-            Some(caller_rtp) => shared.pool.waking(caller_rtp, add),
-            None => add(),
-        };
+        let result = shared.pool.waking(live.caller_rtp.filter(|_| late), add);
         if result.is_ok() {
             // From Asterisk's StasisStart when it said when: what the caller lives through.
             let took = live.entered.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_else(|| live.started.elapsed());
