@@ -72,9 +72,6 @@ EOF
     echo "$work/bench.toml"
 }
 
-cpu_ms() {  # cpu_ms PID: user + system CPU time so far, ms
-    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1000 / hz }' "/proc/$1/stat"
-}
 status_kb() {  # status_kb PID FIELD
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"
 }

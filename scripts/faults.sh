@@ -123,11 +123,6 @@ restart_voicebot1() {
     rm -rf "$work"
     [ "$verdict" = ok ]
 }
-# CPU time (user + system) a process has used so far, in ms, from /proc.
-cpu_ms() {  # cpu_ms PID
-    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1000 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
-
 # Samples PID's CPU time every second into FILE ("seconds cpu_ms" lines) until killed.
 sample_cpu() {  # sample_cpu PID FILE
     local t=0

@@ -156,7 +156,15 @@ load_with_voicebot1() {
         stop_helper "$bot_pid" 10; bot_pid=""
         return 1
     fi
+    # CPU side by side over the run: Asterisk is this machine's ceiling, not voicebot1.
+    local ast_pid ast0 bot0 t0=$SECONDS calls=0 prev=""
+    for arg in "$@"; do [ "$prev" = --calls ] && calls="$arg"; prev="$arg"; done
+    ast_pid="$(cat "$VB1_RUN_DIR/asterisk.pid" 2>/dev/null || true)"
+    ast0="$(cpu_ms "$ast_pid")" bot0="$(cpu_ms "$bot_pid")"
     "$VB1_SCRIPTS_DIR/loadtest.sh" "$@" || rc=$?
+    awk -v a="$(( $(cpu_ms "$ast_pid") - ast0 ))" -v b="$(( $(cpu_ms "$bot_pid") - bot0 ))" -v s="$((SECONDS - t0))" -v n="$calls" \
+        'BEGIN { if (s < 1) s = 1; if (n < 1) n = 1
+                 printf "CPU over the run (%d s): Asterisk %.1f %% of one core, %.1f ms per call; voicebot1 %.1f %%, %.1f ms per call\n", s, a / s / 10, a / n, b / s / 10, b / n }'
     term_and_wait "$bot_pid" 20; bot_pid=""
     pool="$(grep -o 'shutdown complete.*pool [0-9]*/[0-9]* free' "$work/voicebot1.log" | grep -o 'pool [0-9]*/[0-9]*' || true)"
     echo "voicebot1 at shutdown: ${pool:-no shutdown line}"

@@ -401,6 +401,11 @@ wait_voicebot1_registered() {  # wait_voicebot1_registered PID SECONDS
     return 1
 }
 
+# CPU time (user + system) a process has used so far, in ms, from /proc (0 once it is gone).
+cpu_ms() {  # cpu_ms PID
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1000 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 # SIGTERM a process we started and wait (bounded) for it; sets TERM_RC to
 # its exit status (124 if it had to be killed). Not to be called in $(...):
 # only this shell can wait for its own child.
