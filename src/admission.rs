@@ -31,7 +31,7 @@ use crate::shared::{Counters, Shared};
 use crate::worker::ActiveCall;
 
 /// Threads that hang up rejected callers.
-pub const SHEDDERS: usize = 16;
+pub const SHEDDERS: usize = 32;
 
 /// Why a new call is not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
