@@ -118,6 +118,10 @@ pub enum Action {
     AddCallerAndMedia,
     StartTimer(Timer, Duration),
     /// Indicate ringing to the caller while the destination rings (cosmetic: failure is logged).
+    /// Asterisk plays it through the caller's bridge channel; a caller who leaves the bridge
+    /// before that channel picked the tone up is frozen in Asterisk for 10 minutes (neither
+    /// hang-up nor BYE ends it), so the worker returns only once the tone plays, and the state
+    /// machine asks for it only once the destination is really being called.
     Ring,
     StopRing,
     Originate,
@@ -376,7 +380,7 @@ impl Call {
                 }
             }
             Input::Timer(Timer::MediaPhaseOver) if self.phase == Phase::Media => self.transfer(),
-            Input::Done(Step::Originate, Ok(())) => Vec::new(),
+            Input::Done(Step::Originate, Ok(())) => vec![Action::Ring],
             // Already answered: a StasisStart read after the call was adopted with its
             // destination up.
             Input::DestUp if matches!(self.dest, Leg::Up | Leg::Bridged) && self.phase != Phase::Ended => Vec::new(),
@@ -447,10 +451,9 @@ impl Call {
             self.socket = false;
             actions.push(Action::ReleaseSocket);
         }
-        actions.extend([
-            Action::Ring,
-            Action::StartTimer(Timer::DialGuard, self.policy.dial_timeout + DIAL_GUARD_MARGIN),
-        ]);
+        // Ringback only once Asterisk has accepted the origination (`Input::Done(Originate, Ok)`):
+        // a ringback started and ended within a millisecond can freeze the caller (see `Action::Ring`).
+        actions.push(Action::StartTimer(Timer::DialGuard, self.policy.dial_timeout + DIAL_GUARD_MARGIN));
         actions
     }
 
@@ -547,11 +550,10 @@ mod tests {
                 Originate,
                 Hangup(Role::Media, HangupReason::Normal),
                 ReleaseSocket,
-                Ring,
                 StartTimer(Timer::DialGuard, Duration::from_secs(35))
             ]
         );
-        assert_eq!(c.on(ok(Step::Originate)), vec![]);
+        assert_eq!(c.on(ok(Step::Originate)), vec![Ring]);
         // The StasisEnd of the media channel we hung up is expected and changes nothing.
         assert_eq!(c.on(Input::Left(Role::Media, Some(16))), vec![]);
         assert_eq!(c.phase(), Phase::Transfer);
@@ -691,7 +693,7 @@ mod tests {
     fn drain_transfers_a_caller_with_the_bot_now() {
         let mut c = in_media_phase();
         let a = c.on(Input::Drain);
-        assert_eq!(a[..4], [Originate, Hangup(Role::Media, HangupReason::Normal), ReleaseSocket, Ring]);
+        assert_eq!(a[..3], [Originate, Hangup(Role::Media, HangupReason::Normal), ReleaseSocket]);
         assert!(c.can_hand_over());
     }
 
@@ -729,7 +731,7 @@ mod tests {
         assert_eq!(c.on(Input::DestUp), vec![StopRing, AddToBridge(Role::Dest)]);
         let (c, a) = Call::adopt(policy(), Adopted::WithBot, true);
         assert_eq!(c.phase(), Phase::Transfer);
-        assert_eq!(a[..3], [Originate, Hangup(Role::Media, HangupReason::Normal), Ring]);
+        assert_eq!(a[..2], [Originate, Hangup(Role::Media, HangupReason::Normal)]);
     }
 
     #[test]
@@ -799,7 +801,8 @@ mod tests {
     #[test]
     fn originate_refused_hangs_up_the_caller_and_the_requested_destination() {
         let mut c = in_media_phase();
-        c.on(Input::Timer(Timer::MediaPhaseOver));
+        // No ringback for a destination Asterisk has not accepted to call.
+        assert!(!c.on(Input::Timer(Timer::MediaPhaseOver)).contains(&Ring));
         assert_eq!(
             c.on(failed(Step::Originate)),
             vec![
@@ -845,7 +848,7 @@ mod tests {
         c.on(ok(Step::CreateBridge));
         assert_eq!(
             c.on(ok(Step::AddCaller)),
-            vec![Originate, Ring, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
+            vec![Originate, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
         );
     }
 
@@ -860,7 +863,7 @@ mod tests {
         let mut c = in_media_phase();
         assert_eq!(
             c.on(Input::Left(Role::Media, Some(16))),
-            vec![Originate, ReleaseSocket, Ring, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
+            vec![Originate, ReleaseSocket, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
         );
     }
 

@@ -330,6 +330,13 @@ impl AriClient {
         self.call("POST", &path, &[("media", media)], Idempotent::No, &doing).map(drop)
     }
 
+    /// `GET /playbacks/{id}`: the playback's state (`queued`, `playing`, `done`, …).
+    pub fn playback_state(&self, playback_id: &str) -> Result<String> {
+        let doing = format!("asking Asterisk about playback {playback_id}");
+        let v: serde_json::Value = self.json("GET", &format!("/playbacks/{}", seg(playback_id)), &[], Idempotent::Yes, &doing)?;
+        Ok(v.get("state").and_then(|s| s.as_str()).unwrap_or("unknown").to_string())
+    }
+
     pub fn stop_playback(&self, playback_id: &str) -> Result<()> {
         let doing = format!("stopping playback {playback_id}");
         self.call("DELETE", &format!("/playbacks/{}", seg(playback_id)), &[], Idempotent::Yes, &doing).map(drop)

@@ -139,6 +139,8 @@ label_set! {
         DestroyBridge => "destroy_bridge",
         Play => "play",
         StopPlayback => "stop_playback",
+        /// Whether the ringback plays yet (see `CallHandler::ring`).
+        GetPlayback => "get_playback",
         SetVariable => "set_variable",
         /// The caller's RTP address, on Asterisk before 18.21/20.6 only.
         GetVariable => "get_variable",
@@ -169,6 +171,7 @@ impl Operation {
             ("GET", ["channels", _, "variable"]) => Operation::GetVariable,
             ("GET", ["channels"]) => Operation::GetChannels,
             ("DELETE", ["playbacks", _]) => Operation::StopPlayback,
+            ("GET", ["playbacks", _]) => Operation::GetPlayback,
             ("GET", ["asterisk", "info"]) => Operation::Info,
             _ => Operation::Other,
         }
@@ -467,6 +470,7 @@ mod tests {
             ("POST", "/channels/1.2/variable", Operation::SetVariable),
             ("GET", "/channels", Operation::GetChannels),
             ("DELETE", "/playbacks/voicebot1-1.2-ring", Operation::StopPlayback),
+            ("GET", "/playbacks/voicebot1-1.2-ring", Operation::GetPlayback),
             ("GET", "/asterisk/info", Operation::Info),
             ("GET", "/asterisk/modules/res_ari.so", Operation::Other),
             ("GET", "/endpoints/PJSIP/AVAYA-endpoint", Operation::Other),

@@ -30,6 +30,11 @@ const REQUEST_THREAD_STACK: usize = 256 * 1024;
 /// What the caller hears while the destination rings.
 const RINGBACK: &str = "tone:ring";
 
+/// How long `ring` waits at most for Asterisk to start the ringback, and how it polls.
+const RING_START_WAIT: Duration = Duration::from_millis(500);
+const RING_POLL_FIRST: Duration = Duration::from_micros(500);
+const RING_POLL_MAX: Duration = Duration::from_millis(50);
+
 impl CallHandler {
     /// Performs one action (anything but `Finish`); the outcome, if the call waits for one.
     pub(super) fn perform(&self, id: &CallId, live: &mut ActiveCall, action: Action) -> Option<Input> {
@@ -215,9 +220,43 @@ impl CallHandler {
 
     /// Ringback is a tone played to the caller: the caller is answered and in the bridge,
     /// where a ringing indication would not be heard.
+    ///
+    /// Returns once the tone plays. Asterisk starts a bridged channel's playback by queuing it
+    /// to the channel's bridge thread and waiting, in the channel's own Stasis thread, until it
+    /// has played (res_stasis_playback.c `play_uri`). A caller that leaves the bridge before
+    /// the queued playback is picked up (hung up, or the bridge destroyed, within about a
+    /// millisecond) leaves that wait stuck for its 10-minute failsafe: the channel stays up,
+    /// deaf to hang-ups. Every later action of this call (the end of a destination that failed
+    /// at once, too) comes after this on the same worker, so it cannot race the pick-up.
     fn ring(&self, id: &CallId) {
-        if let Err(e) = self.shared.ari.play(&id.0, &self.shared.ids.ringback(id), RINGBACK) {
+        let ari = &self.shared.ari;
+        let playback = self.shared.ids.ringback(id);
+        if let Err(e) = ari.play(&id.0, &playback, RINGBACK) {
             warn!("call {id}: no ringback for the caller: {e}");
+            return;
+        }
+        let since = Instant::now();
+        let mut nap = RING_POLL_FIRST;
+        loop {
+            match ari.playback_state(&playback) {
+                Ok(state) if state != "queued" => {
+                    debug!("call {id}: ringback {state} after {} µs", since.elapsed().as_micros());
+                    return;
+                }
+                Ok(_) => {}
+                // Gone: it has played (or failed) already.
+                Err(e) if e.is_not_found() => return,
+                Err(e) => {
+                    debug!("call {id}: {e}");
+                    return;
+                }
+            }
+            if since.elapsed() >= RING_START_WAIT {
+                warn!("call {id}: ringback still queued after {} ms; going on", since.elapsed().as_millis());
+                return;
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(RING_POLL_MAX);
         }
     }
 

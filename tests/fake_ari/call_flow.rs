@@ -53,6 +53,27 @@ fn fake_ari_destination_busy_hangs_up_caller() {
     finish(&fake, &mut vb);
 }
 
+/// Asterisk 22.10.1 froze a caller for 10 minutes when its ringback was started and the caller
+/// left the bridge within the millisecond before Asterisk picked the tone up (see
+/// `CallHandler::ring`). A fake cannot freeze; it shows the order: a destination that fails at
+/// once ends the caller only after Asterisk said the ringback plays.
+#[test]
+fn fake_ari_the_caller_is_hung_up_only_once_its_ringback_plays() {
+    let (fake, mut vb) = start_pair("ring-settles", Config::new());
+    fake.set_destination(Destination::Busy { after: Duration::ZERO });
+    // An Asterisk slow to pick the tone up: the first three looks find it still queued.
+    let queued = Action::Respond { status: 200, body: serde_json::json!({"state": "queued"}) };
+    fake.set_rule(Rule::prefix("GET", "/ari/playbacks/", queued).times(3));
+    let ids = call_to_media_phase(&fake, &vb, "1764000020.1");
+    expect_request(&fake, "DELETE caller after busy destination", |r| is_delete_channel(r, &ids.call));
+    let requests = fake.requests();
+    let hangup = requests.iter().position(|r| is_delete_channel(r, &ids.call)).unwrap_or(usize::MAX);
+    let looks = requests[..hangup].iter().filter(|r| is_ring(r, "GET", &ids.call)).count();
+    assert_eq!(looks, 4, "the caller was hung up after {looks} looks at its ringback (3 queued, then playing):\n{}", fake.dump());
+    wait_channel_gone(&fake, &ids.call, "caller must be hung up when the destination is busy");
+    finish(&fake, &mut vb);
+}
+
 #[test]
 fn fake_ari_destination_no_answer_hangs_up_caller() {
     let (fake, mut vb) = start_pair("dest-no-answer", Config::new());

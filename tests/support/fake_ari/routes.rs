@@ -111,6 +111,14 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
             let body = json!({"id": playback, "media_uri": req.param("media"), "target_uri": format!("channel:{id}"), "state": "queued"});
             Reply::json(201, body)
         }
+        // The fake plays nothing: a playback it knows of is playing at once.
+        ("GET", ["ari", "playbacks", playback]) => {
+            if inner.lock().playbacks.contains(*playback) {
+                Reply::json(200, json!({"id": playback, "media_uri": "tone:ring", "state": "playing"}))
+            } else {
+                Reply::msg(404, "Playback not found")
+            }
+        }
         ("DELETE", ["ari", "playbacks", playback]) => {
             if inner.lock().playbacks.remove(*playback) {
                 Reply::no_content()
