@@ -39,6 +39,8 @@ pub enum Overload {
     Calls { active: usize, max: usize },
     Setups { setting_up: usize, max: usize },
     Slow { average: Duration, max: Duration },
+    /// One answer of the last two seconds took over the limit (the average may not show it yet).
+    SlowAnswer { took: Duration, max: Duration },
     Unanswered { ago: Duration },
 }
 
@@ -53,6 +55,12 @@ impl fmt::Display for Overload {
                 average.as_millis(),
                 max.as_millis()
             ),
+            Overload::SlowAnswer { took, max } => write!(
+                f,
+                "a REST request took {} ms in the last 2 s, admission.max_rest_latency_ms is {}",
+                took.as_millis(),
+                max.as_millis()
+            ),
             Overload::Unanswered { ago } => write!(f, "a REST request went unanswered {:.1} s ago", ago.as_secs_f64()),
         }
     }
@@ -64,7 +72,7 @@ impl Overload {
         match self {
             Overload::Calls { .. } => "calls",
             Overload::Setups { .. } => "setups",
-            Overload::Slow { .. } => "slow",
+            Overload::Slow { .. } | Overload::SlowAnswer { .. } => "slow",
             Overload::Unanswered { .. } => "unanswered",
         }
     }
@@ -108,6 +116,10 @@ impl Admission {
         let average = rest.average();
         if !l.max_rest_latency.is_zero() && average > l.max_rest_latency {
             return Err(Overload::Slow { average, max: l.max_rest_latency });
+        }
+        let took = rest.recent_peak();
+        if !l.max_rest_latency.is_zero() && took > l.max_rest_latency {
+            return Err(Overload::SlowAnswer { took, max: l.max_rest_latency });
         }
         Ok(())
     }
@@ -262,7 +274,18 @@ mod tests {
         for _ in 0..60 {
             rest.record(Duration::from_millis(2), true);
         }
+        assert!(matches!(a.check(&reg, &rest), Err(Overload::SlowAnswer { .. })), "the slowest answer still counts for 2 s");
+        // Two seconds later the slow answers are history.
+        let rest = Responsiveness::new();
+        for _ in 0..60 {
+            rest.record(Duration::from_millis(2), true);
+        }
         assert_eq!(a.check(&reg, &rest), Ok(()), "recovers as answers speed up: {:?}", rest.average());
+        // One answer over the limit among fast ones: the average stays low, the call is not taken.
+        rest.record(Duration::from_millis(150), true);
+        rest.record(Duration::from_millis(2), true);
+        assert!(rest.average() < Duration::from_millis(100), "{:?}", rest.average());
+        assert_eq!(a.check(&reg, &rest), Err(Overload::SlowAnswer { took: Duration::from_millis(150), max: Duration::from_millis(100) }));
         rest.record(Duration::from_millis(5000), false);
         assert!(matches!(a.check(&reg, &rest), Err(Overload::Unanswered { .. })));
         // A reconnect: the Asterisk that answers now is not the one that did not.

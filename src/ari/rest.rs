@@ -97,7 +97,15 @@ pub struct Responsiveness {
     /// When a request last went unanswered (transport error: timeout, refused, reset); ms since
     /// `epoch`, `u64::MAX` for never.
     unanswered_ms: AtomicU64,
+    /// The slowest answer of the last `PEAK_WINDOW` (microseconds) and when it came (ms since
+    /// `epoch`): a saturated Asterisk answers most requests fast and a few in over a second,
+    /// which the average hides.
+    peak_us: AtomicU64,
+    peak_ms: AtomicU64,
 }
+
+/// How long the slowest recent answer counts.
+const PEAK_WINDOW: Duration = Duration::from_secs(2);
 
 /// A moving average older than this says nothing about Asterisk now.
 const RESPONSIVENESS_STALE: Duration = Duration::from_secs(2);
@@ -109,6 +117,8 @@ impl Responsiveness {
             average_us: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
             unanswered_ms: AtomicU64::new(u64::MAX),
+            peak_us: AtomicU64::new(0),
+            peak_ms: AtomicU64::new(0),
         }
     }
 
@@ -122,6 +132,7 @@ impl Responsiveness {
         self.unanswered_ms.store(u64::MAX, Ordering::Relaxed);
         self.average_us.store(0, Ordering::Relaxed);
         self.last_ms.store(0, Ordering::Relaxed);
+        self.peak_us.store(0, Ordering::Relaxed);
     }
 
     /// One request's answer time; `answered` is false when no HTTP answer came.
@@ -139,6 +150,19 @@ impl Responsiveness {
         };
         self.average_us.store(old - old / 8 + sample / 8, Ordering::Relaxed);
         self.last_ms.store(now, Ordering::Relaxed);
+        let peak_stale = now.saturating_sub(self.peak_ms.load(Ordering::Relaxed)) > PEAK_WINDOW.as_millis() as u64;
+        if peak_stale || sample >= self.peak_us.load(Ordering::Relaxed) {
+            self.peak_us.store(sample, Ordering::Relaxed);
+            self.peak_ms.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// The slowest answer of the last two seconds; zero when none came.
+    pub fn recent_peak(&self) -> Duration {
+        if self.now_ms().saturating_sub(self.peak_ms.load(Ordering::Relaxed)) > PEAK_WINDOW.as_millis() as u64 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.peak_us.load(Ordering::Relaxed))
     }
 
     /// The recent average answer time; zero when no request was made lately.

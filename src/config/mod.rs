@@ -102,8 +102,8 @@ pub struct AdmissionConfig {
     pub max_calls: usize,
     /// Calls being set up at once (bridge, externalMedia); 0: no ceiling.
     pub max_setups: usize,
-    /// Asterisk's recent REST answer time (moving average) above which new calls are not taken;
-    /// zero: not used.
+    /// Asterisk's recent REST answer time (the moving average, or the slowest answer of the last
+    /// 2 s) above which new calls are not taken; zero: not used.
     pub max_rest_latency: Duration,
     /// How long after a REST request went unanswered (timeout, refused) new calls are not taken.
     pub after_timeout: Duration,

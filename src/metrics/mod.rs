@@ -121,7 +121,7 @@ impl NotTaken {
         match why {
             Overload::Calls { .. } => NotTaken::Calls,
             Overload::Setups { .. } => NotTaken::Setups,
-            Overload::Slow { .. } => NotTaken::Slow,
+            Overload::Slow { .. } | Overload::SlowAnswer { .. } => NotTaken::Slow,
             Overload::Unanswered { .. } => NotTaken::Unanswered,
         }
     }
