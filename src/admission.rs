@@ -113,13 +113,16 @@ impl Admission {
         if let Some(ago) = rest.since_unanswered().filter(|ago| *ago < l.after_timeout) {
             return Err(Overload::Unanswered { ago });
         }
-        let average = rest.average();
-        if !l.max_rest_latency.is_zero() && average > l.max_rest_latency {
-            return Err(Overload::Slow { average, max: l.max_rest_latency });
-        }
-        let took = rest.recent_peak();
-        if !l.max_rest_latency.is_zero() && took > l.max_rest_latency {
-            return Err(Overload::SlowAnswer { took, max: l.max_rest_latency });
+        let max = l.max_rest_latency;
+        if !max.is_zero() {
+            let average = rest.average();
+            if average > max {
+                return Err(Overload::Slow { average, max });
+            }
+            let took = rest.recent_peak();
+            if took > max {
+                return Err(Overload::SlowAnswer { took, max });
+            }
         }
         Ok(())
     }

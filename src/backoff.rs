@@ -1,5 +1,6 @@
-//! The event reader's reconnect delay after a lost ARI connection: doubled at each failed attempt
-//! up to `[ari] reconnect_max_ms`, with jitter; the reader resets it after a connection that held.
+//! Capped exponential delays: the event reader's reconnect delay after a lost ARI connection
+//! (doubled at each failed attempt up to `[ari] reconnect_max_ms`, with jitter; the reader resets
+//! it after a connection that held), and the worker's naps while a ringback is still queued.
 
 use std::time::{Duration, SystemTime};
 

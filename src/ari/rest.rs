@@ -97,18 +97,16 @@ pub struct Responsiveness {
     /// When a request last went unanswered (transport error: timeout, refused, reset); ms since
     /// `epoch`, `u64::MAX` for never.
     unanswered_ms: AtomicU64,
-    /// The slowest answer of the last `PEAK_WINDOW` (microseconds) and when it came (ms since
+    /// The slowest answer of the last `RECENT` (microseconds) and when it came (ms since
     /// `epoch`): a saturated Asterisk answers most requests fast and a few in over a second,
     /// which the average hides.
     peak_us: AtomicU64,
     peak_ms: AtomicU64,
 }
 
-/// How long the slowest recent answer counts.
-const PEAK_WINDOW: Duration = Duration::from_secs(2);
-
-/// A moving average older than this says nothing about Asterisk now.
-const RESPONSIVENESS_STALE: Duration = Duration::from_secs(2);
+/// What says something about Asterisk now: a moving average last fed longer ago than this does
+/// not, nor a slowest answer older than this.
+const RECENT: Duration = Duration::from_secs(2);
 
 impl Responsiveness {
     pub fn new() -> Responsiveness {
@@ -124,6 +122,11 @@ impl Responsiveness {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether `at` (ms since `epoch`, read from one of the fields) is within `RECENT` of `now`.
+    fn is_recent(now: u64, at: &AtomicU64) -> bool {
+        now.saturating_sub(at.load(Ordering::Relaxed)) <= RECENT.as_millis() as u64
     }
 
     /// Forget the past: after a (re)connect, what went unanswered before says nothing about the
@@ -143,15 +146,10 @@ impl Responsiveness {
         }
         let sample = took.as_micros().min(u64::MAX as u128) as u64;
         // Concurrent updates may lose one sample: an estimate needs no lock.
-        let old = if now.saturating_sub(self.last_ms.load(Ordering::Relaxed)) > RESPONSIVENESS_STALE.as_millis() as u64 {
-            sample
-        } else {
-            self.average_us.load(Ordering::Relaxed)
-        };
+        let old = if Self::is_recent(now, &self.last_ms) { self.average_us.load(Ordering::Relaxed) } else { sample };
         self.average_us.store(old - old / 8 + sample / 8, Ordering::Relaxed);
         self.last_ms.store(now, Ordering::Relaxed);
-        let peak_stale = now.saturating_sub(self.peak_ms.load(Ordering::Relaxed)) > PEAK_WINDOW.as_millis() as u64;
-        if peak_stale || sample >= self.peak_us.load(Ordering::Relaxed) {
+        if !Self::is_recent(now, &self.peak_ms) || sample >= self.peak_us.load(Ordering::Relaxed) {
             self.peak_us.store(sample, Ordering::Relaxed);
             self.peak_ms.store(now, Ordering::Relaxed);
         }
@@ -159,7 +157,7 @@ impl Responsiveness {
 
     /// The slowest answer of the last two seconds; zero when none came.
     pub fn recent_peak(&self) -> Duration {
-        if self.now_ms().saturating_sub(self.peak_ms.load(Ordering::Relaxed)) > PEAK_WINDOW.as_millis() as u64 {
+        if !Self::is_recent(self.now_ms(), &self.peak_ms) {
             return Duration::ZERO;
         }
         Duration::from_micros(self.peak_us.load(Ordering::Relaxed))
@@ -167,7 +165,7 @@ impl Responsiveness {
 
     /// The recent average answer time; zero when no request was made lately.
     pub fn average(&self) -> Duration {
-        if self.now_ms().saturating_sub(self.last_ms.load(Ordering::Relaxed)) > RESPONSIVENESS_STALE.as_millis() as u64 {
+        if !Self::is_recent(self.now_ms(), &self.last_ms) {
             return Duration::ZERO;
         }
         Duration::from_micros(self.average_us.load(Ordering::Relaxed))

@@ -14,6 +14,7 @@ use log::{debug, info, warn};
 
 use super::{ActiveCall, CallHandler};
 use crate::ari::rest::Originate;
+use crate::backoff::Backoff;
 use crate::ari::{AriClient, AriError, Channel, ErrorKind};
 use crate::call::{Action, Failure, Input, Step, Timer};
 use crate::ids::{CallId, Role};
@@ -236,7 +237,7 @@ impl CallHandler {
             return;
         }
         let since = Instant::now();
-        let mut nap = RING_POLL_FIRST;
+        let mut naps = Backoff::new(RING_POLL_FIRST, RING_POLL_MAX);
         loop {
             match ari.playback_state(&playback) {
                 Ok(state) if state != "queued" => {
@@ -255,8 +256,7 @@ impl CallHandler {
                 warn!("call {id}: ringback still queued after {} ms; going on", since.elapsed().as_millis());
                 return;
             }
-            std::thread::sleep(nap);
-            nap = (nap * 2).min(RING_POLL_MAX);
+            std::thread::sleep(naps.next_delay());
         }
     }
 
