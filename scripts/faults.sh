@@ -195,7 +195,7 @@ overload() {
     served="$(grep -c 'caller and media bridged in' "$blog" || true)"
     echo "--- the overload run: $n calls offered at $rate calls/s ---"
     echo "served with the bot: $served; not taken: $STEP_SHED (rejected with congestion: $rejected)"
-    echo "not taken, by reason: $(grep 'not taken (' "$blog" | grep -oE 'admission\.[a-z_]+|went unanswered' | sort | uniq -c | sort -rn | awk '{printf "%s%s %s", (NR > 1 ? ", " : ""), $2, $1}')"
+    echo "not taken, by reason: $(grep 'not taken (' "$blog" | grep -oE 'admission\.[a-z_]+|learned ceiling|went unanswered' | sort | uniq -c | sort -rn | awk '{ n = $1; sub(/^ *[0-9]+ /, ""); printf "%s%s %s", (NR > 1 ? ", " : ""), $0, n }')"
     grep -o 'bridged in [0-9]* ms' "$blog" | awk '{print $3}' | sort -n >"$work/setup.ms" || true
     [ -s "$work/setup.ms" ] && echo "served calls' set-up: median $(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/setup.ms") ms, p99 $(awk '{a[NR]=$1} END {i=int(NR*0.99+0.999); print a[i]}' "$work/setup.ms") ms"
     # Time to reject: from the caller's StasisStart read to Asterisk's answer to the hang-up; the

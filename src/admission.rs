@@ -4,7 +4,14 @@
 //! Overload on these boxes is Asterisk's: its CPU saturates first, its REST answers slow down,
 //! then time out, and every call set up meanwhile joins a queue of time-outs. So a new call is not
 //! taken when voicebot1 already carries its ceiling of calls or of set-ups, or when Asterisk has
-//! answered slowly lately or not at all (see [`Responsiveness`]). Such a caller gets a defined
+//! answered slowly lately or not at all (see [`Responsiveness`]).
+//!
+//! A slow answer comes late: the calls taken just before it load Asterisk for their whole life,
+//! and a gate that opens again as soon as answers speed up lets the next wave in and stalls
+//! Asterisk again (measured: REST answers of 1–2 s at 1.5 times the saturating rate). So
+//! admission also learns a ceiling of calls at once from those answers, the way TCP learns its
+//! window ([`Ceiling`]): cut to 4/5 of the calls active when Asterisk answers slowly or not at
+//! all, raised by one call a second while it answers fast. Such a caller gets a defined
 //! outcome at once: by default it is hung up with cause congestion (34) by a shedder thread — one
 //! request, never queued behind the workers, whose calls may be the ones waiting on Asterisk — or
 //! (`on_overload = "transfer"`) it goes to the destination without the bot.
@@ -21,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use crate::ari::rest::Responsiveness;
+use crate::ari::rest::{Responsiveness, RECENT};
 use crate::ari::Channel;
 use crate::call::{HangupReason, Phase};
 use crate::config::{AdmissionConfig, OnOverload};
@@ -37,6 +44,8 @@ pub const SHEDDERS: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Overload {
     Calls { active: usize, max: usize },
+    /// The ceiling learned from Asterisk's slow answers (see [`Ceiling`]).
+    Ceiling { active: usize, ceiling: usize, cut_at: usize },
     Setups { setting_up: usize, max: usize },
     Slow { average: Duration, max: Duration },
     /// One answer of the last two seconds took over the limit (the average may not show it yet).
@@ -48,6 +57,10 @@ impl fmt::Display for Overload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Overload::Calls { active, max } => write!(f, "{active} calls active, admission.max_calls is {max}"),
+            Overload::Ceiling { active, ceiling, cut_at } => write!(
+                f,
+                "{active} calls active, the learned ceiling is {ceiling} (Asterisk answered slowly with {cut_at} active)"
+            ),
             Overload::Setups { setting_up, max } => write!(f, "{setting_up} calls being set up, admission.max_setups is {max}"),
             Overload::Slow { average, max } => write!(
                 f,
@@ -71,6 +84,7 @@ impl Overload {
     pub fn kind(&self) -> &'static str {
         match self {
             Overload::Calls { .. } => "calls",
+            Overload::Ceiling { .. } => "ceiling",
             Overload::Setups { .. } => "setups",
             Overload::Slow { .. } | Overload::SlowAnswer { .. } => "slow",
             Overload::Unanswered { .. } => "unanswered",
@@ -78,17 +92,62 @@ impl Overload {
     }
 }
 
-/// The admission state: the limits, and the calls admitted whose first turn has not come yet
-/// (the registry holds a call only from then on).
+/// A cut lowers the ceiling to this share of the calls active (numerator, denominator).
+const CUT: (usize, usize) = (4, 5);
+/// The ceiling never goes below this many calls: a box that cannot carry ten calls is sick, and
+/// the latency checks shed for it.
+const FLOOR: usize = 10;
+/// While Asterisk answers fast, the ceiling rises by one call this often.
+const RISE_EVERY: Duration = Duration::from_secs(1);
+/// Asterisk answers fast when its slowest answer of the last 2 s, and its average, are below
+/// `max_rest_latency_ms` divided by this; between that and the limit the ceiling holds.
+const FAST_SHARE: u32 = 4;
+
+/// The ceiling of calls at once learned from Asterisk's answers: none until Asterisk first answers
+/// slowly or not at all; then cut to 4/5 of the calls active (at most once per 2 s, the time a
+/// slow answer counts, and never raised by a cut: while the calls taken before a cut end, the
+/// load above the ceiling explains the slow answers), and raised by one call a second while
+/// Asterisk answers fast, reached or not: a hiccup at a quiet hour must not cap the busy one, so
+/// the memory of a cut fades in (ceiling − calls) seconds. Held between the two. Like TCP's
+/// window, it settles just under the load where Asterisk stalls, and follows the box as it gets
+/// faster or slower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ceiling {
+    /// `None`: Asterisk has not answered slowly yet.
+    calls: Option<usize>,
+    /// The calls active at the last cut, for the log.
+    cut_at: usize,
+    /// When it was last cut, and last moved either way.
+    cut: Option<Instant>,
+    moved: Instant,
+}
+
+/// What Asterisk's answers say about it now.
+enum Asterisk {
+    Fast,
+    /// Slower than fast, not over the limit: the ceiling holds.
+    Strained,
+    Overloaded(Overload),
+}
+
+/// The admission state: the limits, the learned ceiling, and the calls admitted whose first turn
+/// has not come yet (the registry holds a call only from then on).
 #[derive(Debug)]
 pub struct Admission {
     limits: AdmissionConfig,
+    ceiling: Mutex<Ceiling>,
     pending: Mutex<HashSet<CallId>>,
 }
 
 impl Admission {
     pub fn new(limits: AdmissionConfig) -> Admission {
-        Admission { limits, pending: Mutex::new(HashSet::new()) }
+        let ceiling = Ceiling { calls: None, cut_at: 0, cut: None, moved: Instant::now() };
+        Admission { limits, ceiling: Mutex::new(ceiling), pending: Mutex::new(HashSet::new()) }
+    }
+
+    /// The learned ceiling of calls at once; `None` while Asterisk has not answered slowly.
+    pub fn ceiling(&self) -> Option<usize> {
+        self.ceiling.lock().calls
     }
 
     /// Whether the call was admitted already (its StasisStart came twice, or the janitor found it
@@ -98,11 +157,19 @@ impl Admission {
     }
 
     /// Whether one more call may be taken now.
-    pub fn check(&self, registry: &HashMap<CallId, Phase>, rest: &Responsiveness) -> Result<(), Overload> {
+    pub fn check(&self, registry: &HashMap<CallId, Phase>, rest: &Responsiveness, now: Instant) -> Result<(), Overload> {
         let l = &self.limits;
         let pending = self.pending.lock().len();
-        if l.max_calls > 0 && registry.len() + pending >= l.max_calls {
-            return Err(Overload::Calls { active: registry.len() + pending, max: l.max_calls });
+        let active = registry.len() + pending;
+        let asterisk = self.asterisk(rest);
+        let ceiling = self.learn(active, &asterisk, now);
+        if l.max_calls > 0 && active >= l.max_calls {
+            return Err(Overload::Calls { active, max: l.max_calls });
+        }
+        if let Ceiling { calls: Some(ceiling), cut_at, .. } = ceiling {
+            if active >= ceiling {
+                return Err(Overload::Ceiling { active, ceiling, cut_at });
+            }
         }
         if l.max_setups > 0 {
             let setting_up = registry.values().filter(|p| **p == Phase::Setup).count() + pending;
@@ -110,21 +177,56 @@ impl Admission {
                 return Err(Overload::Setups { setting_up, max: l.max_setups });
             }
         }
+        match asterisk {
+            Asterisk::Overloaded(why) => Err(why),
+            Asterisk::Fast | Asterisk::Strained => Ok(()),
+        }
+    }
+
+    /// What Asterisk's recent answers say.
+    fn asterisk(&self, rest: &Responsiveness) -> Asterisk {
+        let l = &self.limits;
         if let Some(ago) = rest.since_unanswered().filter(|ago| *ago < l.after_timeout) {
-            return Err(Overload::Unanswered { ago });
+            return Asterisk::Overloaded(Overload::Unanswered { ago });
         }
         let max = l.max_rest_latency;
-        if !max.is_zero() {
-            let average = rest.average();
-            if average > max {
-                return Err(Overload::Slow { average, max });
-            }
-            let took = rest.recent_peak();
-            if took > max {
-                return Err(Overload::SlowAnswer { took, max });
-            }
+        if max.is_zero() {
+            return Asterisk::Fast;
         }
-        Ok(())
+        let (average, took) = (rest.average(), rest.recent_peak());
+        if average > max {
+            Asterisk::Overloaded(Overload::Slow { average, max })
+        } else if took > max {
+            Asterisk::Overloaded(Overload::SlowAnswer { took, max })
+        } else if average.max(took) < max / FAST_SHARE {
+            Asterisk::Fast
+        } else {
+            Asterisk::Strained
+        }
+    }
+
+    /// Moves the learned ceiling by what Asterisk says with `active` calls at once; returns it.
+    fn learn(&self, active: usize, asterisk: &Asterisk, now: Instant) -> Ceiling {
+        let mut c = self.ceiling.lock();
+        match asterisk {
+            Asterisk::Overloaded(why) if c.cut.is_none_or(|at| now.saturating_duration_since(at) >= RECENT) => {
+                let cut = (active * CUT.0 / CUT.1).max(FLOOR);
+                if c.calls.is_none_or(|n| cut < n) {
+                    let was = c.calls.map_or_else(|| "none".to_string(), |n| n.to_string());
+                    info!("admission: Asterisk is overloaded ({why}) with {active} calls active: taking at most {cut} calls at once from now on (was {was})");
+                    *c = Ceiling { calls: Some(cut), cut_at: active, cut: Some(now), moved: now };
+                }
+            }
+            Asterisk::Fast if now.saturating_duration_since(c.moved) >= RISE_EVERY => {
+                if let Some(n) = c.calls {
+                    c.calls = Some(n + 1);
+                    c.moved = now;
+                    debug!("admission: Asterisk answers fast; the ceiling rises to {} calls", n + 1);
+                }
+            }
+            _ => {}
+        }
+        *c
     }
 
     /// A call was admitted and posted to its mailbox.
@@ -163,7 +265,7 @@ pub fn offer(shared: &Shared, calls: &Scheduler<ActiveCall>, call: CallId, calle
             debug!("call {call}: {} already has its call", caller.name);
             return;
         }
-        shared.admission.check(&registry, shared.ari.responsiveness())
+        shared.admission.check(&registry, shared.ari.responsiveness(), Instant::now())
     };
     match verdict {
         Ok(()) => {
@@ -242,21 +344,21 @@ mod tests {
         let a = Admission::new(limits(3, 0, 0));
         let rest = Responsiveness::new();
         let reg = registry(&[Phase::Connected, Phase::Media]);
-        assert_eq!(a.check(&reg, &rest), Ok(()));
+        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
         a.admitted(&CallId("9".into()));
         assert!(a.is_pending(&CallId("9".into())));
-        assert_eq!(a.check(&reg, &rest), Err(Overload::Calls { active: 3, max: 3 }));
+        assert_eq!(a.check(&reg, &rest, Instant::now()), Err(Overload::Calls { active: 3, max: 3 }));
         a.taken(&CallId("9".into()));
         a.taken(&CallId("9".into()));
-        assert_eq!(a.check(&reg, &rest), Ok(()));
+        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
     }
 
     #[test]
     fn the_setup_ceiling_counts_only_calls_in_set_up() {
         let a = Admission::new(limits(0, 2, 0));
         let rest = Responsiveness::new();
-        assert_eq!(a.check(&registry(&[Phase::Setup, Phase::Transfer, Phase::Connected]), &rest), Ok(()));
-        let err = a.check(&registry(&[Phase::Setup, Phase::Setup]), &rest);
+        assert_eq!(a.check(&registry(&[Phase::Setup, Phase::Transfer, Phase::Connected]), &rest, Instant::now()), Ok(()));
+        let err = a.check(&registry(&[Phase::Setup, Phase::Setup]), &rest, Instant::now());
         assert_eq!(err, Err(Overload::Setups { setting_up: 2, max: 2 }));
         assert!(err.unwrap_err().to_string().contains("admission.max_setups is 2"));
     }
@@ -269,30 +371,83 @@ mod tests {
         for _ in 0..40 {
             rest.record(Duration::from_millis(5), true);
         }
-        assert_eq!(a.check(&reg, &rest), Ok(()));
+        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
         for _ in 0..40 {
             rest.record(Duration::from_millis(400), true);
         }
-        assert!(matches!(a.check(&reg, &rest), Err(Overload::Slow { .. })), "{:?}", rest.average());
+        assert!(matches!(a.check(&reg, &rest, Instant::now()), Err(Overload::Slow { .. })), "{:?}", rest.average());
         for _ in 0..60 {
             rest.record(Duration::from_millis(2), true);
         }
-        assert!(matches!(a.check(&reg, &rest), Err(Overload::SlowAnswer { .. })), "the slowest answer still counts for 2 s");
+        assert!(matches!(a.check(&reg, &rest, Instant::now()), Err(Overload::SlowAnswer { .. })), "the slowest answer still counts for 2 s");
         // Two seconds later the slow answers are history.
         let rest = Responsiveness::new();
         for _ in 0..60 {
             rest.record(Duration::from_millis(2), true);
         }
-        assert_eq!(a.check(&reg, &rest), Ok(()), "recovers as answers speed up: {:?}", rest.average());
+        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()), "recovers as answers speed up: {:?}", rest.average());
         // One answer over the limit among fast ones: the average stays low, the call is not taken.
         rest.record(Duration::from_millis(150), true);
         rest.record(Duration::from_millis(2), true);
         assert!(rest.average() < Duration::from_millis(100), "{:?}", rest.average());
-        assert_eq!(a.check(&reg, &rest), Err(Overload::SlowAnswer { took: Duration::from_millis(150), max: Duration::from_millis(100) }));
+        assert_eq!(a.check(&reg, &rest, Instant::now()), Err(Overload::SlowAnswer { took: Duration::from_millis(150), max: Duration::from_millis(100) }));
         rest.record(Duration::from_millis(5000), false);
-        assert!(matches!(a.check(&reg, &rest), Err(Overload::Unanswered { .. })));
+        assert!(matches!(a.check(&reg, &rest, Instant::now()), Err(Overload::Unanswered { .. })));
         // A reconnect: the Asterisk that answers now is not the one that did not.
         rest.reset();
-        assert_eq!(a.check(&reg, &rest), Ok(()));
+        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
+    }
+
+    #[test]
+    fn a_ceiling_is_learned_from_slow_answers_and_rises_while_answers_are_fast() {
+        let a = Admission::new(limits(0, 0, 400));
+        let (fast, slow) = (Responsiveness::new(), Responsiveness::new());
+        fast.record(Duration::from_millis(5), true);
+        slow.record(Duration::from_millis(900), true);
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let reg = registry(&[Phase::Connected; 100]);
+        assert_eq!(a.check(&reg, &fast, at(0.0)), Ok(()));
+        assert_eq!(a.ceiling(), None, "nothing learned while Asterisk answers fast");
+
+        // A slow answer with 100 calls active: cut to 80, and this caller is not taken.
+        assert_eq!(a.check(&reg, &slow, at(1.0)), Err(Overload::Ceiling { active: 100, ceiling: 80, cut_at: 100 }));
+        assert_eq!(a.ceiling(), Some(80));
+        // The same slow answer a moment later cuts no further: one cut per 2 s.
+        let reg = registry(&[Phase::Connected; 80]);
+        assert!(a.check(&reg, &slow, at(2.0)).is_err());
+        assert_eq!(a.ceiling(), Some(80));
+        // Still slow 2 s on with the calls down to the ceiling: cut again, to 64.
+        assert!(a.check(&reg, &slow, at(3.0)).is_err());
+        assert_eq!(a.ceiling(), Some(64));
+        // Still slow while the calls over the ceiling end: no cut (they explain it).
+        assert!(a.check(&reg, &slow, at(6.0)).is_err());
+        assert_eq!(a.ceiling(), Some(64));
+
+        // Fast answers: one call more per second (the first rise is due at once: the last move
+        // was the cut at 3 s).
+        let reg = registry(&[Phase::Connected; 64]);
+        assert_eq!(a.check(&reg, &fast, at(6.5)), Ok(()));
+        assert_eq!(a.ceiling(), Some(65));
+        assert!(matches!(a.check(&reg, &fast, at(7.0)), Ok(())));
+        assert_eq!(a.ceiling(), Some(65), "not twice in one second");
+        assert_eq!(a.check(&reg, &fast, at(7.5)), Ok(()));
+        assert_eq!(a.ceiling(), Some(66));
+        let reg = registry(&[Phase::Connected; 66]);
+        assert_eq!(a.check(&reg, &fast, at(7.6)), Err(Overload::Ceiling { active: 66, ceiling: 66, cut_at: 80 }));
+
+        // Between fast and slow (a 150 ms answer, the limit 400 ms): the ceiling holds.
+        let strained = Responsiveness::new();
+        strained.record(Duration::from_millis(150), true);
+        assert_eq!(a.check(&registry(&[Phase::Connected; 64]), &strained, at(20.0)), Ok(()));
+        assert_eq!(a.ceiling(), Some(66));
+
+        // An unanswered request cuts as a slow answer does, never below the floor.
+        let gone = Responsiveness::new();
+        gone.record(Duration::from_secs(5), false);
+        assert!(matches!(a.check(&registry(&[Phase::Media; 3]), &gone, at(30.0)), Err(Overload::Unanswered { .. })));
+        assert_eq!(a.ceiling(), Some(FLOOR));
+        let err = a.check(&registry(&[Phase::Media; 10]), &fast, at(30.5)).unwrap_err();
+        assert!(err.to_string().contains("learned ceiling is 10 (Asterisk answered slowly with 3 active)"), "{err}");
     }
 }

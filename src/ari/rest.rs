@@ -106,7 +106,7 @@ pub struct Responsiveness {
 
 /// What says something about Asterisk now: a moving average last fed longer ago than this does
 /// not, nor a slowest answer older than this.
-const RECENT: Duration = Duration::from_secs(2);
+pub const RECENT: Duration = Duration::from_secs(2);
 
 impl Responsiveness {
     pub fn new() -> Responsiveness {

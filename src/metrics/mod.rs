@@ -107,9 +107,12 @@ label_set! {
     NotTaken {
         /// `[admission] max_calls` reached.
         Calls => "max_calls",
+        /// The ceiling admission learned from Asterisk's slow answers reached.
+        Ceiling => "learned_ceiling",
         /// `[admission] max_setups` reached.
         Setups => "max_setups",
-        /// Asterisk's average REST answer time above `[admission] max_rest_latency_ms`.
+        /// Asterisk's REST answer time (the average, or one answer of the last 2 s) above
+        /// `[admission] max_rest_latency_ms`.
         Slow => "slow_asterisk",
         /// A REST request went unanswered within `[admission] after_timeout_ms`.
         Unanswered => "unanswered_asterisk",
@@ -120,6 +123,7 @@ impl NotTaken {
     pub fn of(why: &Overload) -> NotTaken {
         match why {
             Overload::Calls { .. } => NotTaken::Calls,
+            Overload::Ceiling { .. } => NotTaken::Ceiling,
             Overload::Setups { .. } => NotTaken::Setups,
             Overload::Slow { .. } | Overload::SlowAnswer { .. } => NotTaken::Slow,
             Overload::Unanswered { .. } => NotTaken::Unanswered,
@@ -405,6 +409,11 @@ mod tests {
         assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"max_setups\"}"), Some(2.0));
         assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"unanswered_asterisk\"}"), Some(1.0));
         assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"max_calls\"}"), Some(0.0));
+        assert_eq!(value(&text, "voicebot1_admission_ceiling_calls"), Some(f64::INFINITY), "none learned yet");
+        r.call_not_taken(&Overload::Ceiling { active: 80, ceiling: 80, cut_at: 100 });
+        let text = render(&r, &Live { ceiling: Some(80), ..live() });
+        assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"learned_ceiling\"}"), Some(1.0));
+        assert_eq!(value(&text, "voicebot1_admission_ceiling_calls"), Some(80.0));
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Live {
     pub pool_total: usize,
     /// A stop is under way: no new calls are taken.
     pub stopping: bool,
+    /// The ceiling of calls at once admission learned; `None` while it has learned none.
+    pub ceiling: Option<usize>,
     /// Totals from `shared::Counters`.
     pub started: u64,
     pub adopted: u64,
@@ -49,6 +51,7 @@ impl Live {
             pool_free: shared.pool.free(),
             pool_total: shared.pool.total(),
             stopping: shared.draining.load(Ordering::Relaxed),
+            ceiling: shared.admission.ceiling(),
             started: get(&c.calls),
             adopted: get(&c.adopted),
             handed_over: get(&c.handed_over),
@@ -118,6 +121,11 @@ pub fn render(r: &Registry, live: &Live) -> String {
     w.family("voicebot1_call_setup_seconds", Kind::Histogram, "From the caller's StasisStart to caller and bot media bridged.");
     w.histogram("voicebot1_call_setup_seconds", &[], &r.setup.snapshot());
 
+    w.family("voicebot1_admission_ceiling_calls", Kind::Gauge, "The calls at once admission takes, learned from Asterisk's slow answers (+Inf until Asterisk first answers slowly).");
+    match live.ceiling {
+        Some(n) => w.sample("voicebot1_admission_ceiling_calls", &[], n),
+        None => w.sample("voicebot1_admission_ceiling_calls", &[], "+Inf"),
+    }
     w.family("voicebot1_pool_ports", Kind::Gauge, "UDP media ports in the pool (bound at start-up).");
     w.sample("voicebot1_pool_ports", &[], live.pool_total);
     w.family("voicebot1_pool_ports_free", Kind::Gauge, "UDP media ports not held by a call.");
