@@ -59,7 +59,7 @@ impl fmt::Display for Overload {
             Overload::Calls { active, max } => write!(f, "{active} calls active, admission.max_calls is {max}"),
             Overload::Ceiling { active, ceiling, cut_at } => write!(
                 f,
-                "{active} calls active, the learned ceiling is {ceiling} (Asterisk answered slowly with {cut_at} active)"
+                "{active} calls active, the learned ceiling is {ceiling}, set when Asterisk answered slowly with {cut_at} active"
             ),
             Overload::Setups { setting_up, max } => write!(f, "{setting_up} calls being set up, admission.max_setups is {max}"),
             Overload::Slow { average, max } => write!(
@@ -448,6 +448,6 @@ mod tests {
         assert!(matches!(a.check(&registry(&[Phase::Media; 3]), &gone, at(30.0)), Err(Overload::Unanswered { .. })));
         assert_eq!(a.ceiling(), Some(FLOOR));
         let err = a.check(&registry(&[Phase::Media; 10]), &fast, at(30.5)).unwrap_err();
-        assert!(err.to_string().contains("learned ceiling is 10 (Asterisk answered slowly with 3 active)"), "{err}");
+        assert!(err.to_string().contains("learned ceiling is 10, set when Asterisk answered slowly with 3 active"), "{err}");
     }
 }
