@@ -108,17 +108,18 @@ const FAST_SHARE: u32 = 4;
 /// slow answer counts, and never raised by a cut: while the calls taken before a cut end, the
 /// load above the ceiling explains the slow answers), and raised by one call a second while
 /// Asterisk answers fast, reached or not: a hiccup at a quiet hour must not cap the busy one, so
-/// the memory of a cut fades in (ceiling − calls) seconds. Held between the two. Like TCP's
-/// window, it settles just under the load where Asterisk stalls, and follows the box as it gets
-/// faster or slower.
+/// the memory of a cut fades at one call a second. Held between the two. Like TCP's window, it
+/// settles just under the load where Asterisk stalls, and follows the box as it gets faster or
+/// slower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Ceiling {
     /// `None`: Asterisk has not answered slowly yet.
     calls: Option<usize>,
     /// The calls active at the last cut, for the log.
     cut_at: usize,
-    /// When it was last cut, and last moved either way.
+    /// When it was last cut (`None`: never).
     cut: Option<Instant>,
+    /// When it last moved, cut or risen.
     moved: Instant,
 }
 
