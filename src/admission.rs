@@ -79,19 +79,6 @@ impl fmt::Display for Overload {
     }
 }
 
-impl Overload {
-    /// A short name for counting.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Overload::Calls { .. } => "calls",
-            Overload::Ceiling { .. } => "ceiling",
-            Overload::Setups { .. } => "setups",
-            Overload::Slow { .. } | Overload::SlowAnswer { .. } => "slow",
-            Overload::Unanswered { .. } => "unanswered",
-        }
-    }
-}
-
 /// A cut lowers the ceiling to this share of the calls active (numerator, denominator).
 const CUT: (usize, usize) = (4, 5);
 /// The ceiling never goes below this many calls: a box that cannot carry ten calls is sick, and

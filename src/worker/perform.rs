@@ -14,8 +14,8 @@ use log::{debug, info, warn};
 
 use super::{ActiveCall, CallHandler};
 use crate::ari::rest::Originate;
-use crate::backoff::Backoff;
 use crate::ari::{AriClient, AriError, Channel, ErrorKind};
+use crate::backoff::Backoff;
 use crate::call::{Action, Failure, Input, Step, Timer};
 use crate::ids::{CallId, Role};
 use crate::media::{Echo, EchoCounts};
