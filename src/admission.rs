@@ -16,29 +16,22 @@
 //! request, never queued behind the workers, whose calls may be the ones waiting on Asterisk — or
 //! (`on_overload = "transfer"`) it goes to the destination without the bot.
 //!
-//! REST requests in flight are bounded by construction: one per worker, one per shedder thread,
-//! and the janitor's.
+//! This module is the policy, with no I/O: [`Admission::check`] on numbers and Asterisk's
+//! [`Responsiveness`]. Its effects — offering a new caller, the shedder threads that hang up the
+//! callers not taken — are `intake`'s, beside the reader.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use log::{debug, info, warn};
+use log::{debug, info};
 use parking_lot::Mutex;
 
-use crate::ari::rest::{Responsiveness, RECENT};
-use crate::ari::Channel;
-use crate::call::{HangupReason, Phase};
-use crate::config::{AdmissionConfig, OnOverload};
-use crate::dispatch::{CallEvent, CallMsg, Scheduler};
+use crate::call::Phase;
+use crate::config::AdmissionConfig;
 use crate::ids::CallId;
-use crate::shared::{Counters, Shared};
-use crate::worker::ActiveCall;
-
-/// Threads that hang up rejected callers.
-pub const SHEDDERS: usize = 32;
+use crate::metrics::NotTaken;
 
 /// Why a new call is not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +44,19 @@ pub enum Overload {
     /// One answer of the last two seconds took over the limit (the average may not show it yet).
     SlowAnswer { took: Duration, max: Duration },
     Unanswered { ago: Duration },
+}
+
+impl Overload {
+    /// The reason's label in `voicebot1_calls_not_taken_total`.
+    pub fn reason(&self) -> NotTaken {
+        match self {
+            Overload::Calls { .. } => NotTaken::Calls,
+            Overload::Ceiling { .. } => NotTaken::Ceiling,
+            Overload::Setups { .. } => NotTaken::Setups,
+            Overload::Slow { .. } | Overload::SlowAnswer { .. } => NotTaken::Slow,
+            Overload::Unanswered { .. } => NotTaken::Unanswered,
+        }
+    }
 }
 
 impl fmt::Display for Overload {
@@ -140,7 +146,7 @@ impl Admission {
 
     /// Whether the call was admitted already (its StasisStart came twice, or the janitor found it
     /// while its first turn was still queued).
-    fn is_pending(&self, call: &CallId) -> bool {
+    pub fn is_pending(&self, call: &CallId) -> bool {
         self.pending.lock().contains(call)
     }
 
@@ -218,7 +224,7 @@ impl Admission {
     }
 
     /// A call was admitted and posted to its mailbox.
-    fn admitted(&self, call: &CallId) {
+    pub fn admitted(&self, call: &CallId) {
         self.pending.lock().insert(call.clone());
     }
 
@@ -230,88 +236,120 @@ impl Admission {
 
 /// A caller to be hung up because its call was not taken.
 pub struct Rejection {
-    call: CallId,
-    caller: String,
-    why: Overload,
-    at: Instant,
+    pub call: CallId,
+    /// The caller's channel name, for the log.
+    pub caller: String,
+    pub why: Overload,
+    /// When it was decided.
+    pub at: Instant,
 }
 
-/// A new caller in the application (a StasisStart with the inbound argument, or a caller found
-/// waiting there): a call, a rejection, a transfer without the bot, or — while a stop is handing
-/// calls over — nothing: the caller waits in the application for the next instance.
-pub fn offer(shared: &Shared, calls: &Scheduler<ActiveCall>, call: CallId, caller: Box<Channel>, entered: Option<SystemTime>) {
-    if shared.draining.load(Ordering::SeqCst) {
-        info!("call {call}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", caller.name);
-        return;
+/// How fast Asterisk has answered REST requests lately: the signal admission control sheds new
+/// calls on when Asterisk is overloaded (its CPU saturated, its answers late or missing).
+#[derive(Debug)]
+pub struct Responsiveness {
+    epoch: Instant,
+    /// Moving average of answer times (each request weighs 1/8), microseconds.
+    average_us: AtomicU64,
+    /// When the last request was answered, or went unanswered; ms since `epoch`.
+    last_ms: AtomicU64,
+    /// When a request last went unanswered (transport error: timeout, refused, reset); ms since
+    /// `epoch`, `u64::MAX` for never.
+    unanswered_ms: AtomicU64,
+    /// The slowest answer of the last `RECENT` (microseconds) and when it came (ms since
+    /// `epoch`): a saturated Asterisk answers most requests fast and a few in over a second,
+    /// which the average hides.
+    peak_us: AtomicU64,
+    peak_ms: AtomicU64,
+}
+
+/// What says something about Asterisk now: a moving average last fed longer ago than this does
+/// not, nor a slowest answer older than this.
+pub const RECENT: Duration = Duration::from_secs(2);
+
+impl Responsiveness {
+    pub fn new() -> Responsiveness {
+        Responsiveness {
+            epoch: Instant::now(),
+            average_us: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            unanswered_ms: AtomicU64::new(u64::MAX),
+            peak_us: AtomicU64::new(0),
+            peak_ms: AtomicU64::new(0),
+        }
     }
-    let verdict = {
-        let registry = shared.registry.lock();
-        if registry.contains_key(&call) || shared.admission.is_pending(&call) {
-            // A duplicate (the start-up listing and the StasisStart both found the caller, the
-            // janitor found it while its turn was queued): once is enough. Posting it would start
-            // the call again if the first ended before the duplicate's turn.
-            debug!("call {call}: {} already has its call", caller.name);
-            return;
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether `at` (ms since `epoch`, read from one of the fields) is within `RECENT` of `now`.
+    fn is_recent(now: u64, at: &AtomicU64) -> bool {
+        now.saturating_sub(at.load(Ordering::Relaxed)) <= RECENT.as_millis() as u64
+    }
+
+    /// Forget the past: after a (re)connect, what went unanswered before says nothing about the
+    /// Asterisk that answers now.
+    pub fn reset(&self) {
+        self.unanswered_ms.store(u64::MAX, Ordering::Relaxed);
+        self.average_us.store(0, Ordering::Relaxed);
+        self.last_ms.store(0, Ordering::Relaxed);
+        self.peak_us.store(0, Ordering::Relaxed);
+    }
+
+    /// One request's answer time; `answered` is false when no HTTP answer came.
+    pub fn record(&self, took: Duration, answered: bool) {
+        let now = self.now_ms();
+        if !answered {
+            self.unanswered_ms.store(now, Ordering::Relaxed);
         }
-        shared.admission.check(&registry, shared.ari.responsiveness(), Instant::now())
-    };
-    match verdict {
-        Ok(()) => {
-            shared.admission.admitted(&call);
-            calls.post(call, CallMsg::Event(CallEvent::Inbound(caller, entered)));
+        let sample = took.as_micros().min(u64::MAX as u128) as u64;
+        // Concurrent updates may lose one sample: an estimate needs no lock.
+        let old = if Self::is_recent(now, &self.last_ms) { self.average_us.load(Ordering::Relaxed) } else { sample };
+        self.average_us.store(old - old / 8 + sample / 8, Ordering::Relaxed);
+        self.last_ms.store(now, Ordering::Relaxed);
+        if !Self::is_recent(now, &self.peak_ms) || sample >= self.peak_us.load(Ordering::Relaxed) {
+            self.peak_us.store(sample, Ordering::Relaxed);
+            self.peak_ms.store(now, Ordering::Relaxed);
         }
-        Err(why) => {
-            let n = Counters::bump(&shared.counters.shed);
-            crate::metrics::call_not_taken(&why);
-            match shared.config.admission.on_overload {
-                OnOverload::Reject => {
-                    let rejection = Rejection { call, caller: caller.name, why, at: Instant::now() };
-                    // The shedders run as long as `shared` does.
-                    let _ = shared.shed.send(rejection);
-                }
-                OnOverload::Transfer => {
-                    info!("call {call}: not taken ({why}; {n} so far): transferring without the bot");
-                    shared.admission.admitted(&call);
-                    calls.post(call, CallMsg::Event(CallEvent::Overflow(caller, entered)));
-                }
-            }
+    }
+
+    /// The slowest answer of the last two seconds; zero when none came.
+    pub fn recent_peak(&self) -> Duration {
+        if !Self::is_recent(self.now_ms(), &self.peak_ms) {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.peak_us.load(Ordering::Relaxed))
+    }
+
+    /// The recent average answer time; zero when no request was made lately.
+    pub fn average(&self) -> Duration {
+        if !Self::is_recent(self.now_ms(), &self.last_ms) {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.average_us.load(Ordering::Relaxed))
+    }
+
+    /// How long ago a request last went unanswered.
+    pub fn since_unanswered(&self) -> Option<Duration> {
+        match self.unanswered_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            at => Some(Duration::from_millis(self.now_ms().saturating_sub(at))),
         }
     }
 }
 
-/// A shedder thread: hangs up rejected callers until `stop` disconnects. A hang-up that fails
-/// is left to the janitor, which retries it until Asterisk confirms the caller is gone.
-pub fn run_shedder(shared: &Shared, rejections: &Receiver<Rejection>, stop: &Receiver<()>) {
-    loop {
-        let r = crossbeam_channel::select! {
-            recv(rejections) -> r => match r { Ok(r) => r, Err(_) => return },
-            recv(stop) -> _ => return,
-        };
-        let sent = Instant::now();
-        let result = shared.ari.hangup(&r.call.0, HangupReason::Congestion);
-        let (ms, asterisk_ms) = (r.at.elapsed().as_millis(), sent.elapsed().as_millis());
-        match result {
-            Ok(()) => info!(
-                "call {}: rejected with congestion in {ms} ms ({asterisk_ms} ms of it Asterisk's answer), {} not taken ({})",
-                r.call, r.caller, r.why
-            ),
-            Err(e) if e.is_not_found() => info!("call {}: not taken ({}); the caller had gone already", r.call, r.why),
-            Err(e) => {
-                warn!("call {}: not taken ({}); {e}; the janitor retries", r.call, r.why);
-                shared.unconfirmed.lock().insert(r.call.0.clone());
-            }
-        }
+impl Default for Responsiveness {
+    fn default() -> Self {
+        Responsiveness::new()
     }
-}
-
-/// The channel for [`Rejection`]s.
-pub fn channel() -> (Sender<Rejection>, Receiver<Rejection>) {
-    crossbeam_channel::unbounded()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::config::OnOverload;
 
     fn limits(max_calls: usize, max_setups: usize, max_rest_latency_ms: u64) -> AdmissionConfig {
         AdmissionConfig {

@@ -7,7 +7,7 @@
 //!   [`SHUTDOWN_GRACE`] for the calls to be handed over or ended;
 //! - the reader thread (`EventReader`) owns the WebSocket. It (re)connects with backoff, adopts
 //!   or removes leftovers at start, reconciles after a reconnect, decodes frames and posts each
-//!   to its call's mailbox (a new caller through `admission::offer`);
+//!   to its call's mailbox (a new caller through `intake::offer`);
 //! - worker threads run whichever call has mail (see `dispatch::Scheduler`, `worker`); the timer
 //!   thread posts due timers to their calls; echo threads own one socket each (see `media`);
 //! - at the stop every call is posted `Handover` or `Shutdown` and handled on the workers in
@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use crate::admission::{self, Admission};
+use crate::admission::{Admission, Responsiveness};
 use crate::ari::events::decode;
 use crate::ari::websocket::{events_url, ConnectError, EventSocket, Frame};
 use crate::ari::{AriClient, AriError, AsteriskVersion, ErrorKind, Support};
@@ -32,10 +32,11 @@ use crate::backoff::Backoff;
 use crate::config::{Config, OnStop};
 use crate::dispatch::{route, CallEvent, CallMsg, Scheduler};
 use crate::ids::Ids;
+use crate::intake;
 use crate::leftovers;
 use crate::media::SocketPool;
 use crate::metrics;
-use crate::shared::{Counters, Shared};
+use crate::shared::{Counters, RestObserver, Shared};
 use crate::timer::run_timers;
 use crate::worker::{ActiveCall, CallHandler};
 
@@ -98,9 +99,11 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let endpoint = config.metrics.listen.map(|addr| metrics::Endpoint::bind(addr).map_err(|error| AppError::MetricsListen { addr, error }));
     let endpoint = endpoint.transpose()?;
     let pool = bind_pool(&config)?;
-    let (shed_tx, shed_rx) = admission::channel();
+    let (shed_tx, shed_rx) = intake::channel();
+    let responsiveness = Arc::new(Responsiveness::new());
+    let observer = Arc::new(RestObserver { responsiveness: Arc::clone(&responsiveness) });
     let shared = Arc::new(Shared {
-        ari: AriClient::new(&config.ari),
+        ari: AriClient::new(&config.ari, observer),
         ids: Ids::new(&config.ari.app),
         config: Arc::clone(&config),
         pool: pool.clone(),
@@ -108,6 +111,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         draining: AtomicBool::new(false),
         late_commands: AtomicBool::new(false),
         admission: Admission::new(config.admission.clone()),
+        responsiveness,
         shed: shed_tx,
         unconfirmed: Mutex::new(HashSet::new()),
         counters: Counters::default(),
@@ -115,7 +119,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
 
     let live = Arc::clone(&shared);
     // Stops when `run` returns: /health answers (503 while stopping) until the very end.
-    let _metrics = endpoint.map(|e| e.serve(move || metrics::Live::read(&live))).transpose().map_err(AppError::Thread)?;
+    let _metrics = endpoint.map(|e| e.serve(move || live.live())).transpose().map_err(AppError::Thread)?;
     let calls: Arc<Scheduler<ActiveCall>> = Arc::new(Scheduler::new());
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
     let handler = Arc::new(CallHandler::new(Arc::clone(&shared), timer_tx));
@@ -151,11 +155,11 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         .spawn(move || leftovers::janitor(&janitor_shared, &janitor_calls, &janitor_stop, every))
         .map_err(AppError::Thread)?;
     let mut shedders = Vec::new();
-    for i in 0..admission::SHEDDERS {
+    for i in 0..intake::SHEDDERS {
         let (shared, rejections, stop) = (Arc::clone(&shared), shed_rx.clone(), stop_rx.clone());
         let handle = std::thread::Builder::new()
             .name(format!("shedder-{i}"))
-            .spawn(move || admission::run_shedder(&shared, &rejections, &stop))
+            .spawn(move || intake::run_shedder(&shared, &rejections, &stop))
             .map_err(AppError::Thread)?;
         shedders.push(handle);
     }
@@ -336,7 +340,7 @@ impl EventReader {
         };
         info!("ARI: connected to Asterisk {version} at {}, taking calls for {:?}", events_url(cfg), cfg.app);
         // The requests that went unanswered were the lost connection's: this Asterisk answers.
-        ari.responsiveness().reset();
+        self.shared.responsiveness.reset();
         if !*swept {
             // After the WebSocket connected: every event from now on is read after the listing,
             // so nothing that happens meanwhile is lost; the frames wait in the socket.
@@ -385,13 +389,13 @@ impl EventReader {
         match decode(text) {
             Ok(event) => {
                 match route(&self.shared.ids, &self.shared.config.ari.inbound_arg, event) {
-                    Some((call, CallEvent::Inbound(caller, entered))) => admission::offer(&self.shared, &self.calls, call, caller, entered),
+                    Some((call, CallEvent::Inbound(caller, entered))) => intake::offer(&self.shared, &self.calls, call, caller, entered),
                     Some((call, ev)) => self.calls.post(call, CallMsg::Event(ev)),
                     None => {}
                 }
             }
             Err(e) => {
-                let n = Counters::bump(&self.shared.counters.frames_skipped);
+                let n = Counters::bump(&self.shared.counters.events_skipped);
                 warn!("ARI: skipping {e} ({} bytes; {n} skipped so far)", text.len());
             }
         }

@@ -16,10 +16,13 @@
 //! - Anything requested is cleaned up: a leg is tracked from the moment its request is sent, not
 //!   from its success.
 
+use std::fmt;
 use std::time::Duration;
 
+use crate::ari::HangupReason;
 use crate::config::PoolExhausted;
 use crate::ids::Role;
+use crate::metrics::Outcome;
 
 /// What the worker tells the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,28 +82,6 @@ pub enum Timer {
     SetupGuard,
 }
 
-/// Why a channel is hung up, as ARI's `reason` parameter (it sets the hang-up cause the other
-/// side sees). Defined here, not in `ari::rest`, so the state machine names it without the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HangupReason {
-    Normal,
-    Busy,
-    NoAnswer,
-    Congestion,
-}
-
-impl HangupReason {
-    /// The value of ARI's `reason` parameter.
-    pub fn as_ari(self) -> &'static str {
-        match self {
-            HangupReason::Normal => "normal",
-            HangupReason::Busy => "busy",
-            HangupReason::NoAnswer => "no_answer",
-            HangupReason::Congestion => "congestion",
-        }
-    }
-}
-
 /// What the worker must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -149,6 +130,85 @@ pub enum End {
     Shutdown,
     /// Handling the call panicked (a bug); the worker ended it by its ids.
     InternalError,
+}
+
+impl End {
+    /// The one reading of how a call ended, for the state machine (how the caller is hung up),
+    /// the log and the metrics.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            End::CallerHungUp => Outcome::CallerHungUp,
+            End::DestinationHungUp => Outcome::DestinationHungUp,
+            End::DestinationFailed(cause) => match cause {
+                Some(17) => Outcome::DestinationBusy,
+                // Cause 0 ("unknown") is how Asterisk before 20.18 / 22.8 reports a dial timeout
+                // (asterisk/asterisk #1660): the caller hears "no answer" on every version. 18 no
+                // user responding, 19 no answer, 20 subscriber absent; none: the dial guard fired.
+                None | Some(0 | 18..=20) => Outcome::DestinationNoAnswer,
+                Some(_) => Outcome::DestinationFailed,
+            },
+            End::BotLostDuringSetup => Outcome::MediaLost,
+            End::SetupFailed(..) => Outcome::SetupFailed,
+            End::SetupTimedOut => Outcome::SetupTimedOut,
+            End::NoSocket => Outcome::NoPort,
+            End::Shutdown => Outcome::Shutdown,
+            End::InternalError => Outcome::InternalError,
+        }
+    }
+
+    /// How the caller is hung up (if still there): the cause the caller's side sees.
+    fn caller_reason(&self) -> HangupReason {
+        match self.outcome() {
+            Outcome::CallerHungUp | Outcome::DestinationHungUp | Outcome::Shutdown => HangupReason::Normal,
+            Outcome::DestinationBusy => HangupReason::Busy,
+            Outcome::DestinationNoAnswer => HangupReason::NoAnswer,
+            Outcome::DestinationFailed
+            | Outcome::MediaLost
+            | Outcome::SetupFailed
+            | Outcome::SetupTimedOut
+            | Outcome::NoPort
+            | Outcome::InternalError => HangupReason::Congestion,
+        }
+    }
+}
+
+/// The log's words for how a call ended (`ended (…)`).
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            End::CallerHungUp => f.write_str("caller hung up"),
+            End::DestinationHungUp => f.write_str("destination hung up"),
+            End::DestinationFailed(Some(cause)) => write!(f, "destination did not answer: cause {cause} {}", cause_text(*cause)),
+            End::DestinationFailed(None) => f.write_str("destination did not answer in time"),
+            End::BotLostDuringSetup => f.write_str("media channel lost during set-up"),
+            End::SetupFailed(step, Failure::NotFound) => write!(f, "{step:?} failed: not found"),
+            End::SetupFailed(step, Failure::Other(m)) => write!(f, "{step:?} failed: {m}"),
+            End::SetupTimedOut => f.write_str("set-up timed out"),
+            End::NoSocket => f.write_str("no free media port"),
+            End::Shutdown => f.write_str("voicebot1 shutting down"),
+            End::InternalError => f.write_str("internal error"),
+        }
+    }
+}
+
+/// Q.850 causes an operator meets here.
+fn cause_text(cause: i64) -> &'static str {
+    match cause {
+        0 => "(unknown: how Asterisk before 20.18/22.8 reports a dial timeout)",
+        1 => "(unallocated number)",
+        3 => "(no route to destination)",
+        16 => "(normal clearing)",
+        17 => "(user busy)",
+        18 => "(no user responding)",
+        19 => "(no answer)",
+        20 => "(subscriber absent)",
+        21 => "(call rejected)",
+        27 => "(destination out of order)",
+        34 => "(no circuit available)",
+        38 => "(network out of order)",
+        41 => "(temporary failure)",
+        _ => "",
+    }
 }
 
 /// What a party's channel is, from voicebot1's side.
@@ -224,7 +284,7 @@ pub struct Call {
     bridge: bool,
     socket: bool,
     media: Leg,
-    /// `CreateMedia` succeeded (the channel's StasisStart may come before or after).
+    /// `CreateBridgeAndMedia` succeeded (the channel's StasisStart may come before or after).
     media_created: bool,
     dest: Leg,
     /// Draining: the bot phase ends as soon as it would begin.
@@ -463,17 +523,7 @@ impl Call {
             return Vec::new();
         }
         self.phase = Phase::Ended;
-        let caller_reason = match &how {
-            End::DestinationFailed(Some(17)) => HangupReason::Busy,
-            // Cause 0 ("unknown") is how Asterisk before 20.18 / 22.8 reports a dial timeout
-            // (asterisk/asterisk #1660): the caller hears "no answer" on every version.
-            End::DestinationFailed(Some(0 | 18..=20)) | End::DestinationFailed(None) => HangupReason::NoAnswer,
-            End::DestinationFailed(_) | End::SetupFailed(..) | End::SetupTimedOut | End::NoSocket | End::BotLostDuringSetup => {
-                HangupReason::Congestion
-            }
-            End::CallerHungUp | End::DestinationHungUp | End::Shutdown => HangupReason::Normal,
-            End::InternalError => HangupReason::Congestion,
-        };
+        let caller_reason = how.caller_reason();
         let mut actions = Vec::new();
         if !self.caller_gone {
             self.caller_gone = true;

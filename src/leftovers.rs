@@ -18,12 +18,12 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use log::{debug, info, warn};
 
-use crate::ari::{AriError, Bridge, Channel, ErrorKind};
-use crate::call::{Adopted, HangupReason};
+use crate::ari::{AriError, Bridge, Channel, ErrorKind, HangupReason};
+use crate::call::Adopted;
 use crate::dispatch::{CallMsg, Scheduler};
 use crate::ids::{CallId, Ids, Role};
+use crate::intake;
 use crate::shared::Shared;
-use crate::worker::ActiveCall;
 
 /// How soon the janitor looks again while something is left to remove or to confirm.
 pub const JANITOR_RETRY: Duration = Duration::from_secs(5);
@@ -123,13 +123,13 @@ fn decide(call: &CallId, p: &Parts) -> Found {
 ///
 /// After a reconnect the same runs for the calls this instance does not hold: a caller whose
 /// StasisStart was lost while the WebSocket was down is started, not stranded.
-pub fn adopt(shared: &Shared, calls: &Scheduler<ActiveCall>) -> Result<(), AriError> {
+pub fn adopt<S: Send>(shared: &Shared, calls: &Scheduler<S>) -> Result<(), AriError> {
     let (ari, ids, cfg) = (&shared.ari, &shared.ids, &shared.config.ari);
     let channels = ari.list_channels()?;
     let bridges = list_bridges(shared, &channels)?;
     // Read after the listings: a call registered since is running here and left alone.
     let active = shared.registry.lock().clone();
-    let (mut adopted, mut started, mut hung_up, mut destroyed) = (0, 0, 0, 0);
+    let (mut adopted, mut started, mut removed) = (0, 0, Tally::default());
     for (call, found) in plan(ids, &cfg.app, &cfg.inbound_arg, &channels, &bridges) {
         if active.contains_key(&call) {
             continue;
@@ -142,40 +142,45 @@ pub fn adopt(shared: &Shared, calls: &Scheduler<ActiveCall>) -> Result<(), AriEr
             Found::Start(caller) => {
                 started += 1;
                 info!("call {call}: caller {} was waiting in the application with no call; starting it", caller.name);
-                crate::admission::offer(shared, calls, call, caller, None);
+                intake::offer(shared, calls, call, caller, None);
             }
-            Found::Remove { channels, bridge } => {
-                for ch in channels {
-                    let reason = if ch == call.0 { HangupReason::Congestion } else { HangupReason::Normal };
-                    if remove(ari.hangup(&ch, reason), "sweep", &format!("hung up leftover channel {ch} of call {call}")) {
-                        hung_up += 1;
-                    }
-                }
-                if let Some(b) = bridge {
-                    if remove(ari.destroy_bridge(&b), "sweep", &format!("destroyed leftover bridge {b}")) {
-                        destroyed += 1;
-                    }
-                }
-            }
+            Found::Remove { channels, bridge } => removed.remove(shared, "sweep", &call, channels, bridge),
         }
     }
     info!(
-        "sweep: {adopted} calls adopted, {started} waiting callers started, {hung_up} leftover channels hung up, {destroyed} leftover bridges destroyed"
+        "sweep: {adopted} calls adopted, {started} waiting callers started, {} leftover channels hung up, {} leftover bridges destroyed",
+        removed.hung_up, removed.destroyed
     );
     Ok(())
 }
 
-/// Logs a removal; true if something was removed (a 404 means it was gone already).
-fn remove(result: Result<(), AriError>, who: &str, what: &str) -> bool {
-    match result {
-        Ok(()) => {
-            info!("{who}: {what}");
-            true
+/// What removing leftovers did.
+#[derive(Debug, Default)]
+struct Tally {
+    hung_up: usize,
+    destroyed: usize,
+    /// A request failed (not a 404): there is something to look at again.
+    failed: bool,
+}
+
+impl Tally {
+    /// Hangs up `call`'s leftover `channels` (its caller with congestion) and destroys its
+    /// leftover `bridge`, logging each as `who` and counting it.
+    fn remove(&mut self, shared: &Shared, who: &str, call: &CallId, channels: Vec<String>, bridge: Option<String>) {
+        for ch in channels {
+            let reason = if ch == call.0 { HangupReason::Congestion } else { HangupReason::Normal };
+            match removal(shared.ari.hangup(&ch, reason), who, &format!("hung up leftover channel {ch} of call {call}")) {
+                Removal::Removed => self.hung_up += 1,
+                Removal::Gone => {}
+                Removal::Failed => self.failed = true,
+            }
         }
-        Err(e) if e.is_not_found() => false,
-        Err(e) => {
-            warn!("{who}: {e}");
-            false
+        if let Some(b) = bridge {
+            match removal(shared.ari.destroy_bridge(&b), who, &format!("destroyed leftover bridge {b}")) {
+                Removal::Removed => self.destroyed += 1,
+                Removal::Gone => {}
+                Removal::Failed => self.failed = true,
+            }
         }
     }
 }
@@ -215,15 +220,15 @@ fn list_bridges(shared: &Shared, channels: &[Channel]) -> Result<Vec<Bridge>, Ar
 ///   caller gets its call (its StasisStart was lost) and anything else is removed.
 ///
 /// Returns whether something is left to look at again soon.
-pub fn sweep(shared: &Shared, calls: &Scheduler<ActiveCall>, suspects: &mut HashSet<CallId>) -> Result<bool, AriError> {
+pub fn sweep<S: Send>(shared: &Shared, calls: &Scheduler<S>, suspects: &mut HashSet<CallId>) -> Result<bool, AriError> {
     let (ari, ids, cfg) = (&shared.ari, &shared.ids, &shared.config.ari);
-    let mut again = retry_unconfirmed(shared);
+    let unconfirmed = retry_unconfirmed(shared);
     let channels = ari.list_channels()?;
     let bridges = list_bridges(shared, &channels)?;
     // Read after the listings: a call registered later created nothing that is listed, and a
     // call unregistered meanwhile has cleaned up (a second delete is a harmless 404).
     let active = shared.registry.lock().clone();
-    let (mut hung_up, mut destroyed, mut started) = (0, 0, 0);
+    let (mut removed, mut started) = (Tally::default(), 0);
     let mut seen = HashSet::new();
     for (call, found) in plan(ids, &cfg.app, &cfg.inbound_arg, &channels, &bridges) {
         if active.contains_key(&call) {
@@ -239,7 +244,7 @@ pub fn sweep(shared: &Shared, calls: &Scheduler<ActiveCall>, suspects: &mut Hash
             Found::Start(caller) => {
                 info!("janitor: call {call}: caller {} is in the application with no call; starting it", caller.name);
                 started += 1;
-                crate::admission::offer(shared, calls, call, caller, None);
+                intake::offer(shared, calls, call, caller, None);
                 continue;
             }
             Found::Adopt { caller, dest_name, media, .. } => {
@@ -249,27 +254,16 @@ pub fn sweep(shared: &Shared, calls: &Scheduler<ActiveCall>, suspects: &mut Hash
                 (legs, Some(ids.bridge(&call)))
             }
         };
-        for ch in channels {
-            let reason = if ch == call.0 { HangupReason::Congestion } else { HangupReason::Normal };
-            match removal(ari.hangup(&ch, reason), "janitor", &format!("hung up leftover channel {ch} of call {call}")) {
-                Removal::Removed => hung_up += 1,
-                Removal::Gone => {}
-                Removal::Failed => again = true,
-            }
-        }
-        if let Some(b) = bridge {
-            match removal(ari.destroy_bridge(&b), "janitor", &format!("destroyed leftover bridge {b}")) {
-                Removal::Removed => destroyed += 1,
-                Removal::Gone => {}
-                Removal::Failed => again = true,
-            }
-        }
+        removed.remove(shared, "janitor", &call, channels, bridge);
     }
-    if hung_up + destroyed + started > 0 {
-        info!("janitor: {hung_up} leftover channels hung up, {destroyed} leftover bridges destroyed, {started} waiting callers started");
+    if removed.hung_up + removed.destroyed + started > 0 {
+        info!(
+            "janitor: {} leftover channels hung up, {} leftover bridges destroyed, {started} waiting callers started",
+            removed.hung_up, removed.destroyed
+        );
     }
     *suspects = seen;
-    Ok(again || !suspects.is_empty())
+    Ok(unconfirmed || removed.failed || !suspects.is_empty())
 }
 
 /// Hangs up again every channel whose hang-up failed; true if some are still not confirmed gone.
@@ -310,7 +304,7 @@ fn removal(result: Result<(), AriError>, who: &str, what: &str) -> Removal {
 
 /// Runs [`sweep`] every `every` until `stop` disconnects; every [`JANITOR_RETRY`] while something
 /// is left to confirm.
-pub fn janitor(shared: &Shared, calls: &Scheduler<ActiveCall>, stop: &Receiver<()>, every: Duration) {
+pub fn janitor<S: Send>(shared: &Shared, calls: &Scheduler<S>, stop: &Receiver<()>, every: Duration) {
     let mut suspects = HashSet::new();
     let mut wait = every;
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {

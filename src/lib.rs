@@ -10,14 +10,17 @@
 pub mod admission;
 pub mod app;
 pub mod ari;
+pub mod audio;
 pub mod backoff;
 pub mod call;
 pub mod config;
 pub mod dispatch;
 pub mod ids;
+pub mod intake;
 pub mod leftovers;
 pub mod media;
 pub mod metrics;
+pub mod net;
 pub mod preflight;
 pub mod shared;
 pub mod timer;

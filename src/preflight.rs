@@ -9,6 +9,9 @@
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 
+use std::sync::Arc;
+
+use crate::ari::rest::Unobserved;
 use crate::ari::{AriClient, AsteriskVersion, ErrorKind, Support};
 use crate::config::Config;
 
@@ -61,7 +64,7 @@ impl fmt::Display for Check {
 
 /// Runs every check against the configured Asterisk and this host.
 pub fn run(config: &Config) -> Vec<Check> {
-    let ari = AriClient::new(&config.ari);
+    let ari = AriClient::new(&config.ari, Arc::new(Unobserved));
     let mut checks = Vec::new();
     let info = ari.asterisk_version();
     let reachable = info.is_ok();

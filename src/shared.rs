@@ -3,7 +3,9 @@
 //!
 //! [`Shared`] is built once in `app::run` and handed to every thread as an `Arc`: read-only apart
 //! from its atomics and two locks (`registry`, `unconfirmed`). [`Counters`] are the totals the
-//! operator reads in the log at shutdown and on `/metrics`.
+//! operator reads in the log at shutdown and on `/metrics`. [`RestObserver`] is what the REST
+//! client is told each request's answer through: it feeds admission's [`Responsiveness`] and the
+//! metrics.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,14 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use log::{debug, warn};
 use parking_lot::Mutex;
 
-use crate::admission::{Admission, Rejection};
-use crate::ari::AriClient;
+use crate::admission::{Admission, Rejection, Responsiveness};
+use crate::ari::rest::{Answer, Observer};
+use crate::ari::{AriClient, AriError, HangupReason};
 use crate::call::{Phase, Policy};
 use crate::config::Config;
 use crate::ids::{CallId, Ids};
 use crate::media::SocketPool;
+use crate::metrics::{self, CallPhase, Class, Live};
 
 /// What every worker shares (read-only, or atomics).
 pub struct Shared {
@@ -34,9 +39,12 @@ pub struct Shared {
     /// A handover stop is under way: no new bot sessions.
     pub draining: AtomicBool,
     /// The connected Asterisk runs a channel's queued ARI commands only when the channel wakes
-    /// (before 18.21 / 20.6): set at every connect from its version.
+    /// (before 18.21 / 20.6), so voicebot1 wakes the channels of an `addChannel` while it waits
+    /// (see ARCHITECTURE.md): set at every connect from its version.
     pub late_commands: AtomicBool,
     pub admission: Admission,
+    /// How fast Asterisk has answered REST requests lately (fed by [`RestObserver`]).
+    pub responsiveness: Arc<Responsiveness>,
     /// Callers not taken, for the shedder threads to hang up.
     pub shed: Sender<Rejection>,
     /// Channels whose hang-up failed (no answer, 5xx): the janitor retries each until Asterisk
@@ -51,7 +59,8 @@ pub struct Counters {
     pub calls: AtomicU64,
     pub pool_exhausted: AtomicU64,
     pub orphans_hung_up: AtomicU64,
-    pub frames_skipped: AtomicU64,
+    /// ARI event frames that could not be decoded.
+    pub events_skipped: AtomicU64,
     pub reconnects: AtomicU64,
     pub ended_by_shutdown: AtomicU64,
     /// Calls ended because handling them panicked (a bug).
@@ -72,21 +81,86 @@ impl Counters {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} calls, {} not taken (overload), {} adopted, {} handed over, {} without a free port, {} orphan channels hung up, {} frames skipped, {} reconnects, {} internal errors",
+            "{} calls, {} not taken (overload), {} adopted, {} handed over, {} without a free port, {} orphan channels hung up, {} events skipped, {} reconnects, {} internal errors",
             g(&self.calls),
             g(&self.shed),
             g(&self.adopted),
             g(&self.handed_over),
             g(&self.pool_exhausted),
             g(&self.orphans_hung_up),
-            g(&self.frames_skipped),
+            g(&self.events_skipped),
             g(&self.reconnects),
             g(&self.panics)
         )
     }
 }
 
+/// How a hang-up came out.
+#[derive(Debug)]
+pub enum HangUp {
+    Done,
+    /// 404: the channel had gone already.
+    Gone,
+    /// No answer, or an error status: remembered for the janitor, which retries it until
+    /// Asterisk confirms the channel is gone.
+    Failed(AriError),
+}
+
 impl Shared {
+    /// Hangs `channel` up; a failure is remembered for the janitor (see [`HangUp::Failed`]).
+    pub fn hang_up(&self, channel: &str, reason: HangupReason) -> HangUp {
+        match self.ari.hangup(channel, reason) {
+            Ok(()) => HangUp::Done,
+            Err(e) if e.is_not_found() => HangUp::Gone,
+            Err(e) => {
+                self.unconfirmed.lock().insert(channel.to_string());
+                HangUp::Failed(e)
+            }
+        }
+    }
+
+    /// Destroys `call`'s bridge; 404 means it is gone already. A failure is logged (the janitor
+    /// removes a bridge whose call is over).
+    pub fn destroy_bridge(&self, call: &CallId) {
+        let bridge = self.ids.bridge(call);
+        match self.ari.destroy_bridge(&bridge) {
+            Ok(()) => debug!("call {call}: bridge {bridge} destroyed"),
+            Err(e) if e.is_not_found() => debug!("call {call}: bridge {bridge} already gone"),
+            Err(e) => warn!("call {call}: {e}"),
+        }
+    }
+
+    /// What a scrape of `/metrics` or `/health` reads of the running service.
+    pub fn live(&self) -> Live {
+        let mut active = [0u64; CallPhase::ALL.len()];
+        for phase in self.registry.lock().values() {
+            let label = match phase {
+                Phase::Setup => CallPhase::Setup,
+                Phase::Media => CallPhase::Media,
+                Phase::Transfer => CallPhase::Transfer,
+                Phase::Connected => CallPhase::Connected,
+                Phase::Ended => continue,
+            };
+            active[label as usize] += 1;
+        }
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Live {
+            active,
+            pool_free: self.pool.free(),
+            pool_total: self.pool.total(),
+            stopping: self.draining.load(Ordering::Relaxed),
+            ceiling: self.admission.ceiling(),
+            started: get(&c.calls),
+            adopted: get(&c.adopted),
+            handed_over: get(&c.handed_over),
+            pool_exhausted: get(&c.pool_exhausted),
+            orphans_hung_up: get(&c.orphans_hung_up),
+            events_skipped: get(&c.events_skipped),
+            reconnects: get(&c.reconnects),
+        }
+    }
+
     pub fn active_calls(&self) -> usize {
         self.registry.lock().len()
     }
@@ -108,5 +182,25 @@ impl Shared {
             // address after the bridge on Asterisk before 18.21/20.6 (not its retry), plus slack.
             setup_timeout: self.config.ari.request_timeout * 3 + Duration::from_secs(5),
         }
+    }
+}
+
+/// Told of every REST request's answer by the client: feeds admission's view of Asterisk and the
+/// metrics.
+pub struct RestObserver {
+    pub responsiveness: Arc<Responsiveness>,
+}
+
+impl Observer for RestObserver {
+    fn request(&self, method: &str, path: &str, answer: Answer, took: Duration) {
+        // A status, even an error, is an answer; a transport failure is not.
+        self.responsiveness.record(took, answer.answered());
+        let class = match answer {
+            Answer::Status(code) => Class::of_status(code),
+            Answer::Timeout => Class::Timeout,
+            Answer::Connect => Class::Connect,
+            Answer::Other => Class::Other,
+        };
+        metrics::ari_request(method, path, class, took);
     }
 }

@@ -14,14 +14,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::call::Timer;
 use crate::dispatch::{CallMsg, Scheduler};
 use crate::ids::CallId;
-use crate::worker::ActiveCall;
 
 /// A timer request: at `Instant`, post `Timer` to the call.
 pub type TimerRequest = (Instant, CallId, Timer);
 
 /// The timer thread: holds every pending timer and posts each to its call when due. Returns
 /// when every sender of `requests` is gone (the workers' handler was dropped at shutdown).
-pub fn run_timers(requests: Receiver<TimerRequest>, calls: &Scheduler<ActiveCall>) {
+pub fn run_timers<S: Send>(requests: Receiver<TimerRequest>, calls: &Scheduler<S>) {
     let mut heap: BinaryHeap<Reverse<TimerRequest>> = BinaryHeap::new();
     loop {
         let next = match heap.peek() {

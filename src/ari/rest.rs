@@ -5,19 +5,20 @@
 //! `creating externalMedia voicebot1-1764…-media: HTTP 500: Internal Server Error`. A 404 is its
 //! own kind, because for teardown "not found" means "already gone", which is success.
 //! Only idempotent requests (GET, DELETE) are retried, once, on a transport error or a 5xx.
+//!
+//! The client counts nothing itself: each try of a request is told to the [`Observer`] it was
+//! given (metrics, admission's view of how fast Asterisk answers), so it holds no global state.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, trace};
+use log::{debug, error, trace};
 use serde::de::DeserializeOwned;
 
 use super::events::{Bridge, Channel};
-use super::tls;
 use crate::config::AriConfig;
-use crate::metrics::{self, Class};
+use crate::net::tls;
 
 /// What went wrong with one REST request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,115 +76,69 @@ pub struct Originate<'a> {
     pub timeout: Duration,
 }
 
-/// The ARI REST client. Clones share one connection pool and one [`Responsiveness`].
+/// Why a channel is hung up, as ARI's `reason` parameter (it sets the hang-up cause the other
+/// side sees).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HangupReason {
+    Normal,
+    Busy,
+    NoAnswer,
+    Congestion,
+}
+
+impl HangupReason {
+    /// The value of ARI's `reason` parameter.
+    pub fn as_ari(self) -> &'static str {
+        match self {
+            HangupReason::Normal => "normal",
+            HangupReason::Busy => "busy",
+            HangupReason::NoAnswer => "no_answer",
+            HangupReason::Congestion => "congestion",
+        }
+    }
+}
+
+/// How one try of a request came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Asterisk answered with this HTTP status (an error status is an answer too).
+    Status(u16),
+    /// Asked, but no (complete) answer within `[ari] request_timeout_ms`.
+    Timeout,
+    /// No connection: refused, unreachable, DNS, connect timeout.
+    Connect,
+    /// No usable answer for another reason: a reset mid-answer, TLS.
+    Other,
+}
+
+impl Answer {
+    /// Whether Asterisk answered at all.
+    pub fn answered(self) -> bool {
+        matches!(self, Answer::Status(_))
+    }
+}
+
+/// Watches the client's requests: told of every try of every request, on the thread that made it.
+pub trait Observer: Send + Sync {
+    /// `path` is relative to the ARI base and holds ids (`/bridges/voicebot1-…/addChannel`).
+    fn request(&self, method: &str, path: &str, answer: Answer, took: Duration);
+}
+
+/// An observer that watches nothing (the preflight, tests).
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn request(&self, _: &str, _: &str, _: Answer, _: Duration) {}
+}
+
+/// The ARI REST client. Clones share one connection pool and one [`Observer`].
 #[derive(Clone)]
 pub struct AriClient {
     agent: ureq::Agent,
     base: String,
     auth: String,
     tls: Option<Arc<rustls::ClientConfig>>,
-    responsiveness: Arc<Responsiveness>,
-}
-
-/// How fast Asterisk has answered REST requests lately: the signal admission control sheds new
-/// calls on when Asterisk is overloaded (its CPU saturated, its answers late or missing).
-#[derive(Debug)]
-pub struct Responsiveness {
-    epoch: Instant,
-    /// Moving average of answer times (each request weighs 1/8), microseconds.
-    average_us: AtomicU64,
-    /// When the last request was answered, or went unanswered; ms since `epoch`.
-    last_ms: AtomicU64,
-    /// When a request last went unanswered (transport error: timeout, refused, reset); ms since
-    /// `epoch`, `u64::MAX` for never.
-    unanswered_ms: AtomicU64,
-    /// The slowest answer of the last `RECENT` (microseconds) and when it came (ms since
-    /// `epoch`): a saturated Asterisk answers most requests fast and a few in over a second,
-    /// which the average hides.
-    peak_us: AtomicU64,
-    peak_ms: AtomicU64,
-}
-
-/// What says something about Asterisk now: a moving average last fed longer ago than this does
-/// not, nor a slowest answer older than this.
-pub const RECENT: Duration = Duration::from_secs(2);
-
-impl Responsiveness {
-    pub fn new() -> Responsiveness {
-        Responsiveness {
-            epoch: Instant::now(),
-            average_us: AtomicU64::new(0),
-            last_ms: AtomicU64::new(0),
-            unanswered_ms: AtomicU64::new(u64::MAX),
-            peak_us: AtomicU64::new(0),
-            peak_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// Whether `at` (ms since `epoch`, read from one of the fields) is within `RECENT` of `now`.
-    fn is_recent(now: u64, at: &AtomicU64) -> bool {
-        now.saturating_sub(at.load(Ordering::Relaxed)) <= RECENT.as_millis() as u64
-    }
-
-    /// Forget the past: after a (re)connect, what went unanswered before says nothing about the
-    /// Asterisk that answers now.
-    pub fn reset(&self) {
-        self.unanswered_ms.store(u64::MAX, Ordering::Relaxed);
-        self.average_us.store(0, Ordering::Relaxed);
-        self.last_ms.store(0, Ordering::Relaxed);
-        self.peak_us.store(0, Ordering::Relaxed);
-    }
-
-    /// One request's answer time; `answered` is false when no HTTP answer came.
-    pub fn record(&self, took: Duration, answered: bool) {
-        let now = self.now_ms();
-        if !answered {
-            self.unanswered_ms.store(now, Ordering::Relaxed);
-        }
-        let sample = took.as_micros().min(u64::MAX as u128) as u64;
-        // Concurrent updates may lose one sample: an estimate needs no lock.
-        let old = if Self::is_recent(now, &self.last_ms) { self.average_us.load(Ordering::Relaxed) } else { sample };
-        self.average_us.store(old - old / 8 + sample / 8, Ordering::Relaxed);
-        self.last_ms.store(now, Ordering::Relaxed);
-        if !Self::is_recent(now, &self.peak_ms) || sample >= self.peak_us.load(Ordering::Relaxed) {
-            self.peak_us.store(sample, Ordering::Relaxed);
-            self.peak_ms.store(now, Ordering::Relaxed);
-        }
-    }
-
-    /// The slowest answer of the last two seconds; zero when none came.
-    pub fn recent_peak(&self) -> Duration {
-        if !Self::is_recent(self.now_ms(), &self.peak_ms) {
-            return Duration::ZERO;
-        }
-        Duration::from_micros(self.peak_us.load(Ordering::Relaxed))
-    }
-
-    /// The recent average answer time; zero when no request was made lately.
-    pub fn average(&self) -> Duration {
-        if !Self::is_recent(self.now_ms(), &self.last_ms) {
-            return Duration::ZERO;
-        }
-        Duration::from_micros(self.average_us.load(Ordering::Relaxed))
-    }
-
-    /// How long ago a request last went unanswered.
-    pub fn since_unanswered(&self) -> Option<Duration> {
-        match self.unanswered_ms.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            at => Some(Duration::from_millis(self.now_ms().saturating_sub(at))),
-        }
-    }
-}
-
-impl Default for Responsiveness {
-    fn default() -> Self {
-        Responsiveness::new()
-    }
+    observer: Arc<dyn Observer>,
 }
 
 impl fmt::Debug for AriClient {
@@ -200,14 +155,14 @@ enum Idempotent {
 }
 
 impl AriClient {
-    pub fn new(config: &AriConfig) -> AriClient {
+    pub fn new(config: &AriConfig, observer: Arc<dyn Observer>) -> AriClient {
         let mut builder = ureq::AgentBuilder::new()
             .timeout_connect(config.request_timeout)
             .timeout(config.request_timeout)
             .max_idle_connections(64)
             .max_idle_connections_per_host(64)
             .user_agent(concat!("voicebot1/", env!("CARGO_PKG_VERSION")));
-        let tls = tls::for_ari(config);
+        let tls = tls_for(config);
         if let Some(tls) = &tls {
             builder = builder.tls_connector(Arc::new(tls::KeepAliveTls(Arc::clone(tls))));
         }
@@ -216,18 +171,13 @@ impl AriClient {
             tls,
             base: config.rest_base.clone(),
             auth: basic_auth(&config.username, config.password.expose()),
-            responsiveness: Arc::new(Responsiveness::new()),
+            observer,
         }
     }
 
     /// The TLS settings of `https://` ARI, for the event WebSocket (`wss://`); `None` for `http://`.
     pub fn tls(&self) -> Option<&Arc<rustls::ClientConfig>> {
         self.tls.as_ref()
-    }
-
-    /// How fast Asterisk has answered this client's requests lately.
-    pub fn responsiveness(&self) -> &Responsiveness {
-        &self.responsiveness
     }
 
     /// `GET /asterisk/info`: the Asterisk version, and a check of the credentials.
@@ -323,7 +273,7 @@ impl AriClient {
         self.json("POST", &format!("/channels/{}", seg(o.channel_id)), &query, Idempotent::No, &doing)
     }
 
-    pub fn hangup(&self, channel: &str, reason: crate::call::HangupReason) -> Result<()> {
+    pub fn hangup(&self, channel: &str, reason: HangupReason) -> Result<()> {
         let doing = format!("hanging up {channel}");
         self.call("DELETE", &format!("/channels/{}", seg(channel)), &[("reason", reason.as_ari())], Idempotent::Yes, &doing)
             .map(drop)
@@ -391,18 +341,18 @@ impl AriClient {
         debug!("ARI {method} {path} {query:?}");
         let err = |kind| AriError { doing: doing.to_string(), kind };
         let sent = Instant::now();
-        let (result, class) = match req.call() {
+        let (result, answer) = match req.call() {
             Ok(resp) => {
                 let status = resp.status();
                 match resp.into_string() {
                     Ok(body) => {
                         debug!("ARI {method} {path} -> {status}");
                         trace!("ARI {method} {path} body: {body}");
-                        (Ok(body), Class::of_status(status))
+                        (Ok(body), Answer::Status(status))
                     }
                     Err(e) => {
-                        let class = if is_timeout(&e) { Class::Timeout } else { Class::Other };
-                        (Err(err(ErrorKind::Transport(format!("reading the response: {e}")))), class)
+                        let answer = if is_timeout(&e) { Answer::Timeout } else { Answer::Other };
+                        (Err(err(ErrorKind::Transport(format!("reading the response: {e}")))), answer)
                     }
                 }
             }
@@ -414,19 +364,14 @@ impl AriClient {
                     401 | 403 => ErrorKind::Unauthorized(code),
                     _ => ErrorKind::Status(code, ari_message(&body)),
                 };
-                (Err(err(kind)), Class::of_status(code))
+                (Err(err(kind)), Answer::Status(code))
             }
             Err(ureq::Error::Transport(t)) => {
                 debug!("ARI {method} {path} -> transport error: {t}");
-                let class = transport_class(&t);
-                (Err(err(ErrorKind::Transport(t.to_string()))), class)
+                (Err(err(ErrorKind::Transport(t.to_string()))), transport_answer(&t))
             }
         };
-        let took = sent.elapsed();
-        // A status, even an error, is an answer; a transport failure is not.
-        let answered = !matches!(result, Err(AriError { kind: ErrorKind::Transport(_), .. }));
-        self.responsiveness.record(took, answered);
-        metrics::ari_request(method, path, class, took);
+        self.observer.request(method, path, answer, sent.elapsed());
         result
     }
 }
@@ -441,11 +386,29 @@ fn jitter_ms(bound: u64) -> u64 {
 }
 
 /// A request that got no HTTP status: no connection at all, or no (complete) answer in time.
-fn transport_class(t: &ureq::Transport) -> Class {
+fn transport_answer(t: &ureq::Transport) -> Answer {
     match t.kind() {
-        ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed => Class::Connect,
-        _ if std::error::Error::source(t).and_then(|s| s.downcast_ref::<std::io::Error>()).is_some_and(is_timeout) => Class::Timeout,
-        _ => Class::Other,
+        ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed => Answer::Connect,
+        _ if std::error::Error::source(t).and_then(|s| s.downcast_ref::<std::io::Error>()).is_some_and(is_timeout) => Answer::Timeout,
+        _ => Answer::Other,
+    }
+}
+
+/// The TLS client settings for `config`: `None` for `http://`.
+///
+/// `Config::load` has already built them once to check `ca_file`; if the file has become
+/// unusable since, the error is logged and only the public roots are trusted (a private
+/// certificate then fails its handshake, which is logged on every attempt).
+fn tls_for(config: &AriConfig) -> Option<Arc<rustls::ClientConfig>> {
+    if !config.uses_tls() {
+        return None;
+    }
+    match tls::client_config(config.ca_file.as_deref()) {
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            error!("ari.ca_file: {e}; trusting the public roots only");
+            tls::client_config(None).ok()
+        }
     }
 }
 
@@ -541,16 +504,23 @@ mod tests {
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/ari/asterisk/info", silent.local_addr().unwrap());
         match agent.get(&url).call() {
-            Err(ureq::Error::Transport(t)) => assert_eq!(transport_class(&t), Class::Timeout, "{t}"),
+            Err(ureq::Error::Transport(t)) => assert_eq!(transport_answer(&t), Answer::Timeout, "{t}"),
             other => panic!("expected a transport error, got {other:?}"),
         }
         // Nobody listens on a port just released.
         let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         match agent.get(&format!("http://{closed}/ari/asterisk/info")).call() {
-            Err(ureq::Error::Transport(t)) => assert_eq!(transport_class(&t), Class::Connect, "{t}"),
+            Err(ureq::Error::Transport(t)) => assert_eq!(transport_answer(&t), Answer::Connect, "{t}"),
             other => panic!("expected a transport error, got {other:?}"),
         }
         drop(silent);
+    }
+
+    #[test]
+    fn plain_http_gets_no_tls_settings_and_https_does() {
+        let parse = |text: &str| crate::config::Config::parse(text, "t", &crate::config::ProcessEnv).expect("config parses").ari;
+        assert!(tls_for(&parse("[ari]\npassword = 'x'\n")).is_none());
+        assert!(tls_for(&parse("[ari]\npassword = 'x'\nurl = 'https://localhost:8089'\n")).is_some());
     }
 
     #[test]

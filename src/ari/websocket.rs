@@ -1,5 +1,5 @@
-//! The ARI event WebSocket: connecting (with basic auth in a header, never in the URL, trying
-//! every address of the host), and reading text frames with a short read timeout so the reader
+//! The ARI event WebSocket: connecting (basic auth in a header, never in the URL, every address
+//! of the host tried: `net::ws`), and reading text frames with a short read timeout so the reader
 //! thread notices shutdown.
 //!
 //! Each read also keeps the connection's [`Liveness`]: a ping goes out after `[ari]
@@ -8,22 +8,16 @@
 //! closing is replaced instead of waited on for ever (Asterisk itself never pings).
 
 use std::fmt;
-use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::debug;
-use tungstenite::client::IntoClientRequest;
-use tungstenite::http::HeaderValue;
-use tungstenite::protocol::WebSocketConfig;
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Connector, Message, WebSocket};
+use tungstenite::Message;
 
-use super::liveness::Liveness;
 use super::rest::basic_auth;
-use super::tcp;
 use crate::config::AriConfig;
+use crate::net::liveness::Liveness;
+use crate::net::ws::{self, would_block};
 
 /// How often a blocked read returns to let the reader look at its shutdown channel. Writes (pings)
 /// are bounded by it too, so the reader never hangs on a peer that stopped reading.
@@ -64,21 +58,8 @@ pub enum Frame {
 
 /// A connected event stream.
 pub struct EventSocket {
-    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    ws: ws::Socket,
     liveness: Liveness,
-}
-
-/// `host[:port]` or `[v6][:port]` with the port made explicit.
-fn with_port(authority: &str, default: u16) -> String {
-    let has_port = match authority.rfind(']') {
-        Some(i) => authority[i..].contains(':'),
-        None => authority.contains(':'),
-    };
-    if has_port {
-        authority.to_string()
-    } else {
-        format!("{authority}:{default}")
-    }
 }
 
 /// The URL of the event stream, as logged (no credentials in it).
@@ -90,47 +71,30 @@ impl EventSocket {
     /// `tls`: the settings for `wss://`, shared with the REST client ([`super::AriClient::tls`]).
     pub fn connect(config: &AriConfig, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<EventSocket, ConnectError> {
         let url = events_url(config);
-        let other = |what: &str, e: &dyn fmt::Display| ConnectError::Other(format!("{what} {url}: {e}"));
-        let (authority, default_port) = match url.strip_prefix("wss://") {
-            Some(rest) => (rest, 443),
-            None => (url.trim_start_matches("ws://"), 80),
+        let auth = basic_auth(&config.username, config.password.expose());
+        // The handshake gets the connection budget; reads afterwards poll.
+        let request = ws::Request {
+            url: &url,
+            headers: &[("Authorization", &auth)],
+            tls,
+            per_attempt: config.request_timeout,
+            deadline: Instant::now() + config.request_timeout * CONNECT_BUDGET_TIMEOUTS,
+            max_message: MAX_FRAME,
         };
-        let authority = authority.split('/').next().unwrap_or_default();
-        let addrs: Vec<SocketAddr> =
-            with_port(authority, default_port).to_socket_addrs().map_err(|e| other("resolving", &e))?.collect();
-        if addrs.is_empty() {
-            return Err(ConnectError::Other(format!("resolving {url}: no address")));
-        }
-        let budget = config.request_timeout * CONNECT_BUDGET_TIMEOUTS;
-        let stream = tcp::connect_first(&addrs, config.request_timeout, budget).map_err(|e| other("connecting to", &e))?;
-        stream.set_nodelay(true).map_err(|e| other("configuring", &e))?;
-        tcp::keep_alive(&stream).map_err(|e| other("configuring", &e))?;
-        // The handshake gets the whole request timeout; reads afterwards poll.
-        stream.set_read_timeout(Some(config.request_timeout)).map_err(|e| other("configuring", &e))?;
-        stream.set_write_timeout(Some(config.request_timeout)).map_err(|e| other("configuring", &e))?;
-
-        let mut request = url.as_str().into_client_request().map_err(|e| other("building request for", &e))?;
-        let auth = HeaderValue::from_str(&basic_auth(&config.username, config.password.expose()))
-            .map_err(|_| ConnectError::Other("the ARI username or password contains characters not allowed in a header".into()))?;
-        request.headers_mut().insert("Authorization", auth);
-
-        let ws_config = WebSocketConfig { max_message_size: Some(MAX_FRAME), max_frame_size: Some(MAX_FRAME), ..Default::default() };
-        let connector = tls.map(|tls| Connector::Rustls(Arc::clone(tls)));
-        let (ws, response) = match tungstenite::client_tls_with_config(request, stream, Some(ws_config), connector) {
-            Ok(x) => x,
-            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-                let code = resp.status().as_u16();
-                return Err(if code == 401 || code == 403 {
-                    ConnectError::Unauthorized(code)
-                } else {
-                    ConnectError::Other(format!("upgrading {url}: HTTP {code}"))
-                });
+        let ws = match ws::connect(&request) {
+            Ok(ws) => ws,
+            Err(ws::ConnectError::Status(code @ (401 | 403))) => return Err(ConnectError::Unauthorized(code)),
+            // The password never reaches an error: it is in a header, and a header the
+            // credentials cannot make is refused without echoing it.
+            Err(ws::ConnectError::Url(m)) if m.starts_with("the value of header") => {
+                return Err(ConnectError::Other("the ARI username or password contains characters not allowed in a header".into()))
             }
-            Err(e) => return Err(other("upgrading", &e)),
+            Err(e) => return Err(ConnectError::Other(format!("{url}: {e}"))),
         };
-        debug!("WebSocket {url} connected: HTTP {}", response.status());
-        tcp(&ws).set_read_timeout(Some(READ_POLL)).map_err(|e| other("configuring", &e))?;
-        tcp(&ws).set_write_timeout(Some(READ_POLL)).map_err(|e| other("configuring", &e))?;
+        debug!("WebSocket {url} connected");
+        let configure = |e: std::io::Error| ConnectError::Other(format!("configuring {url}: {e}"));
+        ws::tcp(&ws).set_read_timeout(Some(READ_POLL)).map_err(configure)?;
+        ws::tcp(&ws).set_write_timeout(Some(READ_POLL)).map_err(configure)?;
         let liveness = Liveness::new(Instant::now(), config.ping_interval, config.pong_timeout);
         Ok(EventSocket { ws, liveness })
     }
@@ -174,21 +138,6 @@ impl EventSocket {
     }
 }
 
-/// A read or write timed out: nothing to do now, which is not an error.
-fn would_block(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-/// The TCP stream under a plain or TLS WebSocket.
-fn tcp(ws: &WebSocket<MaybeTlsStream<TcpStream>>) -> &TcpStream {
-    match ws.get_ref() {
-        MaybeTlsStream::Rustls(tls) => &tls.sock,
-        MaybeTlsStream::Plain(s) => s,
-        // No other TLS backend is compiled in; `MaybeTlsStream` is non-exhaustive.
-        _ => unreachable!("unexpected stream type"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,8 +156,8 @@ mod tests {
         let server = std::thread::spawn(move || tungstenite::accept(listener.accept().unwrap().0).map_err(|e| e.to_string()));
         let socket = EventSocket::connect(&ari_config(&url), None).expect("connects to a loopback WebSocket server");
         let _server_end = server.join().unwrap().expect("server handshake");
-        let sock = socket2::SockRef::from(tcp(&socket.ws));
+        let sock = socket2::SockRef::from(ws::tcp(&socket.ws));
         assert!(sock.keepalive().unwrap(), "keepalive is off on the event WebSocket");
-        assert_eq!(sock.keepalive_time().unwrap(), super::tcp::KEEPALIVE_IDLE);
+        assert_eq!(sock.keepalive_time().unwrap(), crate::net::tcp::KEEPALIVE_IDLE);
     }
 }

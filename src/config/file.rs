@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::check::{is_token, Check};
+use crate::audio::FORMATS;
 use super::*;
 
 /// One key's value as the file gives it. A value of another type is kept, with the TOML name of
@@ -243,7 +244,7 @@ impl RawAri {
         }
         // The set-up the ARI client does at start-up, so that a bad CA file fails `--check`.
         if https {
-            if let Err(m) = crate::ari::tls::client_config(ca_file.as_deref()) {
+            if let Err(m) = crate::net::tls::client_config(ca_file.as_deref()) {
                 c.err("ari.ca_file", m);
             }
         }
@@ -271,7 +272,7 @@ impl RawMedia {
         let asterisk_host = c.ip("media.asterisk_host", self.asterisk_host, "127.0.0.1");
         let port_min = c.integer("media.port_min", self.port_min, 26500, 1, 65535);
         let port_max = c.integer("media.port_max", self.port_max, 26999, 1, 65535);
-        let formats = [("alaw", MediaFormat::Alaw), ("ulaw", MediaFormat::Ulaw), ("slin16", MediaFormat::Slin16)];
+        let formats = FORMATS.map(|f| (f.name(), f));
         let format = c.choice("media.format", self.format, "alaw", &formats);
         let phase = c.millis("media.phase_ms", self.phase_ms, 7000, 0, 3_600_000);
         let exhausted = [("transfer", PoolExhausted::Transfer), ("hangup", PoolExhausted::Hangup)];

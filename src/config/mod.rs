@@ -4,8 +4,12 @@
 //! Two steps, so that `voicebot1 --check` reports every error in the file at once, each naming
 //! its key: serde derives the file's shape (`RawConfig`; a value of the wrong type is kept as
 //! `Given::Wrong` rather than stopping serde at the first one), then `RawConfig::validate` checks
-//! every value and builds the [`Config`] the program runs with. `Config` is plain data: the TLS
-//! client for `https://` is built from it by `ari::tls`.
+//! every value and builds the [`Config`] the program runs with. `Config` is plain data (secrets
+//! already read from their files or the environment); what is built from it — the TLS client
+//! settings of `https://` ARI and `wss://` bots — is built by their users, with `net::tls`, which
+//! `validate` also calls once so that a bad CA file fails `--check`.
+//!
+//! Architecture invariant: `config` imports only the leaf modules `audio` and `net`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -21,6 +25,8 @@ mod file;
 pub use check::parse_ari_url;
 use check::Check;
 use file::RawConfig;
+
+use crate::audio::Format;
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
@@ -69,7 +75,7 @@ pub struct MediaConfig {
     pub asterisk_host: IpAddr,
     pub port_min: u16,
     pub port_max: u16,
-    pub format: MediaFormat,
+    pub format: Format,
     pub phase: Duration,
     pub on_pool_exhausted: PoolExhausted,
 }
@@ -135,34 +141,6 @@ pub enum OnStop {
     Handover,
     /// Every call is ended at once (hung up), as for decommissioning a box in a hurry.
     Hangup,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MediaFormat {
-    Alaw,
-    Ulaw,
-    Slin16,
-}
-
-impl MediaFormat {
-    /// One 20 ms RTP packet of silence in this format: payload type, fill byte, payload length.
-    pub fn silence(self) -> crate::media::Silence {
-        match self {
-            MediaFormat::Alaw => crate::media::Silence { payload_type: 8, fill: 0xd5, len: 160 },
-            MediaFormat::Ulaw => crate::media::Silence { payload_type: 0, fill: 0xff, len: 160 },
-            // Asterisk maps slin16 on externalMedia to a dynamic payload type; 118 is its default.
-            MediaFormat::Slin16 => crate::media::Silence { payload_type: 118, fill: 0, len: 640 },
-        }
-    }
-
-    /// The value ARI's `format` parameter takes.
-    pub fn as_ari(self) -> &'static str {
-        match self {
-            MediaFormat::Alaw => "alaw",
-            MediaFormat::Ulaw => "ulaw",
-            MediaFormat::Slin16 => "slin16",
-        }
-    }
 }
 
 /// What a call gets when every UDP port is taken.
@@ -338,7 +316,7 @@ mod tests {
         assert_eq!((c.media.port_min, c.media.port_max), (26500, 26999));
         assert_eq!(c.media.phase, Duration::from_secs(7));
         assert_eq!((c.ari.ping_interval, c.ari.pong_timeout), (Duration::from_secs(5), Duration::from_secs(5)));
-        assert_eq!(c.media.format, MediaFormat::Alaw);
+        assert_eq!(c.media.format, Format::Alaw);
         assert_eq!(c.transfer.endpoint, "PJSIP/4438007@AVAYA-endpoint");
         assert_eq!(c.service.log_level, LevelFilter::Info);
         assert_eq!(c.service.log_file, None);

@@ -22,6 +22,7 @@ use log::{debug, warn};
 use parking_lot::Mutex;
 
 use super::pool::{disconnect, SocketLease, MAX_DATAGRAM};
+use crate::audio::Format;
 use super::rtp::{looks_like_rtp, write_packet};
 
 /// Stack of an echo thread. Its deepest path, a `debug!` line with an `io::Error`, runs in a
@@ -37,54 +38,44 @@ const WAKE_EVERY: Duration = Duration::from_millis(1);
 /// HZ=250), so the silence went every 4 ms and the media's add waited 6 ms (median) on 16.28.
 const WAKE_NAP: Duration = Duration::from_micros(250);
 
-/// A copy of the counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EchoCounts {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
+/// Defines [`EchoCounts`] (a copy of the counters at one moment) and `EchoStats` (the counters
+/// as the echo thread last published them: only that thread writes them, with plain stores of its
+/// own counts; no read-modify-write, no lock) from one list of fields.
+macro_rules! echo_counters {
+    ($($(#[$doc:meta])* $field:ident,)+) => {
+        /// A copy of the counters at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct EchoCounts {
+            $($(#[$doc])* pub $field: u64,)+
+        }
+
+        #[derive(Debug, Default)]
+        struct EchoStats {
+            $($field: AtomicU64,)+
+        }
+
+        impl EchoStats {
+            fn publish(&self, c: &EchoCounts) {
+                $(self.$field.store(c.$field, Ordering::Relaxed);)+
+            }
+
+            fn snapshot(&self) -> EchoCounts {
+                EchoCounts { $($field: self.$field.load(Ordering::Relaxed),)+ }
+            }
+        }
+    };
+}
+
+echo_counters! {
+    rx_packets,
+    rx_bytes,
+    tx_packets,
+    tx_bytes,
     /// From an address other than the call's Asterisk media address, while the echo still read
     /// them (before its socket was connected to that address; after, the kernel drops them).
-    pub dropped_foreign: u64,
+    dropped_foreign,
     /// From the right address, but not RTP.
-    pub dropped_garbage: u64,
-}
-
-/// The counters as the echo thread last published them. Only that thread writes them, with plain
-/// stores of its own counts: no read-modify-write, no lock.
-#[derive(Debug, Default)]
-struct EchoStats {
-    rx_packets: AtomicU64,
-    rx_bytes: AtomicU64,
-    tx_packets: AtomicU64,
-    tx_bytes: AtomicU64,
-    dropped_foreign: AtomicU64,
-    dropped_garbage: AtomicU64,
-}
-
-impl EchoStats {
-    fn publish(&self, c: &EchoCounts) {
-        let s = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        s(&self.rx_packets, c.rx_packets);
-        s(&self.rx_bytes, c.rx_bytes);
-        s(&self.tx_packets, c.tx_packets);
-        s(&self.tx_bytes, c.tx_bytes);
-        s(&self.dropped_foreign, c.dropped_foreign);
-        s(&self.dropped_garbage, c.dropped_garbage);
-    }
-
-    fn snapshot(&self) -> EchoCounts {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        EchoCounts {
-            rx_packets: g(&self.rx_packets),
-            rx_bytes: g(&self.rx_bytes),
-            tx_packets: g(&self.tx_packets),
-            tx_bytes: g(&self.tx_bytes),
-            dropped_foreign: g(&self.dropped_foreign),
-            dropped_garbage: g(&self.dropped_garbage),
-        }
-    }
+    dropped_garbage,
 }
 
 /// Who the echo answers.
@@ -95,20 +86,12 @@ enum Peer {
     Fixed(SocketAddr),
 }
 
-/// A packet of silence in the call's format, for waking Asterisk's end of the media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Silence {
-    pub payload_type: u8,
-    pub fill: u8,
-    pub len: usize,
-}
-
 /// What the call tells its echo thread.
 #[derive(Debug, Clone, Copy)]
 struct State {
     peer: Peer,
-    /// What to send while waking Asterisk's end (see [`Echo::wake_asterisk`]).
-    wake: Option<Silence>,
+    /// The format of the silence to send while waking Asterisk's end (see [`Echo::wake_asterisk`]).
+    wake: Option<Format>,
     stop: bool,
     /// The address the socket is connected to. Only the echo thread connects; anyone holding the
     /// lock may disconnect (and must then wake the thread).
@@ -157,7 +140,8 @@ pub struct Waking {
 
 impl Drop for Waking {
     fn drop(&mut self) {
-        // No need to interrupt: while waking, the thread's `recv` times out every `WAKE_EVERY`.
+        // No need to interrupt: while waking, the socket does not block and the thread looks at
+        // its state every `WAKE_NAP`.
         self.control.change(None, |s| s.wake.take().is_some());
     }
 }
@@ -216,14 +200,14 @@ impl Echo {
         self.control.hot.stats.snapshot()
     }
 
-    /// Sends `silence` to Asterisk's end of the media every [`WAKE_EVERY`] until the guard is
+    /// Sends RTP silence in `format` to Asterisk's end of the media every [`WAKE_EVERY`] until the guard is
     /// dropped. Asterisk before 18.21 / 20.6 runs an ARI command queued on a channel only when
     /// the channel's Stasis loop wakes — on a frame from the channel, else after 200 ms — and
     /// the externalMedia channel has no frame before it is bridged: this gives it some while
     /// its `addChannel` waits. Needs the peer pinned (`set_peer`); without it nothing is sent.
-    pub fn wake_asterisk(&self, silence: Silence) -> Waking {
+    pub fn wake_asterisk(&self, format: Format) -> Waking {
         self.control.change(Some(self.lease.socket()), |s| {
-            s.wake = Some(silence);
+            s.wake = Some(format);
             true
         });
         self.interrupt_recv();
@@ -411,14 +395,14 @@ impl<'a> EchoThread<'a> {
 
     /// One packet of silence to Asterisk's end, numbered after the last one, if `WAKE_EVERY` has
     /// passed since the last.
-    fn send_silence(&mut self, buf: &mut [u8], peer: SocketAddr, silence: Silence) {
+    fn send_silence(&mut self, buf: &mut [u8], peer: SocketAddr, format: Format) {
         let now = Instant::now();
         if self.last_wake.is_some_and(|t| now.duration_since(t) < WAKE_EVERY) {
             return;
         }
         self.last_wake = Some(now);
-        let ts = u32::from(self.wake_seq).wrapping_mul(silence.len as u32);
-        let n = write_packet(buf, silence.payload_type, self.wake_seq, ts, self.wake_ssrc, silence.fill, silence.len);
+        let ts = u32::from(self.wake_seq).wrapping_mul(format.frame_samples());
+        let n = write_packet(buf, format.payload_type(), self.wake_seq, ts, self.wake_ssrc, format.silence_byte(), format.frame_bytes());
         self.wake_seq = self.wake_seq.wrapping_add(1);
         let packet = &buf[..n];
         let _ = match self.state.connected {
@@ -544,7 +528,7 @@ mod tests {
         asterisk.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
         echo.set_peer(asterisk.local_addr().unwrap());
-        let waking = echo.wake_asterisk(Silence { payload_type: 8, fill: 0xd5, len: 160 });
+        let waking = echo.wake_asterisk(Format::Alaw);
         let mut buf = [0u8; 512];
         let mut seqs = Vec::new();
         for _ in 0..3 {
@@ -676,7 +660,7 @@ mod tests {
         asterisk.send_to(b"garbage from the asterisk host", (LOCAL, 27_985)).unwrap();
         asterisk.send_to(&rtp(1), (LOCAL, 27_985)).unwrap();
         asterisk.recv_from(&mut buf).expect("learned and echoed");
-        let waking = echo.wake_asterisk(Silence { payload_type: 118, fill: 0, len: 640 });
+        let waking = echo.wake_asterisk(Format::Slin16);
         asterisk.recv_from(&mut buf).expect("silence");
         drop(waking);
         // An IPv6 peer for an IPv4 socket: the connect fails and is logged with its io::Error.

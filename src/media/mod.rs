@@ -16,12 +16,15 @@
 //! packet from `asterisk_host`) and must look like RTP. Once that address is known the socket is
 //! `connect()`ed to it and the kernel drops every other source; before, the echo drops and counts
 //! them itself.
+//!
+//! Architecture invariant: `media` knows nothing about calls, ARI or the configuration file; it
+//! imports only the leaf modules (`audio`, `net`, `bot`'s codecs).
 
 mod echo;
 mod pool;
 mod rtp;
 
-pub use echo::{Echo, EchoCounts, Silence, Waking};
+pub use echo::{Echo, EchoCounts, Waking};
 pub use pool::{BindFailure, SocketLease, SocketPool};
 pub use rtp::looks_like_rtp;
 

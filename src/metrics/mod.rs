@@ -6,15 +6,20 @@
 //! Where each figure comes from:
 //! - What happens in the call flow — a call ended, a set-up completed, a caller not taken, a bot
 //!   session ended, a REST request answered, the event WebSocket connected — is added to
-//!   [`METRICS`] by a one-line hook where it is logged (`worker`, `admission`, `ari::rest`, `app`). It is a process-wide static on
-//!   purpose: the REST client and the workers need no handle threaded through them, and every
-//!   figure is a fixed array of atomics (no map, no lock), so a hook costs an atomic add or two.
-//! - What the service keeps anyway — active calls by phase (`Shared::registry`), the port pool,
-//!   `shared::Counters` — is read at scrape time by [`Live::read`], not counted twice.
+//!   [`METRICS`] by a one-line hook where it is logged (`worker`, `intake`, the REST observer in
+//!   `shared`, `app`). It is a process-wide static on purpose: every figure is a fixed array of
+//!   atomics (no map, no lock), so a hook costs an atomic add or two and needs no handle.
+//! - What the service keeps anyway — active calls by phase, the port pool, `shared::Counters` — is
+//!   read at scrape time into a [`Live`] by the closure the server is given (`Shared::live`), not
+//!   counted twice.
 //!
-//! Every label is a closed enum ([`Outcome`], [`NotTaken`], [`Operation`], [`Class`], [`Dropped`]),
-//! never an id or a path: the number of series is fixed whatever the traffic, and every series
-//! exists (at 0) from the start, so `rate()` and `increase()` see the first event.
+//! Every label is a closed enum ([`Outcome`], [`NotTaken`], [`Operation`], [`Class`], [`Dropped`],
+//! [`CallPhase`]), never an id or a path: the number of series is fixed whatever the traffic, and
+//! every series exists (at 0) from the start, so `rate()` and `increase()` see the first event.
+//!
+//! Architecture invariant: `metrics` imports nothing from the rest of the crate. Each caller maps
+//! its own type to a label (`End::outcome`, `Overload::reason`, …): a counter module that maps
+//! other modules' types would have to import them all.
 //!
 //! The echo counts its packets in its own thread; they are added here once per bot session, when
 //! it ends, so the packet totals lag a running session by up to `[media] phase_ms`.
@@ -29,9 +34,6 @@ pub mod server;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::admission::Overload;
-use crate::call::End;
-use crate::media::EchoCounts;
 use exposition::HistogramSnapshot;
 
 pub use scrape::{health, render, Health, Live};
@@ -71,7 +73,7 @@ label_set! {
         DestinationHungUp => "destination_hangup",
         /// Cause 17.
         DestinationBusy => "destination_busy",
-        /// Cause 18 or 19, a dial timeout (cause 0 from Asterisk before 20.18/22.8), or none.
+        /// Cause 18, 19 or 20, a dial timeout (cause 0 from Asterisk before 20.18/22.8), or none.
         DestinationNoAnswer => "destination_no_answer",
         /// Any other cause (unreachable, rejected, congestion…).
         DestinationFailed => "destination_failed",
@@ -81,24 +83,6 @@ label_set! {
         NoPort => "no_port",
         Shutdown => "shutdown",
         InternalError => "internal_error",
-    }
-}
-
-impl Outcome {
-    pub fn of(end: &End) -> Outcome {
-        match end {
-            End::CallerHungUp => Outcome::CallerHungUp,
-            End::DestinationHungUp => Outcome::DestinationHungUp,
-            End::DestinationFailed(Some(17)) => Outcome::DestinationBusy,
-            End::DestinationFailed(None | Some(0 | 18 | 19)) => Outcome::DestinationNoAnswer,
-            End::DestinationFailed(Some(_)) => Outcome::DestinationFailed,
-            End::BotLostDuringSetup => Outcome::MediaLost,
-            End::SetupFailed(..) => Outcome::SetupFailed,
-            End::SetupTimedOut => Outcome::SetupTimedOut,
-            End::NoSocket => Outcome::NoPort,
-            End::Shutdown => Outcome::Shutdown,
-            End::InternalError => Outcome::InternalError,
-        }
     }
 }
 
@@ -119,15 +103,13 @@ label_set! {
     }
 }
 
-impl NotTaken {
-    pub fn of(why: &Overload) -> NotTaken {
-        match why {
-            Overload::Calls { .. } => NotTaken::Calls,
-            Overload::Ceiling { .. } => NotTaken::Ceiling,
-            Overload::Setups { .. } => NotTaken::Setups,
-            Overload::Slow { .. } | Overload::SlowAnswer { .. } => NotTaken::Slow,
-            Overload::Unanswered { .. } => NotTaken::Unanswered,
-        }
+label_set! {
+    /// A call's phase, as `voicebot1_calls_active{phase}`.
+    CallPhase {
+        Setup => "setup",
+        Media => "media",
+        Transfer => "transfer",
+        Connected => "connected",
     }
 }
 
@@ -305,24 +287,25 @@ impl Registry {
         }
     }
 
-    pub fn call_ended(&self, end: &End) {
-        self.ended[Outcome::of(end) as usize].fetch_add(1, Ordering::Relaxed);
+    pub fn call_ended(&self, outcome: Outcome) {
+        self.ended[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn call_set_up(&self, took: Duration) {
         self.setup.observe(took);
     }
 
-    pub fn call_not_taken(&self, why: &Overload) {
-        self.not_taken[NotTaken::of(why) as usize].fetch_add(1, Ordering::Relaxed);
+    pub fn call_not_taken(&self, reason: NotTaken) {
+        self.not_taken[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn bot_session_ended(&self, counts: &EchoCounts) {
+    pub fn bot_session_ended(&self, echo: &EchoSession) {
         self.bot_sessions.fetch_add(1, Ordering::Relaxed);
-        self.echo_received.fetch_add(counts.rx_packets, Ordering::Relaxed);
-        self.echo_sent.fetch_add(counts.tx_packets, Ordering::Relaxed);
-        self.echo_dropped[Dropped::ForeignSource as usize].fetch_add(counts.dropped_foreign, Ordering::Relaxed);
-        self.echo_dropped[Dropped::NotRtp as usize].fetch_add(counts.dropped_garbage, Ordering::Relaxed);
+        self.echo_received.fetch_add(echo.received, Ordering::Relaxed);
+        self.echo_sent.fetch_add(echo.sent, Ordering::Relaxed);
+        for (reason, n) in Dropped::ALL.iter().zip(echo.dropped) {
+            self.echo_dropped[*reason as usize].fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub fn ari_request(&self, operation: Operation, class: Class, took: Duration) {
@@ -343,8 +326,8 @@ impl Registry {
 // --- the hooks: one line at the place that logs the same event --------------------------------
 
 /// A call ended (its "ended (…)" line).
-pub fn call_ended(end: &End) {
-    METRICS.call_ended(end);
+pub fn call_ended(outcome: Outcome) {
+    METRICS.call_ended(outcome);
 }
 
 /// Caller and bot media are bridged (the "caller and media bridged in N ms" line): `took` since
@@ -354,13 +337,24 @@ pub fn call_set_up(took: Duration) {
 }
 
 /// Admission control did not take a new caller (its "not taken" line).
-pub fn call_not_taken(why: &Overload) {
-    METRICS.call_not_taken(why);
+pub fn call_not_taken(reason: NotTaken) {
+    METRICS.call_not_taken(reason);
+}
+
+/// What one echo session counted, for [`bot_session_ended`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EchoSession {
+    /// RTP packets received from Asterisk.
+    pub received: u64,
+    /// RTP packets sent back.
+    pub sent: u64,
+    /// Packets dropped, in the order of [`Dropped::ALL`].
+    pub dropped: [u64; Dropped::ALL.len()],
 }
 
 /// A bot session ended (the "bot media ended on port N" line) with these echo counts.
-pub fn bot_session_ended(counts: &EchoCounts) {
-    METRICS.bot_session_ended(counts);
+pub fn bot_session_ended(echo: &EchoSession) {
+    METRICS.bot_session_ended(echo);
 }
 
 /// One ARI REST request (each try of a retried one) came out as `class` after `took`.
@@ -388,7 +382,6 @@ impl Drop for AriConnected {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{Failure, Step};
 
     /// The value of the sample line starting with `series ` (name and labels as written).
     fn value(text: &str, series: &str) -> Option<f64> {
@@ -402,15 +395,15 @@ mod tests {
     #[test]
     fn callers_not_taken_are_counted_by_reason() {
         let r = Registry::new();
-        r.call_not_taken(&Overload::Setups { setting_up: 20, max: 20 });
-        r.call_not_taken(&Overload::Setups { setting_up: 21, max: 20 });
-        r.call_not_taken(&Overload::Unanswered { ago: Duration::from_millis(300) });
+        r.call_not_taken(NotTaken::Setups);
+        r.call_not_taken(NotTaken::Setups);
+        r.call_not_taken(NotTaken::Unanswered);
         let text = render(&r, &live());
         assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"max_setups\"}"), Some(2.0));
         assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"unanswered_asterisk\"}"), Some(1.0));
         assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"max_calls\"}"), Some(0.0));
         assert_eq!(value(&text, "voicebot1_admission_ceiling_calls"), Some(f64::INFINITY), "none learned yet");
-        r.call_not_taken(&Overload::Ceiling { active: 80, ceiling: 80, cut_at: 100 });
+        r.call_not_taken(NotTaken::Ceiling);
         let text = render(&r, &Live { ceiling: Some(80), ..live() });
         assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"learned_ceiling\"}"), Some(1.0));
         assert_eq!(value(&text, "voicebot1_admission_ceiling_calls"), Some(80.0));
@@ -419,16 +412,18 @@ mod tests {
     #[test]
     fn ends_are_counted_by_outcome() {
         let r = Registry::new();
-        for end in [
-            End::CallerHungUp,
-            End::CallerHungUp,
-            End::DestinationFailed(Some(17)),
-            End::DestinationFailed(Some(0)),
-            End::DestinationFailed(None),
-            End::DestinationFailed(Some(3)),
-            End::SetupFailed(Step::CreateBridge, Failure::Other("HTTP 500".into())),
+        // What `End::outcome` gives for caller hung up (twice), cause 17, cause 0, no cause,
+        // cause 3 and a failed bridge creation.
+        for outcome in [
+            Outcome::CallerHungUp,
+            Outcome::CallerHungUp,
+            Outcome::DestinationBusy,
+            Outcome::DestinationNoAnswer,
+            Outcome::DestinationNoAnswer,
+            Outcome::DestinationFailed,
+            Outcome::SetupFailed,
         ] {
-            r.call_ended(&end);
+            r.call_ended(outcome);
         }
         let text = render(&r, &live());
         assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"caller_hangup\"}"), Some(2.0));
@@ -492,9 +487,9 @@ mod tests {
     #[test]
     fn echo_counts_add_up_over_sessions() {
         let r = Registry::new();
-        let counts = EchoCounts { rx_packets: 350, tx_packets: 349, dropped_foreign: 2, dropped_garbage: 1, ..EchoCounts::default() };
-        r.bot_session_ended(&counts);
-        r.bot_session_ended(&counts);
+        let echo = EchoSession { received: 350, sent: 349, dropped: [2, 1] };
+        r.bot_session_ended(&echo);
+        r.bot_session_ended(&echo);
         let text = render(&r, &live());
         assert_eq!(value(&text, "voicebot1_bot_sessions_total"), Some(2.0));
         assert_eq!(value(&text, "voicebot1_echo_packets_received_total"), Some(700.0));

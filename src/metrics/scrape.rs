@@ -1,5 +1,5 @@
-//! What a scrape answers: [`Live`], what the running service holds at that moment (read from
-//! `Shared`, not counted twice), `/health`'s verdict and the `/metrics` text, which renders
+//! What a scrape answers: [`Live`], what the running service holds at that moment (read by
+//! `Shared::live`, not counted twice), `/health`'s verdict and the `/metrics` text, which renders
 //! [`Registry`] and [`Live`] in one fixed order of families.
 //!
 //! A new family gets its lines in [`render`]; every one of its series is written even at 0.
@@ -7,19 +7,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::exposition::{Kind, Writer};
-use super::{Class, Dropped, NotTaken, Operation, Outcome, Registry};
-use crate::call::Phase;
-use crate::shared::Shared;
-
-/// The phases an active call can be in, with their label.
-const PHASES: [(Phase, &str); 4] =
-    [(Phase::Setup, "setup"), (Phase::Media, "media"), (Phase::Transfer, "transfer"), (Phase::Connected, "connected")];
+use super::{CallPhase, Class, Dropped, NotTaken, Operation, Outcome, Registry};
 
 /// What the running service holds at the moment of a scrape.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Live {
-    /// Active calls per phase, in the order of [`PHASES`].
-    pub active: [u64; PHASES.len()],
+    /// Active calls per phase, in the order of [`CallPhase::ALL`].
+    pub active: [u64; CallPhase::ALL.len()],
     pub pool_free: usize,
     pub pool_total: usize,
     /// A stop is under way: no new calls are taken.
@@ -34,33 +28,6 @@ pub struct Live {
     pub orphans_hung_up: u64,
     pub events_skipped: u64,
     pub reconnects: u64,
-}
-
-impl Live {
-    pub fn read(shared: &Shared) -> Live {
-        let mut active = [0u64; PHASES.len()];
-        for phase in shared.registry.lock().values() {
-            if let Some(i) = PHASES.iter().position(|(p, _)| p == phase) {
-                active[i] += 1;
-            }
-        }
-        let c = &shared.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Live {
-            active,
-            pool_free: shared.pool.free(),
-            pool_total: shared.pool.total(),
-            stopping: shared.draining.load(Ordering::Relaxed),
-            ceiling: shared.admission.ceiling(),
-            started: get(&c.calls),
-            adopted: get(&c.adopted),
-            handed_over: get(&c.handed_over),
-            pool_exhausted: get(&c.pool_exhausted),
-            orphans_hung_up: get(&c.orphans_hung_up),
-            events_skipped: get(&c.frames_skipped),
-            reconnects: get(&c.reconnects),
-        }
-    }
 }
 
 /// What `/health` answers.
@@ -114,8 +81,8 @@ pub fn render(r: &Registry, live: &Live) -> String {
     w.sample("voicebot1_calls_handed_over_total", &[], live.handed_over);
 
     w.family("voicebot1_calls_active", Kind::Gauge, "Calls held now, by phase.");
-    for ((_, label), n) in PHASES.iter().zip(live.active) {
-        w.sample("voicebot1_calls_active", &[("phase", label)], n);
+    for (phase, n) in CallPhase::ALL.iter().zip(live.active) {
+        w.sample("voicebot1_calls_active", &[("phase", phase.label())], n);
     }
 
     w.family("voicebot1_call_setup_seconds", Kind::Histogram, "From the caller's StasisStart to caller and bot media bridged.");

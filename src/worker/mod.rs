@@ -21,12 +21,12 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::Sender;
 use log::{debug, error, info, warn};
 
-use crate::ari::Channel;
-use crate::call::{Action, Adopted, Call, End, Failure, HangupReason, Input, Phase};
+use crate::ari::{Channel, HangupReason};
+use crate::call::{Action, Adopted, Call, End, Input, Phase};
 use crate::dispatch::{CallEvent, CallMsg, Handler};
 use crate::ids::{CallId, Role};
 use crate::media::Echo;
-use crate::shared::{Counters, Shared};
+use crate::shared::{Counters, HangUp, Shared};
 use crate::timer::TimerRequest;
 use perform::pin_peer;
 
@@ -83,11 +83,7 @@ impl Handler<ActiveCall> for CallHandler {
         for role in [Role::Media, Role::Dest] {
             self.hangup_channel(id, &ids.channel(id, role), HangupReason::Normal);
         }
-        if let Err(e) = self.shared.ari.destroy_bridge(&ids.bridge(id)) {
-            if !e.is_not_found() {
-                warn!("call {id}: {e}");
-            }
-        }
+        self.shared.destroy_bridge(id);
         self.finish(id, live, &End::InternalError);
     }
 }
@@ -285,10 +281,10 @@ impl CallHandler {
             registry.len()
         };
         let (free, total) = (shared.pool.free(), shared.pool.total());
-        crate::metrics::call_ended(end);
+        crate::metrics::call_ended(end.outcome());
         info!(
             "call {id}: ended ({}) after {:.1} s; {active} calls active, pool {free}/{total} free",
-            describe_end(end),
+            end,
             live.started.elapsed().as_secs_f64()
         );
         if active == 0 && free == total {
@@ -297,13 +293,10 @@ impl CallHandler {
     }
 
     fn hangup_channel(&self, id: &CallId, channel: &str, reason: HangupReason) {
-        match self.shared.ari.hangup(channel, reason) {
-            Ok(()) => debug!("call {id}: hung up {channel}"),
-            Err(e) if e.is_not_found() => debug!("call {id}: {channel} already gone"),
-            Err(e) => {
-                warn!("call {id}: {e}; the janitor retries");
-                self.shared.unconfirmed.lock().insert(channel.to_string());
-            }
+        match self.shared.hang_up(channel, reason) {
+            HangUp::Done => debug!("call {id}: hung up {channel}"),
+            HangUp::Gone => debug!("call {id}: {channel} already gone"),
+            HangUp::Failed(e) => warn!("call {id}: {e}; the janitor retries"),
         }
     }
 }
@@ -316,37 +309,3 @@ fn describe_dialstatus(status: &str) -> String {
     }
 }
 
-fn describe_end(end: &End) -> String {
-    match end {
-        End::CallerHungUp => "caller hung up".into(),
-        End::DestinationHungUp => "destination hung up".into(),
-        End::DestinationFailed(Some(cause)) => format!("destination did not answer: cause {cause} {}", cause_text(*cause)),
-        End::DestinationFailed(None) => "destination did not answer in time".into(),
-        End::BotLostDuringSetup => "media channel lost during set-up".into(),
-        End::SetupFailed(step, Failure::NotFound) => format!("{step:?} failed: not found"),
-        End::SetupFailed(step, Failure::Other(m)) => format!("{step:?} failed: {m}"),
-        End::SetupTimedOut => "set-up timed out".into(),
-        End::NoSocket => "no free media port".into(),
-        End::Shutdown => "voicebot1 shutting down".into(),
-        End::InternalError => "internal error".into(),
-    }
-}
-
-/// Q.850 causes an operator meets here.
-fn cause_text(cause: i64) -> &'static str {
-    match cause {
-        0 => "(unknown: how Asterisk before 20.18/22.8 reports a dial timeout)",
-        1 => "(unallocated number)",
-        3 => "(no route to destination)",
-        16 => "(normal clearing)",
-        17 => "(user busy)",
-        18 => "(no user responding)",
-        19 => "(no answer)",
-        21 => "(call rejected)",
-        27 => "(destination out of order)",
-        34 => "(no circuit available)",
-        38 => "(network out of order)",
-        41 => "(temporary failure)",
-        _ => "",
-    }
-}

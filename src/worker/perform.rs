@@ -4,7 +4,7 @@
 //!
 //! A set-up step's failure is not judged here: it goes back to the state machine as
 //! `Input::Done(step, Err(…))`. The other requests (ringback, hang-up handlers, clean-up) only log
-//! theirs; a failed hang-up is left to the janitor (see `CallHandler::hangup_channel`).
+//! theirs; a failed hang-up is left to the janitor (see `Shared::hang_up`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -19,6 +19,7 @@ use crate::backoff::Backoff;
 use crate::call::{Action, Failure, Input, Step, Timer};
 use crate::ids::{CallId, Role};
 use crate::media::{Echo, EchoCounts};
+use crate::metrics::EchoSession;
 use crate::shared::Counters;
 
 /// The dialplan context of the hang-up handlers that link a connected call's legs
@@ -80,7 +81,7 @@ impl CallHandler {
                 None
             }
             Action::DestroyBridge => {
-                self.destroy_bridge(id);
+                self.shared.destroy_bridge(id);
                 None
             }
             // `perform_all` finishes the call itself.
@@ -153,7 +154,7 @@ impl CallHandler {
         // The caller's channel on a frame on its RTP socket, which a keepalive datagram to
         // it gives at once (its own next frame may be 20 ms away).
         let late = shared.late_commands.load(Ordering::Relaxed);
-        let _waking = live.echo.as_ref().filter(|_| late).map(|e| e.wake_asterisk(shared.config.media.format.silence()));
+        let _waking = live.echo.as_ref().filter(|_| late).map(|e| e.wake_asterisk(shared.config.media.format));
         let add = || shared.ari.add_channels(&bridge, &[&id.0, &ids.channel(id, Role::Media)]);
         let result = shared.pool.waking(live.caller_rtp.filter(|_| late), add);
         if result.is_ok() {
@@ -195,7 +196,7 @@ impl CallHandler {
                 .name("bridge-request".into())
                 .stack_size(REQUEST_THREAD_STACK)
                 .spawn_scoped(scope, bridge_side);
-            let made_media = ari.external_media(&media, &cfg.ari.app, &host, cfg.media.format.as_ari());
+            let made_media = ari.external_media(&media, &cfg.ari.app, &host, cfg.media.format.name());
             let bridge_side = match bridge_request {
                 Ok(handle) => handle.join().unwrap_or_else(|_| {
                     let panicked = ErrorKind::Transport("its request thread panicked".into());
@@ -301,15 +302,6 @@ impl CallHandler {
             }
         }
     }
-
-    fn destroy_bridge(&self, id: &CallId) {
-        let bridge = self.shared.ids.bridge(id);
-        match self.shared.ari.destroy_bridge(&bridge) {
-            Ok(()) => debug!("call {id}: bridge {bridge} destroyed"),
-            Err(e) if e.is_not_found() => debug!("call {id}: bridge {bridge} already gone"),
-            Err(e) => warn!("call {id}: {e}"),
-        }
-    }
 }
 
 /// Stops the echo and returns its socket, with the session's line.
@@ -318,7 +310,11 @@ fn release_socket(id: &CallId, live: &mut ActiveCall) {
         let port = echo.port();
         let counts = echo.counts();
         drop(echo);
-        crate::metrics::bot_session_ended(&counts);
+        crate::metrics::bot_session_ended(&EchoSession {
+            received: counts.rx_packets,
+            sent: counts.tx_packets,
+            dropped: [counts.dropped_foreign, counts.dropped_garbage],
+        });
         info!("call {id}: bot media ended on port {port}: {}", describe_counts(&counts));
     }
 }

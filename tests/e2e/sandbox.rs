@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use voicebot1::ari::rest::Unobserved;
 use voicebot1::ari::AriClient;
 use voicebot1::config::{Config, ProcessEnv};
 
@@ -67,7 +68,7 @@ pub fn workdir(test: &str) -> Workdir {
 /// A REST client for checks, from the same config code voicebot1 uses.
 pub fn ari() -> AriClient {
     let config = Config::parse(&config_text(26500, 26519, 7000), "e2e", &ProcessEnv).unwrap();
-    AriClient::new(&config.ari)
+    AriClient::new(&config.ari, std::sync::Arc::new(Unobserved))
 }
 
 pub fn config_text(port_min: u16, port_max: u16, phase_ms: u64) -> String {

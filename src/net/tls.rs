@@ -1,35 +1,14 @@
-//! TLS for `https://` and `wss://` ARI: one rustls client configuration, the public web roots plus
-//! the certificates of `[ari] ca_file`, built once by the REST client and shared with the event
-//! WebSocket; and the REST agent's connector, which turns TCP keepalive on first.
+//! TLS clients (rustls, ring provider): one client configuration, the public web roots plus the
+//! certificates of an optional private CA file, for `https://` and `wss://` (ARI's REST and event
+//! WebSocket, a bot's `wss://`); and the `ureq` connector that turns TCP keepalive on first.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use log::error;
-
 use super::tcp;
-use crate::config::AriConfig;
 
-/// The TLS client settings for `config`: `None` for `http://`.
-///
-/// `Config::load` has already built them once to check `ca_file`; if the file has become
-/// unusable since, the error is logged and only the public roots are trusted (a private
-/// certificate then fails its handshake, which is logged on every attempt).
-pub fn for_ari(config: &AriConfig) -> Option<Arc<rustls::ClientConfig>> {
-    if !config.uses_tls() {
-        return None;
-    }
-    match client_config(config.ca_file.as_deref()) {
-        Ok(tls) => Some(tls),
-        Err(e) => {
-            error!("ari.ca_file: {e}; trusting the public roots only");
-            client_config(None).ok()
-        }
-    }
-}
-
-/// The TLS client settings for ARI over https/wss: the public web roots, plus the certificates
-/// of `ca_file` (PEM) for a box with a private or self-signed certificate.
+/// TLS client settings: the public web roots, plus the certificates of `ca_file` (PEM) for a
+/// server with a private or self-signed certificate.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;
@@ -56,8 +35,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     Ok(Arc::new(config))
 }
 
-
-/// The REST agent's TLS connector: turns TCP keepalive on for the socket, then does what ureq's
+/// A `ureq` agent's TLS connector: turns TCP keepalive on for the socket, then does what ureq's
 /// own rustls connector does.
 ///
 /// This is the only place ureq 2.12 lets voicebot1 touch a socket: it opens them itself
@@ -89,9 +67,7 @@ mod tests {
     #[test]
     fn https_connections_get_tcp_keepalive_before_the_tls_handshake() {
         use std::net::{TcpListener, TcpStream};
-        let text = "[ari]\npassword = 'x'\nurl = 'https://localhost:8089'\n";
-        let config = crate::config::Config::parse(text, "t", &crate::config::ProcessEnv).expect("config parses");
-        let tls = for_ari(&config.ari).expect("https gives a TLS configuration");
+        let tls = client_config(None).expect("the public roots make a TLS configuration");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -103,13 +79,6 @@ mod tests {
         let sock = socket2::SockRef::from(&probe);
         assert!(sock.keepalive().unwrap(), "keepalive is off on an https connection");
         assert_eq!(sock.keepalive_time().unwrap(), tcp::KEEPALIVE_IDLE);
-    }
-
-    #[test]
-    fn plain_http_gets_no_tls_settings() {
-        let text = "[ari]\npassword = 'x'\n";
-        let config = crate::config::Config::parse(text, "t", &crate::config::ProcessEnv).expect("config parses");
-        assert!(for_ari(&config.ari).is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! When the event WebSocket counts as dead.
+//! When a WebSocket connection counts as dead (ARI's event stream, a bot's session).
 //!
-//! Asterisk never pings an ARI client; it only answers the client's pings. A connection whose
-//! other end vanished without a FIN or RST (NAT or firewall state lost, a paused VM, a pulled
-//! cable) therefore reads exactly like a quiet Asterisk, for ever. So the client pings after
+//! Asterisk never pings an ARI client, and a bot need not ping its client; each only answers the
+//! client's pings. A connection whose other end vanished without a FIN or RST (NAT or firewall
+//! state lost, a paused VM, a pulled cable, a hung process) therefore reads exactly like a quiet
+//! peer, for ever. So the client pings after
 //! `interval` without hearing anything (again every `interval` while unanswered), and gives the
 //! connection up when `pong_timeout` has passed since the first unanswered ping with nothing at
 //! all arriving: an event, a pong, any frame proves the peer is there. A busy connection is never

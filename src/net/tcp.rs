@@ -1,8 +1,8 @@
-//! TCP connections to Asterisk: every resolved address is tried in order, and each connection
-//! gets kernel keepalive probes.
+//! TCP connections (to Asterisk, to a bot): every resolved address is tried in order, and each
+//! connection gets kernel keepalive probes.
 //!
 //! A host name may resolve to several addresses (`localhost` to `::1` first, then `127.0.0.1`)
-//! while Asterisk listens on only one of them (http.conf `bindaddr = 127.0.0.1`); stopping at the
+//! while the server listens on only one of them (http.conf `bindaddr = 127.0.0.1`); stopping at the
 //! first address would fail where REST, which tries them all, works.
 //! Keepalive lets the kernel notice a peer that vanished without a FIN or RST (NAT or firewall
 //! state lost, a paused VM, a pulled cable) on a connection that is otherwise idle.
