@@ -795,6 +795,47 @@ mod tests {
     }
 
     #[test]
+    fn every_destination_cause_is_read_once_for_the_caller_the_log_and_the_metrics() {
+        use crate::metrics::Outcome as O;
+        for (cause, outcome, reason) in [
+            (Some(17), O::DestinationBusy, HangupReason::Busy),
+            (Some(0), O::DestinationNoAnswer, HangupReason::NoAnswer),
+            (Some(18), O::DestinationNoAnswer, HangupReason::NoAnswer),
+            (Some(19), O::DestinationNoAnswer, HangupReason::NoAnswer),
+            (Some(20), O::DestinationNoAnswer, HangupReason::NoAnswer),
+            (None, O::DestinationNoAnswer, HangupReason::NoAnswer),
+            (Some(1), O::DestinationFailed, HangupReason::Congestion),
+            (Some(21), O::DestinationFailed, HangupReason::Congestion),
+            (Some(34), O::DestinationFailed, HangupReason::Congestion),
+        ] {
+            let end = End::DestinationFailed(cause);
+            assert_eq!(end.outcome(), outcome, "cause {cause:?}");
+            let mut c = in_transfer();
+            let actions = c.on(Input::Left(Role::Dest, cause));
+            assert_eq!(actions[0], Hangup(Role::Caller, reason), "cause {cause:?}");
+            assert_eq!(actions.last(), Some(&Finish(end.clone())));
+            let line = end.to_string();
+            match cause {
+                Some(n) => assert!(line.starts_with(&format!("destination did not answer: cause {n} ")), "{line}"),
+                None => assert_eq!(line, "destination did not answer in time"),
+            }
+        }
+        assert_eq!(End::DestinationFailed(Some(20)).to_string(), "destination did not answer: cause 20 (subscriber absent)");
+        for (end, outcome) in [
+            (End::CallerHungUp, O::CallerHungUp),
+            (End::DestinationHungUp, O::DestinationHungUp),
+            (End::BotLostDuringSetup, O::MediaLost),
+            (End::SetupFailed(Step::CreateBridge, Failure::NotFound), O::SetupFailed),
+            (End::SetupTimedOut, O::SetupTimedOut),
+            (End::NoSocket, O::NoPort),
+            (End::Shutdown, O::Shutdown),
+            (End::InternalError, O::InternalError),
+        ] {
+            assert_eq!(end.outcome(), outcome, "{end:?}");
+        }
+    }
+
+    #[test]
     fn destination_dial_timeout_reported_as_cause_0_by_asterisk_16_is_no_answer() {
         // Asterisk before 20.18 / 22.8 destroys an unanswered destination with cause 0.
         let mut c = in_transfer();

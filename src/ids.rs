@@ -93,11 +93,6 @@ impl Ids {
         }
     }
 
-    /// Whether an id was made by `Ids` with this prefix (any role, any call).
-    pub fn is_ours(&self, id: &str) -> bool {
-        self.split(id).is_some_and(|(_, s)| matches!(s, MEDIA | DEST | BRIDGE))
-    }
-
     fn split<'a>(&self, id: &'a str) -> Option<(&'a str, &'a str)> {
         let rest = id.strip_prefix(&self.prefix)?;
         let (call, suffix) = rest.rsplit_once('-')?;
@@ -127,10 +122,9 @@ mod tests {
         assert_eq!(ids.classify_channel("1764000000.3").1, Role::Caller);
         assert_eq!(ids.classify_channel("voicebot1-x-unknown").1, Role::Caller);
         assert_eq!(ids.classify_bridge("other-bridge"), None);
-        assert!(!ids.is_ours("1764000000.3"));
-        assert!(!ids.is_ours("voicebot1--media"));
-        assert!(ids.is_ours("voicebot1-old-media"));
-        assert!(!Ids::new("voicebot2").is_ours("voicebot1-old-media"));
+        assert_eq!(ids.classify_channel("voicebot1--media").1, Role::Caller);
+        assert_eq!(ids.classify_channel("voicebot1-old-media"), (CallId("old".into()), Role::Media));
+        assert_eq!(Ids::new("voicebot2").classify_channel("voicebot1-old-media").1, Role::Caller);
     }
 
     #[test]

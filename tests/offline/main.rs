@@ -3,4 +3,5 @@
 //! (`properties`, whose regressions proptest keeps in `tests/proptest-regressions/properties.txt`).
 
 mod cli_config;
+mod layering;
 mod properties;
