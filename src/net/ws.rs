@@ -168,6 +168,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // tungstenite's callback type returns its ErrorResponse: not ours to shrink.
     fn a_connection_gets_tcp_keepalive_and_the_extra_headers() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("ws://{}/voice", listener.local_addr().unwrap());
