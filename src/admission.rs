@@ -36,14 +36,32 @@ use crate::metrics::NotTaken;
 /// Why a new call is not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Overload {
-    Calls { active: usize, max: usize },
+    Calls {
+        active: usize,
+        max: usize,
+    },
     /// The ceiling learned from Asterisk's slow answers (see [`Ceiling`]).
-    Ceiling { active: usize, ceiling: usize, cut_at: usize },
-    Setups { setting_up: usize, max: usize },
-    Slow { average: Duration, max: Duration },
+    Ceiling {
+        active: usize,
+        ceiling: usize,
+        cut_at: usize,
+    },
+    Setups {
+        setting_up: usize,
+        max: usize,
+    },
+    Slow {
+        average: Duration,
+        max: Duration,
+    },
     /// One answer of the last two seconds took over the limit (the average may not show it yet).
-    SlowAnswer { took: Duration, max: Duration },
-    Unanswered { ago: Duration },
+    SlowAnswer {
+        took: Duration,
+        max: Duration,
+    },
+    Unanswered {
+        ago: Duration,
+    },
 }
 
 impl Overload {
@@ -135,8 +153,17 @@ pub struct Admission {
 
 impl Admission {
     pub fn new(limits: AdmissionConfig) -> Admission {
-        let ceiling = Ceiling { calls: None, cut_at: 0, cut: None, moved: Instant::now() };
-        Admission { limits, ceiling: Mutex::new(ceiling), pending: Mutex::new(HashSet::new()) }
+        let ceiling = Ceiling {
+            calls: None,
+            cut_at: 0,
+            cut: None,
+            moved: Instant::now(),
+        };
+        Admission {
+            limits,
+            ceiling: Mutex::new(ceiling),
+            pending: Mutex::new(HashSet::new()),
+        }
     }
 
     /// The learned ceiling of calls at once; `None` while Asterisk has not answered slowly.
@@ -151,24 +178,44 @@ impl Admission {
     }
 
     /// Whether one more call may be taken now.
-    pub fn check(&self, registry: &HashMap<CallId, Phase>, rest: &Responsiveness, now: Instant) -> Result<(), Overload> {
+    pub fn check(
+        &self,
+        registry: &HashMap<CallId, Phase>,
+        rest: &Responsiveness,
+        now: Instant,
+    ) -> Result<(), Overload> {
         let l = &self.limits;
         let pending = self.pending.lock().len();
         let active = registry.len() + pending;
         let asterisk = self.asterisk(rest);
         let ceiling = self.learn(active, &asterisk, now);
         if l.max_calls > 0 && active >= l.max_calls {
-            return Err(Overload::Calls { active, max: l.max_calls });
+            return Err(Overload::Calls {
+                active,
+                max: l.max_calls,
+            });
         }
-        if let Ceiling { calls: Some(ceiling), cut_at, .. } = ceiling {
+        if let Ceiling {
+            calls: Some(ceiling),
+            cut_at,
+            ..
+        } = ceiling
+        {
             if active >= ceiling {
-                return Err(Overload::Ceiling { active, ceiling, cut_at });
+                return Err(Overload::Ceiling {
+                    active,
+                    ceiling,
+                    cut_at,
+                });
             }
         }
         if l.max_setups > 0 {
             let setting_up = registry.values().filter(|p| **p == Phase::Setup).count() + pending;
             if setting_up >= l.max_setups {
-                return Err(Overload::Setups { setting_up, max: l.max_setups });
+                return Err(Overload::Setups {
+                    setting_up,
+                    max: l.max_setups,
+                });
             }
         }
         match asterisk {
@@ -203,19 +250,32 @@ impl Admission {
     fn learn(&self, active: usize, asterisk: &Asterisk, now: Instant) -> Ceiling {
         let mut c = self.ceiling.lock();
         match asterisk {
-            Asterisk::Overloaded(why) if c.cut.is_none_or(|at| now.saturating_duration_since(at) >= RECENT) => {
+            Asterisk::Overloaded(why)
+                if c.cut
+                    .is_none_or(|at| now.saturating_duration_since(at) >= RECENT) =>
+            {
                 let cut = (active * CUT.0 / CUT.1).max(FLOOR);
                 if c.calls.is_none_or(|n| cut < n) {
-                    let was = c.calls.map_or_else(|| "none".to_string(), |n| n.to_string());
+                    let was = c
+                        .calls
+                        .map_or_else(|| "none".to_string(), |n| n.to_string());
                     info!("admission: Asterisk is overloaded ({why}) with {active} calls active: taking at most {cut} calls at once from now on (was {was})");
-                    *c = Ceiling { calls: Some(cut), cut_at: active, cut: Some(now), moved: now };
+                    *c = Ceiling {
+                        calls: Some(cut),
+                        cut_at: active,
+                        cut: Some(now),
+                        moved: now,
+                    };
                 }
             }
             Asterisk::Fast if now.saturating_duration_since(c.moved) >= RISE_EVERY => {
                 if let Some(n) = c.calls {
                     c.calls = Some(n + 1);
                     c.moved = now;
-                    debug!("admission: Asterisk answers fast; the ceiling rises to {} calls", n + 1);
+                    debug!(
+                        "admission: Asterisk answers fast; the ceiling rises to {} calls",
+                        n + 1
+                    );
                 }
             }
             _ => {}
@@ -305,8 +365,13 @@ impl Responsiveness {
         }
         let sample = took.as_micros().min(u64::MAX as u128) as u64;
         // Concurrent updates may lose one sample: an estimate needs no lock.
-        let old = if Self::is_recent(now, &self.last_ms) { self.average_us.load(Ordering::Relaxed) } else { sample };
-        self.average_us.store(old - old / 8 + sample / 8, Ordering::Relaxed);
+        let old = if Self::is_recent(now, &self.last_ms) {
+            self.average_us.load(Ordering::Relaxed)
+        } else {
+            sample
+        };
+        self.average_us
+            .store(old - old / 8 + sample / 8, Ordering::Relaxed);
         self.last_ms.store(now, Ordering::Relaxed);
         if !Self::is_recent(now, &self.peak_ms) || sample >= self.peak_us.load(Ordering::Relaxed) {
             self.peak_us.store(sample, Ordering::Relaxed);
@@ -362,7 +427,11 @@ mod tests {
     }
 
     fn registry(phases: &[Phase]) -> HashMap<CallId, Phase> {
-        phases.iter().enumerate().map(|(i, p)| (CallId(i.to_string()), *p)).collect()
+        phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (CallId(i.to_string()), *p))
+            .collect()
     }
 
     #[test]
@@ -373,7 +442,10 @@ mod tests {
         assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
         a.admitted(&CallId("9".into()));
         assert!(a.is_pending(&CallId("9".into())));
-        assert_eq!(a.check(&reg, &rest, Instant::now()), Err(Overload::Calls { active: 3, max: 3 }));
+        assert_eq!(
+            a.check(&reg, &rest, Instant::now()),
+            Err(Overload::Calls { active: 3, max: 3 })
+        );
         a.taken(&CallId("9".into()));
         a.taken(&CallId("9".into()));
         assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
@@ -383,10 +455,30 @@ mod tests {
     fn the_setup_ceiling_counts_only_calls_in_set_up() {
         let a = Admission::new(limits(0, 2, 0));
         let rest = Responsiveness::new();
-        assert_eq!(a.check(&registry(&[Phase::Setup, Phase::Transfer, Phase::Connected]), &rest, Instant::now()), Ok(()));
-        let err = a.check(&registry(&[Phase::Setup, Phase::Setup]), &rest, Instant::now());
-        assert_eq!(err, Err(Overload::Setups { setting_up: 2, max: 2 }));
-        assert!(err.unwrap_err().to_string().contains("admission.max_setups is 2"));
+        assert_eq!(
+            a.check(
+                &registry(&[Phase::Setup, Phase::Transfer, Phase::Connected]),
+                &rest,
+                Instant::now()
+            ),
+            Ok(())
+        );
+        let err = a.check(
+            &registry(&[Phase::Setup, Phase::Setup]),
+            &rest,
+            Instant::now(),
+        );
+        assert_eq!(
+            err,
+            Err(Overload::Setups {
+                setting_up: 2,
+                max: 2
+            })
+        );
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("admission.max_setups is 2"));
     }
 
     #[test]
@@ -401,24 +493,55 @@ mod tests {
         for _ in 0..40 {
             rest.record(Duration::from_millis(400), true);
         }
-        assert!(matches!(a.check(&reg, &rest, Instant::now()), Err(Overload::Slow { .. })), "{:?}", rest.average());
+        assert!(
+            matches!(
+                a.check(&reg, &rest, Instant::now()),
+                Err(Overload::Slow { .. })
+            ),
+            "{:?}",
+            rest.average()
+        );
         for _ in 0..60 {
             rest.record(Duration::from_millis(2), true);
         }
-        assert!(matches!(a.check(&reg, &rest, Instant::now()), Err(Overload::SlowAnswer { .. })), "the slowest answer still counts for 2 s");
+        assert!(
+            matches!(
+                a.check(&reg, &rest, Instant::now()),
+                Err(Overload::SlowAnswer { .. })
+            ),
+            "the slowest answer still counts for 2 s"
+        );
         // Two seconds later the slow answers are history.
         let rest = Responsiveness::new();
         for _ in 0..60 {
             rest.record(Duration::from_millis(2), true);
         }
-        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()), "recovers as answers speed up: {:?}", rest.average());
+        assert_eq!(
+            a.check(&reg, &rest, Instant::now()),
+            Ok(()),
+            "recovers as answers speed up: {:?}",
+            rest.average()
+        );
         // One answer over the limit among fast ones: the average stays low, the call is not taken.
         rest.record(Duration::from_millis(150), true);
         rest.record(Duration::from_millis(2), true);
-        assert!(rest.average() < Duration::from_millis(100), "{:?}", rest.average());
-        assert_eq!(a.check(&reg, &rest, Instant::now()), Err(Overload::SlowAnswer { took: Duration::from_millis(150), max: Duration::from_millis(100) }));
+        assert!(
+            rest.average() < Duration::from_millis(100),
+            "{:?}",
+            rest.average()
+        );
+        assert_eq!(
+            a.check(&reg, &rest, Instant::now()),
+            Err(Overload::SlowAnswer {
+                took: Duration::from_millis(150),
+                max: Duration::from_millis(100)
+            })
+        );
         rest.record(Duration::from_millis(5000), false);
-        assert!(matches!(a.check(&reg, &rest, Instant::now()), Err(Overload::Unanswered { .. })));
+        assert!(matches!(
+            a.check(&reg, &rest, Instant::now()),
+            Err(Overload::Unanswered { .. })
+        ));
         // A reconnect: the Asterisk that answers now is not the one that did not.
         rest.reset();
         assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
@@ -434,10 +557,21 @@ mod tests {
         let at = |s: f64| t0 + Duration::from_secs_f64(s);
         let reg = registry(&[Phase::Connected; 100]);
         assert_eq!(a.check(&reg, &fast, at(0.0)), Ok(()));
-        assert_eq!(a.ceiling(), None, "nothing learned while Asterisk answers fast");
+        assert_eq!(
+            a.ceiling(),
+            None,
+            "nothing learned while Asterisk answers fast"
+        );
 
         // A slow answer with 100 calls active: cut to 80, and this caller is not taken.
-        assert_eq!(a.check(&reg, &slow, at(1.0)), Err(Overload::Ceiling { active: 100, ceiling: 80, cut_at: 100 }));
+        assert_eq!(
+            a.check(&reg, &slow, at(1.0)),
+            Err(Overload::Ceiling {
+                active: 100,
+                ceiling: 80,
+                cut_at: 100
+            })
+        );
         assert_eq!(a.ceiling(), Some(80));
         // The same slow answer a moment later cuts no further: one cut per 2 s.
         let reg = registry(&[Phase::Connected; 80]);
@@ -460,20 +594,39 @@ mod tests {
         assert_eq!(a.check(&reg, &fast, at(7.5)), Ok(()));
         assert_eq!(a.ceiling(), Some(66));
         let reg = registry(&[Phase::Connected; 66]);
-        assert_eq!(a.check(&reg, &fast, at(7.6)), Err(Overload::Ceiling { active: 66, ceiling: 66, cut_at: 80 }));
+        assert_eq!(
+            a.check(&reg, &fast, at(7.6)),
+            Err(Overload::Ceiling {
+                active: 66,
+                ceiling: 66,
+                cut_at: 80
+            })
+        );
 
         // Between fast and slow (a 150 ms answer, the limit 400 ms): the ceiling holds.
         let strained = Responsiveness::new();
         strained.record(Duration::from_millis(150), true);
-        assert_eq!(a.check(&registry(&[Phase::Connected; 64]), &strained, at(20.0)), Ok(()));
+        assert_eq!(
+            a.check(&registry(&[Phase::Connected; 64]), &strained, at(20.0)),
+            Ok(())
+        );
         assert_eq!(a.ceiling(), Some(66));
 
         // An unanswered request cuts as a slow answer does, never below the floor.
         let gone = Responsiveness::new();
         gone.record(Duration::from_secs(5), false);
-        assert!(matches!(a.check(&registry(&[Phase::Media; 3]), &gone, at(30.0)), Err(Overload::Unanswered { .. })));
+        assert!(matches!(
+            a.check(&registry(&[Phase::Media; 3]), &gone, at(30.0)),
+            Err(Overload::Unanswered { .. })
+        ));
         assert_eq!(a.ceiling(), Some(FLOOR));
-        let err = a.check(&registry(&[Phase::Media; 10]), &fast, at(30.5)).unwrap_err();
-        assert!(err.to_string().contains("learned ceiling is 10, set when Asterisk answered slowly with 3 active"), "{err}");
+        let err = a
+            .check(&registry(&[Phase::Media; 10]), &fast, at(30.5))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("learned ceiling is 10, set when Asterisk answered slowly with 3 active"),
+            "{err}"
+        );
     }
 }

@@ -46,13 +46,24 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// Why voicebot1 could not start or stop cleanly.
 #[derive(Debug)]
 pub enum AppError {
-    NoPorts { range: String, first_error: String },
+    NoPorts {
+        range: String,
+        first_error: String,
+    },
     Thread(std::io::Error),
-    ShutdownTimedOut { calls: usize },
+    ShutdownTimedOut {
+        calls: usize,
+    },
     /// The Asterisk voicebot1 connected to is a version it cannot work with.
-    Unsupported { version: String, why: String },
+    Unsupported {
+        version: String,
+        why: String,
+    },
     /// `[metrics] listen` cannot be listened on (in use, or not an address of this host).
-    MetricsListen { addr: std::net::SocketAddr, error: std::io::Error },
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Display for AppError {
@@ -78,17 +89,37 @@ pub fn bind_pool(config: &Config) -> Result<SocketPool, AppError> {
     let range = format!("{}:{}-{}", m.bind_host, m.port_min, m.port_max);
     let (pool, failures) = SocketPool::bind(m.bind_host, m.port_min, m.port_max);
     if !failures.is_empty() {
-        let ports: Vec<String> = failures.iter().take(20).map(|f| f.port.to_string()).collect();
-        let more = if failures.len() > 20 { format!(" and {} more", failures.len() - 20) } else { String::new() };
-        warn!("media: {} ports could not be bound ({}{more}): {}", failures.len(), ports.join(", "), failures[0].error);
+        let ports: Vec<String> = failures
+            .iter()
+            .take(20)
+            .map(|f| f.port.to_string())
+            .collect();
+        let more = if failures.len() > 20 {
+            format!(" and {} more", failures.len() - 20)
+        } else {
+            String::new()
+        };
+        warn!(
+            "media: {} ports could not be bound ({}{more}): {}",
+            failures.len(),
+            ports.join(", "),
+            failures[0].error
+        );
     }
     if pool.total() == 0 {
         return Err(AppError::NoPorts {
             range,
-            first_error: failures.first().map(|f| f.error.to_string()).unwrap_or_else(|| "empty range".into()),
+            first_error: failures
+                .first()
+                .map(|f| f.error.to_string())
+                .unwrap_or_else(|| "empty range".into()),
         });
     }
-    info!("media: {} of {} ports usable on {range}", pool.total(), usize::from(m.port_max - m.port_min) + 1);
+    info!(
+        "media: {} of {} ports usable on {range}",
+        pool.total(),
+        usize::from(m.port_max - m.port_min) + 1
+    );
     Ok(pool)
 }
 
@@ -96,12 +127,16 @@ pub fn bind_pool(config: &Config) -> Result<SocketPool, AppError> {
 pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let config = Arc::new(config);
     // Before anything else: an address in use stops voicebot1 here, with one line.
-    let endpoint = config.metrics.listen.map(|addr| metrics::Endpoint::bind(addr).map_err(|error| AppError::MetricsListen { addr, error }));
+    let endpoint = config.metrics.listen.map(|addr| {
+        metrics::Endpoint::bind(addr).map_err(|error| AppError::MetricsListen { addr, error })
+    });
     let endpoint = endpoint.transpose()?;
     let pool = bind_pool(&config)?;
     let (shed_tx, shed_rx) = intake::channel();
     let responsiveness = Arc::new(Responsiveness::new());
-    let observer = Arc::new(RestObserver { responsiveness: Arc::clone(&responsiveness) });
+    let observer = Arc::new(RestObserver {
+        responsiveness: Arc::clone(&responsiveness),
+    });
     let shared = Arc::new(Shared {
         ari: AriClient::new(&config.ari, observer),
         ids: Ids::new(&config.ari.app),
@@ -119,7 +154,10 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
 
     let live = Arc::clone(&shared);
     // Stops when `run` returns: /health answers (503 while stopping) until the very end.
-    let _metrics = endpoint.map(|e| e.serve(move || live.live())).transpose().map_err(AppError::Thread)?;
+    let _metrics = endpoint
+        .map(|e| e.serve(move || live.live()))
+        .transpose()
+        .map_err(AppError::Thread)?;
     let calls: Arc<Scheduler<ActiveCall>> = Arc::new(Scheduler::new());
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
     let handler = Arc::new(CallHandler::new(Arc::clone(&shared), timer_tx));
@@ -148,7 +186,8 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let (refused_tx, refused_rx) = crossbeam_channel::bounded::<AppError>(1);
-    let (janitor_shared, janitor_calls, janitor_stop) = (Arc::clone(&shared), Arc::clone(&calls), stop_rx.clone());
+    let (janitor_shared, janitor_calls, janitor_stop) =
+        (Arc::clone(&shared), Arc::clone(&calls), stop_rx.clone());
     let every = config.service.janitor;
     let janitor_thread = std::thread::Builder::new()
         .name("janitor".into())
@@ -168,7 +207,15 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         .name("ari-events".into())
         .spawn({
             let calls = Arc::clone(&calls);
-            move || EventReader { shared: reader_shared, calls, stop: stop_rx, refused: refused_tx }.run()
+            move || {
+                EventReader {
+                    shared: reader_shared,
+                    calls,
+                    stop: stop_rx,
+                    refused: refused_tx,
+                }
+                .run()
+            }
         })
         .map_err(AppError::Thread)?;
 
@@ -181,7 +228,10 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     if handover {
         drain(&shared, &calls, config.service.drain);
     } else if refused.is_none() {
-        info!("shutdown requested: taking no new calls, cleaning up {} active calls", shared.active_calls());
+        info!(
+            "shutdown requested: taking no new calls, cleaning up {} active calls",
+            shared.active_calls()
+        );
     }
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     drop(stop_tx);
@@ -191,7 +241,11 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         join_until(shedder, deadline);
     }
     // Every call is handed over or ended through its normal end path, on all workers at once.
-    calls.post_all(if handover { &CallMsg::Handover } else { &CallMsg::Shutdown });
+    calls.post_all(if handover {
+        &CallMsg::Handover
+    } else {
+        &CallMsg::Shutdown
+    });
     while !calls.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -295,7 +349,10 @@ impl EventReader {
                 }
                 SessionEnd::Lost(why) => {
                     let delay = backoff.next_delay();
-                    warn!("ARI: {why}; reconnecting in {:.1} s (attempt {attempt})", delay.as_secs_f64());
+                    warn!(
+                        "ARI: {why}; reconnecting in {:.1} s (attempt {attempt})",
+                        delay.as_secs_f64()
+                    );
                     if self.stopped_within(delay) {
                         break;
                     }
@@ -328,17 +385,28 @@ impl EventReader {
                 }
                 self.shared.late_commands.store(late, Ordering::Relaxed);
             }
-            Some((Support::Unsupported(why), v)) => return SessionEnd::Refused(AppError::Unsupported { version: v.raw, why }),
+            Some((Support::Unsupported(why), v)) => {
+                return SessionEnd::Refused(AppError::Unsupported {
+                    version: v.raw,
+                    why,
+                })
+            }
             None => {
                 warn!("ARI: cannot tell whether Asterisk {version:?} is supported (no release number in it); going on")
             }
         }
         let mut socket = match EventSocket::connect(cfg, ari.tls()) {
             Ok(s) => s,
-            Err(ConnectError::Unauthorized(code)) => return SessionEnd::Lost(unauthorized(code, &cfg.username)),
+            Err(ConnectError::Unauthorized(code)) => {
+                return SessionEnd::Lost(unauthorized(code, &cfg.username))
+            }
             Err(ConnectError::Other(m)) => return SessionEnd::Lost(m),
         };
-        info!("ARI: connected to Asterisk {version} at {}, taking calls for {:?}", events_url(cfg), cfg.app);
+        info!(
+            "ARI: connected to Asterisk {version} at {}, taking calls for {:?}",
+            events_url(cfg),
+            cfg.app
+        );
         // The requests that went unanswered were the lost connection's: this Asterisk answers.
         self.shared.responsiveness.reset();
         if !*swept {
@@ -389,14 +457,19 @@ impl EventReader {
         match decode(text) {
             Ok(event) => {
                 match route(&self.shared.ids, &self.shared.config.ari.inbound_arg, event) {
-                    Some((call, CallEvent::Inbound(caller, entered))) => intake::offer(&self.shared, &self.calls, call, caller, entered),
+                    Some((call, CallEvent::Inbound(caller, entered))) => {
+                        intake::offer(&self.shared, &self.calls, call, caller, entered)
+                    }
                     Some((call, ev)) => self.calls.post(call, CallMsg::Event(ev)),
                     None => {}
                 }
             }
             Err(e) => {
                 let n = Counters::bump(&self.shared.counters.events_skipped);
-                warn!("ARI: skipping {e} ({} bytes; {n} skipped so far)", text.len());
+                warn!(
+                    "ARI: skipping {e} ({} bytes; {n} skipped so far)",
+                    text.len()
+                );
             }
         }
     }
@@ -405,7 +478,10 @@ impl EventReader {
     fn reconcile(&self) -> Result<(), AriError> {
         let channels = self.shared.ari.list_channels()?;
         let alive: HashSet<String> = channels.into_iter().map(|c| c.id).collect();
-        info!("ARI: reconciling active calls with {} channels in Asterisk", alive.len());
+        info!(
+            "ARI: reconciling active calls with {} channels in Asterisk",
+            alive.len()
+        );
         self.calls.post_all(&CallMsg::Reconcile(Arc::new(alive)));
         Ok(())
     }
@@ -416,7 +492,10 @@ impl EventReader {
 
     /// Sleeps up to `d`; true if voicebot1 is stopping.
     fn stopped_within(&self, d: Duration) -> bool {
-        matches!(self.stop.recv_timeout(d), Err(crossbeam_channel::RecvTimeoutError::Disconnected))
+        matches!(
+            self.stop.recv_timeout(d),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        )
     }
 }
 

@@ -87,8 +87,18 @@ mod tests {
 
     #[test]
     fn a_20_ms_frame_is_160_bytes_of_g711_or_640_of_slin16() {
-        assert_eq!([Format::Alaw.frame_bytes(), Format::Ulaw.frame_bytes(), Format::Slin16.frame_bytes()], [160, 160, 640]);
-        assert_eq!([Format::Alaw.frame_samples(), Format::Slin16.frame_samples()], [160, 320]);
+        assert_eq!(
+            [
+                Format::Alaw.frame_bytes(),
+                Format::Ulaw.frame_bytes(),
+                Format::Slin16.frame_bytes()
+            ],
+            [160, 160, 640]
+        );
+        assert_eq!(
+            [Format::Alaw.frame_samples(), Format::Slin16.frame_samples()],
+            [160, 320]
+        );
     }
 
     #[test]

@@ -14,8 +14,16 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
-        Backoff { min, max, current: min, seed }
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        Backoff {
+            min,
+            max,
+            current: min,
+            seed,
+        }
     }
 
     pub fn reset(&mut self) {
@@ -42,7 +50,10 @@ mod tests {
     fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
         let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        for (d, base) in delays.iter().zip([100u64, 200, 400, 800, 1000, 1000, 1000, 1000]) {
+        for (d, base) in delays
+            .iter()
+            .zip([100u64, 200, 400, 800, 1000, 1000, 1000, 1000])
+        {
             let base = Duration::from_millis(base);
             assert!(*d >= base && *d <= base + base / 4, "{d:?} vs {base:?}");
         }

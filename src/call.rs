@@ -159,7 +159,9 @@ impl End {
     /// How the caller is hung up (if still there): the cause the caller's side sees.
     fn caller_reason(&self) -> HangupReason {
         match self.outcome() {
-            Outcome::CallerHungUp | Outcome::DestinationHungUp | Outcome::Shutdown => HangupReason::Normal,
+            Outcome::CallerHungUp | Outcome::DestinationHungUp | Outcome::Shutdown => {
+                HangupReason::Normal
+            }
             Outcome::DestinationBusy => HangupReason::Busy,
             Outcome::DestinationNoAnswer => HangupReason::NoAnswer,
             Outcome::DestinationFailed
@@ -178,7 +180,11 @@ impl fmt::Display for End {
         match self {
             End::CallerHungUp => f.write_str("caller hung up"),
             End::DestinationHungUp => f.write_str("destination hung up"),
-            End::DestinationFailed(Some(cause)) => write!(f, "destination did not answer: cause {cause} {}", cause_text(*cause)),
+            End::DestinationFailed(Some(cause)) => write!(
+                f,
+                "destination did not answer: cause {cause} {}",
+                cause_text(*cause)
+            ),
             End::DestinationFailed(None) => f.write_str("destination did not answer in time"),
             End::BotLostDuringSetup => f.write_str("media channel lost during set-up"),
             End::SetupFailed(step, Failure::NotFound) => write!(f, "{step:?} failed: not found"),
@@ -306,7 +312,13 @@ impl Call {
             draining: false,
         };
         let guard = call.policy.setup_timeout;
-        (call, vec![Action::StartTimer(Timer::SetupGuard, guard), Action::LeaseSocket])
+        (
+            call,
+            vec![
+                Action::StartTimer(Timer::SetupGuard, guard),
+                Action::LeaseSocket,
+            ],
+        )
     }
 
     /// A call an earlier voicebot1 left, going on from where it was: a connected call is left
@@ -342,7 +354,10 @@ impl Call {
             }
             Adopted::DestRinging => {
                 call.dest = Leg::Requested;
-                actions.push(Action::StartTimer(Timer::DialGuard, call.policy.dial_timeout + DIAL_GUARD_MARGIN));
+                actions.push(Action::StartTimer(
+                    Timer::DialGuard,
+                    call.policy.dial_timeout + DIAL_GUARD_MARGIN,
+                ));
             }
             Adopted::WithBot => {
                 call.phase = Phase::Media;
@@ -429,7 +444,10 @@ impl Call {
                 if self.draining {
                     return self.transfer();
                 }
-                vec![Action::StartTimer(Timer::MediaPhaseOver, self.policy.media_phase)]
+                vec![Action::StartTimer(
+                    Timer::MediaPhaseOver,
+                    self.policy.media_phase,
+                )]
             }
             Input::Drain => {
                 self.draining = true;
@@ -443,7 +461,11 @@ impl Call {
             Input::Done(Step::Originate, Ok(())) => vec![Action::Ring],
             // Already answered: a StasisStart read after the call was adopted with its
             // destination up.
-            Input::DestUp if matches!(self.dest, Leg::Up | Leg::Bridged) && self.phase != Phase::Ended => Vec::new(),
+            Input::DestUp
+                if matches!(self.dest, Leg::Up | Leg::Bridged) && self.phase != Phase::Ended =>
+            {
+                Vec::new()
+            }
             Input::DestUp => {
                 if self.phase != Phase::Transfer || self.dest != Leg::Requested {
                     return vec![Action::Hangup(Role::Dest, HangupReason::Normal)];
@@ -456,10 +478,14 @@ impl Call {
                 self.phase = Phase::Connected;
                 vec![Action::LinkLegs]
             }
-            Input::Timer(Timer::DialGuard) if self.phase == Phase::Transfer && self.dest == Leg::Requested => {
+            Input::Timer(Timer::DialGuard)
+                if self.phase == Phase::Transfer && self.dest == Leg::Requested =>
+            {
                 self.end(End::DestinationFailed(None))
             }
-            Input::Timer(Timer::SetupGuard) if self.phase == Phase::Setup => self.end(End::SetupTimedOut),
+            Input::Timer(Timer::SetupGuard) if self.phase == Phase::Setup => {
+                self.end(End::SetupTimedOut)
+            }
             Input::Timer(_) => Vec::new(),
             Input::Left(Role::Caller, _) => {
                 self.caller_gone = true;
@@ -467,7 +493,11 @@ impl Call {
             }
             Input::Left(Role::Media, _) => match self.media {
                 Leg::HungUp | Leg::Gone | Leg::None => {
-                    self.media = if self.media == Leg::None { Leg::None } else { Leg::Gone };
+                    self.media = if self.media == Leg::None {
+                        Leg::None
+                    } else {
+                        Leg::Gone
+                    };
                     Vec::new()
                 }
                 _ => {
@@ -513,7 +543,10 @@ impl Call {
         }
         // Ringback only once Asterisk has accepted the origination (`Input::Done(Originate, Ok)`):
         // a ringback started and ended within a millisecond can freeze the caller (see `Action::Ring`).
-        actions.push(Action::StartTimer(Timer::DialGuard, self.policy.dial_timeout + DIAL_GUARD_MARGIN));
+        actions.push(Action::StartTimer(
+            Timer::DialGuard,
+            self.policy.dial_timeout + DIAL_GUARD_MARGIN,
+        ));
         actions
     }
 
@@ -582,11 +615,20 @@ mod tests {
     /// A call driven to the media phase (caller and bot bridged).
     fn in_media_phase() -> Call {
         let (mut c, first) = Call::start(policy());
-        assert_eq!(first, vec![StartTimer(Timer::SetupGuard, Duration::from_secs(15)), LeaseSocket]);
+        assert_eq!(
+            first,
+            vec![
+                StartTimer(Timer::SetupGuard, Duration::from_secs(15)),
+                LeaseSocket
+            ]
+        );
         assert_eq!(c.on(Input::Leased(true)), vec![CreateBridgeAndMedia]);
         assert_eq!(c.on(ok(Step::CreateBridgeAndMedia)), vec![]);
         assert_eq!(c.on(Input::MediaUp), vec![AddCallerAndMedia]);
-        assert_eq!(c.on(ok(Step::AddCallerAndMedia)), vec![StartTimer(Timer::MediaPhaseOver, Duration::from_secs(7))]);
+        assert_eq!(
+            c.on(ok(Step::AddCallerAndMedia)),
+            vec![StartTimer(Timer::MediaPhaseOver, Duration::from_secs(7))]
+        );
         assert_eq!(c.phase(), Phase::Media);
         c
     }
@@ -623,7 +665,11 @@ mod tests {
         let mut c = connected();
         assert_eq!(
             c.on(Input::Left(Role::Caller, Some(16))),
-            vec![Hangup(Role::Dest, HangupReason::Normal), DestroyBridge, Finish(End::CallerHungUp)]
+            vec![
+                Hangup(Role::Dest, HangupReason::Normal),
+                DestroyBridge,
+                Finish(End::CallerHungUp)
+            ]
         );
         assert_eq!(c.phase(), Phase::Ended);
     }
@@ -632,7 +678,10 @@ mod tests {
     fn media_stasis_start_before_create_response_still_bridges() {
         let mut c = media_requested();
         assert_eq!(c.on(Input::MediaUp), vec![]);
-        assert_eq!(c.on(ok(Step::CreateBridgeAndMedia)), vec![AddCallerAndMedia]);
+        assert_eq!(
+            c.on(ok(Step::CreateBridgeAndMedia)),
+            vec![AddCallerAndMedia]
+        );
     }
 
     #[test]
@@ -641,7 +690,12 @@ mod tests {
         let mut c = media_requested();
         assert_eq!(
             c.on(Input::Left(Role::Caller, Some(16))),
-            vec![Hangup(Role::Media, HangupReason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+            vec![
+                Hangup(Role::Media, HangupReason::Normal),
+                DestroyBridge,
+                ReleaseSocket,
+                Finish(End::CallerHungUp)
+            ]
         );
         // Late results and events are ignored.
         assert_eq!(c.on(ok(Step::CreateBridgeAndMedia)), vec![]);
@@ -653,7 +707,12 @@ mod tests {
         let mut c = media_requested();
         assert_eq!(
             c.on(Input::Left(Role::Caller, None)),
-            vec![Hangup(Role::Media, HangupReason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+            vec![
+                Hangup(Role::Media, HangupReason::Normal),
+                DestroyBridge,
+                ReleaseSocket,
+                Finish(End::CallerHungUp)
+            ]
         );
     }
 
@@ -667,7 +726,10 @@ mod tests {
                 Hangup(Role::Media, HangupReason::Normal),
                 DestroyBridge,
                 ReleaseSocket,
-                Finish(End::SetupFailed(Step::CreateBridgeAndMedia, Failure::Other("HTTP 500".into())))
+                Finish(End::SetupFailed(
+                    Step::CreateBridgeAndMedia,
+                    Failure::Other("HTTP 500".into())
+                ))
             ]
         );
     }
@@ -676,10 +738,16 @@ mod tests {
     fn a_call_without_the_bot_adds_the_caller_alone_then_transfers() {
         let (mut c, _) = Call::start(policy());
         assert_eq!(c.on(Input::Leased(false)), vec![CreateBridge]);
-        assert_eq!(c.on(ok(Step::CreateBridge)), vec![AddToBridge(Role::Caller)]);
+        assert_eq!(
+            c.on(ok(Step::CreateBridge)),
+            vec![AddToBridge(Role::Caller)]
+        );
         assert!(c.on(ok(Step::AddCaller)).contains(&Originate));
         // A media StasisStart can only be a stray: it is hung up.
-        assert_eq!(c.on(Input::MediaUp), vec![Hangup(Role::Media, HangupReason::Normal)]);
+        assert_eq!(
+            c.on(Input::MediaUp),
+            vec![Hangup(Role::Media, HangupReason::Normal)]
+        );
     }
 
     #[test]
@@ -687,7 +755,12 @@ mod tests {
         let mut c = in_media_phase();
         assert_eq!(
             c.on(Input::Left(Role::Caller, Some(16))),
-            vec![Hangup(Role::Media, HangupReason::Normal), DestroyBridge, ReleaseSocket, Finish(End::CallerHungUp)]
+            vec![
+                Hangup(Role::Media, HangupReason::Normal),
+                DestroyBridge,
+                ReleaseSocket,
+                Finish(End::CallerHungUp)
+            ]
         );
         // The media timer fires later: nothing happens, in particular no Originate.
         assert_eq!(c.on(Input::Timer(Timer::MediaPhaseOver)), vec![]);
@@ -698,7 +771,11 @@ mod tests {
         let mut c = in_transfer();
         assert_eq!(
             c.on(Input::Left(Role::Caller, Some(16))),
-            vec![Hangup(Role::Dest, HangupReason::Normal), DestroyBridge, Finish(End::CallerHungUp)]
+            vec![
+                Hangup(Role::Dest, HangupReason::Normal),
+                DestroyBridge,
+                Finish(End::CallerHungUp)
+            ]
         );
     }
 
@@ -715,7 +792,11 @@ mod tests {
         let mut c = in_transfer();
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(17))),
-            vec![Hangup(Role::Caller, HangupReason::Busy), DestroyBridge, Finish(End::DestinationFailed(Some(17)))]
+            vec![
+                Hangup(Role::Caller, HangupReason::Busy),
+                DestroyBridge,
+                Finish(End::DestinationFailed(Some(17)))
+            ]
         );
     }
 
@@ -724,18 +805,27 @@ mod tests {
         let mut c = in_transfer();
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(19))),
-            vec![Hangup(Role::Caller, HangupReason::NoAnswer), DestroyBridge, Finish(End::DestinationFailed(Some(19)))]
+            vec![
+                Hangup(Role::Caller, HangupReason::NoAnswer),
+                DestroyBridge,
+                Finish(End::DestinationFailed(Some(19)))
+            ]
         );
     }
-
 
     #[test]
     fn the_destination_is_called_before_the_bot_is_let_go() {
         // A voicebot1 killed between two of these requests leaves the caller with the bot or with
         // a destination, which the next instance adopts; a caller alone in its bridge it removes.
-        for a in [in_media_phase().on(Input::Timer(Timer::MediaPhaseOver)), in_media_phase().on(Input::Drain)] {
+        for a in [
+            in_media_phase().on(Input::Timer(Timer::MediaPhaseOver)),
+            in_media_phase().on(Input::Drain),
+        ] {
             let at = |x: &Action| a.iter().position(|y| y == x);
-            assert!(at(&Originate) < at(&Hangup(Role::Media, HangupReason::Normal)), "{a:?}");
+            assert!(
+                at(&Originate) < at(&Hangup(Role::Media, HangupReason::Normal)),
+                "{a:?}"
+            );
         }
     }
 
@@ -743,7 +833,14 @@ mod tests {
     fn drain_transfers_a_caller_with_the_bot_now() {
         let mut c = in_media_phase();
         let a = c.on(Input::Drain);
-        assert_eq!(a[..3], [Originate, Hangup(Role::Media, HangupReason::Normal), ReleaseSocket]);
+        assert_eq!(
+            a[..3],
+            [
+                Originate,
+                Hangup(Role::Media, HangupReason::Normal),
+                ReleaseSocket
+            ]
+        );
         assert!(c.can_hand_over());
     }
 
@@ -755,15 +852,27 @@ mod tests {
         assert_eq!(c.on(ok(Step::CreateBridgeAndMedia)), vec![]);
         assert_eq!(c.on(Input::MediaUp), vec![AddCallerAndMedia]);
         let a = c.on(ok(Step::AddCallerAndMedia));
-        assert!(a.contains(&Originate) && !a.iter().any(|x| matches!(x, StartTimer(Timer::MediaPhaseOver, _))), "{a:?}");
+        assert!(
+            a.contains(&Originate)
+                && !a
+                    .iter()
+                    .any(|x| matches!(x, StartTimer(Timer::MediaPhaseOver, _))),
+            "{a:?}"
+        );
     }
 
     #[test]
     fn a_call_started_while_draining_skips_the_bot_even_when_the_pool_policy_says_hang_up() {
-        let (mut c, _) = Call::start(Policy { on_pool_exhausted: PoolExhausted::Hangup, ..policy() });
+        let (mut c, _) = Call::start(Policy {
+            on_pool_exhausted: PoolExhausted::Hangup,
+            ..policy()
+        });
         c.on(Input::Drain);
         assert_eq!(c.on(Input::Leased(false)), vec![CreateBridge]);
-        assert_eq!(c.on(ok(Step::CreateBridge)), vec![AddToBridge(Role::Caller)]);
+        assert_eq!(
+            c.on(ok(Step::CreateBridge)),
+            vec![AddToBridge(Role::Caller)]
+        );
         assert!(c.on(ok(Step::AddCaller)).contains(&Originate));
     }
 
@@ -776,12 +885,18 @@ mod tests {
         let (_, a) = Call::adopt(policy(), Adopted::DestAnswered, false);
         assert_eq!(a, vec![StopRing, AddToBridge(Role::Dest)]);
         let (mut c, a) = Call::adopt(policy(), Adopted::DestRinging, false);
-        assert_eq!(a, vec![StartTimer(Timer::DialGuard, Duration::from_secs(35))]);
+        assert_eq!(
+            a,
+            vec![StartTimer(Timer::DialGuard, Duration::from_secs(35))]
+        );
         // The answer that was still to come bridges the destination as usual.
         assert_eq!(c.on(Input::DestUp), vec![StopRing, AddToBridge(Role::Dest)]);
         let (c, a) = Call::adopt(policy(), Adopted::WithBot, true);
         assert_eq!(c.phase(), Phase::Transfer);
-        assert_eq!(a[..2], [Originate, Hangup(Role::Media, HangupReason::Normal)]);
+        assert_eq!(
+            a[..2],
+            [Originate, Hangup(Role::Media, HangupReason::Normal)]
+        );
     }
 
     #[test]
@@ -790,7 +905,11 @@ mod tests {
         assert_eq!(c.on(Input::DestUp), vec![]);
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(16))),
-            vec![Hangup(Role::Caller, HangupReason::Normal), DestroyBridge, Finish(End::DestinationHungUp)]
+            vec![
+                Hangup(Role::Caller, HangupReason::Normal),
+                DestroyBridge,
+                Finish(End::DestinationHungUp)
+            ]
         );
     }
 
@@ -816,16 +935,25 @@ mod tests {
             assert_eq!(actions.last(), Some(&Finish(end.clone())));
             let line = end.to_string();
             match cause {
-                Some(n) => assert!(line.starts_with(&format!("destination did not answer: cause {n} ")), "{line}"),
+                Some(n) => assert!(
+                    line.starts_with(&format!("destination did not answer: cause {n} ")),
+                    "{line}"
+                ),
                 None => assert_eq!(line, "destination did not answer in time"),
             }
         }
-        assert_eq!(End::DestinationFailed(Some(20)).to_string(), "destination did not answer: cause 20 (subscriber absent)");
+        assert_eq!(
+            End::DestinationFailed(Some(20)).to_string(),
+            "destination did not answer: cause 20 (subscriber absent)"
+        );
         for (end, outcome) in [
             (End::CallerHungUp, O::CallerHungUp),
             (End::DestinationHungUp, O::DestinationHungUp),
             (End::BotLostDuringSetup, O::MediaLost),
-            (End::SetupFailed(Step::CreateBridge, Failure::NotFound), O::SetupFailed),
+            (
+                End::SetupFailed(Step::CreateBridge, Failure::NotFound),
+                O::SetupFailed,
+            ),
             (End::SetupTimedOut, O::SetupTimedOut),
             (End::NoSocket, O::NoPort),
             (End::Shutdown, O::Shutdown),
@@ -841,7 +969,11 @@ mod tests {
         let mut c = in_transfer();
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(0))),
-            vec![Hangup(Role::Caller, HangupReason::NoAnswer), DestroyBridge, Finish(End::DestinationFailed(Some(0)))]
+            vec![
+                Hangup(Role::Caller, HangupReason::NoAnswer),
+                DestroyBridge,
+                Finish(End::DestinationFailed(Some(0)))
+            ]
         );
     }
     #[test]
@@ -885,7 +1017,11 @@ mod tests {
         let mut c = connected();
         assert_eq!(
             c.on(Input::Left(Role::Dest, Some(16))),
-            vec![Hangup(Role::Caller, HangupReason::Normal), DestroyBridge, Finish(End::DestinationHungUp)]
+            vec![
+                Hangup(Role::Caller, HangupReason::Normal),
+                DestroyBridge,
+                Finish(End::DestinationHungUp)
+            ]
         );
     }
 
@@ -900,7 +1036,10 @@ mod tests {
                 Hangup(Role::Caller, HangupReason::Congestion),
                 Hangup(Role::Dest, HangupReason::Normal),
                 DestroyBridge,
-                Finish(End::SetupFailed(Step::Originate, Failure::Other("HTTP 500".into())))
+                Finish(End::SetupFailed(
+                    Step::Originate,
+                    Failure::Other("HTTP 500".into())
+                ))
             ]
         );
     }
@@ -914,13 +1053,24 @@ mod tests {
             vec![
                 Hangup(Role::Caller, HangupReason::Congestion),
                 DestroyBridge,
-                Finish(End::SetupFailed(Step::CreateBridge, Failure::Other("HTTP 500".into())))
+                Finish(End::SetupFailed(
+                    Step::CreateBridge,
+                    Failure::Other("HTTP 500".into())
+                ))
             ]
         );
 
         let mut c = media_requested();
         let end = c.on(failed(Step::CreateBridgeAndMedia));
-        assert_eq!(&end[..4], &[Hangup(Role::Caller, HangupReason::Congestion), Hangup(Role::Media, HangupReason::Normal), DestroyBridge, ReleaseSocket]);
+        assert_eq!(
+            &end[..4],
+            &[
+                Hangup(Role::Caller, HangupReason::Congestion),
+                Hangup(Role::Media, HangupReason::Normal),
+                DestroyBridge,
+                ReleaseSocket
+            ]
+        );
     }
 
     #[test]
@@ -929,7 +1079,12 @@ mod tests {
         c.on(ok(Step::CreateBridgeAndMedia));
         c.on(Input::MediaUp);
         let end = c.on(Input::Done(Step::AddCallerAndMedia, Err(Failure::NotFound)));
-        assert!(end.contains(&DestroyBridge) && end.contains(&ReleaseSocket) && end.contains(&Hangup(Role::Media, HangupReason::Normal)), "{end:?}");
+        assert!(
+            end.contains(&DestroyBridge)
+                && end.contains(&ReleaseSocket)
+                && end.contains(&Hangup(Role::Media, HangupReason::Normal)),
+            "{end:?}"
+        );
     }
 
     #[test]
@@ -939,14 +1094,26 @@ mod tests {
         c.on(ok(Step::CreateBridge));
         assert_eq!(
             c.on(ok(Step::AddCaller)),
-            vec![Originate, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
+            vec![
+                Originate,
+                StartTimer(Timer::DialGuard, Duration::from_secs(35))
+            ]
         );
     }
 
     #[test]
     fn pool_exhausted_with_hangup_policy_hangs_up_at_once() {
-        let (mut c, _) = Call::start(Policy { on_pool_exhausted: PoolExhausted::Hangup, ..policy() });
-        assert_eq!(c.on(Input::Leased(false)), vec![Hangup(Role::Caller, HangupReason::Congestion), Finish(End::NoSocket)]);
+        let (mut c, _) = Call::start(Policy {
+            on_pool_exhausted: PoolExhausted::Hangup,
+            ..policy()
+        });
+        assert_eq!(
+            c.on(Input::Leased(false)),
+            vec![
+                Hangup(Role::Caller, HangupReason::Congestion),
+                Finish(End::NoSocket)
+            ]
+        );
     }
 
     #[test]
@@ -954,7 +1121,11 @@ mod tests {
         let mut c = in_media_phase();
         assert_eq!(
             c.on(Input::Left(Role::Media, Some(16))),
-            vec![Originate, ReleaseSocket, StartTimer(Timer::DialGuard, Duration::from_secs(35))]
+            vec![
+                Originate,
+                ReleaseSocket,
+                StartTimer(Timer::DialGuard, Duration::from_secs(35))
+            ]
         );
     }
 
@@ -965,7 +1136,10 @@ mod tests {
         c.on(Input::MediaUp);
         let end = c.on(Input::Left(Role::Media, Some(16)));
         assert_eq!(end.last(), Some(&Finish(End::BotLostDuringSetup)));
-        assert!(!end.contains(&Hangup(Role::Media, HangupReason::Normal)), "{end:?}");
+        assert!(
+            !end.contains(&Hangup(Role::Media, HangupReason::Normal)),
+            "{end:?}"
+        );
     }
 
     #[test]
@@ -983,9 +1157,15 @@ mod tests {
     #[test]
     fn unexpected_stasis_start_of_our_channels_is_hung_up() {
         let mut c = in_media_phase();
-        assert_eq!(c.on(Input::DestUp), vec![Hangup(Role::Dest, HangupReason::Normal)]);
+        assert_eq!(
+            c.on(Input::DestUp),
+            vec![Hangup(Role::Dest, HangupReason::Normal)]
+        );
         let mut c = in_transfer();
-        assert_eq!(c.on(Input::MediaUp), vec![Hangup(Role::Media, HangupReason::Normal)]);
+        assert_eq!(
+            c.on(Input::MediaUp),
+            vec![Hangup(Role::Media, HangupReason::Normal)]
+        );
     }
 
     #[test]

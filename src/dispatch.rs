@@ -46,10 +46,17 @@ pub enum CallEvent {
 /// needs (other applications' arguments, event types the flow ignores).
 pub fn route(ids: &Ids, inbound_arg: &str, event: Event) -> Option<(CallId, CallEvent)> {
     match event {
-        Event::StasisStart { channel, args, timestamp } => {
+        Event::StasisStart {
+            channel,
+            args,
+            timestamp,
+        } => {
             let (call, role) = ids.classify_channel(&channel.id);
             match role {
-                Role::Caller if args.first().map(String::as_str) == Some(inbound_arg) => Some((call, CallEvent::Inbound(Box::new(channel), parse_timestamp(&timestamp)))),
+                Role::Caller if args.first().map(String::as_str) == Some(inbound_arg) => Some((
+                    call,
+                    CallEvent::Inbound(Box::new(channel), parse_timestamp(&timestamp)),
+                )),
                 Role::Caller => None,
                 _ => Some((call, CallEvent::Started(role, Box::new(channel)))),
             }
@@ -63,7 +70,9 @@ pub fn route(ids: &Ids, inbound_arg: &str, event: Event) -> Option<(CallId, Call
             Some((call, CallEvent::Left(role, Some(cause))))
         }
         Event::Dial { peer, dialstatus } => match ids.classify_channel(&peer.id) {
-            (call, Role::Dest) if !dialstatus.is_empty() => Some((call, CallEvent::Dial(dialstatus))),
+            (call, Role::Dest) if !dialstatus.is_empty() => {
+                Some((call, CallEvent::Dial(dialstatus)))
+            }
             _ => None,
         },
         Event::Other => None,
@@ -88,7 +97,12 @@ pub enum CallMsg {
     Handover,
     /// At start-up: the call was found in Asterisk, left by an earlier voicebot1, and goes on
     /// here (see `leftovers`).
-    Adopt { how: Adopted, caller: Box<Channel>, media: bool, dest_name: Option<String> },
+    Adopt {
+        how: Adopted,
+        caller: Box<Channel>,
+        media: bool,
+        dest_name: Option<String>,
+    },
 }
 
 /// One call's mailbox.
@@ -119,13 +133,21 @@ pub struct Scheduler<S> {
 impl<S: Send> Scheduler<S> {
     pub fn new() -> Scheduler<S> {
         let (ready, ready_rx) = crossbeam_channel::unbounded();
-        Scheduler { boxes: Mutex::new(HashMap::new()), ready, ready_rx }
+        Scheduler {
+            boxes: Mutex::new(HashMap::new()),
+            ready,
+            ready_rx,
+        }
     }
 
     /// Queues `msg` for `call`, and the call for a worker unless it already is queued or running.
     pub fn post(&self, call: CallId, msg: CallMsg) {
         let mut boxes = self.boxes.lock();
-        let mailbox = boxes.entry(call.clone()).or_insert_with(|| Mailbox { mail: VecDeque::new(), scheduled: false, state: None });
+        let mailbox = boxes.entry(call.clone()).or_insert_with(|| Mailbox {
+            mail: VecDeque::new(),
+            scheduled: false,
+            state: None,
+        });
         mailbox.mail.push_back(msg);
         if !mailbox.scheduled {
             mailbox.scheduled = true;
@@ -169,17 +191,23 @@ impl<S: Send> Scheduler<S> {
     fn run_turn(&self, call: &CallId, handler: &dyn Handler<S>) {
         let (mut state, mail) = {
             let mut boxes = self.boxes.lock();
-            let Some(mailbox) = boxes.get_mut(call) else { return };
+            let Some(mailbox) = boxes.get_mut(call) else {
+                return;
+            };
             (mailbox.state.take(), std::mem::take(&mut mailbox.mail))
         };
         for msg in mail {
-            let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(call, &mut state, msg)));
+            let turn = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler.handle(call, &mut state, msg)
+            }));
             if let Err(panic) = turn {
                 handler.recover(call, state.take(), panic_message(panic.as_ref()));
             }
         }
         let mut boxes = self.boxes.lock();
-        let Some(mailbox) = boxes.get_mut(call) else { return };
+        let Some(mailbox) = boxes.get_mut(call) else {
+            return;
+        };
         mailbox.state = state;
         if !mailbox.mail.is_empty() {
             let _ = self.ready.send(Some(call.clone()));
@@ -218,7 +246,9 @@ mod tests {
     fn inbound_caller_starts_a_call_and_other_args_do_not() {
         let ids = Ids::new("voicebot1");
         let start = ev(r#"{"type":"StasisStart","args":["inbound"],"channel":{"id":"17.1"}}"#);
-        assert!(matches!(route(&ids, "inbound", start), Some((CallId(c), CallEvent::Inbound(..))) if c == "17.1"));
+        assert!(
+            matches!(route(&ids, "inbound", start), Some((CallId(c), CallEvent::Inbound(..))) if c == "17.1")
+        );
         let other = ev(r#"{"type":"StasisStart","args":["other"],"channel":{"id":"17.2"}}"#);
         assert_eq!(route(&ids, "inbound", other), None);
         let none = ev(r#"{"type":"StasisStart","args":[],"channel":{"id":"17.3"}}"#);
@@ -228,12 +258,23 @@ mod tests {
     #[test]
     fn our_channels_route_to_their_call_with_their_role() {
         let ids = Ids::new("voicebot1");
-        let media = ev(r#"{"type":"StasisStart","args":[],"channel":{"id":"voicebot1-17.1-media"}}"#);
-        assert!(matches!(route(&ids, "inbound", media), Some((CallId(c), CallEvent::Started(Role::Media, _))) if c == "17.1"));
-        let gone = ev(r#"{"type":"ChannelDestroyed","cause":17,"cause_txt":"User busy","channel":{"id":"voicebot1-17.1-dest"}}"#);
-        assert_eq!(route(&ids, "inbound", gone), Some((CallId("17.1".into()), CallEvent::Left(Role::Dest, Some(17)))));
+        let media =
+            ev(r#"{"type":"StasisStart","args":[],"channel":{"id":"voicebot1-17.1-media"}}"#);
+        assert!(
+            matches!(route(&ids, "inbound", media), Some((CallId(c), CallEvent::Started(Role::Media, _))) if c == "17.1")
+        );
+        let gone = ev(
+            r#"{"type":"ChannelDestroyed","cause":17,"cause_txt":"User busy","channel":{"id":"voicebot1-17.1-dest"}}"#,
+        );
+        assert_eq!(
+            route(&ids, "inbound", gone),
+            Some((CallId("17.1".into()), CallEvent::Left(Role::Dest, Some(17))))
+        );
         let end = ev(r#"{"type":"StasisEnd","channel":{"id":"17.1"}}"#);
-        assert_eq!(route(&ids, "inbound", end), Some((CallId("17.1".into()), CallEvent::Left(Role::Caller, None))));
+        assert_eq!(
+            route(&ids, "inbound", end),
+            Some((CallId("17.1".into()), CallEvent::Left(Role::Caller, None)))
+        );
     }
 
     /// Records every turn; a call's state counts its messages.
@@ -248,7 +289,8 @@ mod tests {
     impl Handler<usize> for Recorder {
         fn handle(&self, call: &CallId, state: &mut Option<usize>, msg: CallMsg) {
             if !self.running.lock().insert(call.clone()) {
-                self.overlaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.overlaps
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             std::thread::yield_now();
             let n = state.get_or_insert(0);
@@ -269,7 +311,11 @@ mod tests {
         }
     }
 
-    fn run_workers<S: Send + 'static>(sched: &Arc<Scheduler<S>>, handler: &Arc<dyn Handler<S>>, n: usize) -> Vec<std::thread::JoinHandle<()>> {
+    fn run_workers<S: Send + 'static>(
+        sched: &Arc<Scheduler<S>>,
+        handler: &Arc<dyn Handler<S>>,
+        n: usize,
+    ) -> Vec<std::thread::JoinHandle<()>> {
         (0..n)
             .map(|_| {
                 let (sched, handler) = (Arc::clone(sched), Arc::clone(handler));
@@ -281,7 +327,11 @@ mod tests {
     fn wait_empty<S: Send>(sched: &Scheduler<S>) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !sched.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "{} mailboxes left", sched.len());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} mailboxes left",
+                sched.len()
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
@@ -294,17 +344,29 @@ mod tests {
         let workers = run_workers(&sched, &handler, 4);
         for round in 0..20 {
             for c in 0..30 {
-                let msg = if round == 19 { CallMsg::Shutdown } else { CallMsg::Timer(Timer::MediaPhaseOver) };
+                let msg = if round == 19 {
+                    CallMsg::Shutdown
+                } else {
+                    CallMsg::Timer(Timer::MediaPhaseOver)
+                };
                 sched.post(CallId(format!("c{c}")), msg);
             }
         }
         wait_empty(&sched);
         sched.stop_workers(4);
         workers.into_iter().for_each(|w| w.join().unwrap());
-        assert_eq!(rec.overlaps.load(std::sync::atomic::Ordering::SeqCst), 0, "a call ran on two workers at once");
+        assert_eq!(
+            rec.overlaps.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "a call ran on two workers at once"
+        );
         let seen = rec.seen.lock();
         for c in 0..30 {
-            let counts: Vec<usize> = seen.iter().filter(|(id, _)| id.0 == format!("c{c}")).map(|(_, n)| *n).collect();
+            let counts: Vec<usize> = seen
+                .iter()
+                .filter(|(id, _)| id.0 == format!("c{c}"))
+                .map(|(_, n)| *n)
+                .collect();
             assert_eq!(counts, (1..=20).collect::<Vec<_>>(), "call c{c}");
         }
     }
@@ -318,7 +380,11 @@ mod tests {
     impl Handler<()> for SlowAndFast {
         fn handle(&self, call: &CallId, _: &mut Option<()>, _: CallMsg) {
             if call.0 == "slow" {
-                let got = self.fast_done.1.recv_timeout(std::time::Duration::from_secs(5)).is_ok();
+                let got = self
+                    .fast_done
+                    .1
+                    .recv_timeout(std::time::Duration::from_secs(5))
+                    .is_ok();
                 *self.slow_waited.lock() = Some(got);
             } else {
                 let _ = self.fast_done.0.send(());
@@ -330,7 +396,10 @@ mod tests {
     #[test]
     fn a_call_blocked_in_a_request_does_not_hold_up_other_calls() {
         let sched = Arc::new(Scheduler::new());
-        let h = Arc::new(SlowAndFast { fast_done: crossbeam_channel::unbounded(), slow_waited: Mutex::new(None) });
+        let h = Arc::new(SlowAndFast {
+            fast_done: crossbeam_channel::unbounded(),
+            slow_waited: Mutex::new(None),
+        });
         let handler: Arc<dyn Handler<()>> = h.clone();
         let workers = run_workers(&sched, &handler, 2);
         sched.post(CallId("slow".into()), CallMsg::Shutdown);
@@ -338,7 +407,11 @@ mod tests {
         wait_empty(&sched);
         sched.stop_workers(2);
         workers.into_iter().for_each(|w| w.join().unwrap());
-        assert_eq!(*h.slow_waited.lock(), Some(true), "the other call was not handled while one call was blocked");
+        assert_eq!(
+            *h.slow_waited.lock(),
+            Some(true),
+            "the other call was not handled while one call was blocked"
+        );
     }
 
     #[test]
@@ -362,14 +435,21 @@ mod tests {
         assert!(recovered[0].2.contains("planted panic"));
         let seen = rec.seen.lock();
         // After the recovery the call has no state: its third message starts from nothing.
-        assert!(seen.contains(&(bad.clone(), 1)) && seen.iter().filter(|(c, _)| *c == bad).count() == 3, "{:?}", *seen);
+        assert!(
+            seen.contains(&(bad.clone(), 1)) && seen.iter().filter(|(c, _)| *c == bad).count() == 3,
+            "{:?}",
+            *seen
+        );
         assert!(seen.iter().any(|(c, _)| c.0 == "good"), "{:?}", *seen);
     }
 
     #[test]
     fn a_captured_call_routes_every_event_it_needs_to_the_one_call() {
         // Every frame Asterisk 22 sent for one call that hung up during the media phase.
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events/call_caller_hangs_up_during_media_phase.jsonl");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/events/call_caller_hangs_up_during_media_phase.jsonl"
+        );
         let text = std::fs::read_to_string(path).unwrap();
         let ids = Ids::new("voicebot1");
         let mut routed = Vec::new();
@@ -381,7 +461,11 @@ mod tests {
         let call = &routed[0].0;
         assert!(routed.iter().all(|(c, _)| c == call), "{routed:?}");
         assert!(matches!(routed[0].1, CallEvent::Inbound(..)));
-        assert!(routed.iter().any(|(_, e)| matches!(e, CallEvent::Started(Role::Media, _))));
-        assert!(routed.iter().any(|(_, e)| *e == CallEvent::Left(Role::Caller, None)));
+        assert!(routed
+            .iter()
+            .any(|(_, e)| matches!(e, CallEvent::Started(Role::Media, _))));
+        assert!(routed
+            .iter()
+            .any(|(_, e)| *e == CallEvent::Left(Role::Caller, None)));
     }
 }

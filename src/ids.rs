@@ -52,7 +52,9 @@ const BRIDGE: &str = "bridge";
 
 impl Ids {
     pub fn new(app: &str) -> Ids {
-        Ids { prefix: format!("{app}-") }
+        Ids {
+            prefix: format!("{app}-"),
+        }
     }
 
     pub fn bridge(&self, call: &CallId) -> String {
@@ -109,11 +111,17 @@ mod tests {
         let ids = Ids::new("voicebot1");
         let call = CallId("1764000000.17".into());
         for role in [Role::Caller, Role::Media, Role::Dest] {
-            assert_eq!(ids.classify_channel(&ids.channel(&call, role)), (call.clone(), role));
+            assert_eq!(
+                ids.classify_channel(&ids.channel(&call, role)),
+                (call.clone(), role)
+            );
         }
         assert_eq!(ids.classify_bridge(&ids.bridge(&call)), Some(call.clone()));
         assert_eq!(ids.bridge(&call), "voicebot1-1764000000.17-bridge");
-        assert_eq!(ids.channel(&call, Role::Media), "voicebot1-1764000000.17-media");
+        assert_eq!(
+            ids.channel(&call, Role::Media),
+            "voicebot1-1764000000.17-media"
+        );
     }
 
     #[test]
@@ -123,15 +131,26 @@ mod tests {
         assert_eq!(ids.classify_channel("voicebot1-x-unknown").1, Role::Caller);
         assert_eq!(ids.classify_bridge("other-bridge"), None);
         assert_eq!(ids.classify_channel("voicebot1--media").1, Role::Caller);
-        assert_eq!(ids.classify_channel("voicebot1-old-media"), (CallId("old".into()), Role::Media));
-        assert_eq!(Ids::new("voicebot2").classify_channel("voicebot1-old-media").1, Role::Caller);
+        assert_eq!(
+            ids.classify_channel("voicebot1-old-media"),
+            (CallId("old".into()), Role::Media)
+        );
+        assert_eq!(
+            Ids::new("voicebot2")
+                .classify_channel("voicebot1-old-media")
+                .1,
+            Role::Caller
+        );
     }
 
     #[test]
     fn call_ids_with_dashes_survive_the_round_trip() {
         let ids = Ids::new("vb");
         let call = CallId("asterisk-01-1764000000.5".into());
-        assert_eq!(ids.classify_channel(&ids.channel(&call, Role::Dest)), (call.clone(), Role::Dest));
+        assert_eq!(
+            ids.classify_channel(&ids.channel(&call, Role::Dest)),
+            (call.clone(), Role::Dest)
+        );
         assert_eq!(ids.classify_bridge(&ids.bridge(&call)), Some(call));
     }
 }

@@ -27,7 +27,13 @@ pub const SHEDDERS: usize = 32;
 /// A new caller in the application (a StasisStart with the inbound argument, or a caller found
 /// waiting there): a call, a rejection, a transfer without the bot, or — while a stop is handing
 /// calls over — nothing: the caller waits in the application for the next instance.
-pub fn offer<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, caller: Box<Channel>, entered: Option<SystemTime>) {
+pub fn offer<S: Send>(
+    shared: &Shared,
+    calls: &Scheduler<S>,
+    call: CallId,
+    caller: Box<Channel>,
+    entered: Option<SystemTime>,
+) {
     if shared.draining.load(Ordering::SeqCst) {
         info!("call {call}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", caller.name);
         return;
@@ -41,7 +47,9 @@ pub fn offer<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, calle
             debug!("call {call}: {} already has its call", caller.name);
             return;
         }
-        shared.admission.check(&registry, &shared.responsiveness, Instant::now())
+        shared
+            .admission
+            .check(&registry, &shared.responsiveness, Instant::now())
     };
     match verdict {
         Ok(()) => {
@@ -53,12 +61,19 @@ pub fn offer<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, calle
             metrics::call_not_taken(why.reason());
             match shared.config.admission.on_overload {
                 OnOverload::Reject => {
-                    let rejection = Rejection { call, caller: caller.name, why, at: Instant::now() };
+                    let rejection = Rejection {
+                        call,
+                        caller: caller.name,
+                        why,
+                        at: Instant::now(),
+                    };
                     // The shedders run as long as `shared` does.
                     let _ = shared.shed.send(rejection);
                 }
                 OnOverload::Transfer => {
-                    info!("call {call}: not taken ({why}; {n} so far): transferring without the bot");
+                    info!(
+                        "call {call}: not taken ({why}; {n} so far): transferring without the bot"
+                    );
                     shared.admission.admitted(&call);
                     calls.post(call, CallMsg::Event(CallEvent::Overflow(caller, entered)));
                 }

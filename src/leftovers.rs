@@ -32,11 +32,19 @@ pub const JANITOR_RETRY: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     /// Goes on as a call of this instance.
-    Adopt { how: Adopted, caller: Box<Channel>, media: bool, dest_name: Option<String> },
+    Adopt {
+        how: Adopted,
+        caller: Box<Channel>,
+        media: bool,
+        dest_name: Option<String>,
+    },
     /// A caller in the application with no bridge and nothing of ours: its call never started.
     Start(Box<Channel>),
     /// Cannot go on: these channels are hung up and this bridge destroyed.
-    Remove { channels: Vec<String>, bridge: Option<String> },
+    Remove {
+        channels: Vec<String>,
+        bridge: Option<String>,
+    },
 }
 
 /// One call's resources as listed.
@@ -62,7 +70,13 @@ fn stasis_arg<'a>(ch: &'a Channel, app: &str) -> Option<&'a str> {
 /// Decides, for every call found in the listings, whether it is adopted, started or removed.
 /// Channels and bridges that are not voicebot1's (other applications, other arguments) are left
 /// alone.
-pub fn plan(ids: &Ids, app: &str, inbound_arg: &str, channels: &[Channel], bridges: &[Bridge]) -> Vec<(CallId, Found)> {
+pub fn plan(
+    ids: &Ids,
+    app: &str,
+    inbound_arg: &str,
+    channels: &[Channel],
+    bridges: &[Bridge],
+) -> Vec<(CallId, Found)> {
     let mut calls: BTreeMap<CallId, Parts> = BTreeMap::new();
     for ch in channels {
         let (call, role) = ids.classify_channel(&ch.id);
@@ -82,10 +96,13 @@ pub fn plan(ids: &Ids, app: &str, inbound_arg: &str, channels: &[Channel], bridg
             calls.entry(call).or_default().bridge = Some(b);
         }
     }
-    calls.into_iter().map(|(call, parts)| {
-        let found = decide(&call, &parts);
-        (call, found)
-    }).collect()
+    calls
+        .into_iter()
+        .map(|(call, parts)| {
+            let found = decide(&call, &parts);
+            (call, found)
+        })
+        .collect()
 }
 
 fn decide(call: &CallId, p: &Parts) -> Found {
@@ -94,10 +111,16 @@ fn decide(call: &CallId, p: &Parts) -> Found {
         _ => false,
     };
     let remove = || Found::Remove {
-        channels: [p.caller, p.media, p.dest].into_iter().flatten().map(|c| c.id.clone()).collect(),
+        channels: [p.caller, p.media, p.dest]
+            .into_iter()
+            .flatten()
+            .map(|c| c.id.clone())
+            .collect(),
         bridge: p.bridge.map(|b| b.id.clone()),
     };
-    let Some(caller) = p.caller else { return remove() };
+    let Some(caller) = p.caller else {
+        return remove();
+    };
     if p.bridge.is_none() && p.media.is_none() && p.dest.is_none() {
         return Found::Start(Box::new(caller.clone()));
     }
@@ -115,7 +138,12 @@ fn decide(call: &CallId, p: &Parts) -> Found {
         None => return remove(),
     };
     debug!("call {call}: found {how:?}");
-    Found::Adopt { how, caller: Box::new(caller.clone()), media: p.media.is_some(), dest_name: p.dest.map(|d| d.name.clone()) }
+    Found::Adopt {
+        how,
+        caller: Box::new(caller.clone()),
+        media: p.media.is_some(),
+        dest_name: p.dest.map(|d| d.name.clone()),
+    }
 }
 
 /// At start-up, right after the WebSocket connected: adopts, starts or removes every call found
@@ -135,16 +163,31 @@ pub fn adopt<S: Send>(shared: &Shared, calls: &Scheduler<S>) -> Result<(), AriEr
             continue;
         }
         match found {
-            Found::Adopt { how, caller, media, dest_name } => {
+            Found::Adopt {
+                how,
+                caller,
+                media,
+                dest_name,
+            } => {
                 adopted += 1;
-                calls.post(call, CallMsg::Adopt { how, caller, media, dest_name });
+                calls.post(
+                    call,
+                    CallMsg::Adopt {
+                        how,
+                        caller,
+                        media,
+                        dest_name,
+                    },
+                );
             }
             Found::Start(caller) => {
                 started += 1;
                 info!("call {call}: caller {} was waiting in the application with no call; starting it", caller.name);
                 intake::offer(shared, calls, call, caller, None);
             }
-            Found::Remove { channels, bridge } => removed.remove(shared, "sweep", &call, channels, bridge),
+            Found::Remove { channels, bridge } => {
+                removed.remove(shared, "sweep", &call, channels, bridge)
+            }
         }
     }
     info!(
@@ -166,17 +209,36 @@ struct Tally {
 impl Tally {
     /// Hangs up `call`'s leftover `channels` (its caller with congestion) and destroys its
     /// leftover `bridge`, logging each as `who` and counting it.
-    fn remove(&mut self, shared: &Shared, who: &str, call: &CallId, channels: Vec<String>, bridge: Option<String>) {
+    fn remove(
+        &mut self,
+        shared: &Shared,
+        who: &str,
+        call: &CallId,
+        channels: Vec<String>,
+        bridge: Option<String>,
+    ) {
         for ch in channels {
-            let reason = if ch == call.0 { HangupReason::Congestion } else { HangupReason::Normal };
-            match removal(shared.ari.hangup(&ch, reason), who, &format!("hung up leftover channel {ch} of call {call}")) {
+            let reason = if ch == call.0 {
+                HangupReason::Congestion
+            } else {
+                HangupReason::Normal
+            };
+            match removal(
+                shared.ari.hangup(&ch, reason),
+                who,
+                &format!("hung up leftover channel {ch} of call {call}"),
+            ) {
                 Removal::Removed => self.hung_up += 1,
                 Removal::Gone => {}
                 Removal::Failed => self.failed = true,
             }
         }
         if let Some(b) = bridge {
-            match removal(shared.ari.destroy_bridge(&b), who, &format!("destroyed leftover bridge {b}")) {
+            match removal(
+                shared.ari.destroy_bridge(&b),
+                who,
+                &format!("destroyed leftover bridge {b}"),
+            ) {
                 Removal::Removed => self.destroyed += 1,
                 Removal::Gone => {}
                 Removal::Failed => self.failed = true,
@@ -193,7 +255,10 @@ fn list_bridges(shared: &Shared, channels: &[Channel]) -> Result<Vec<Bridge>, Ar
         Ok(bridges) => Ok(bridges),
         Err(e) if matches!(e.kind, ErrorKind::Status(500..=599, _)) => {
             warn!("{e}; looking up the bridges of voicebot1's calls by id instead");
-            let wanted: HashSet<String> = channels.iter().map(|c| ids.bridge(&ids.classify_channel(&c.id).0)).collect();
+            let wanted: HashSet<String> = channels
+                .iter()
+                .map(|c| ids.bridge(&ids.classify_channel(&c.id).0))
+                .collect();
             let mut found = Vec::new();
             for id in wanted {
                 match ari.get_bridge(&id) {
@@ -220,7 +285,11 @@ fn list_bridges(shared: &Shared, channels: &[Channel]) -> Result<Vec<Bridge>, Ar
 ///   caller gets its call (its StasisStart was lost) and anything else is removed.
 ///
 /// Returns whether something is left to look at again soon.
-pub fn sweep<S: Send>(shared: &Shared, calls: &Scheduler<S>, suspects: &mut HashSet<CallId>) -> Result<bool, AriError> {
+pub fn sweep<S: Send>(
+    shared: &Shared,
+    calls: &Scheduler<S>,
+    suspects: &mut HashSet<CallId>,
+) -> Result<bool, AriError> {
     let (ari, ids, cfg) = (&shared.ari, &shared.ids, &shared.config.ari);
     let unconfirmed = retry_unconfirmed(shared);
     let channels = ari.list_channels()?;
@@ -247,7 +316,12 @@ pub fn sweep<S: Send>(shared: &Shared, calls: &Scheduler<S>, suspects: &mut Hash
                 intake::offer(shared, calls, call, caller, None);
                 continue;
             }
-            Found::Adopt { caller, dest_name, media, .. } => {
+            Found::Adopt {
+                caller,
+                dest_name,
+                media,
+                ..
+            } => {
                 let mut legs = vec![caller.id.clone()];
                 legs.extend(media.then(|| ids.channel(&call, Role::Media)));
                 legs.extend(dest_name.map(|_| ids.channel(&call, Role::Dest)));
@@ -271,7 +345,11 @@ fn retry_unconfirmed(shared: &Shared) -> bool {
     let pending: Vec<String> = shared.unconfirmed.lock().iter().cloned().collect();
     let mut left = false;
     for ch in pending {
-        match removal(shared.ari.hangup(&ch, HangupReason::Normal), "janitor", &format!("hung up {ch}, whose earlier hang-up had failed")) {
+        match removal(
+            shared.ari.hangup(&ch, HangupReason::Normal),
+            "janitor",
+            &format!("hung up {ch}, whose earlier hang-up had failed"),
+        ) {
             Removal::Removed | Removal::Gone => {
                 shared.unconfirmed.lock().remove(&ch);
             }
@@ -304,7 +382,12 @@ fn removal(result: Result<(), AriError>, who: &str, what: &str) -> Removal {
 
 /// Runs [`sweep`] every `every` until `stop` disconnects; every [`JANITOR_RETRY`] while something
 /// is left to confirm.
-pub fn janitor<S: Send>(shared: &Shared, calls: &Scheduler<S>, stop: &Receiver<()>, every: Duration) {
+pub fn janitor<S: Send>(
+    shared: &Shared,
+    calls: &Scheduler<S>,
+    stop: &Receiver<()>,
+    every: Duration,
+) {
     let mut suspects = HashSet::new();
     let mut wait = every;
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(wait) {
@@ -325,15 +408,25 @@ mod tests {
 
     fn ch(id: &str, state: &str, stasis: Option<&str>) -> Channel {
         let dialplan = stasis.map(|data| format!(r#","dialplan":{{"context":"c","exten":"s","app_name":"Stasis","app_data":"{data}"}}"#));
-        serde_json::from_str(&format!(r#"{{"id":"{id}","name":"PJSIP/x-{id}","state":"{state}"{}}}"#, dialplan.unwrap_or_default())).unwrap()
+        serde_json::from_str(&format!(
+            r#"{{"id":"{id}","name":"PJSIP/x-{id}","state":"{state}"{}}}"#,
+            dialplan.unwrap_or_default()
+        ))
+        .unwrap()
     }
 
     fn br(id: &str, members: &[&str]) -> Bridge {
-        Bridge { id: id.into(), channels: members.iter().map(|m| m.to_string()).collect() }
+        Bridge {
+            id: id.into(),
+            channels: members.iter().map(|m| m.to_string()).collect(),
+        }
     }
 
     fn found(channels: &[Channel], bridges: &[Bridge]) -> Vec<(String, Found)> {
-        plan(&Ids::new("vb"), "vb", "inbound", channels, bridges).into_iter().map(|(c, f)| (c.0, f)).collect()
+        plan(&Ids::new("vb"), "vb", "inbound", channels, bridges)
+            .into_iter()
+            .map(|(c, f)| (c.0, f))
+            .collect()
     }
 
     fn how(f: &Found) -> Option<Adopted> {
@@ -347,42 +440,98 @@ mod tests {
 
     #[test]
     fn a_connected_call_is_adopted_as_connected() {
-        let f = found(&[ch("1", "Up", CALLER), ch("vb-1-dest", "Up", Some("vb,transfer,1"))], &[br("vb-1-bridge", &["1", "vb-1-dest"])]);
+        let f = found(
+            &[
+                ch("1", "Up", CALLER),
+                ch("vb-1-dest", "Up", Some("vb,transfer,1")),
+            ],
+            &[br("vb-1-bridge", &["1", "vb-1-dest"])],
+        );
         assert_eq!(f.len(), 1);
         assert_eq!(how(&f[0].1), Some(Adopted::Connected));
     }
 
     #[test]
     fn a_transfer_in_progress_is_adopted_by_the_destination_state() {
-        let ringing = found(&[ch("2", "Up", CALLER), ch("vb-2-dest", "Ringing", None)], &[br("vb-2-bridge", &["2"])]);
+        let ringing = found(
+            &[ch("2", "Up", CALLER), ch("vb-2-dest", "Ringing", None)],
+            &[br("vb-2-bridge", &["2"])],
+        );
         assert_eq!(how(&ringing[0].1), Some(Adopted::DestRinging));
-        let answered = found(&[ch("3", "Up", CALLER), ch("vb-3-dest", "Up", Some("vb,transfer,3"))], &[br("vb-3-bridge", &["3"])]);
+        let answered = found(
+            &[
+                ch("3", "Up", CALLER),
+                ch("vb-3-dest", "Up", Some("vb,transfer,3")),
+            ],
+            &[br("vb-3-bridge", &["3"])],
+        );
         assert_eq!(how(&answered[0].1), Some(Adopted::DestAnswered));
     }
 
     #[test]
     fn a_caller_with_the_bot_is_adopted_to_be_transferred() {
-        let f = found(&[ch("4", "Up", CALLER), ch("vb-4-media", "Up", Some("vb"))], &[br("vb-4-bridge", &["4", "vb-4-media"])]);
-        assert!(matches!(&f[0].1, Found::Adopt { how: Adopted::WithBot, media: true, .. }));
+        let f = found(
+            &[ch("4", "Up", CALLER), ch("vb-4-media", "Up", Some("vb"))],
+            &[br("vb-4-bridge", &["4", "vb-4-media"])],
+        );
+        assert!(matches!(
+            &f[0].1,
+            Found::Adopt {
+                how: Adopted::WithBot,
+                media: true,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn half_made_set_ups_and_lone_legs_are_removed() {
         // Caller not yet in its bridge.
         let f = found(&[ch("5", "Up", CALLER)], &[br("vb-5-bridge", &[])]);
-        assert_eq!(f[0].1, Found::Remove { channels: vec!["5".into()], bridge: Some("vb-5-bridge".into()) });
+        assert_eq!(
+            f[0].1,
+            Found::Remove {
+                channels: vec!["5".into()],
+                bridge: Some("vb-5-bridge".into())
+            }
+        );
         // The caller alone in its bridge: the destination hung up while no instance ran.
         let f = found(&[ch("6", "Up", CALLER)], &[br("vb-6-bridge", &["6"])]);
-        assert!(matches!(&f[0].1, Found::Remove { channels, .. } if channels == &vec!["6".to_string()]));
+        assert!(
+            matches!(&f[0].1, Found::Remove { channels, .. } if channels == &vec!["6".to_string()])
+        );
         // A destination whose caller is gone, an empty bridge.
-        let f = found(&[ch("vb-7-dest", "Up", None)], &[br("vb-7-bridge", &["vb-7-dest"]), br("vb-8-bridge", &[])]);
-        assert_eq!(f[0].1, Found::Remove { channels: vec!["vb-7-dest".into()], bridge: Some("vb-7-bridge".into()) });
-        assert_eq!(f[1].1, Found::Remove { channels: vec![], bridge: Some("vb-8-bridge".into()) });
+        let f = found(
+            &[ch("vb-7-dest", "Up", None)],
+            &[br("vb-7-bridge", &["vb-7-dest"]), br("vb-8-bridge", &[])],
+        );
+        assert_eq!(
+            f[0].1,
+            Found::Remove {
+                channels: vec!["vb-7-dest".into()],
+                bridge: Some("vb-7-bridge".into())
+            }
+        );
+        assert_eq!(
+            f[1].1,
+            Found::Remove {
+                channels: vec![],
+                bridge: Some("vb-8-bridge".into())
+            }
+        );
     }
 
     #[test]
     fn a_waiting_caller_starts_a_call_and_strangers_are_left_alone() {
-        let f = found(&[ch("9", "Up", CALLER), ch("10", "Up", Some("vb,other")), ch("11", "Up", Some("otherapp,inbound")), ch("12", "Up", None)], &[br("other-bridge", &["12"])]);
+        let f = found(
+            &[
+                ch("9", "Up", CALLER),
+                ch("10", "Up", Some("vb,other")),
+                ch("11", "Up", Some("otherapp,inbound")),
+                ch("12", "Up", None),
+            ],
+            &[br("other-bridge", &["12"])],
+        );
         assert_eq!(f.len(), 1, "{f:?}");
         assert!(matches!(&f[0].1, Found::Start(c) if c.id == "9"));
     }

@@ -125,7 +125,8 @@ fn init_logging(config: &Config) -> Result<(), String> {
     let level = config.service.log_level;
     // Plain text on stderr (the journal under systemd), one write per line.
     let stderr = std::io::LineWriter::new(std::io::stderr());
-    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![WriteLogger::new(level, log_config.clone(), stderr)];
+    let mut loggers: Vec<Box<dyn SharedLogger>> =
+        vec![WriteLogger::new(level, log_config.clone(), stderr)];
     if let Some(file) = &config.service.log_file {
         let f = std::fs::OpenOptions::new()
             .create(true)

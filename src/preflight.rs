@@ -71,16 +71,21 @@ pub fn run(config: &Config) -> Vec<Check> {
     checks.push(Check {
         name: "credentials",
         outcome: match &info {
-            Ok(_) => Outcome::Pass(format!("{} accepted user {:?}", config.ari.rest_base, config.ari.username)),
+            Ok(_) => Outcome::Pass(format!(
+                "{} accepted user {:?}",
+                config.ari.rest_base, config.ari.username
+            )),
             Err(e) => match e.kind {
-                ErrorKind::Unauthorized(code) => {
-                    Outcome::Fail(format!("HTTP {code}: Asterisk refused user {:?}; check [ari] username/password", config.ari.username))
-                }
+                ErrorKind::Unauthorized(code) => Outcome::Fail(format!(
+                    "HTTP {code}: Asterisk refused user {:?}; check [ari] username/password",
+                    config.ari.username
+                )),
                 _ => Outcome::Fail(format!("cannot reach ARI: {e}")),
             },
         },
     });
-    let unreachable = || Outcome::Fail("not checked: no access to ARI (see credentials)".to_string());
+    let unreachable =
+        || Outcome::Fail("not checked: no access to ARI (see credentials)".to_string());
     checks.push(Check {
         name: "version",
         outcome: match &info {
@@ -88,21 +93,41 @@ pub fn run(config: &Config) -> Vec<Check> {
             Err(_) => unreachable(),
         },
     });
-    checks.push(Check { name: "modules", outcome: if reachable { modules_outcome(&ari) } else { unreachable() } });
+    checks.push(Check {
+        name: "modules",
+        outcome: if reachable {
+            modules_outcome(&ari)
+        } else {
+            unreachable()
+        },
+    });
     checks.push(Check {
         name: "application",
-        outcome: if reachable { application_outcome(&ari, &config.ari.app) } else { unreachable() },
+        outcome: if reachable {
+            application_outcome(&ari, &config.ari.app)
+        } else {
+            unreachable()
+        },
     });
     checks.push(Check {
         name: "transfer endpoint",
         outcome: match endpoint_of(&config.transfer.endpoint) {
-            None => Outcome::Skip(format!("{} is not a device endpoint (nothing to look up)", config.transfer.endpoint)),
+            None => Outcome::Skip(format!(
+                "{} is not a device endpoint (nothing to look up)",
+                config.transfer.endpoint
+            )),
             Some(_) if !reachable => unreachable(),
             Some((tech, resource)) => endpoint_outcome(&ari, &tech, &resource),
         },
     });
-    checks.push(Check { name: "media ports", outcome: ports_outcome(config) });
-    checks.push(Check { name: "metrics listen", outcome: metrics_outcome(config.metrics.listen) });
+    checks.push(Check {
+        name: "media ports",
+        outcome: ports_outcome(config),
+    });
+    checks.push(Check {
+        name: "metrics listen",
+        outcome: metrics_outcome(config.metrics.listen),
+    });
     checks
 }
 
@@ -133,7 +158,10 @@ fn modules_outcome(ari: &AriClient) -> Outcome {
     if missing.is_empty() {
         Outcome::Pass(format!("{} loaded", MODULES.join(", ")))
     } else {
-        Outcome::Fail(format!("not running: {}; load them in modules.conf", missing.join(", ")))
+        Outcome::Fail(format!(
+            "not running: {}; load them in modules.conf",
+            missing.join(", ")
+        ))
     }
 }
 
@@ -150,8 +178,12 @@ fn application_outcome(ari: &AriClient, app: &str) -> Outcome {
 
 fn endpoint_outcome(ari: &AriClient, tech: &str, resource: &str) -> Outcome {
     match ari.endpoint_state(tech, resource) {
-        Ok(state) => Outcome::Pass(format!("{tech}/{resource} is known to Asterisk (state {state})")),
-        Err(e) if e.is_not_found() => Outcome::Fail(format!("Asterisk has no endpoint {tech}/{resource}; check [transfer] endpoint and pjsip.conf")),
+        Ok(state) => Outcome::Pass(format!(
+            "{tech}/{resource} is known to Asterisk (state {state})"
+        )),
+        Err(e) if e.is_not_found() => Outcome::Fail(format!(
+            "Asterisk has no endpoint {tech}/{resource}; check [transfer] endpoint and pjsip.conf"
+        )),
         Err(e) => Outcome::Fail(e.to_string()),
     }
 }
@@ -165,7 +197,9 @@ pub fn endpoint_of(dial: &str) -> Option<(String, String)> {
         return None;
     }
     let first = rest.split('/').next().unwrap_or(rest);
-    let resource = first.rsplit_once('@').map_or(first, |(_, endpoint)| endpoint);
+    let resource = first
+        .rsplit_once('@')
+        .map_or(first, |(_, endpoint)| endpoint);
     (!resource.is_empty()).then(|| (tech.to_string(), resource.to_string()))
 }
 
@@ -184,8 +218,16 @@ fn ports_outcome(config: &Config) -> Outcome {
         None => Outcome::Pass(format!("all {total} UDP ports of {range} are free")),
         Some((_, e)) => {
             let ports: Vec<String> = busy.iter().take(10).map(|(p, _)| p.to_string()).collect();
-            let more = if busy.len() > 10 { format!(" and {} more", busy.len() - 10) } else { String::new() };
-            Outcome::Fail(format!("{} of {total} UDP ports of {range} cannot be bound ({}{more}): {e}", busy.len(), ports.join(", ")))
+            let more = if busy.len() > 10 {
+                format!(" and {} more", busy.len() - 10)
+            } else {
+                String::new()
+            };
+            Outcome::Fail(format!(
+                "{} of {total} UDP ports of {range} cannot be bound ({}{more}): {e}",
+                busy.len(),
+                ports.join(", ")
+            ))
         }
     }
 }
@@ -209,9 +251,18 @@ mod tests {
     #[test]
     fn endpoints_are_read_from_dial_strings() {
         let e = |s: &str| endpoint_of(s).map(|(t, r)| format!("{t}/{r}"));
-        assert_eq!(e("PJSIP/4438007@AVAYA-endpoint").as_deref(), Some("PJSIP/AVAYA-endpoint"));
-        assert_eq!(e("PJSIP/AVAYA-endpoint").as_deref(), Some("PJSIP/AVAYA-endpoint"));
-        assert_eq!(e("PJSIP/AVAYA-endpoint/sip:4438007@10.0.0.5").as_deref(), Some("PJSIP/AVAYA-endpoint"));
+        assert_eq!(
+            e("PJSIP/4438007@AVAYA-endpoint").as_deref(),
+            Some("PJSIP/AVAYA-endpoint")
+        );
+        assert_eq!(
+            e("PJSIP/AVAYA-endpoint").as_deref(),
+            Some("PJSIP/AVAYA-endpoint")
+        );
+        assert_eq!(
+            e("PJSIP/AVAYA-endpoint/sip:4438007@10.0.0.5").as_deref(),
+            Some("PJSIP/AVAYA-endpoint")
+        );
         assert_eq!(e("SIP/avaya").as_deref(), Some("SIP/avaya"));
         assert_eq!(e("Local/4438007@transfers"), None);
         assert_eq!(e("PJSIP/"), None);
@@ -221,9 +272,15 @@ mod tests {
 
     #[test]
     fn version_lines_name_the_version_and_the_reason() {
-        assert!(matches!(version_outcome("16.6.2"), Outcome::Fail(m) if m.contains("16.6.2") && m.contains("16.7")));
-        assert!(matches!(version_outcome("GIT-master-abc"), Outcome::Skip(m) if m.contains("GIT-master-abc")));
-        assert!(matches!(version_outcome("16.28.0~dfsg-0+deb11u4"), Outcome::Pass(m) if m.contains("late")));
+        assert!(
+            matches!(version_outcome("16.6.2"), Outcome::Fail(m) if m.contains("16.6.2") && m.contains("16.7"))
+        );
+        assert!(
+            matches!(version_outcome("GIT-master-abc"), Outcome::Skip(m) if m.contains("GIT-master-abc"))
+        );
+        assert!(
+            matches!(version_outcome("16.28.0~dfsg-0+deb11u4"), Outcome::Pass(m) if m.contains("late"))
+        );
         assert!(matches!(version_outcome("22.10.1"), Outcome::Pass(m) if !m.contains("late")));
     }
 
@@ -231,7 +288,9 @@ mod tests {
     fn metrics_address_is_checked_free_or_skipped_when_off() {
         let taken = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        assert!(matches!(metrics_outcome(Some(addr)), Outcome::Fail(m) if m.contains(&addr.to_string()) && m.contains("would not start")));
+        assert!(
+            matches!(metrics_outcome(Some(addr)), Outcome::Fail(m) if m.contains(&addr.to_string()) && m.contains("would not start"))
+        );
         drop(taken);
         assert!(matches!(metrics_outcome(Some(addr)), Outcome::Pass(_)));
         assert!(matches!(metrics_outcome(None), Outcome::Skip(m) if m.contains("off")));
@@ -239,9 +298,16 @@ mod tests {
 
     #[test]
     fn lines_start_with_their_verdict() {
-        let c = Check { name: "media ports", outcome: Outcome::Fail("x".into()) };
+        let c = Check {
+            name: "media ports",
+            outcome: Outcome::Fail("x".into()),
+        };
         assert_eq!(c.to_string(), "FAIL  media ports: x");
         assert!(c.failed());
-        assert!(!Check { name: "a", outcome: Outcome::Skip("y".into()) }.failed());
+        assert!(!Check {
+            name: "a",
+            outcome: Outcome::Skip("y".into())
+        }
+        .failed());
     }
 }

@@ -168,7 +168,11 @@ impl Shared {
     /// Calls not yet connected to their destination. A drain waits for these: a destination
     /// that answers while no instance runs cannot enter the Stasis application and is lost.
     pub fn calls_not_connected(&self) -> usize {
-        self.registry.lock().values().filter(|p| **p != Phase::Connected).count()
+        self.registry
+            .lock()
+            .values()
+            .filter(|p| **p != Phase::Connected)
+            .count()
     }
 
     /// The state machine's settings, from the configuration.

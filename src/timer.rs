@@ -34,7 +34,9 @@ pub fn run_timers<S: Send>(requests: Receiver<TimerRequest>, calls: &Scheduler<S
         }
         let now = Instant::now();
         while heap.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
-            let Some(Reverse((_, call, timer))) = heap.pop() else { break };
+            let Some(Reverse((_, call, timer))) = heap.pop() else {
+                break;
+            };
             // Behind whatever the call has queued already: a hang-up that came first wins.
             calls.post(call, CallMsg::Timer(timer));
         }

@@ -28,24 +28,42 @@ fn sandbox_call_with_audio_is_echoed_then_transferred_and_bridged() {
     // does not return a channel's own audio), so RTP to the caller's media port is the echo.
     vb.expect_log("caller and media bridged", Duration::from_secs(10));
     let echoed = count_udp_to(6100, Duration::from_secs(3));
-    assert!(echoed > 50, "the caller received only {echoed} RTP packets in 3 s of media phase");
+    assert!(
+        echoed > 50,
+        "the caller received only {echoed} RTP packets in 3 s of media phase"
+    );
 
     let ended_media = vb.expect_log("bot media ended", Duration::from_secs(10));
     let since = t0.elapsed();
-    assert!(since >= Duration::from_secs(6) && since < Duration::from_secs(11), "media phase lasted {since:?}");
+    assert!(
+        since >= Duration::from_secs(6) && since < Duration::from_secs(11),
+        "media phase lasted {since:?}"
+    );
     let rx = number_after(&ended_media, "rx ");
     let tx = number_after(&ended_media, "tx ");
-    assert!(rx > 100 && tx > 100, "echo counted rx {rx} tx {tx}: {ended_media}");
+    assert!(
+        rx > 100 && tx > 100,
+        "echo counted rx {rx} tx {tx}: {ended_media}"
+    );
 
     vb.expect_log("caller and destination bridged", Duration::from_secs(10));
     let bridges = ari().list_bridges().unwrap();
     assert_eq!(bridges.len(), 1, "{bridges:?}");
     let b = &bridges[0];
-    assert!(b.id.starts_with("voicebot1-") && b.channels.len() == 2, "{b:?}");
+    assert!(
+        b.id.starts_with("voicebot1-") && b.channels.len() == 2,
+        "{b:?}"
+    );
     assert!(b.channels.iter().any(|c| c.ends_with("-dest")), "{b:?}");
 
-    let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
-    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    let status = caller
+        .wait(Duration::from_secs(30))
+        .expect("caller still running");
+    assert!(
+        status.success(),
+        "caller SIPp failed:\n{}",
+        sip_messages(&dir, "caller")
+    );
     vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
     finish(vb);
 }
@@ -58,15 +76,27 @@ fn sandbox_caller_hangs_up_at_3s_and_the_destination_is_never_called() {
     let _dest = destination(&dir, "uas-answer.xml", None);
     let vb = Voicebot::start(&dir, &config_text(26520, 26539, 7000));
     let mut caller = caller(&dir, 3_000, 5172, 6110);
-    let status = caller.wait(Duration::from_secs(20)).expect("caller still running");
-    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    let status = caller
+        .wait(Duration::from_secs(20))
+        .expect("caller still running");
+    assert!(
+        status.success(),
+        "caller SIPp failed:\n{}",
+        sip_messages(&dir, "caller")
+    );
     vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
     // Past the moment the transfer would have happened.
     std::thread::sleep(Duration::from_secs(6));
     let log = vb.log_text();
-    assert!(!log.contains("transferring"), "voicebot1 transferred after the caller left:\n{log}");
+    assert!(
+        !log.contains("transferring"),
+        "voicebot1 transferred after the caller left:\n{log}"
+    );
     let seen = sip_messages(&dir, "dest");
-    assert!(!seen.contains("INVITE sip:"), "the destination received an INVITE:\n{seen}");
+    assert!(
+        !seen.contains("INVITE sip:"),
+        "the destination received an INVITE:\n{seen}"
+    );
     finish(vb);
 }
 
@@ -81,7 +111,10 @@ fn sandbox_destination_hangs_up_first_and_the_caller_is_hung_up() {
     let mut caller = caller(&dir, 60_000, 5173, 6120);
     vb.expect_log("ended (destination hung up)", Duration::from_secs(20));
     assert_caller_hung_up(&mut caller, t0, &dir);
-    assert!(sip_messages(&dir, "caller").contains("BYE sip:"), "the caller got no BYE");
+    assert!(
+        sip_messages(&dir, "caller").contains("BYE sip:"),
+        "the caller got no BYE"
+    );
     finish(vb);
 }
 
@@ -97,13 +130,20 @@ fn sandbox_destination_busy_and_the_caller_is_hung_up() {
     let line = vb.expect_log("destination did not answer", Duration::from_secs(20));
     assert!(line.contains("cause 17"), "{line}");
     assert_caller_hung_up(&mut caller, t0, &dir);
-    assert!(sip_messages(&dir, "dest").contains("486 Busy"), "the destination did not answer busy");
+    assert!(
+        sip_messages(&dir, "dest").contains("486 Busy"),
+        "the destination did not answer busy"
+    );
     finish(vb);
 }
 
 /// The number after `key` in a log line (`rx 350 pkts` → 350).
 fn number_after(line: &str, key: &str) -> u64 {
-    line.split(key).nth(1).and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    line.split(key)
+        .nth(1)
+        .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -116,7 +156,11 @@ fn sandbox_echo_ignores_packets_from_anyone_but_asterisk() {
     let vb = Voicebot::start(&dir, &config_text(26580, 26599, 8000));
     let _caller = caller(&dir, 7_000, 5175, 6140);
     let leased = vb.expect_log("leased port", Duration::from_secs(10));
-    let port: u16 = leased.rsplit(' ').next().and_then(|p| p.trim().parse().ok()).expect("port in log line");
+    let port: u16 = leased
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .expect("port in log line");
     vb.expect_log("caller and media bridged", Duration::from_secs(10));
 
     // A stranger on another loopback address, and one on Asterisk's own address but another port,
@@ -125,13 +169,17 @@ fn sandbox_echo_ignores_packets_from_anyone_but_asterisk() {
     rtp.extend_from_slice(&[0xd5; 160]);
     for from in ["127.0.0.2:0", "127.0.0.1:0"] {
         let s = UdpSocket::bind(from).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         for _ in 0..20 {
             s.send_to(&rtp, ("127.0.0.1", port)).unwrap();
             s.send_to(b"garbage, not RTP", ("127.0.0.1", port)).unwrap();
         }
         let mut buf = [0u8; 512];
-        assert!(s.recv_from(&mut buf).is_err(), "a packet from {from} was answered by the echo on port {port}");
+        assert!(
+            s.recv_from(&mut buf).is_err(),
+            "a packet from {from} was answered by the echo on port {port}"
+        );
     }
     // The socket is connected to Asterisk's end of the media since the externalMedia answer: the
     // kernel drops the strangers' packets before the echo sees them, and every packet the echo
@@ -150,15 +198,27 @@ fn sandbox_full_call_at_trace_level_never_logs_the_password() {
     require_sandbox();
     let dir = workdir("secret");
     let _dest = destination(&dir, "uas-answer.xml", None);
-    let config = config_text(26600, 26609, 2000).replace("log_level = \"debug\"", "log_level = \"trace\"");
+    let config =
+        config_text(26600, 26609, 2000).replace("log_level = \"debug\"", "log_level = \"trace\"");
     let vb = Voicebot::start(&dir, &config);
     let mut caller = caller(&dir, 5_000, 5176, 6150);
-    caller.wait(Duration::from_secs(30)).expect("caller still running");
+    caller
+        .wait(Duration::from_secs(30))
+        .expect("caller still running");
     vb.expect_log("ended (", Duration::from_secs(15));
     let log = finish(vb);
-    assert!(log.contains("[TRACE] ARI event"), "the log is not at trace level");
-    assert!(log.contains("caller and destination bridged"), "the call did not reach the transfer:\n{log}");
-    assert!(!log.contains("voicebot1-sandbox"), "the password appears in the log");
+    assert!(
+        log.contains("[TRACE] ARI event"),
+        "the log is not at trace level"
+    );
+    assert!(
+        log.contains("caller and destination bridged"),
+        "the call did not reach the transfer:\n{log}"
+    );
+    assert!(
+        !log.contains("voicebot1-sandbox"),
+        "the password appears in the log"
+    );
     // Nor its basic-auth form.
     assert!(!log.contains(&voicebot1::ari::rest::basic_auth("voicebot1", "voicebot1-sandbox")[6..]));
 }
@@ -177,14 +237,42 @@ fn sandbox_calls_beyond_the_pool_skip_the_bot_and_are_transferred() {
         "caller",
         "uac-audio.xml",
         Some(8_000),
-        &[&remote, "-s", "3308487", "-i", "127.0.0.1", "-p", "5177", "-mp", "6160", "-m", "3", "-l", "3", "-r", "10", "-timeout", "60s"],
+        &[
+            &remote,
+            "-s",
+            "3308487",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "5177",
+            "-mp",
+            "6160",
+            "-m",
+            "3",
+            "-l",
+            "3",
+            "-r",
+            "10",
+            "-timeout",
+            "60s",
+        ],
     );
     let line = vb.expect_log("no free port in the pool", Duration::from_secs(10));
     assert!(line.contains("skipping the bot, transferring"), "{line}");
-    let status = callers.wait(Duration::from_secs(40)).expect("callers still running");
-    assert!(status.success(), "callers failed:\n{}", read(&dir.join("caller.out")));
+    let status = callers
+        .wait(Duration::from_secs(40))
+        .expect("callers still running");
+    assert!(
+        status.success(),
+        "callers failed:\n{}",
+        read(&dir.join("caller.out"))
+    );
     let log = vb.log_text();
-    assert_eq!(log.matches("caller and destination bridged").count(), 3, "{log}");
+    assert_eq!(
+        log.matches("caller and destination bridged").count(),
+        3,
+        "{log}"
+    );
     assert_eq!(log.matches("caller and media bridged").count(), 2, "{log}");
     let log = finish(vb);
     assert!(log.contains("1 without a free port"), "{log}");
@@ -195,7 +283,10 @@ fn sandbox_calls_beyond_the_pool_skip_the_bot_and_are_transferred() {
 fn sandbox_https_and_wss_with_the_sandbox_ca_carry_a_full_call() {
     require_sandbox();
     let ca = "/run/voicebot1-sandbox/ari-ca.pem";
-    assert!(std::path::Path::new(ca).exists(), "{ca} missing: the sandbox makes it at every up");
+    assert!(
+        std::path::Path::new(ca).exists(),
+        "{ca} missing: the sandbox makes it at every up"
+    );
     let tls_url = format!("https://127.0.0.1:{}", env_port("VB1_ARI_TLS_PORT", 8089));
     let plain_url = format!("http://127.0.0.1:{}", ari_port());
 
@@ -204,17 +295,31 @@ fn sandbox_https_and_wss_with_the_sandbox_ca_carry_a_full_call() {
     let config = config_text(26620, 26629, 2000).replace(&plain_url, &tls_url);
     let mut untrusted = Voicebot::spawn(&dir, &config);
     let line = untrusted.expect_log("reconnecting in", Duration::from_secs(15));
-    assert!(line.contains("certificate") || line.contains("UnknownIssuer"), "{line}");
-    assert!(untrusted.is_running(), "voicebot1 exited on an untrusted certificate");
+    assert!(
+        line.contains("certificate") || line.contains("UnknownIssuer"),
+        "{line}"
+    );
+    assert!(
+        untrusted.is_running(),
+        "voicebot1 exited on an untrusted certificate"
+    );
     drop(untrusted);
 
     let dir = workdir("tls");
     let _dest = destination(&dir, "uas-answer.xml", None);
-    let config = config_text(26620, 26629, 2000).replace(&plain_url, &tls_url).replace("[media]", &format!("ca_file = \"{ca}\"\n[media]"));
+    let config = config_text(26620, 26629, 2000)
+        .replace(&plain_url, &tls_url)
+        .replace("[media]", &format!("ca_file = \"{ca}\"\n[media]"));
     let vb = Voicebot::start(&dir, &config);
-    assert!(vb.log_text().contains("at wss://127.0.0.1:"), "{}", vb.log_text());
+    assert!(
+        vb.log_text().contains("at wss://127.0.0.1:"),
+        "{}",
+        vb.log_text()
+    );
     let mut caller = caller(&dir, 5_000, 5178, 6170);
-    caller.wait(Duration::from_secs(30)).expect("caller still running");
+    caller
+        .wait(Duration::from_secs(30))
+        .expect("caller still running");
     vb.expect_log("caller and destination bridged", Duration::from_secs(10));
     vb.expect_log("ended (", Duration::from_secs(15));
     finish(vb);
@@ -231,7 +336,10 @@ fn sandbox_caller_hears_ringback_while_the_destination_rings() {
     vb.expect_log("transferring to", Duration::from_secs(10));
     // The bot is gone and the destination does not answer: what reaches the caller is ringback.
     let ringback = count_udp_to(6180, Duration::from_secs(3));
-    assert!(ringback > 50, "the caller received only {ringback} RTP packets in 3 s of ringing");
+    assert!(
+        ringback > 50,
+        "the caller received only {ringback} RTP packets in 3 s of ringing"
+    );
     vb.expect_log("ended (caller hung up)", Duration::from_secs(15));
     assert!(!vb.log_text().contains("no ringback"), "{}", vb.log_text());
     finish(vb);
@@ -242,15 +350,25 @@ fn sandbox_caller_hears_ringback_while_the_destination_rings() {
 fn sandbox_unreachable_destination_endpoint_hangs_up_the_caller() {
     require_sandbox();
     let dir = workdir("unreachable");
-    let config = config_text(26640, 26649, 1000).replace("[transfer]\n", "[transfer]\nendpoint = \"PJSIP/4438007@no-such-endpoint\"\n");
+    let config = config_text(26640, 26649, 1000).replace(
+        "[transfer]\n",
+        "[transfer]\nendpoint = \"PJSIP/4438007@no-such-endpoint\"\n",
+    );
     let vb = Voicebot::start(&dir, &config);
     let t0 = Instant::now();
     let mut caller = caller(&dir, 60_000, 5180, 6190);
     let line = vb.expect_log("ended (", Duration::from_secs(15));
-    assert!(line.contains("Originate failed") && line.contains("Allocation failed"), "{line}");
+    assert!(
+        line.contains("Originate failed") && line.contains("Allocation failed"),
+        "{line}"
+    );
     // No ringback for a destination never called: started and cut within a millisecond, it
     // froze the caller in Asterisk 22.10.1 for 10 minutes (about 1 call in 600).
-    assert!(!vb.log_text().contains("/play/"), "ringback started for a refused origination:\n{}", vb.log_text());
+    assert!(
+        !vb.log_text().contains("/play/"),
+        "ringback started for a refused origination:\n{}",
+        vb.log_text()
+    );
     assert_caller_hung_up(&mut caller, t0, &dir);
     finish(vb);
 }
@@ -259,12 +377,21 @@ fn sandbox_unreachable_destination_endpoint_hangs_up_the_caller() {
 fn preflight(dir: &std::path::Path, name: &str, config: &str) -> (Option<i32>, String) {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voicebot1")).args(["--check", "--online"]).arg(&path).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_voicebot1"))
+        .args(["--check", "--online"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn check_line<'a>(out: &'a str, check: &str) -> &'a str {
-    out.lines().find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(check))).unwrap_or_else(|| panic!("no {check} line in:\n{out}"))
+    out.lines()
+        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(check)))
+        .unwrap_or_else(|| panic!("no {check} line in:\n{out}"))
 }
 
 #[test]
@@ -275,25 +402,52 @@ fn sandbox_preflight_passes_and_names_a_wrong_password_and_an_unknown_endpoint()
     let good = config_text(26650, 26659, 1000);
     let (code, out) = preflight(&dir, "good", &good);
     assert_eq!(code, Some(0), "{out}");
-    for check in ["credentials", "version", "modules", "application", "transfer endpoint", "media ports"] {
+    for check in [
+        "credentials",
+        "version",
+        "modules",
+        "application",
+        "transfer endpoint",
+        "media ports",
+    ] {
         assert!(check_line(&out, check).starts_with("PASS"), "{out}");
     }
 
-    let (code, out) = preflight(&dir, "password", &good.replace("voicebot1-sandbox", "not-the-password"));
+    let (code, out) = preflight(
+        &dir,
+        "password",
+        &good.replace("voicebot1-sandbox", "not-the-password"),
+    );
     assert_eq!(code, Some(1), "{out}");
-    assert!(check_line(&out, "credentials").starts_with("FAIL  credentials: HTTP 401"), "{out}");
+    assert!(
+        check_line(&out, "credentials").starts_with("FAIL  credentials: HTTP 401"),
+        "{out}"
+    );
 
-    let unknown = good.replace("[transfer]\n", "[transfer]\nendpoint = \"PJSIP/4438007@no-such-endpoint\"\n");
+    let unknown = good.replace(
+        "[transfer]\n",
+        "[transfer]\nendpoint = \"PJSIP/4438007@no-such-endpoint\"\n",
+    );
     let (code, out) = preflight(&dir, "endpoint", &unknown);
     assert_eq!(code, Some(1), "{out}");
-    assert!(check_line(&out, "transfer endpoint").contains("no endpoint PJSIP/no-such-endpoint"), "{out}");
-    assert_eq!(out.lines().filter(|l| l.starts_with("FAIL")).count(), 1, "{out}");
+    assert!(
+        check_line(&out, "transfer endpoint").contains("no endpoint PJSIP/no-such-endpoint"),
+        "{out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("FAIL")).count(),
+        1,
+        "{out}"
+    );
 
     // A voicebot1 running under the same application name makes the name check fail.
     let vb = Voicebot::start(&dir, &good);
     let (code, out) = preflight(&dir, "taken", &config_text(26660, 26669, 1000));
     assert_eq!(code, Some(1), "{out}");
-    assert!(check_line(&out, "application").contains("already registered"), "{out}");
+    assert!(
+        check_line(&out, "application").contains("already registered"),
+        "{out}"
+    );
     finish(vb);
 }
 
@@ -310,7 +464,10 @@ fn sandbox_connected_call_ends_when_the_destination_hangs_up_with_no_voicebot1_r
     let mut caller = caller(&dir, 60_000, 5181, 6200);
     vb.expect_log("caller and destination bridged", Duration::from_secs(15));
     vb.signal("KILL");
-    assert!(vb.wait_exit(Duration::from_secs(5)).is_some(), "voicebot1 survived SIGKILL");
+    assert!(
+        vb.wait_exit(Duration::from_secs(5)).is_some(),
+        "voicebot1 survived SIGKILL"
+    );
     // Asterisk itself hangs the caller up (the hang-up handler voicebot1 put on the legs).
     assert_caller_hung_up(&mut caller, t0, &dir);
     // What is left is at most the empty bridge, which the next voicebot1 removes at start-up.
@@ -332,13 +489,22 @@ fn sandbox_sigterm_hands_a_connected_call_to_the_next_voicebot1() {
     let mut caller = caller(&dir, 12_000, 5182, 6210);
     vb.expect_log("caller and destination bridged", Duration::from_secs(15));
     let log = vb.stop_clean();
-    assert!(log.contains("handed over to the next voicebot1 (caller and destination connected)"), "{log}");
+    assert!(
+        log.contains("handed over to the next voicebot1 (caller and destination connected)"),
+        "{log}"
+    );
     assert!(caller.is_running(), "the stop hung the caller up");
     let next = Voicebot::start(&dir, &config);
     next.expect_log("adopted from an earlier voicebot1", Duration::from_secs(5));
     // The caller hangs up at 12 s as planned; the adopted call ends cleanly.
-    let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
-    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    let status = caller
+        .wait(Duration::from_secs(30))
+        .expect("caller still running");
+    assert!(
+        status.success(),
+        "caller SIPp failed:\n{}",
+        sip_messages(&dir, "caller")
+    );
     next.expect_log("ended (caller hung up)", Duration::from_secs(10));
     finish(next);
 }
@@ -350,25 +516,58 @@ fn sandbox_metrics_agree_with_the_log_after_a_call_with_audio() {
     let dir = workdir("metrics");
     let _dest = destination(&dir, "uas-answer.xml", None);
     let vb = Voicebot::start(&dir, &config_text(26690, 26699, 3000));
-    assert!(vb.expect_health(200, Duration::from_secs(5)).starts_with("ok: ARI connected"));
+    assert!(vb
+        .expect_health(200, Duration::from_secs(5))
+        .starts_with("ok: ARI connected"));
     let mut caller = caller(&dir, 6_000, 5183, 6220);
-    let status = caller.wait(Duration::from_secs(30)).expect("caller still running");
-    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(&dir, "caller"));
+    let status = caller
+        .wait(Duration::from_secs(30))
+        .expect("caller still running");
+    assert!(
+        status.success(),
+        "caller SIPp failed:\n{}",
+        sip_messages(&dir, "caller")
+    );
     let media = vb.expect_log("bot media ended", Duration::from_secs(10));
     vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
 
     let (code, text) = vb.get_metrics_path("/metrics");
     assert_eq!(code, 200, "{text}");
     // What the log says of the echo, the counters say too.
-    assert_eq!(metric(&text, "voicebot1_echo_packets_received_total"), number_after(&media, "rx "));
-    assert_eq!(metric(&text, "voicebot1_echo_packets_sent_total"), number_after(&media, "tx "));
-    assert!(metric(&text, "voicebot1_echo_packets_received_total") > 50, "{media}");
+    assert_eq!(
+        metric(&text, "voicebot1_echo_packets_received_total"),
+        number_after(&media, "rx ")
+    );
+    assert_eq!(
+        metric(&text, "voicebot1_echo_packets_sent_total"),
+        number_after(&media, "tx ")
+    );
+    assert!(
+        metric(&text, "voicebot1_echo_packets_received_total") > 50,
+        "{media}"
+    );
     assert_eq!(metric(&text, "voicebot1_bot_sessions_total"), 1);
-    assert_eq!(metric(&text, r#"voicebot1_calls_started_total{origin="inbound"}"#), 1);
-    assert_eq!(metric(&text, r#"voicebot1_calls_ended_total{outcome="caller_hangup"}"#), 1);
+    assert_eq!(
+        metric(&text, r#"voicebot1_calls_started_total{origin="inbound"}"#),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            r#"voicebot1_calls_ended_total{outcome="caller_hangup"}"#
+        ),
+        1
+    );
     assert_eq!(metric(&text, "voicebot1_call_setup_seconds_count"), 1);
     for op in ["create_bridge", "external_media", "originate"] {
-        assert_eq!(metric(&text, &format!("voicebot1_ari_requests_total{{operation=\"{op}\",class=\"2xx\"}}")), 1, "{op}");
+        assert_eq!(
+            metric(
+                &text,
+                &format!("voicebot1_ari_requests_total{{operation=\"{op}\",class=\"2xx\"}}")
+            ),
+            1,
+            "{op}"
+        );
     }
     assert_eq!(metric(&text, "voicebot1_pool_ports_free"), 10);
     finish(vb);
@@ -393,24 +592,43 @@ fn sandbox_health_is_503_while_asterisk_is_stopped_and_200_when_it_is_back() {
     require_sandbox();
     let dir = workdir("health-restart");
     // A short reconnect backoff, so the return is seen within 2 s.
-    let config = config_text(26700, 26709, 2000).replace("[ari]\n", "[ari]\nreconnect_max_ms = 2000\n");
+    let config =
+        config_text(26700, 26709, 2000).replace("[ari]\n", "[ari]\nreconnect_max_ms = 2000\n");
     let vb = Voicebot::start(&dir, &config);
-    assert!(vb.expect_health(200, Duration::from_secs(5)).starts_with("ok: ARI connected"));
+    assert!(vb
+        .expect_health(200, Duration::from_secs(5))
+        .starts_with("ok: ARI connected"));
 
     let _back = AsteriskBack;
     // Its exit status says little (the CLI connection ends with Asterisk): /health tells.
     let _ = sandbox_script(&["cli", "core stop now"]);
     let down = vb.expect_health(503, Duration::from_secs(15));
     assert!(down.contains("WebSocket not connected"), "{down}");
-    assert_eq!(metric(&vb.get_metrics_path("/metrics").1, "voicebot1_ari_websocket_connected"), 0);
+    assert_eq!(
+        metric(
+            &vb.get_metrics_path("/metrics").1,
+            "voicebot1_ari_websocket_connected"
+        ),
+        0
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(vb.get_metrics_path("/health").0, 503, "healthy again with Asterisk stopped");
+    assert_eq!(
+        vb.get_metrics_path("/health").0,
+        503,
+        "healthy again with Asterisk stopped"
+    );
 
-    assert!(sandbox_script(&["up"]).success(), "scripts/asterisk-sandbox.sh up failed");
+    assert!(
+        sandbox_script(&["up"]).success(),
+        "scripts/asterisk-sandbox.sh up failed"
+    );
     let up = vb.expect_health(200, Duration::from_secs(20));
     assert!(up.starts_with("ok: ARI connected"), "{up}");
     let text = vb.get_metrics_path("/metrics").1;
     assert_eq!(metric(&text, "voicebot1_ari_websocket_connected"), 1);
-    assert!(metric(&text, "voicebot1_ari_websocket_reconnects_total") >= 1, "{text}");
+    assert!(
+        metric(&text, "voicebot1_ari_websocket_reconnects_total") >= 1,
+        "{text}"
+    );
     finish(vb);
 }

@@ -42,7 +42,10 @@ echo serve HOST FIRST_PORT SESSIONS PEER_HOST PEER_PORT
 ";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("-h" | "--help") => print!("{USAGE}"),
@@ -53,13 +56,18 @@ fn main() {
 /// `serve`: voicebot1's echo, one `Echo` per session, each pinned to the generator's address as a
 /// call's echo is pinned to Asterisk's RTP address. Exits, dropping every echo, when stdin closes.
 fn serve(args: &[String]) {
-    let [host, first, sessions, peer_host, peer_port] = args else { usage_error("serve takes 5 arguments") };
+    let [host, first, sessions, peer_host, peer_port] = args else {
+        usage_error("serve takes 5 arguments")
+    };
     let parse_err = |what: &str| -> ! { usage_error(&format!("serve: bad {what}")) };
     let host: IpAddr = host.parse().unwrap_or_else(|_| parse_err("HOST"));
     let first: u16 = first.parse().unwrap_or_else(|_| parse_err("FIRST_PORT"));
     let sessions: u16 = sessions.parse().unwrap_or_else(|_| parse_err("SESSIONS"));
     let peer_ip: IpAddr = peer_host.parse().unwrap_or_else(|_| parse_err("PEER_HOST"));
-    let peer = SocketAddr::new(peer_ip, peer_port.parse().unwrap_or_else(|_| parse_err("PEER_PORT")));
+    let peer = SocketAddr::new(
+        peer_ip,
+        peer_port.parse().unwrap_or_else(|_| parse_err("PEER_PORT")),
+    );
     let (pool, failures) = SocketPool::bind(host, first, first + sessions - 1);
     if let Some(f) = failures.first() {
         eprintln!("serve: cannot bind port {}: {}", f.port, f.error);
@@ -77,7 +85,10 @@ fn serve(args: &[String]) {
     std::io::stdout().flush().ok();
     let mut line = String::new();
     while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {}
-    let (rx, tx) = echos.iter().map(Echo::counts).fold((0, 0), |(r, t), c| (r + c.rx_packets, t + c.tx_packets));
+    let (rx, tx) = echos
+        .iter()
+        .map(Echo::counts)
+        .fold((0, 0), |(r, t), c| (r + c.rx_packets, t + c.tx_packets));
     let stopping = Instant::now();
     drop(echos);
     eprintln!(
@@ -117,8 +128,14 @@ impl Options {
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
-            let value = it.next().unwrap_or_else(|| usage_error(&format!("{flag} needs a value")));
-            let num = || value.parse::<u64>().unwrap_or_else(|_| usage_error(&format!("{flag} {value}: not a number")));
+            let value = it
+                .next()
+                .unwrap_or_else(|| usage_error(&format!("{flag} needs a value")));
+            let num = || {
+                value
+                    .parse::<u64>()
+                    .unwrap_or_else(|_| usage_error(&format!("{flag} {value}: not a number")))
+            };
             match flag.as_str() {
                 "--minimal" => o.minimal = Some(value.clone()),
                 "--rounds" => o.rounds = num() as usize,
@@ -156,7 +173,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(imp: &Impl, cpus: Option<&str>, first: u16, sessions: u16, peer: SocketAddr) -> Server {
+    fn start(
+        imp: &Impl,
+        cpus: Option<&str>,
+        first: u16,
+        sessions: u16,
+        peer: SocketAddr,
+    ) -> Server {
         let mut command = match cpus {
             Some(cpus) => {
                 let mut c = Command::new("taskset");
@@ -167,13 +190,21 @@ impl Server {
         };
         let mut child = command
             .args(&imp.pre_args)
-            .args(["127.0.0.1", &first.to_string(), &sessions.to_string(), &peer.ip().to_string(), &peer.port().to_string()])
+            .args([
+                "127.0.0.1",
+                &first.to_string(),
+                &sessions.to_string(),
+                &peer.ip().to_string(),
+                &peer.port().to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", imp.program));
         let mut ready = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut ready).expect("read ready");
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut ready)
+            .expect("read ready");
         assert_eq!(ready.trim(), "ready", "{} did not start", imp.name);
         let stdin = child.stdin.take();
         Server { child, stdin }
@@ -202,7 +233,9 @@ impl Drop for Server {
 /// On-CPU time of every live thread of `pid`, in ns (`schedstat`'s first field: exact, where
 /// `stat`'s utime + stime count 10 ms ticks).
 fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
     tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
@@ -211,22 +244,39 @@ fn cpu_ns(pid: u32) -> u64 {
 
 /// utime + stime of the whole process, in ns: the cross-check of `cpu_ns`.
 fn cpu_ticks_ns(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
     let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let field = |i: usize| after_comm.split_whitespace().nth(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        after_comm
+            .split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     (field(11) + field(12)) * 10_000_000 // USER_HZ is 100 on Linux
 }
 
 fn rss_kb(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
 /// Pins the calling thread to `cpus` (`taskset -p` on its thread id).
 fn pin_this_thread(cpus: &str) {
-    let tid = std::fs::read_link("/proc/thread-self").ok().and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok());
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok());
     let ok = tid.is_some_and(|tid| {
         Command::new("taskset")
             .args(["-p", "-c", cpus, &tid.to_string()])
@@ -326,26 +376,41 @@ struct Load {
 fn load(impls: &[Impl], firsts: &[u16], o: &Options) -> Vec<Load> {
     let gen = UdpSocket::bind((LOCAL, 0)).expect("bind generator");
     let peer = gen.local_addr().expect("generator address");
-    let servers: Vec<Server> =
-        impls.iter().zip(firsts).map(|(imp, first)| Server::start(imp, o.load_cpu.as_deref(), *first, o.sessions, peer)).collect();
+    let servers: Vec<Server> = impls
+        .iter()
+        .zip(firsts)
+        .map(|(imp, first)| Server::start(imp, o.load_cpu.as_deref(), *first, o.sessions, peer))
+        .collect();
     let n = impls.len();
     let epoch = Instant::now();
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let receiver = {
-        let (sock, measuring, stop) = (gen.try_clone().expect("clone"), measuring.clone(), stop.clone());
+        let (sock, measuring, stop) = (
+            gen.try_clone().expect("clone"),
+            measuring.clone(),
+            stop.clone(),
+        );
         let firsts = firsts.to_vec();
         let sessions = o.sessions;
-        sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             let mut rtts: Vec<Vec<u64>> = vec![Vec::with_capacity(1 << 20); firsts.len()];
             while !stop.load(Ordering::Relaxed) {
-                let Ok((len, from)) = sock.recv_from(&mut buf) else { continue };
+                let Ok((len, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
                 if len != PACKET || !measuring.load(Ordering::Relaxed) {
                     continue;
                 }
-                let Some(k) = firsts.iter().position(|f| (*f..f + sessions).contains(&from.port())) else { continue };
+                let Some(k) = firsts
+                    .iter()
+                    .position(|f| (*f..f + sessions).contains(&from.port()))
+                else {
+                    continue;
+                };
                 let sent = u64::from_be_bytes(buf[12..20].try_into().expect("8 bytes"));
                 // Packets sent during the warm-up carry 0 and are not counted.
                 if sent > 0 {
@@ -355,7 +420,9 @@ fn load(impls: &[Impl], firsts: &[u16], o: &Options) -> Vec<Load> {
             rtts
         })
     };
-    let interval = Duration::from_nanos(1_000_000_000 / (u64::from(o.sessions) * u64::from(o.pps) * n as u64).max(1));
+    let interval = Duration::from_nanos(
+        1_000_000_000 / (u64::from(o.sessions) * u64::from(o.pps) * n as u64).max(1),
+    );
     let warmup_until = Instant::now() + Duration::from_secs(1);
     let (mut next, mut i) = (Instant::now(), 0u64);
     let mut window: Option<(Instant, Vec<(u64, u64)>)> = None;
@@ -364,7 +431,13 @@ fn load(impls: &[Impl], firsts: &[u16], o: &Options) -> Vec<Load> {
         let now = Instant::now();
         if window.is_none() && now >= warmup_until {
             measuring.store(true, Ordering::SeqCst);
-            window = Some((Instant::now(), servers.iter().map(|s| (cpu_ns(s.pid()), cpu_ticks_ns(s.pid()))).collect()));
+            window = Some((
+                Instant::now(),
+                servers
+                    .iter()
+                    .map(|s| (cpu_ns(s.pid()), cpu_ticks_ns(s.pid())))
+                    .collect(),
+            ));
         }
         if let Some((since, _)) = &window {
             if now >= *since + Duration::from_secs(o.seconds) {
@@ -375,14 +448,28 @@ fn load(impls: &[Impl], firsts: &[u16], o: &Options) -> Vec<Load> {
             let k = (i % n as u64) as usize;
             let session = ((i / n as u64) % u64::from(o.sessions)) as u16;
             let seq = (i / n as u64 / u64::from(o.sessions)) as u16;
-            let stamp = if window.is_some() { epoch.elapsed().as_nanos() as u64 } else { 0 };
-            if gen.send_to(&packet(u32::from(session), seq, stamp), (LOCAL, firsts[k] + session)).is_ok() && window.is_some() {
+            let stamp = if window.is_some() {
+                epoch.elapsed().as_nanos() as u64
+            } else {
+                0
+            };
+            if gen
+                .send_to(
+                    &packet(u32::from(session), seq, stamp),
+                    (LOCAL, firsts[k] + session),
+                )
+                .is_ok()
+                && window.is_some()
+            {
                 sent[k] += 1;
             }
             i += 1;
             next += interval;
         }
-        std::thread::sleep(next.saturating_duration_since(Instant::now()).max(Duration::from_micros(50)));
+        std::thread::sleep(
+            next.saturating_duration_since(Instant::now())
+                .max(Duration::from_micros(50)),
+        );
     }
     // The last packets come back before the echoes' CPU time is read.
     std::thread::sleep(Duration::from_millis(50));
@@ -391,7 +478,13 @@ fn load(impls: &[Impl], firsts: &[u16], o: &Options) -> Vec<Load> {
     let used: Vec<(u64, u64, u64)> = servers
         .iter()
         .zip(&cpu0)
-        .map(|(s, (c0, t0))| (cpu_ns(s.pid()) - c0, cpu_ticks_ns(s.pid()) - t0, rss_kb(s.pid())))
+        .map(|(s, (c0, t0))| {
+            (
+                cpu_ns(s.pid()) - c0,
+                cpu_ticks_ns(s.pid()) - t0,
+                rss_kb(s.pid()),
+            )
+        })
         .collect();
     stop.store(true, Ordering::SeqCst);
     let rtts = receiver.join().expect("receiver");
@@ -420,22 +513,40 @@ fn load(impls: &[Impl], firsts: &[u16], o: &Options) -> Vec<Load> {
 fn free_ports(from: u16, n: u16) -> u16 {
     let mut first = from;
     loop {
-        let probe: Vec<_> = (0..n).map(|i| UdpSocket::bind((LOCAL, first + i))).collect();
+        let probe: Vec<_> = (0..n)
+            .map(|i| UdpSocket::bind((LOCAL, first + i)))
+            .collect();
         if probe.iter().all(Result::is_ok) {
             return first;
         }
-        first = first.checked_add(n + 16).filter(|f| *f < 32_000).unwrap_or_else(|| panic!("no {n} free UDP ports below 32000"));
+        first = first
+            .checked_add(n + 16)
+            .filter(|f| *f < 32_000)
+            .unwrap_or_else(|| panic!("no {n} free UDP ports below 32000"));
     }
 }
 
 fn run(o: &Options) {
-    let me = std::env::current_exe().expect("current exe").to_string_lossy().into_owned();
-    let mut impls = vec![Impl { name: "voicebot1", program: me, pre_args: vec!["serve".into()] }];
+    let me = std::env::current_exe()
+        .expect("current exe")
+        .to_string_lossy()
+        .into_owned();
+    let mut impls = vec![Impl {
+        name: "voicebot1",
+        program: me,
+        pre_args: vec!["serve".into()],
+    }];
     if let Some(path) = &o.minimal {
-        impls.push(Impl { name: "minimal", program: path.clone(), pre_args: vec![] });
+        impls.push(Impl {
+            name: "minimal",
+            program: path.clone(),
+            pre_args: vec![],
+        });
     }
     let ports = free_ports(o.port, o.sessions * impls.len() as u16);
-    let firsts: Vec<u16> = (0..impls.len()).map(|k| ports + k as u16 * o.sessions).collect();
+    let firsts: Vec<u16> = (0..impls.len())
+        .map(|k| ports + k as u16 * o.sessions)
+        .collect();
     println!(
         "# ping-pong: {} rounds of {} round trips, {}; load: {} rounds of {} sessions x {} pps on each echo at once for {} s, {}; ports {}..",
         o.rounds,
@@ -492,7 +603,15 @@ fn run(o: &Options) {
     let load_head = format!("{} sessions x {} pps:", o.sessions, o.pps);
     println!(
         "{:<10} {:>14} {:>13} {:>10}  | {load_head} {:>5} {:>6} {:>6} {:>10} {:>10}",
-        "echo", "cpu_ns_per_pkt", "rtt_median_us", "rtt_p99_us", "cpu%", "rss_MB", "ns/pkt", "rtt_med_us", "rtt_p99_us"
+        "echo",
+        "cpu_ns_per_pkt",
+        "rtt_median_us",
+        "rtt_p99_us",
+        "cpu%",
+        "rss_MB",
+        "ns/pkt",
+        "rtt_med_us",
+        "rtt_p99_us"
     );
     for (k, imp) in impls.iter().enumerate() {
         let p = |f: fn(&Ping) -> f64| median(pings[k].iter().map(f));
@@ -513,9 +632,22 @@ fn run(o: &Options) {
         );
     }
     if impls.len() == 2 {
-        let ping_ratio: Vec<f64> = pings[0].iter().zip(&pings[1]).map(|(a, b)| a.cpu_ns_per_pkt / b.cpu_ns_per_pkt).collect();
-        let load_ratio: Vec<f64> = loads[0].iter().zip(&loads[1]).map(|(a, b)| a.ns_per_pkt / b.ns_per_pkt).collect();
-        let show = |v: &[f64]| v.iter().map(|r| format!("{r:.3}")).collect::<Vec<_>>().join(" ");
+        let ping_ratio: Vec<f64> = pings[0]
+            .iter()
+            .zip(&pings[1])
+            .map(|(a, b)| a.cpu_ns_per_pkt / b.cpu_ns_per_pkt)
+            .collect();
+        let load_ratio: Vec<f64> = loads[0]
+            .iter()
+            .zip(&loads[1])
+            .map(|(a, b)| a.ns_per_pkt / b.ns_per_pkt)
+            .collect();
+        let show = |v: &[f64]| {
+            v.iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         println!(
             "ratio voicebot1/minimal, CPU per packet: ping-pong {:.3} (rounds: {}); {} sessions {:.3} (rounds: {})",
             median(ping_ratio.iter().copied()),
@@ -524,8 +656,10 @@ fn run(o: &Options) {
             median(load_ratio.iter().copied()),
             show(&load_ratio)
         );
-        let diff = |f: fn(&Ping) -> f64| median(pings[0].iter().zip(&pings[1]).map(|(a, b)| f(a) - f(b)));
-        let load_diff = |f: fn(&Load) -> f64| median(loads[0].iter().zip(&loads[1]).map(|(a, b)| f(a) - f(b)));
+        let diff =
+            |f: fn(&Ping) -> f64| median(pings[0].iter().zip(&pings[1]).map(|(a, b)| f(a) - f(b)));
+        let load_diff =
+            |f: fn(&Load) -> f64| median(loads[0].iter().zip(&loads[1]).map(|(a, b)| f(a) - f(b)));
         println!(
             "round trip voicebot1 - minimal: ping-pong median {:+.1} us, p99 {:+.1} us; {} sessions median {:+.1} us, p99 {:+.1} us",
             diff(|p| p.rtt_median_us),

@@ -34,7 +34,12 @@ fn status(pid: u32) -> Status {
             .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap_or(0)
     };
-    Status { rss_kb: field("VmRSS:"), anon_kb: field("RssAnon:"), file_kb: field("RssFile:"), threads: field("Threads:") }
+    Status {
+        rss_kb: field("VmRSS:"),
+        anon_kb: field("RssAnon:"),
+        file_kb: field("RssFile:"),
+        threads: field("Threads:"),
+    }
 }
 
 /// The largest of a few readings, 300 ms apart, after things settled.
@@ -65,7 +70,10 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let (mut calls, mut workers) = (300u16, 8u32);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -98,7 +106,9 @@ fn main() {
     };
     let mut vb = Voicebot::start("memory", &fake, config);
     let pid = vb.pid();
-    wait_for("voicebot1 to connect", Duration::from_secs(20), || fake.ws_connected() > 0);
+    wait_for("voicebot1 to connect", Duration::from_secs(20), || {
+        fake.ws_connected() > 0
+    });
     let idle = settled(pid);
 
     let ids: Vec<String> = (0..calls).map(|i| format!("1765000000.{i}")).collect();
@@ -106,23 +116,42 @@ fn main() {
     for id in &ids {
         fake.new_inbound_call(id);
     }
-    wait_for("every caller to be bridged with the bot", Duration::from_secs(120), || {
-        vb.count_log("caller and media bridged") >= ids.len()
-    });
+    wait_for(
+        "every caller to be bridged with the bot",
+        Duration::from_secs(120),
+        || vb.count_log("caller and media bridged") >= ids.len(),
+    );
     let set_up = started.elapsed();
     let busy = settled(pid);
 
     for id in &ids {
         fake.caller_hangs_up(id);
     }
-    wait_for("every call to end", Duration::from_secs(120), || vb.count_log("ended (caller hung up)") >= ids.len());
+    wait_for("every call to end", Duration::from_secs(120), || {
+        vb.count_log("ended (caller hung up)") >= ids.len()
+    });
     let after = settled(pid);
-    let clean = vb.terminate(Duration::from_secs(20)).is_some_and(|s| s.success());
+    let clean = vb
+        .terminate(Duration::from_secs(20))
+        .is_some_and(|s| s.success());
 
     let per_call_kb = busy.rss_kb.saturating_sub(idle.rss_kb) as f64 / f64::from(calls);
-    println!("{:<28} {:>7} {:>8} {:>8} {:>8}", "voicebot1", "rss_MB", "anon_MB", "file_MB", "threads");
-    for (what, s) in [("idle (connected, no call)", &idle), (&*format!("{calls} bot sessions"), &busy), ("after they ended", &after)] {
-        println!("{what:<28} {:>7.1} {:>8.1} {:>8.1} {:>8}", mb(s.rss_kb), mb(s.anon_kb), mb(s.file_kb), s.threads);
+    println!(
+        "{:<28} {:>7} {:>8} {:>8} {:>8}",
+        "voicebot1", "rss_MB", "anon_MB", "file_MB", "threads"
+    );
+    for (what, s) in [
+        ("idle (connected, no call)", &idle),
+        (&*format!("{calls} bot sessions"), &busy),
+        ("after they ended", &after),
+    ] {
+        println!(
+            "{what:<28} {:>7.1} {:>8.1} {:>8.1} {:>8}",
+            mb(s.rss_kb),
+            mb(s.anon_kb),
+            mb(s.file_kb),
+            s.threads
+        );
     }
     println!(
         "per call: {per_call_kb:.1} KB ({calls} calls set up in {:.1} s; workers {workers}; exit after SIGTERM {})",

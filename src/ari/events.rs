@@ -97,15 +97,28 @@ pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
     let b = text.as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {
         let part = text.get(from..from + len)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
-    if b.len() < 24 || b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(10) != Some(&b'T') || b.get(19) != Some(&b'.') {
+    if b.len() < 24
+        || b.get(4) != Some(&b'-')
+        || b.get(7) != Some(&b'-')
+        || b.get(10) != Some(&b'T')
+        || b.get(19) != Some(&b'.')
+    {
         return None;
     }
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
     let digits = b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
-    if digits == 0 || !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if digits == 0
+        || !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let fraction = num(20, digits.min(9))?;
@@ -153,14 +166,29 @@ impl std::error::Error for DecodeError {}
 
 /// Decodes one WebSocket text frame.
 pub fn decode(frame: &str) -> Result<Event, DecodeError> {
-    let value: serde_json::Value =
-        serde_json::from_str(frame).map_err(|e| DecodeError { event_type: None, reason: format!("not JSON ({e})") })?;
+    let value: serde_json::Value = serde_json::from_str(frame).map_err(|e| DecodeError {
+        event_type: None,
+        reason: format!("not JSON ({e})"),
+    })?;
     let event_type = match value.get("type") {
         Some(serde_json::Value::String(t)) => t.clone(),
-        Some(_) => return Err(DecodeError { event_type: None, reason: "\"type\" is not a string".into() }),
-        None => return Err(DecodeError { event_type: None, reason: "JSON without a \"type\"".into() }),
+        Some(_) => {
+            return Err(DecodeError {
+                event_type: None,
+                reason: "\"type\" is not a string".into(),
+            })
+        }
+        None => {
+            return Err(DecodeError {
+                event_type: None,
+                reason: "JSON without a \"type\"".into(),
+            })
+        }
     };
-    Event::deserialize(value).map_err(|e| DecodeError { event_type: Some(truncate(&event_type, 64)), reason: e.to_string() })
+    Event::deserialize(value).map_err(|e| DecodeError {
+        event_type: Some(truncate(&event_type, 64)),
+        reason: e.to_string(),
+    })
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -175,7 +203,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let path = format!("{}/tests/fixtures/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/tests/fixtures/events/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
@@ -208,7 +239,9 @@ mod tests {
     #[test]
     fn channel_destroyed_fixture_carries_cause() {
         match decode(&fixture("channel_destroyed.json")).unwrap() {
-            Event::ChannelDestroyed { cause, cause_txt, .. } => {
+            Event::ChannelDestroyed {
+                cause, cause_txt, ..
+            } => {
                 assert!(cause > 0);
                 assert!(!cause_txt.is_empty());
             }
@@ -218,13 +251,22 @@ mod tests {
 
     #[test]
     fn stasis_end_fixture_decodes() {
-        assert!(matches!(decode(&fixture("stasis_end.json")).unwrap(), Event::StasisEnd { .. }));
+        assert!(matches!(
+            decode(&fixture("stasis_end.json")).unwrap(),
+            Event::StasisEnd { .. }
+        ));
     }
 
     #[test]
     fn unused_event_types_fall_into_other() {
-        assert_eq!(decode(&fixture("channel_varset.json")).unwrap(), Event::Other);
-        assert_eq!(decode(r#"{"type":"ChannelDtmfReceived","digit":"1"}"#).unwrap(), Event::Other);
+        assert_eq!(
+            decode(&fixture("channel_varset.json")).unwrap(),
+            Event::Other
+        );
+        assert_eq!(
+            decode(r#"{"type":"ChannelDtmfReceived","digit":"1"}"#).unwrap(),
+            Event::Other
+        );
     }
 
     #[test]
@@ -232,8 +274,14 @@ mod tests {
         let e = decode("not json").unwrap_err();
         assert_eq!(e.event_type, None);
         assert!(e.to_string().contains("not JSON"));
-        assert!(decode("[1,2]").unwrap_err().to_string().contains("without a \"type\""));
-        assert!(decode(r#"{"type":7}"#).unwrap_err().to_string().contains("not a string"));
+        assert!(decode("[1,2]")
+            .unwrap_err()
+            .to_string()
+            .contains("without a \"type\""));
+        assert!(decode(r#"{"type":7}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("not a string"));
     }
 
     #[test]
@@ -274,13 +322,29 @@ mod tests {
     #[test]
     fn event_timestamps_parse_with_their_offset() {
         let t = parse_timestamp("2026-11-24T04:12:52.001+0000").unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap(), Duration::new(1_795_493_572, 1_000_000));
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap(),
+            Duration::new(1_795_493_572, 1_000_000)
+        );
         let shifted = parse_timestamp("2026-11-24T05:12:52.001+0100").unwrap();
         assert_eq!(shifted, t);
         let micros = parse_timestamp("2026-11-24T04:12:52.001500-0000").unwrap();
-        assert_eq!(micros.duration_since(t).unwrap(), Duration::from_micros(500));
-        assert_eq!(parse_timestamp("1970-01-01T00:00:00.000+0000"), Some(SystemTime::UNIX_EPOCH));
-        for bad in ["", "2026-11-24 04:12:52.001+0000", "2026-13-24T04:12:52.001+0000", "2026-11-24T04:12:52+0000", "2026-11-24T04:12:52.001Z", "2026-11-24T04:12:52.0x1+0000"] {
+        assert_eq!(
+            micros.duration_since(t).unwrap(),
+            Duration::from_micros(500)
+        );
+        assert_eq!(
+            parse_timestamp("1970-01-01T00:00:00.000+0000"),
+            Some(SystemTime::UNIX_EPOCH)
+        );
+        for bad in [
+            "",
+            "2026-11-24 04:12:52.001+0000",
+            "2026-13-24T04:12:52.001+0000",
+            "2026-11-24T04:12:52+0000",
+            "2026-11-24T04:12:52.001Z",
+            "2026-11-24T04:12:52.0x1+0000",
+        ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
     }

@@ -52,8 +52,14 @@ impl fmt::Display for AriError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ErrorKind::NotFound => write!(f, "{}: HTTP 404 not found", self.doing),
-            ErrorKind::Unauthorized(code) => write!(f, "{}: HTTP {code}: check [ari] username/password", self.doing),
-            ErrorKind::Status(code, msg) if msg.is_empty() => write!(f, "{}: HTTP {code}", self.doing),
+            ErrorKind::Unauthorized(code) => write!(
+                f,
+                "{}: HTTP {code}: check [ari] username/password",
+                self.doing
+            ),
+            ErrorKind::Status(code, msg) if msg.is_empty() => {
+                write!(f, "{}: HTTP {code}", self.doing)
+            }
             ErrorKind::Status(code, msg) => write!(f, "{}: HTTP {code}: {msg}", self.doing),
             ErrorKind::Transport(msg) => write!(f, "{}: {msg}", self.doing),
             ErrorKind::Decode(msg) => write!(f, "{}: unexpected response: {msg}", self.doing),
@@ -143,7 +149,9 @@ pub struct AriClient {
 
 impl fmt::Debug for AriClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AriClient").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("AriClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -183,22 +191,41 @@ impl AriClient {
     /// `GET /asterisk/info`: the Asterisk version, and a check of the credentials.
     pub fn asterisk_version(&self) -> Result<String> {
         let doing = "asking Asterisk for its version".to_string();
-        let v: serde_json::Value = self.json("GET", "/asterisk/info", &[], Idempotent::Yes, &doing)?;
-        Ok(v.pointer("/system/version").and_then(|v| v.as_str()).unwrap_or("unknown").to_string())
+        let v: serde_json::Value =
+            self.json("GET", "/asterisk/info", &[], Idempotent::Yes, &doing)?;
+        Ok(v.pointer("/system/version")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_string())
     }
 
     /// `GET /asterisk/modules/{name}`: the module's status (`Running` when loaded).
     pub fn module_status(&self, name: &str) -> Result<String> {
         let doing = format!("asking Asterisk about module {name}");
-        let v: serde_json::Value = self.json("GET", &format!("/asterisk/modules/{}", seg(name)), &[], Idempotent::Yes, &doing)?;
-        Ok(v.get("status").and_then(|s| s.as_str()).unwrap_or("unknown").to_string())
+        let v: serde_json::Value = self.json(
+            "GET",
+            &format!("/asterisk/modules/{}", seg(name)),
+            &[],
+            Idempotent::Yes,
+            &doing,
+        )?;
+        Ok(v.get("status")
+            .and_then(|s| s.as_str())
+            .unwrap_or("unknown")
+            .to_string())
     }
 
     /// `GET /applications/{name}`: whether a Stasis application of that name is registered
     /// (some ARI client is connected under it).
     pub fn application_registered(&self, name: &str) -> Result<bool> {
         let doing = format!("asking Asterisk about application {name}");
-        match self.call("GET", &format!("/applications/{}", seg(name)), &[], Idempotent::Yes, &doing) {
+        match self.call(
+            "GET",
+            &format!("/applications/{}", seg(name)),
+            &[],
+            Idempotent::Yes,
+            &doing,
+        ) {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
@@ -211,7 +238,10 @@ impl AriClient {
         let doing = format!("asking Asterisk about endpoint {tech}/{resource}");
         let path = format!("/endpoints/{}/{}", seg(tech), seg(resource));
         let v: serde_json::Value = self.json("GET", &path, &[], Idempotent::Yes, &doing)?;
-        Ok(v.get("state").and_then(|s| s.as_str()).unwrap_or("unknown").to_string())
+        Ok(v.get("state")
+            .and_then(|s| s.as_str())
+            .unwrap_or("unknown")
+            .to_string())
     }
 
     pub fn list_channels(&self) -> Result<Vec<Channel>> {
@@ -219,7 +249,13 @@ impl AriClient {
     }
 
     pub fn get_bridge(&self, id: &str) -> Result<Bridge> {
-        self.json("GET", &format!("/bridges/{}", seg(id)), &[], Idempotent::Yes, &format!("looking up bridge {id}"))
+        self.json(
+            "GET",
+            &format!("/bridges/{}", seg(id)),
+            &[],
+            Idempotent::Yes,
+            &format!("looking up bridge {id}"),
+        )
     }
 
     pub fn list_bridges(&self) -> Result<Vec<Bridge>> {
@@ -228,25 +264,50 @@ impl AriClient {
 
     pub fn create_bridge(&self, id: &str, name: &str) -> Result<()> {
         let doing = format!("creating bridge {id}");
-        self.call("POST", &format!("/bridges/{}", seg(id)), &[("type", "mixing"), ("name", name)], Idempotent::No, &doing)
-            .map(drop)
+        self.call(
+            "POST",
+            &format!("/bridges/{}", seg(id)),
+            &[("type", "mixing"), ("name", name)],
+            Idempotent::No,
+            &doing,
+        )
+        .map(drop)
     }
 
     /// Adds channels to a bridge, all in one request (ARI takes a comma-separated list).
     pub fn add_channels(&self, bridge: &str, channels: &[&str]) -> Result<()> {
         let list = channels.join(",");
         let doing = format!("adding {list} to bridge {bridge}");
-        self.call("POST", &format!("/bridges/{}/addChannel", seg(bridge)), &[("channel", &list)], Idempotent::No, &doing)
-            .map(drop)
+        self.call(
+            "POST",
+            &format!("/bridges/{}/addChannel", seg(bridge)),
+            &[("channel", &list)],
+            Idempotent::No,
+            &doing,
+        )
+        .map(drop)
     }
 
     pub fn destroy_bridge(&self, id: &str) -> Result<()> {
         let doing = format!("destroying bridge {id}");
-        self.call("DELETE", &format!("/bridges/{}", seg(id)), &[], Idempotent::Yes, &doing).map(drop)
+        self.call(
+            "DELETE",
+            &format!("/bridges/{}", seg(id)),
+            &[],
+            Idempotent::Yes,
+            &doing,
+        )
+        .map(drop)
     }
 
     /// Creates an externalMedia channel sending RTP to `external_host` (`ip:port`).
-    pub fn external_media(&self, channel_id: &str, app: &str, external_host: &str, format: &str) -> Result<Channel> {
+    pub fn external_media(
+        &self,
+        channel_id: &str,
+        app: &str,
+        external_host: &str,
+        format: &str,
+    ) -> Result<Channel> {
         let doing = format!("creating externalMedia {channel_id} to {external_host}");
         let query = [
             ("app", app),
@@ -258,7 +319,13 @@ impl AriClient {
             ("connection_type", "client"),
             ("direction", "both"),
         ];
-        self.json("POST", "/channels/externalMedia", &query, Idempotent::No, &doing)
+        self.json(
+            "POST",
+            "/channels/externalMedia",
+            &query,
+            Idempotent::No,
+            &doing,
+        )
     }
 
     /// Originates `o.channel_id` to `o.endpoint`; the channel enters Stasis(`app`, `app_args`)
@@ -266,32 +333,65 @@ impl AriClient {
     pub fn originate(&self, o: &Originate) -> Result<Channel> {
         let doing = format!("originating {} to {}", o.channel_id, o.endpoint);
         let timeout = o.timeout.as_secs().max(1).to_string();
-        let mut query = vec![("endpoint", o.endpoint), ("app", o.app), ("appArgs", o.app_args), ("timeout", timeout.as_str())];
+        let mut query = vec![
+            ("endpoint", o.endpoint),
+            ("app", o.app),
+            ("appArgs", o.app_args),
+            ("timeout", timeout.as_str()),
+        ];
         if !o.caller_id.is_empty() {
             query.push(("callerId", o.caller_id));
         }
-        self.json("POST", &format!("/channels/{}", seg(o.channel_id)), &query, Idempotent::No, &doing)
+        self.json(
+            "POST",
+            &format!("/channels/{}", seg(o.channel_id)),
+            &query,
+            Idempotent::No,
+            &doing,
+        )
     }
 
     pub fn hangup(&self, channel: &str, reason: HangupReason) -> Result<()> {
         let doing = format!("hanging up {channel}");
-        self.call("DELETE", &format!("/channels/{}", seg(channel)), &[("reason", reason.as_ari())], Idempotent::Yes, &doing)
-            .map(drop)
+        self.call(
+            "DELETE",
+            &format!("/channels/{}", seg(channel)),
+            &[("reason", reason.as_ari())],
+            Idempotent::Yes,
+            &doing,
+        )
+        .map(drop)
     }
 
     /// Sets a channel variable or writes a dialplan function (e.g. `CHANNEL(hangup_handler_push)`).
     pub fn set_variable(&self, channel: &str, variable: &str, value: &str) -> Result<()> {
         let doing = format!("setting {variable} on {channel}");
         let path = format!("/channels/{}/variable", seg(channel));
-        self.call("POST", &path, &[("variable", variable), ("value", value)], Idempotent::No, &doing).map(drop)
+        self.call(
+            "POST",
+            &path,
+            &[("variable", variable), ("value", value)],
+            Idempotent::No,
+            &doing,
+        )
+        .map(drop)
     }
 
     /// Reads a channel variable or a dialplan function (e.g. `CHANNEL(rtp,src)`).
     pub fn channel_variable(&self, channel: &str, variable: &str) -> Result<String> {
         let doing = format!("reading {variable} of {channel}");
         let path = format!("/channels/{}/variable", seg(channel));
-        let v: serde_json::Value = self.json("GET", &path, &[("variable", variable)], Idempotent::Yes, &doing)?;
-        Ok(v.get("value").and_then(|s| s.as_str()).unwrap_or_default().to_string())
+        let v: serde_json::Value = self.json(
+            "GET",
+            &path,
+            &[("variable", variable)],
+            Idempotent::Yes,
+            &doing,
+        )?;
+        Ok(v.get("value")
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_string())
     }
 
     /// Plays `media` (e.g. `tone:ring`) to `channel` as playback `playback_id`. It also reaches a
@@ -299,28 +399,62 @@ impl AriClient {
     pub fn play(&self, channel: &str, playback_id: &str, media: &str) -> Result<()> {
         let doing = format!("playing {media} to {channel}");
         let path = format!("/channels/{}/play/{}", seg(channel), seg(playback_id));
-        self.call("POST", &path, &[("media", media)], Idempotent::No, &doing).map(drop)
+        self.call("POST", &path, &[("media", media)], Idempotent::No, &doing)
+            .map(drop)
     }
 
     /// `GET /playbacks/{id}`: the playback's state (`queued`, `playing`, `done`, …).
     pub fn playback_state(&self, playback_id: &str) -> Result<String> {
         let doing = format!("asking Asterisk about playback {playback_id}");
-        let v: serde_json::Value = self.json("GET", &format!("/playbacks/{}", seg(playback_id)), &[], Idempotent::Yes, &doing)?;
-        Ok(v.get("state").and_then(|s| s.as_str()).unwrap_or("unknown").to_string())
+        let v: serde_json::Value = self.json(
+            "GET",
+            &format!("/playbacks/{}", seg(playback_id)),
+            &[],
+            Idempotent::Yes,
+            &doing,
+        )?;
+        Ok(v.get("state")
+            .and_then(|s| s.as_str())
+            .unwrap_or("unknown")
+            .to_string())
     }
 
     pub fn stop_playback(&self, playback_id: &str) -> Result<()> {
         let doing = format!("stopping playback {playback_id}");
-        self.call("DELETE", &format!("/playbacks/{}", seg(playback_id)), &[], Idempotent::Yes, &doing).map(drop)
+        self.call(
+            "DELETE",
+            &format!("/playbacks/{}", seg(playback_id)),
+            &[],
+            Idempotent::Yes,
+            &doing,
+        )
+        .map(drop)
     }
 
-    fn json<T: DeserializeOwned>(&self, method: &str, path: &str, query: &[(&str, &str)], idem: Idempotent, doing: &str) -> Result<T> {
+    fn json<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        idem: Idempotent,
+        doing: &str,
+    ) -> Result<T> {
         let body = self.call(method, path, query, idem, doing)?;
-        serde_json::from_str(&body).map_err(|e| AriError { doing: doing.to_string(), kind: ErrorKind::Decode(e.to_string()) })
+        serde_json::from_str(&body).map_err(|e| AriError {
+            doing: doing.to_string(),
+            kind: ErrorKind::Decode(e.to_string()),
+        })
     }
 
     /// One request, retried once when idempotent and the failure may be passing.
-    fn call(&self, method: &str, path: &str, query: &[(&str, &str)], idem: Idempotent, doing: &str) -> Result<String> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        idem: Idempotent,
+        doing: &str,
+    ) -> Result<String> {
         match self.call_once(method, path, query, doing) {
             Err(e) if idem == Idempotent::Yes && is_passing(&e.kind) => {
                 debug!("{e}; retrying once");
@@ -332,14 +466,26 @@ impl AriClient {
         }
     }
 
-    fn call_once(&self, method: &str, path: &str, query: &[(&str, &str)], doing: &str) -> Result<String> {
+    fn call_once(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, &str)],
+        doing: &str,
+    ) -> Result<String> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self.agent.request(method, &url).set("Authorization", &self.auth);
+        let mut req = self
+            .agent
+            .request(method, &url)
+            .set("Authorization", &self.auth);
         for (k, v) in query {
             req = req.query(k, v);
         }
         debug!("ARI {method} {path} {query:?}");
-        let err = |kind| AriError { doing: doing.to_string(), kind };
+        let err = |kind| AriError {
+            doing: doing.to_string(),
+            kind,
+        };
         let sent = Instant::now();
         let (result, answer) = match req.call() {
             Ok(resp) => {
@@ -351,8 +497,17 @@ impl AriClient {
                         (Ok(body), Answer::Status(status))
                     }
                     Err(e) => {
-                        let answer = if is_timeout(&e) { Answer::Timeout } else { Answer::Other };
-                        (Err(err(ErrorKind::Transport(format!("reading the response: {e}")))), answer)
+                        let answer = if is_timeout(&e) {
+                            Answer::Timeout
+                        } else {
+                            Answer::Other
+                        };
+                        (
+                            Err(err(ErrorKind::Transport(format!(
+                                "reading the response: {e}"
+                            )))),
+                            answer,
+                        )
                     }
                 }
             }
@@ -368,7 +523,10 @@ impl AriClient {
             }
             Err(ureq::Error::Transport(t)) => {
                 debug!("ARI {method} {path} -> transport error: {t}");
-                (Err(err(ErrorKind::Transport(t.to_string()))), transport_answer(&t))
+                (
+                    Err(err(ErrorKind::Transport(t.to_string()))),
+                    transport_answer(&t),
+                )
             }
         };
         self.observer.request(method, path, answer, sent.elapsed());
@@ -378,7 +536,10 @@ impl AriClient {
 
 /// A pseudo-random number in `0..bound` (xorshift over the clock: jitter needs no more).
 fn jitter_ms(bound: u64) -> u64 {
-    let mut x = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.subsec_nanos() as u64) | 1;
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.subsec_nanos() as u64)
+        | 1;
     x ^= x << 13;
     x ^= x >> 7;
     x ^= x << 17;
@@ -389,7 +550,12 @@ fn jitter_ms(bound: u64) -> u64 {
 fn transport_answer(t: &ureq::Transport) -> Answer {
     match t.kind() {
         ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed => Answer::Connect,
-        _ if std::error::Error::source(t).and_then(|s| s.downcast_ref::<std::io::Error>()).is_some_and(is_timeout) => Answer::Timeout,
+        _ if std::error::Error::source(t)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(is_timeout) =>
+        {
+            Answer::Timeout
+        }
         _ => Answer::Other,
     }
 }
@@ -413,7 +579,10 @@ fn tls_for(config: &AriConfig) -> Option<Arc<rustls::ClientConfig>> {
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock)
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
 }
 
 fn is_passing(kind: &ErrorKind) -> bool {
@@ -429,7 +598,11 @@ fn is_passing(kind: &ErrorKind) -> bool {
 fn ari_message(body: &str) -> String {
     let msg = serde_json::from_str::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| ["message", "error"].iter().find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_string)))
+        .and_then(|v| {
+            ["message", "error"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_string))
+        })
         .unwrap_or_else(|| body.trim().to_string());
     msg.chars().filter(|c| !c.is_control()).take(200).collect()
 }
@@ -456,7 +629,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -475,7 +652,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (plain, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")] {
+        for (plain, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(plain.as_bytes()), enc);
         }
         assert_eq!(basic_auth("voicebot1", "pw"), "Basic dm9pY2Vib3QxOnB3");
@@ -489,28 +674,53 @@ mod tests {
 
     #[test]
     fn errors_read_as_sentences_and_name_what_was_done() {
-        let e = AriError { doing: "creating bridge b1".into(), kind: ErrorKind::Status(500, "Internal Server Error".into()) };
-        assert_eq!(e.to_string(), "creating bridge b1: HTTP 500: Internal Server Error");
-        let e = AriError { doing: "connecting".into(), kind: ErrorKind::Unauthorized(401) };
+        let e = AriError {
+            doing: "creating bridge b1".into(),
+            kind: ErrorKind::Status(500, "Internal Server Error".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "creating bridge b1: HTTP 500: Internal Server Error"
+        );
+        let e = AriError {
+            doing: "connecting".into(),
+            kind: ErrorKind::Unauthorized(401),
+        };
         assert!(e.to_string().contains("401: check [ari] username/password"));
-        assert!(AriError { doing: String::new(), kind: ErrorKind::NotFound }.is_not_found());
+        assert!(AriError {
+            doing: String::new(),
+            kind: ErrorKind::NotFound
+        }
+        .is_not_found());
     }
 
     #[test]
     fn requests_without_a_status_are_classed_as_timeout_or_connect() {
         use std::net::TcpListener;
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_millis(200)).build();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_millis(200))
+            .build();
         // Accepts (the kernel does, from the backlog) but never answers.
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/ari/asterisk/info", silent.local_addr().unwrap());
         match agent.get(&url).call() {
-            Err(ureq::Error::Transport(t)) => assert_eq!(transport_answer(&t), Answer::Timeout, "{t}"),
+            Err(ureq::Error::Transport(t)) => {
+                assert_eq!(transport_answer(&t), Answer::Timeout, "{t}")
+            }
             other => panic!("expected a transport error, got {other:?}"),
         }
         // Nobody listens on a port just released.
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        match agent.get(&format!("http://{closed}/ari/asterisk/info")).call() {
-            Err(ureq::Error::Transport(t)) => assert_eq!(transport_answer(&t), Answer::Connect, "{t}"),
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        match agent
+            .get(&format!("http://{closed}/ari/asterisk/info"))
+            .call()
+        {
+            Err(ureq::Error::Transport(t)) => {
+                assert_eq!(transport_answer(&t), Answer::Connect, "{t}")
+            }
             other => panic!("expected a transport error, got {other:?}"),
         }
         drop(silent);
@@ -518,15 +728,28 @@ mod tests {
 
     #[test]
     fn plain_http_gets_no_tls_settings_and_https_does() {
-        let parse = |text: &str| crate::config::Config::parse(text, "t", &crate::config::ProcessEnv).expect("config parses").ari;
+        let parse = |text: &str| {
+            crate::config::Config::parse(text, "t", &crate::config::ProcessEnv)
+                .expect("config parses")
+                .ari
+        };
         assert!(tls_for(&parse("[ari]\npassword = 'x'\n")).is_none());
-        assert!(tls_for(&parse("[ari]\npassword = 'x'\nurl = 'https://localhost:8089'\n")).is_some());
+        assert!(tls_for(&parse(
+            "[ari]\npassword = 'x'\nurl = 'https://localhost:8089'\n"
+        ))
+        .is_some());
     }
 
     #[test]
     fn ari_messages_are_extracted_and_cleaned() {
-        assert_eq!(ari_message(r#"{"message":"Channel not found"}"#), "Channel not found");
-        assert_eq!(ari_message(r#"{"error":"Allocation failed"}"#), "Allocation failed");
+        assert_eq!(
+            ari_message(r#"{"message":"Channel not found"}"#),
+            "Channel not found"
+        );
+        assert_eq!(
+            ari_message(r#"{"error":"Allocation failed"}"#),
+            "Allocation failed"
+        );
         assert_eq!(ari_message("plain\ntext"), "plaintext");
         assert_eq!(ari_message(&"x".repeat(1000)).len(), 200);
     }

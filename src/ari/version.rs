@@ -47,7 +47,12 @@ impl AsteriskVersion {
                 break;
             }
         }
-        (count >= 2).then(|| AsteriskVersion { major: numbers[0], minor: numbers[1], patch: numbers[2], raw: s.to_string() })
+        (count >= 2).then(|| AsteriskVersion {
+            major: numbers[0],
+            minor: numbers[1],
+            patch: numbers[2],
+            raw: s.to_string(),
+        })
     }
 
     fn at_least(&self, major: u32, minor: u32) -> bool {
@@ -59,8 +64,12 @@ impl AsteriskVersion {
         let needs = "voicebot1 needs 16.7, 17.2 or later";
         match self.major {
             0..=15 => Support::Unsupported(format!("it has no externalMedia channels; {needs}")),
-            16 if !self.at_least(16, 7) => Support::Unsupported(unsupported_external_media(self, needs)),
-            17 if !self.at_least(17, 2) => Support::Unsupported(unsupported_external_media(self, needs)),
+            16 if !self.at_least(16, 7) => {
+                Support::Unsupported(unsupported_external_media(self, needs))
+            }
+            17 if !self.at_least(17, 2) => {
+                Support::Unsupported(unsupported_external_media(self, needs))
+            }
             _ => Support::Supported,
         }
     }
@@ -114,7 +123,13 @@ mod tests {
 
     #[test]
     fn distribution_and_certified_version_strings_parse() {
-        assert_eq!((v("16.28.0~dfsg-0+deb11u4").major, v("16.28.0~dfsg-0+deb11u4").minor), (16, 28));
+        assert_eq!(
+            (
+                v("16.28.0~dfsg-0+deb11u4").major,
+                v("16.28.0~dfsg-0+deb11u4").minor
+            ),
+            (16, 28)
+        );
         let sid = v("22.10.1+dfsg+~cs6.15.60671435-1");
         assert_eq!((sid.major, sid.minor, sid.patch), (22, 10, 1));
         let cert = v("certified/18.9-cert5");
@@ -135,18 +150,29 @@ mod tests {
         for s in ["16.6.2", "17.1.0", "16.5.0", "13.38.3", "15.7.4"] {
             assert!(matches!(v(s).support(), Support::Unsupported(_)), "{s}");
         }
-        let Support::Unsupported(why) = v("16.6.2").support() else { unreachable!() };
-        assert!(why.contains("different body") && why.contains("16.7"), "{why}");
-        let Support::Unsupported(why) = v("13.38.3").support() else { unreachable!() };
+        let Support::Unsupported(why) = v("16.6.2").support() else {
+            unreachable!()
+        };
+        assert!(
+            why.contains("different body") && why.contains("16.7"),
+            "{why}"
+        );
+        let Support::Unsupported(why) = v("13.38.3").support() else {
+            unreachable!()
+        };
         assert!(why.contains("no externalMedia"), "{why}");
-        for s in ["16.7.0", "16.28.0", "17.2.0", "18.10.0", "20.5.0", "21.4.1", "22.10.1", "23.0.0"] {
+        for s in [
+            "16.7.0", "16.28.0", "17.2.0", "18.10.0", "20.5.0", "21.4.1", "22.10.1", "23.0.0",
+        ] {
             assert_eq!(v(s).support(), Support::Supported, "{s}");
         }
     }
 
     #[test]
     fn late_command_wake_up_is_known_by_branch() {
-        for s in ["16.28.0", "18.10.0", "18.20.2", "19.8.0", "20.5.2", "21.0.0"] {
+        for s in [
+            "16.28.0", "18.10.0", "18.20.2", "19.8.0", "20.5.2", "21.0.0",
+        ] {
             assert!(v(s).runs_commands_late(), "{s}");
         }
         for s in ["18.21.0", "20.6.0", "21.1.0", "22.0.0", "22.10.1"] {

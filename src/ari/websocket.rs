@@ -69,7 +69,10 @@ pub fn events_url(config: &AriConfig) -> String {
 
 impl EventSocket {
     /// `tls`: the settings for `wss://`, shared with the REST client ([`super::AriClient::tls`]).
-    pub fn connect(config: &AriConfig, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<EventSocket, ConnectError> {
+    pub fn connect(
+        config: &AriConfig,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Result<EventSocket, ConnectError> {
         let url = events_url(config);
         let auth = basic_auth(&config.username, config.password.expose());
         // The handshake gets the connection budget; reads afterwards poll.
@@ -83,18 +86,27 @@ impl EventSocket {
         };
         let ws = match ws::connect(&request) {
             Ok(ws) => ws,
-            Err(ws::ConnectError::Status(code @ (401 | 403))) => return Err(ConnectError::Unauthorized(code)),
+            Err(ws::ConnectError::Status(code @ (401 | 403))) => {
+                return Err(ConnectError::Unauthorized(code))
+            }
             // The password never reaches an error: it is in a header, and a header the
             // credentials cannot make is refused without echoing it.
             Err(ws::ConnectError::Url(m)) if m.starts_with("the value of header") => {
-                return Err(ConnectError::Other("the ARI username or password contains characters not allowed in a header".into()))
+                return Err(ConnectError::Other(
+                    "the ARI username or password contains characters not allowed in a header"
+                        .into(),
+                ))
             }
             Err(e) => return Err(ConnectError::Other(format!("{url}: {e}"))),
         };
         debug!("WebSocket {url} connected");
         let configure = |e: std::io::Error| ConnectError::Other(format!("configuring {url}: {e}"));
-        ws::tcp(&ws).set_read_timeout(Some(READ_POLL)).map_err(configure)?;
-        ws::tcp(&ws).set_write_timeout(Some(READ_POLL)).map_err(configure)?;
+        ws::tcp(&ws)
+            .set_read_timeout(Some(READ_POLL))
+            .map_err(configure)?;
+        ws::tcp(&ws)
+            .set_write_timeout(Some(READ_POLL))
+            .map_err(configure)?;
         let liveness = Liveness::new(Instant::now(), config.ping_interval, config.pong_timeout);
         Ok(EventSocket { ws, liveness })
     }
@@ -117,7 +129,10 @@ impl EventSocket {
             Err(e) => return Err(e.to_string()),
         };
         if let Some(silence) = self.liveness.dead(now) {
-            return Err(format!("silent for {:.1} s, pings unanswered: dropped as dead", silence.as_secs_f64()));
+            return Err(format!(
+                "silent for {:.1} s, pings unanswered: dropped as dead",
+                silence.as_secs_f64()
+            ));
         }
         if self.liveness.due_ping(now) {
             self.ping(now)?;
@@ -145,7 +160,9 @@ mod tests {
 
     fn ari_config(url: &str) -> AriConfig {
         let text = format!("[ari]\npassword = 'x'\nurl = '{url}'\n");
-        crate::config::Config::parse(&text, "t", &crate::config::ProcessEnv).expect("config parses").ari
+        crate::config::Config::parse(&text, "t", &crate::config::ProcessEnv)
+            .expect("config parses")
+            .ari
     }
 
     #[test]
@@ -153,11 +170,20 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         // The server side of the handshake; it returns its end so the connection stays open.
-        let server = std::thread::spawn(move || tungstenite::accept(listener.accept().unwrap().0).map_err(|e| e.to_string()));
-        let socket = EventSocket::connect(&ari_config(&url), None).expect("connects to a loopback WebSocket server");
+        let server = std::thread::spawn(move || {
+            tungstenite::accept(listener.accept().unwrap().0).map_err(|e| e.to_string())
+        });
+        let socket = EventSocket::connect(&ari_config(&url), None)
+            .expect("connects to a loopback WebSocket server");
         let _server_end = server.join().unwrap().expect("server handshake");
         let sock = socket2::SockRef::from(ws::tcp(&socket.ws));
-        assert!(sock.keepalive().unwrap(), "keepalive is off on the event WebSocket");
-        assert_eq!(sock.keepalive_time().unwrap(), crate::net::tcp::KEEPALIVE_IDLE);
+        assert!(
+            sock.keepalive().unwrap(),
+            "keepalive is off on the event WebSocket"
+        );
+        assert_eq!(
+            sock.keepalive_time().unwrap(),
+            crate::net::tcp::KEEPALIVE_IDLE
+        );
     }
 }

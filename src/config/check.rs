@@ -17,7 +17,10 @@ pub(super) struct Check<'e> {
 
 impl Check<'_> {
     pub(super) fn err(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError { key: key.into(), message: message.into() });
+        self.errors.push(ConfigError {
+            key: key.into(),
+            message: message.into(),
+        });
     }
 
     pub(super) fn opt_string(&mut self, key: &str, given: Given<String>) -> Option<String> {
@@ -32,10 +35,18 @@ impl Check<'_> {
     }
 
     pub(super) fn string(&mut self, key: &str, given: Given<String>, default: &str) -> String {
-        self.opt_string(key, given).unwrap_or_else(|| default.to_string())
+        self.opt_string(key, given)
+            .unwrap_or_else(|| default.to_string())
     }
 
-    pub(super) fn integer(&mut self, key: &str, given: Given<i64>, default: i64, min: i64, max: i64) -> i64 {
+    pub(super) fn integer(
+        &mut self,
+        key: &str,
+        given: Given<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> i64 {
         match given {
             Given::Absent => default,
             Given::Value(n) if (min..=max).contains(&n) => n,
@@ -50,11 +61,25 @@ impl Check<'_> {
         }
     }
 
-    pub(super) fn millis(&mut self, key: &str, given: Given<i64>, default: i64, min: i64, max: i64) -> Duration {
+    pub(super) fn millis(
+        &mut self,
+        key: &str,
+        given: Given<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Duration {
         Duration::from_millis(self.integer(key, given, default, min, max) as u64)
     }
 
-    pub(super) fn seconds(&mut self, key: &str, given: Given<i64>, default: i64, min: i64, max: i64) -> Duration {
+    pub(super) fn seconds(
+        &mut self,
+        key: &str,
+        given: Given<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Duration {
         Duration::from_secs(self.integer(key, given, default, min, max) as u64)
     }
 
@@ -68,49 +93,85 @@ impl Check<'_> {
     }
 
     /// One of the words in `choices`, spelt exactly.
-    pub(super) fn choice<T: Copy>(&mut self, key: &str, given: Given<String>, default: &str, choices: &[(&str, T)]) -> Option<T> {
+    pub(super) fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        given: Given<String>,
+        default: &str,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
         let text = self.string(key, given, default);
         self.one_of(key, &text, &text, choices)
     }
 
     /// The value `choices` gives `word`; if none, an error quoting `text` (what the file says).
-    pub(super) fn one_of<T: Copy>(&mut self, key: &str, text: &str, word: &str, choices: &[(&str, T)]) -> Option<T> {
-        let found = choices.iter().find(|(name, _)| *name == word).map(|(_, v)| *v);
+    pub(super) fn one_of<T: Copy>(
+        &mut self,
+        key: &str,
+        text: &str,
+        word: &str,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let found = choices
+            .iter()
+            .find(|(name, _)| *name == word)
+            .map(|(_, v)| *v);
         if found.is_none() {
-            let names = choices.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+            let names = choices
+                .iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ");
             self.err(key, format!("{text:?} is not one of {names}"));
         }
         found
     }
 
     /// The password from, in order of preference, `password_file`, `password_env`, `password`.
-    pub(super) fn password(&mut self, file: Given<String>, env_name: Given<String>, inline: Given<String>) -> Option<Secret> {
-        let file = self.opt_string("ari.password_file", file).map(PathBuf::from);
+    pub(super) fn password(
+        &mut self,
+        file: Given<String>,
+        env_name: Given<String>,
+        inline: Given<String>,
+    ) -> Option<Secret> {
+        let file = self
+            .opt_string("ari.password_file", file)
+            .map(PathBuf::from);
         let env_name = self.opt_string("ari.password_env", env_name);
         let inline = self.opt_string("ari.password", inline);
         let (key, found) = match (file, env_name, inline) {
             (Some(path), _, _) => ("ari.password_file", read_secret_file(&path)),
             (None, Some(name), _) => {
                 let value = self.env.var(&name).filter(|p| !p.is_empty());
-                ("ari.password_env", value.ok_or(format!("environment variable {name} is not set or empty")))
+                (
+                    "ari.password_env",
+                    value.ok_or(format!("environment variable {name} is not set or empty")),
+                )
             }
             (None, None, Some(p)) if !p.is_empty() => ("ari.password", Ok(p)),
             (None, None, Some(_)) => ("ari.password", Err("is empty".to_string())),
-            (None, None, None) => ("ari.password", Err("missing: set one of password, password_env, password_file".to_string())),
+            (None, None, None) => (
+                "ari.password",
+                Err("missing: set one of password, password_env, password_file".to_string()),
+            ),
         };
         found.map(Secret::new).map_err(|m| self.err(key, m)).ok()
     }
 }
 
 pub(super) fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Turns the configured URL into the REST and WebSocket bases, both ending in `/ari`.
 /// Accepts `http(s)://host[:port][/prefix][/ari]`; refuses credentials in the URL (they would end
 /// up in logs) and anything that is not http or https.
 pub fn parse_ari_url(url: &str) -> Result<(String, String), String> {
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("{url:?} is not a URL (expected http://host:port)"))?;
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} is not a URL (expected http://host:port)"))?;
     let ws_scheme = match scheme {
         "http" => "ws",
         "https" => "wss",
@@ -124,28 +185,38 @@ pub fn parse_ari_url(url: &str) -> Result<(String, String), String> {
         return Err(format!("{url:?} has no host"));
     }
     if authority.contains('@') {
-        return Err("must not contain credentials: use username and password_env/password_file".to_string());
+        return Err(
+            "must not contain credentials: use username and password_env/password_file".to_string(),
+        );
     }
     if path.contains(['?', '#', ' ']) {
-        return Err(format!("{url:?} must not contain a query, fragment or space"));
+        return Err(format!(
+            "{url:?} must not contain a query, fragment or space"
+        ));
     }
     if let Some((host, port)) = authority.rsplit_once(':') {
         if !host.ends_with(']') && host.contains(':') {
             return Err(format!("{url:?}: IPv6 hosts must be in brackets"));
         }
         if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(format!("{url:?}: port {port:?} is not a number in 1..=65535"));
+            return Err(format!(
+                "{url:?}: port {port:?} is not a number in 1..=65535"
+            ));
         }
     }
     let path = path.trim_end_matches('/');
     let path = path.strip_suffix("/ari").unwrap_or(path);
-    Ok((format!("{scheme}://{authority}{path}/ari"), format!("{ws_scheme}://{authority}{path}/ari")))
+    Ok((
+        format!("{scheme}://{authority}{path}/ari"),
+        format!("{ws_scheme}://{authority}{path}/ari"),
+    ))
 }
 
 /// Reads a password file, refusing one that others may read.
 fn read_secret_file(path: &Path) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(format!(
@@ -154,7 +225,8 @@ fn read_secret_file(path: &Path) -> Result<String, String> {
             mode & 0o777
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let secret = text.trim_end_matches(['\n', '\r']).to_string();
     if secret.is_empty() {
         return Err(format!("{} is empty", path.display()));

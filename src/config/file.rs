@@ -11,8 +11,8 @@ use serde::Deserialize;
 use toml::{Table, Value};
 
 use super::check::{is_token, Check};
-use crate::audio::FORMATS;
 use super::*;
+use crate::audio::FORMATS;
 
 /// One key's value as the file gives it. A value of another type is kept, with the TOML name of
 /// its type, so that `validate` reports it and goes on checking the rest of the file.
@@ -41,7 +41,10 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Given<T> {
 /// toml's private key), `Value::deserialize` makes it a datetime again, so `Given` can name it.
 fn keep_datetime(value: &mut Value) {
     if let Value::Datetime(date) = value {
-        *value = Value::Table(Table::from_iter([("$__toml_private_datetime".to_string(), Value::String(date.to_string()))]));
+        *value = Value::Table(Table::from_iter([(
+            "$__toml_private_datetime".to_string(),
+            Value::String(date.to_string()),
+        )]));
     }
 }
 
@@ -148,7 +151,12 @@ pub(super) fn keys_of<T: DeserializeOwned>() -> &'static [&'static str] {
         fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
             Err(serde::de::Error::custom("not a struct"))
         }
-        fn deserialize_struct<V: Visitor<'de>>(self, _: &str, fields: &'static [&'static str], _: V) -> Result<V::Value, Self::Error> {
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
             *self.0 = fields;
             Err(serde::de::Error::custom("probed"))
         }
@@ -180,7 +188,10 @@ impl RawConfig {
                 continue;
             };
             for key in table.keys().filter(|k| !keys.contains(&k.as_str())) {
-                check.err(format!("{name}.{key}"), format!("unknown key (expected one of: {})", keys.join(", ")));
+                check.err(
+                    format!("{name}.{key}"),
+                    format!("unknown key (expected one of: {})", keys.join(", ")),
+                );
             }
             table.retain(|k, _| keys.contains(&k));
             for (_, value) in table.iter_mut() {
@@ -188,10 +199,12 @@ impl RawConfig {
             }
             known.insert(name, Value::Table(table));
         }
-        Value::Table(known).try_into().unwrap_or_else(|e: toml::de::Error| {
-            check.err("", one_line(&e.to_string()));
-            RawConfig::default()
-        })
+        Value::Table(known)
+            .try_into()
+            .unwrap_or_else(|e: toml::de::Error| {
+                check.err("", one_line(&e.to_string()));
+                RawConfig::default()
+            })
     }
 
     /// Checks every value, section by section, and builds the configuration: `None` when any
@@ -204,7 +217,14 @@ impl RawConfig {
         let service = self.service.validate(check);
         let admission = self.admission.validate(check);
         let metrics = self.metrics.validate(check);
-        Some(Config { ari: ari?, media: media?, transfer: transfer?, service: service?, admission: admission?, metrics: metrics? })
+        Some(Config {
+            ari: ari?,
+            media: media?,
+            transfer: transfer?,
+            service: service?,
+            admission: admission?,
+            metrics: metrics?,
+        })
     }
 }
 
@@ -214,11 +234,41 @@ impl RawAri {
         let username = c.string("ari.username", self.username, "voicebot1");
         let app = c.string("ari.app", self.app, "voicebot1");
         let inbound_arg = c.string("ari.inbound_arg", self.inbound_arg, "inbound");
-        let request_timeout = c.millis("ari.request_timeout_ms", self.request_timeout_ms, 5000, 100, 120_000);
-        let reconnect_min = c.millis("ari.reconnect_min_ms", self.reconnect_min_ms, 500, 10, 600_000);
-        let reconnect_max = c.millis("ari.reconnect_max_ms", self.reconnect_max_ms, 30_000, 10, 3_600_000);
-        let ping_interval = c.millis("ari.ping_interval_ms", self.ping_interval_ms, 5000, 100, 600_000);
-        let pong_timeout = c.millis("ari.pong_timeout_ms", self.pong_timeout_ms, 5000, 100, 600_000);
+        let request_timeout = c.millis(
+            "ari.request_timeout_ms",
+            self.request_timeout_ms,
+            5000,
+            100,
+            120_000,
+        );
+        let reconnect_min = c.millis(
+            "ari.reconnect_min_ms",
+            self.reconnect_min_ms,
+            500,
+            10,
+            600_000,
+        );
+        let reconnect_max = c.millis(
+            "ari.reconnect_max_ms",
+            self.reconnect_max_ms,
+            30_000,
+            10,
+            3_600_000,
+        );
+        let ping_interval = c.millis(
+            "ari.ping_interval_ms",
+            self.ping_interval_ms,
+            5000,
+            100,
+            600_000,
+        );
+        let pong_timeout = c.millis(
+            "ari.pong_timeout_ms",
+            self.pong_timeout_ms,
+            5000,
+            100,
+            600_000,
+        );
         let ca_file = c.opt_string("ari.ca_file", self.ca_file).map(PathBuf::from);
         let password = c.password(self.password_file, self.password_env, self.password);
 
@@ -230,13 +280,19 @@ impl RawAri {
             c.err("ari.username", "must be non-empty and contain no ':'");
         }
         if !is_token(&app) {
-            c.err("ari.app", format!("{app:?} must be non-empty letters, digits, '_' or '-'"));
+            c.err(
+                "ari.app",
+                format!("{app:?} must be non-empty letters, digits, '_' or '-'"),
+            );
         }
         if inbound_arg.is_empty() || inbound_arg.contains(',') {
             c.err("ari.inbound_arg", "must be non-empty and contain no ','");
         }
         if reconnect_min > reconnect_max {
-            c.err("ari.reconnect_min_ms", "must not be larger than ari.reconnect_max_ms");
+            c.err(
+                "ari.reconnect_min_ms",
+                "must not be larger than ari.reconnect_max_ms",
+            );
         }
         let https = rest_base.starts_with("https://");
         if ca_file.is_some() && !https {
@@ -275,15 +331,32 @@ impl RawMedia {
         let formats = FORMATS.map(|f| (f.name(), f));
         let format = c.choice("media.format", self.format, "alaw", &formats);
         let phase = c.millis("media.phase_ms", self.phase_ms, 7000, 0, 3_600_000);
-        let exhausted = [("transfer", PoolExhausted::Transfer), ("hangup", PoolExhausted::Hangup)];
-        let on_pool_exhausted = c.choice("media.on_pool_exhausted", self.on_pool_exhausted, "transfer", &exhausted);
+        let exhausted = [
+            ("transfer", PoolExhausted::Transfer),
+            ("hangup", PoolExhausted::Hangup),
+        ];
+        let on_pool_exhausted = c.choice(
+            "media.on_pool_exhausted",
+            self.on_pool_exhausted,
+            "transfer",
+            &exhausted,
+        );
 
-        let host_like = !advertise_host.contains([':', '/', ' ']) || advertise_host.parse::<IpAddr>().is_ok();
+        let host_like =
+            !advertise_host.contains([':', '/', ' ']) || advertise_host.parse::<IpAddr>().is_ok();
         if advertise_host.is_empty() || !host_like {
-            c.err("media.advertise_host", format!("{advertise_host:?} is not a host name or IP address"));
+            c.err(
+                "media.advertise_host",
+                format!("{advertise_host:?} is not a host name or IP address"),
+            );
         }
         if port_min > port_max {
-            c.err("media.port_min", format!("port range {port_min}-{port_max} is empty or inverted (port_min > port_max)"));
+            c.err(
+                "media.port_min",
+                format!(
+                    "port range {port_min}-{port_max} is empty or inverted (port_min > port_max)"
+                ),
+            );
         } else if let Some(limit) = c.env.open_file_limit() {
             let needed = (port_max - port_min + 1) as u64 + FDS_BESIDES_PORTS;
             if needed > limit {
@@ -311,14 +384,25 @@ impl RawMedia {
 
 impl RawTransfer {
     fn validate(self, c: &mut Check) -> Option<TransferConfig> {
-        let endpoint = c.string("transfer.endpoint", self.endpoint, "PJSIP/4438007@AVAYA-endpoint");
+        let endpoint = c.string(
+            "transfer.endpoint",
+            self.endpoint,
+            "PJSIP/4438007@AVAYA-endpoint",
+        );
         let caller_id = c.string("transfer.caller_id", self.caller_id, "voicebot1 <3308487>");
         let dial_timeout = c.seconds("transfer.dial_timeout_s", self.dial_timeout_s, 30, 1, 3600);
         match endpoint.split_once('/') {
             Some((tech, resource)) if !tech.is_empty() && !resource.is_empty() => {}
-            _ => c.err("transfer.endpoint", format!("{endpoint:?} is not TECH/resource (e.g. PJSIP/4438007@AVAYA-endpoint)")),
+            _ => c.err(
+                "transfer.endpoint",
+                format!("{endpoint:?} is not TECH/resource (e.g. PJSIP/4438007@AVAYA-endpoint)"),
+            ),
         }
-        Some(TransferConfig { endpoint, caller_id, dial_timeout })
+        Some(TransferConfig {
+            endpoint,
+            caller_id,
+            dial_timeout,
+        })
     }
 }
 
@@ -326,7 +410,10 @@ impl RawService {
     fn validate(self, c: &mut Check) -> Option<ServiceConfig> {
         let workers = c.integer("service.workers", self.workers, 8, 1, 256) as usize;
         let level = c.string("service.log_level", self.log_level, "info");
-        let log_file = c.opt_string("service.log_file", self.log_file).filter(|p| !p.is_empty()).map(PathBuf::from);
+        let log_file = c
+            .opt_string("service.log_file", self.log_file)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
         // Any case: `DEBUG` reads as `debug`.
         let levels = [
             ("error", LevelFilter::Error),
@@ -335,23 +422,67 @@ impl RawService {
             ("debug", LevelFilter::Debug),
             ("trace", LevelFilter::Trace),
         ];
-        let log_level = c.one_of("service.log_level", &level, &level.to_ascii_lowercase(), &levels);
-        let on_stop = c.choice("service.on_stop", self.on_stop, "handover", &[("handover", OnStop::Handover), ("hangup", OnStop::Hangup)]);
+        let log_level = c.one_of(
+            "service.log_level",
+            &level,
+            &level.to_ascii_lowercase(),
+            &levels,
+        );
+        let on_stop = c.choice(
+            "service.on_stop",
+            self.on_stop,
+            "handover",
+            &[("handover", OnStop::Handover), ("hangup", OnStop::Hangup)],
+        );
         let drain = c.seconds("service.drain_s", self.drain_s, 30, 0, 3600);
         let janitor = c.seconds("service.janitor_s", self.janitor_s, 60, 1, 3600);
-        Some(ServiceConfig { workers, log_level: log_level?, log_file, on_stop: on_stop?, drain, janitor })
+        Some(ServiceConfig {
+            workers,
+            log_level: log_level?,
+            log_file,
+            on_stop: on_stop?,
+            drain,
+            janitor,
+        })
     }
 }
 
 impl RawAdmission {
     fn validate(self, c: &mut Check) -> Option<AdmissionConfig> {
         let max_calls = c.integer("admission.max_calls", self.max_calls, 0, 0, 1_000_000) as usize;
-        let max_setups = c.integer("admission.max_setups", self.max_setups, 20, 0, 100_000) as usize;
-        let max_rest_latency = c.millis("admission.max_rest_latency_ms", self.max_rest_latency_ms, 500, 0, 120_000);
-        let after_timeout = c.millis("admission.after_timeout_ms", self.after_timeout_ms, 2000, 0, 600_000);
-        let choices = [("reject", OnOverload::Reject), ("transfer", OnOverload::Transfer)];
-        let on_overload = c.choice("admission.on_overload", self.on_overload, "reject", &choices);
-        Some(AdmissionConfig { max_calls, max_setups, max_rest_latency, after_timeout, on_overload: on_overload? })
+        let max_setups =
+            c.integer("admission.max_setups", self.max_setups, 20, 0, 100_000) as usize;
+        let max_rest_latency = c.millis(
+            "admission.max_rest_latency_ms",
+            self.max_rest_latency_ms,
+            500,
+            0,
+            120_000,
+        );
+        let after_timeout = c.millis(
+            "admission.after_timeout_ms",
+            self.after_timeout_ms,
+            2000,
+            0,
+            600_000,
+        );
+        let choices = [
+            ("reject", OnOverload::Reject),
+            ("transfer", OnOverload::Transfer),
+        ];
+        let on_overload = c.choice(
+            "admission.on_overload",
+            self.on_overload,
+            "reject",
+            &choices,
+        );
+        Some(AdmissionConfig {
+            max_calls,
+            max_setups,
+            max_rest_latency,
+            after_timeout,
+            on_overload: on_overload?,
+        })
     }
 }
 
@@ -364,7 +495,10 @@ impl RawMetrics {
                 Ok(addr) => Some(MetricsConfig { listen: Some(addr) }),
                 Err(_) => {
                     let example = "(e.g. \"127.0.0.1:9108\", \"[::1]:9108\"), or \"off\"";
-                    c.err("metrics.listen", format!("{listen:?} is not IP:PORT {example}"));
+                    c.err(
+                        "metrics.listen",
+                        format!("{listen:?} is not IP:PORT {example}"),
+                    );
                     None
                 }
             },

@@ -245,7 +245,10 @@ impl Config {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             file: file.clone(),
-            errors: vec![ConfigError { key: String::new(), message: format!("cannot read the file: {e}") }],
+            errors: vec![ConfigError {
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }],
         })?;
         Config::parse(&text, &file, env)
     }
@@ -254,19 +257,32 @@ impl Config {
     pub fn parse(text: &str, file: &str, env: &dyn Environment) -> Result<Config, ConfigErrors> {
         let table: Table = text.parse().map_err(|e: toml::de::Error| ConfigErrors {
             file: file.to_string(),
-            errors: vec![ConfigError { key: String::new(), message: format!("TOML syntax error: {}", one_line(&e.to_string())) }],
+            errors: vec![ConfigError {
+                key: String::new(),
+                message: format!("TOML syntax error: {}", one_line(&e.to_string())),
+            }],
         })?;
-        let mut check = Check { errors: Vec::new(), env };
+        let mut check = Check {
+            errors: Vec::new(),
+            env,
+        };
         let config = RawConfig::read(table, &mut check).validate(&mut check);
         match config {
             Some(c) if check.errors.is_empty() => Ok(c),
-            _ => Err(ConfigErrors { file: file.to_string(), errors: check.errors }),
+            _ => Err(ConfigErrors {
+                file: file.to_string(),
+                errors: check.errors,
+            }),
         }
     }
 }
 
 fn one_line(s: &str) -> String {
-    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" | ")
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 #[cfg(test)]
@@ -281,14 +297,20 @@ mod tests {
 
     impl Environment for FakeEnv {
         fn var(&self, name: &str) -> Option<String> {
-            self.vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+            self.vars
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
         }
         fn open_file_limit(&self) -> Option<u64> {
             self.limit
         }
     }
 
-    const ENV: FakeEnv = FakeEnv { vars: Vec::new(), limit: Some(65536) };
+    const ENV: FakeEnv = FakeEnv {
+        vars: Vec::new(),
+        limit: Some(65536),
+    };
 
     fn errors(text: &str) -> Vec<String> {
         match Config::parse(text, "t.toml", &ENV) {
@@ -300,7 +322,8 @@ mod tests {
     fn has_error(text: &str, key: &str, fragment: &str) {
         let errs = errors(text);
         assert!(
-            errs.iter().any(|e| e.starts_with(&format!("{key}: ")) && e.contains(fragment)),
+            errs.iter()
+                .any(|e| e.starts_with(&format!("{key}: ")) && e.contains(fragment)),
             "expected an error on {key} containing {fragment:?}, got {errs:?}"
         );
     }
@@ -309,13 +332,17 @@ mod tests {
     fn shipped_config_file_is_valid_and_matches_the_defaults() {
         let text = include_str!("../../conf/voicebot1.toml");
         let c = Config::parse(text, "conf/voicebot1.toml", &ENV).expect("shipped config parses");
-        let d = Config::parse("[ari]\npassword = \"voicebot1-sandbox\"\n", "d", &ENV).expect("defaults parse");
+        let d = Config::parse("[ari]\npassword = \"voicebot1-sandbox\"\n", "d", &ENV)
+            .expect("defaults parse");
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
         assert_eq!(c.ari.rest_base, "http://127.0.0.1:8088/ari");
         assert_eq!(c.ari.ws_base, "ws://127.0.0.1:8088/ari");
         assert_eq!((c.media.port_min, c.media.port_max), (26500, 26999));
         assert_eq!(c.media.phase, Duration::from_secs(7));
-        assert_eq!((c.ari.ping_interval, c.ari.pong_timeout), (Duration::from_secs(5), Duration::from_secs(5)));
+        assert_eq!(
+            (c.ari.ping_interval, c.ari.pong_timeout),
+            (Duration::from_secs(5), Duration::from_secs(5))
+        );
         assert_eq!(c.media.format, Format::Alaw);
         assert_eq!(c.transfer.endpoint, "PJSIP/4438007@AVAYA-endpoint");
         assert_eq!(c.service.log_level, LevelFilter::Info);
@@ -325,16 +352,47 @@ mod tests {
 
     #[test]
     fn metrics_listen_is_an_address_or_off() {
-        let listen = |v: &str| Config::parse(&format!("[ari]\npassword='x'\n[metrics]\nlisten = '{v}'\n"), "t", &ENV).map(|c| c.metrics.listen);
-        assert_eq!(listen("[::1]:9200").unwrap(), Some("[::1]:9200".parse().unwrap()));
-        assert_eq!(listen("127.0.0.1:0").unwrap(), Some("127.0.0.1:0".parse().unwrap()));
+        let listen = |v: &str| {
+            Config::parse(
+                &format!("[ari]\npassword='x'\n[metrics]\nlisten = '{v}'\n"),
+                "t",
+                &ENV,
+            )
+            .map(|c| c.metrics.listen)
+        };
+        assert_eq!(
+            listen("[::1]:9200").unwrap(),
+            Some("[::1]:9200".parse().unwrap())
+        );
+        assert_eq!(
+            listen("127.0.0.1:0").unwrap(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
         assert_eq!(listen("off").unwrap(), None);
         assert_eq!(listen("").unwrap(), None);
-        for bad in ["localhost:9108", "127.0.0.1", "9108", "127.0.0.1:99999", "on"] {
-            has_error(&format!("[ari]\npassword='x'\n[metrics]\nlisten = '{bad}'\n"), "metrics.listen", "is not IP:PORT");
+        for bad in [
+            "localhost:9108",
+            "127.0.0.1",
+            "9108",
+            "127.0.0.1:99999",
+            "on",
+        ] {
+            has_error(
+                &format!("[ari]\npassword='x'\n[metrics]\nlisten = '{bad}'\n"),
+                "metrics.listen",
+                "is not IP:PORT",
+            );
         }
-        has_error("[ari]\npassword='x'\n[metrics]\nlisten = 9108\n", "metrics.listen", "must be a string");
-        has_error("[ari]\npassword='x'\n[metrics]\nport = 9108\n", "metrics.port", "unknown key");
+        has_error(
+            "[ari]\npassword='x'\n[metrics]\nlisten = 9108\n",
+            "metrics.listen",
+            "must be a string",
+        );
+        has_error(
+            "[ari]\npassword='x'\n[metrics]\nport = 9108\n",
+            "metrics.port",
+            "unknown key",
+        );
     }
 
     #[test]
@@ -348,8 +406,16 @@ mod tests {
 
     #[test]
     fn unknown_key_and_unknown_section_are_named() {
-        has_error("[ari]\npassword='x'\nurll = 'x'\n", "ari.urll", "unknown key");
-        has_error("[ari]\npassword='x'\n[medias]\n", "medias", "unknown section");
+        has_error(
+            "[ari]\npassword='x'\nurll = 'x'\n",
+            "ari.urll",
+            "unknown key",
+        );
+        has_error(
+            "[ari]\npassword='x'\n[medias]\n",
+            "medias",
+            "unknown section",
+        );
         has_error("ari = 3\n", "ari", "must be a [section]");
     }
 
@@ -357,7 +423,11 @@ mod tests {
     fn every_section_of_the_raw_config_has_its_keys_listed() {
         let names: Vec<&str> = sections().iter().map(|(s, _)| *s).collect();
         assert_eq!(names, keys_of::<RawConfig>());
-        assert!(sections().iter().all(|(_, keys)| !keys.is_empty()), "{:?}", sections());
+        assert!(
+            sections().iter().all(|(_, keys)| !keys.is_empty()),
+            "{:?}",
+            sections()
+        );
     }
 
     #[test]
@@ -369,21 +439,37 @@ mod tests {
         text = text.replace("[ari]\n", "[ari]\npassword = 'x'\n");
         let errs = errors(&text);
         for (section, keys) in sections() {
-            let expected = format!("{section}.not_a_key: unknown key (expected one of: {})", keys.join(", "));
-            assert!(errs.contains(&expected), "{expected:?} missing in {errs:#?}");
+            let expected = format!(
+                "{section}.not_a_key: unknown key (expected one of: {})",
+                keys.join(", ")
+            );
+            assert!(
+                errs.contains(&expected),
+                "{expected:?} missing in {errs:#?}"
+            );
         }
         assert_eq!(errs.len(), sections().len(), "{errs:#?}");
     }
 
     #[test]
     fn a_date_is_the_wrong_type_for_any_key() {
-        has_error("[ari]\npassword='x'\nusername = 1979-05-27\n", "ari.username", "must be a string, found datetime");
-        has_error("[ari]\npassword='x'\n[media]\nphase_ms = 07:32:00\n", "media.phase_ms", "must be an integer, found datetime");
+        has_error(
+            "[ari]\npassword='x'\nusername = 1979-05-27\n",
+            "ari.username",
+            "must be a string, found datetime",
+        );
+        has_error(
+            "[ari]\npassword='x'\n[media]\nphase_ms = 07:32:00\n",
+            "media.phase_ms",
+            "must be an integer, found datetime",
+        );
     }
 
     #[test]
     fn a_wrong_type_counts_as_the_default_for_the_checks_after_it() {
-        let errs = errors("[ari]\npassword='x'\n[media]\nport_min = 'low'\nport_max = 20000\nformat = 'gsm'\n");
+        let errs = errors(
+            "[ari]\npassword='x'\n[media]\nport_min = 'low'\nport_max = 20000\nformat = 'gsm'\n",
+        );
         assert_eq!(
             errs,
             [
@@ -400,18 +486,38 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let pem = dir.join("ca.pem");
         std::fs::write(&pem, "not a certificate\n").unwrap();
-        let https = format!("[ari]\npassword='x'\nurl='https://pbx.example'\nca_file='{}'\n", pem.display());
+        let https = format!(
+            "[ari]\npassword='x'\nurl='https://pbx.example'\nca_file='{}'\n",
+            pem.display()
+        );
         has_error(&https, "ari.ca_file", "holds no PEM certificate");
-        has_error(&format!("[ari]\npassword='x'\nca_file='{}'\n", pem.display()), "ari.ca_file", "only used with an https:// url");
+        has_error(
+            &format!("[ari]\npassword='x'\nca_file='{}'\n", pem.display()),
+            "ari.ca_file",
+            "only used with an https:// url",
+        );
         std::fs::remove_dir_all(&dir).unwrap();
-        let c = Config::parse("[ari]\npassword='x'\nurl='https://pbx.example'\n", "t", &ENV).unwrap();
+        let c = Config::parse(
+            "[ari]\npassword='x'\nurl='https://pbx.example'\n",
+            "t",
+            &ENV,
+        )
+        .unwrap();
         assert!(c.ari.uses_tls() && c.ari.ca_file.is_none());
     }
 
     #[test]
     fn wrong_types_are_named() {
-        has_error("[ari]\npassword='x'\n[media]\nport_min = 'low'\n", "media.port_min", "must be an integer, found string");
-        has_error("[ari]\npassword='x'\nurl = 8088\n", "ari.url", "must be a string, found integer");
+        has_error(
+            "[ari]\npassword='x'\n[media]\nport_min = 'low'\n",
+            "media.port_min",
+            "must be an integer, found string",
+        );
+        has_error(
+            "[ari]\npassword='x'\nurl = 8088\n",
+            "ari.url",
+            "must be a string, found integer",
+        );
     }
 
     #[test]
@@ -425,27 +531,71 @@ mod tests {
 
     #[test]
     fn port_range_must_not_be_empty_or_inverted() {
-        has_error("[ari]\npassword='x'\n[media]\nport_min=27000\nport_max=26000\n", "media.port_min", "empty or inverted");
-        has_error("[ari]\npassword='x'\n[media]\nport_min=0\n", "media.port_min", "out of range");
-        has_error("[ari]\npassword='x'\n[media]\nport_max=70000\n", "media.port_max", "out of range");
+        has_error(
+            "[ari]\npassword='x'\n[media]\nport_min=27000\nport_max=26000\n",
+            "media.port_min",
+            "empty or inverted",
+        );
+        has_error(
+            "[ari]\npassword='x'\n[media]\nport_min=0\n",
+            "media.port_min",
+            "out of range",
+        );
+        has_error(
+            "[ari]\npassword='x'\n[media]\nport_max=70000\n",
+            "media.port_max",
+            "out of range",
+        );
     }
 
     #[test]
     fn port_range_larger_than_the_open_file_limit_is_refused() {
-        let env = FakeEnv { vars: Vec::new(), limit: Some(1024) };
-        let e = Config::parse("[ari]\npassword='x'\n[media]\nport_min=20000\nport_max=29999\n", "t", &env).unwrap_err();
+        let env = FakeEnv {
+            vars: Vec::new(),
+            limit: Some(1024),
+        };
+        let e = Config::parse(
+            "[ari]\npassword='x'\n[media]\nport_min=20000\nport_max=29999\n",
+            "t",
+            &env,
+        )
+        .unwrap_err();
         assert_eq!(e.errors.len(), 1);
         assert_eq!(e.errors[0].key, "media.port_max");
-        assert!(e.errors[0].message.contains("limit is 1024"), "{}", e.errors[0]);
+        assert!(
+            e.errors[0].message.contains("limit is 1024"),
+            "{}",
+            e.errors[0]
+        );
     }
 
     #[test]
     fn ping_interval_and_pong_timeout_are_read_and_range_checked() {
-        has_error("[ari]\npassword='x'\nping_interval_ms=50\n", "ari.ping_interval_ms", "out of range");
-        has_error("[ari]\npassword='x'\npong_timeout_ms=0\n", "ari.pong_timeout_ms", "out of range");
-        has_error("[ari]\npassword='x'\npong_timeout_ms='5s'\n", "ari.pong_timeout_ms", "must be an integer");
-        let c = Config::parse("[ari]\npassword='x'\nping_interval_ms=1000\npong_timeout_ms=3000\n", "t", &ENV).unwrap();
-        assert_eq!((c.ari.ping_interval, c.ari.pong_timeout), (Duration::from_secs(1), Duration::from_secs(3)));
+        has_error(
+            "[ari]\npassword='x'\nping_interval_ms=50\n",
+            "ari.ping_interval_ms",
+            "out of range",
+        );
+        has_error(
+            "[ari]\npassword='x'\npong_timeout_ms=0\n",
+            "ari.pong_timeout_ms",
+            "out of range",
+        );
+        has_error(
+            "[ari]\npassword='x'\npong_timeout_ms='5s'\n",
+            "ari.pong_timeout_ms",
+            "must be an integer",
+        );
+        let c = Config::parse(
+            "[ari]\npassword='x'\nping_interval_ms=1000\npong_timeout_ms=3000\n",
+            "t",
+            &ENV,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.ari.ping_interval, c.ari.pong_timeout),
+            (Duration::from_secs(1), Duration::from_secs(3))
+        );
     }
 
     #[test]
@@ -458,7 +608,11 @@ mod tests {
             ("http://user:pw@host", "must not contain credentials"),
             ("http://host/ari?x=1", "query"),
         ] {
-            has_error(&format!("[ari]\npassword='x'\nurl='{url}'\n"), "ari.url", fragment);
+            has_error(
+                &format!("[ari]\npassword='x'\nurl='{url}'\n"),
+                "ari.url",
+                fragment,
+            );
         }
     }
 
@@ -466,22 +620,38 @@ mod tests {
     fn url_forms_give_rest_and_ws_bases() {
         assert_eq!(
             parse_ari_url("https://pbx.example:8089/").unwrap(),
-            ("https://pbx.example:8089/ari".into(), "wss://pbx.example:8089/ari".into())
+            (
+                "https://pbx.example:8089/ari".into(),
+                "wss://pbx.example:8089/ari".into()
+            )
         );
         assert_eq!(
             parse_ari_url("http://10.0.0.1:8088/asterisk/ari").unwrap(),
-            ("http://10.0.0.1:8088/asterisk/ari".into(), "ws://10.0.0.1:8088/asterisk/ari".into())
+            (
+                "http://10.0.0.1:8088/asterisk/ari".into(),
+                "ws://10.0.0.1:8088/asterisk/ari".into()
+            )
         );
-        assert_eq!(parse_ari_url("http://[::1]:8088").unwrap().0, "http://[::1]:8088/ari");
+        assert_eq!(
+            parse_ari_url("http://[::1]:8088").unwrap().0,
+            "http://[::1]:8088/ari"
+        );
     }
 
     #[test]
     fn password_comes_from_env_when_named() {
-        let env = FakeEnv { vars: vec![("VB1_PW", "s3cret")], limit: None };
+        let env = FakeEnv {
+            vars: vec![("VB1_PW", "s3cret")],
+            limit: None,
+        };
         let c = Config::parse("[ari]\npassword_env='VB1_PW'\n", "t", &env).unwrap();
         assert_eq!(c.ari.password.expose(), "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));
-        has_error("[ari]\npassword_env='VB1_MISSING'\n", "ari.password_env", "not set");
+        has_error(
+            "[ari]\npassword_env='VB1_MISSING'\n",
+            "ari.password_env",
+            "not set",
+        );
     }
 
     #[test]

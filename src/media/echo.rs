@@ -22,8 +22,8 @@ use log::{debug, warn};
 use parking_lot::Mutex;
 
 use super::pool::{disconnect, SocketLease, MAX_DATAGRAM};
-use crate::audio::Format;
 use super::rtp::{looks_like_rtp, write_packet};
+use crate::audio::Format;
 
 /// Stack of an echo thread. Its deepest path, a `debug!` line with an `io::Error`, runs in a
 /// quarter of it in a debug build (`an_echo_thread_needs_a_quarter_of_its_stack`). The default
@@ -163,11 +163,24 @@ impl Echo {
         Echo::spawn(lease, asterisk_host, name, ECHO_STACK)
     }
 
-    fn spawn(lease: SocketLease, asterisk_host: IpAddr, name: &str, stack: usize) -> io::Result<Echo> {
+    fn spawn(
+        lease: SocketLease,
+        asterisk_host: IpAddr,
+        name: &str,
+        stack: usize,
+    ) -> io::Result<Echo> {
         let port = lease.port();
         let control = Arc::new(Control {
-            state: Mutex::new(State { peer: Peer::LearnFrom(asterisk_host), wake: None, stop: false, connected: None }),
-            hot: Hot { generation: AtomicU64::new(0), stats: EchoStats::default() },
+            state: Mutex::new(State {
+                peer: Peer::LearnFrom(asterisk_host),
+                wake: None,
+                stop: false,
+                connected: None,
+            }),
+            hot: Hot {
+                generation: AtomicU64::new(0),
+                stats: EchoStats::default(),
+            },
         });
         let lease = Arc::new(lease);
         let (thread_control, thread_lease) = (Arc::clone(&control), Arc::clone(&lease));
@@ -175,7 +188,12 @@ impl Echo {
             .name(thread_name(name))
             .stack_size(stack)
             .spawn(move || EchoThread::new(&thread_lease, &thread_control).run())?;
-        Ok(Echo { port, control, lease, thread: Some(thread) })
+        Ok(Echo {
+            port,
+            control,
+            lease,
+            thread: Some(thread),
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -211,7 +229,9 @@ impl Echo {
             true
         });
         self.interrupt_recv();
-        Waking { control: Arc::clone(&self.control) }
+        Waking {
+            control: Arc::clone(&self.control),
+        }
     }
 
     /// Gets the thread out of a blocking `recv` (the socket must not be connected to another
@@ -231,7 +251,10 @@ impl Drop for Echo {
         self.interrupt_recv();
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
-                warn!("echo thread for port {} panicked; its socket was still returned", self.port);
+                warn!(
+                    "echo thread for port {} panicked; its socket was still returned",
+                    self.port
+                );
             }
         }
         // `self.lease` is now the last reference: it returns the socket as the fields drop.
@@ -297,7 +320,14 @@ impl<'a> EchoThread<'a> {
             }
             let (n, src) = match received {
                 Ok(x) => x,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
                     if self.waking {
                         std::thread::sleep(WAKE_NAP);
                     }
@@ -364,7 +394,10 @@ impl<'a> EchoThread<'a> {
             c.rx_bytes += packet.len() as u64;
             let sent = match self.state.connected {
                 // A `send` fails when the call disconnected the socket meanwhile.
-                Some(to) if to == src => self.socket.send(packet).or_else(|_| self.socket.send_to(packet, src)),
+                Some(to) if to == src => self
+                    .socket
+                    .send(packet)
+                    .or_else(|_| self.socket.send_to(packet, src)),
                 _ => self.socket.send_to(packet, src),
             };
             match sent {
@@ -397,16 +430,30 @@ impl<'a> EchoThread<'a> {
     /// passed since the last.
     fn send_silence(&mut self, buf: &mut [u8], peer: SocketAddr, format: Format) {
         let now = Instant::now();
-        if self.last_wake.is_some_and(|t| now.duration_since(t) < WAKE_EVERY) {
+        if self
+            .last_wake
+            .is_some_and(|t| now.duration_since(t) < WAKE_EVERY)
+        {
             return;
         }
         self.last_wake = Some(now);
         let ts = u32::from(self.wake_seq).wrapping_mul(format.frame_samples());
-        let n = write_packet(buf, format.payload_type(), self.wake_seq, ts, self.wake_ssrc, format.silence_byte(), format.frame_bytes());
+        let n = write_packet(
+            buf,
+            format.payload_type(),
+            self.wake_seq,
+            ts,
+            self.wake_ssrc,
+            format.silence_byte(),
+            format.frame_bytes(),
+        );
         self.wake_seq = self.wake_seq.wrapping_add(1);
         let packet = &buf[..n];
         let _ = match self.state.connected {
-            Some(to) if to == peer => self.socket.send(packet).or_else(|_| self.socket.send_to(packet, peer)),
+            Some(to) if to == peer => self
+                .socket
+                .send(packet)
+                .or_else(|_| self.socket.send_to(packet, peer)),
             _ => self.socket.send_to(packet, peer),
         };
     }
@@ -423,7 +470,9 @@ mod tests {
         let pool = pool(27920, 1);
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
         let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
-        asterisk.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        asterisk
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut buf = [0u8; 512];
         for seq in 0..5 {
             asterisk.send_to(&rtp(seq), (LOCAL, 27920)).unwrap();
@@ -433,7 +482,10 @@ mod tests {
         // The counter of the last send may trail its packet by a moment.
         wait_until("counters", || echo.counts().tx_packets == 5);
         let c = echo.counts();
-        assert_eq!((c.rx_packets, c.tx_packets, c.rx_bytes, c.tx_bytes), (5, 5, 5 * 172, 5 * 172));
+        assert_eq!(
+            (c.rx_packets, c.tx_packets, c.rx_bytes, c.tx_bytes),
+            (5, 5, 5 * 172, 5 * 172)
+        );
     }
 
     /// The address the echo's socket is connected to, if any.
@@ -447,20 +499,36 @@ mod tests {
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
         let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
         let stranger = UdpSocket::bind((LOCAL, 0)).unwrap();
-        asterisk.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        stranger.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        asterisk
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        stranger
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         echo.set_peer(asterisk.local_addr().unwrap());
         // From now on the kernel drops the stranger's packets: the echo never sees them.
-        wait_until("connected", || connected_to(&echo) == asterisk.local_addr().ok());
+        wait_until("connected", || {
+            connected_to(&echo) == asterisk.local_addr().ok()
+        });
         stranger.send_to(&rtp(1), (LOCAL, 27930)).unwrap();
         asterisk.send_to(b"not rtp at all", (LOCAL, 27930)).unwrap();
         asterisk.send_to(&rtp(2), (LOCAL, 27930)).unwrap();
         let mut buf = [0u8; 512];
         let (n, _) = asterisk.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &rtp(2)[..], "only the RTP packet from Asterisk is echoed");
-        assert!(stranger.recv_from(&mut buf).is_err(), "the stranger got an answer");
+        assert_eq!(
+            &buf[..n],
+            &rtp(2)[..],
+            "only the RTP packet from Asterisk is echoed"
+        );
+        assert!(
+            stranger.recv_from(&mut buf).is_err(),
+            "the stranger got an answer"
+        );
         wait_until("counters", || echo.counts().dropped_garbage == 1);
-        assert_eq!((echo.counts().tx_packets, echo.counts().dropped_foreign), (1, 0));
+        assert_eq!(
+            (echo.counts().tx_packets, echo.counts().dropped_foreign),
+            (1, 0)
+        );
     }
 
     #[test]
@@ -468,12 +536,19 @@ mod tests {
         let pool = pool(27_935, 1);
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
         let other_host = UdpSocket::bind(("127.0.0.2", 0)).unwrap();
-        other_host.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        other_host
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
-        asterisk.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        asterisk
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         other_host.send_to(&rtp(1), (LOCAL, 27_935)).unwrap();
         let mut buf = [0u8; 512];
-        assert!(other_host.recv_from(&mut buf).is_err(), "another host got an answer");
+        assert!(
+            other_host.recv_from(&mut buf).is_err(),
+            "another host got an answer"
+        );
         wait_until("drop count", || echo.counts().dropped_foreign == 1);
         assert_eq!(connected_to(&echo), None);
         asterisk.send_to(&rtp(2), (LOCAL, 27_935)).unwrap();
@@ -486,15 +561,22 @@ mod tests {
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
         let first = UdpSocket::bind((LOCAL, 0)).unwrap();
         let second = UdpSocket::bind((LOCAL, 0)).unwrap();
-        first.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        second.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        first
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         first.send_to(&rtp(1), (LOCAL, 27940)).unwrap();
         let mut buf = [0u8; 512];
         first.recv_from(&mut buf).unwrap();
         // Connected before it answered: the second source is dropped by the kernel.
         assert_eq!(connected_to(&echo), first.local_addr().ok());
         second.send_to(&rtp(2), (LOCAL, 27940)).unwrap();
-        assert!(second.recv_from(&mut buf).is_err(), "a second source on the same host was answered");
+        assert!(
+            second.recv_from(&mut buf).is_err(),
+            "a second source on the same host was answered"
+        );
         first.send_to(&rtp(3), (LOCAL, 27940)).unwrap();
         let n = first.recv_from(&mut buf).unwrap().0;
         assert_eq!(&buf[..n], &rtp(3)[..]);
@@ -507,17 +589,26 @@ mod tests {
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
         let learned = UdpSocket::bind((LOCAL, 0)).unwrap();
         let pinned = UdpSocket::bind((LOCAL, 0)).unwrap();
-        learned.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-        pinned.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        learned
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        pinned
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut buf = [0u8; 512];
         learned.send_to(&rtp(1), (LOCAL, 27_945)).unwrap();
-        learned.recv_from(&mut buf).expect("the first source is answered");
+        learned
+            .recv_from(&mut buf)
+            .expect("the first source is answered");
         echo.set_peer(pinned.local_addr().unwrap());
         learned.send_to(&rtp(2), (LOCAL, 27_945)).unwrap();
         pinned.send_to(&rtp(3), (LOCAL, 27_945)).unwrap();
         let n = pinned.recv_from(&mut buf).unwrap().0;
         assert_eq!(&buf[..n], &rtp(3)[..]);
-        assert!(learned.recv_from(&mut buf).is_err(), "the learned address is still answered");
+        assert!(
+            learned.recv_from(&mut buf).is_err(),
+            "the learned address is still answered"
+        );
         assert_eq!(connected_to(&echo), pinned.local_addr().ok());
     }
 
@@ -525,7 +616,9 @@ mod tests {
     fn waking_asterisk_sends_silence_to_the_pinned_peer_until_the_guard_drops() {
         let pool = pool(27_990, 1);
         let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
-        asterisk.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        asterisk
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "t").unwrap();
         echo.set_peer(asterisk.local_addr().unwrap());
         let waking = echo.wake_asterisk(Format::Alaw);
@@ -534,26 +627,49 @@ mod tests {
         for _ in 0..3 {
             let (n, from) = asterisk.recv_from(&mut buf).expect("a wake-up packet");
             assert_eq!((n, from.port()), (172, 27_990));
-            assert!(looks_like_rtp(&buf[..n]) && buf[1] == 8 && buf[12..n].iter().all(|b| *b == 0xd5));
+            assert!(
+                looks_like_rtp(&buf[..n]) && buf[1] == 8 && buf[12..n].iter().all(|b| *b == 0xd5)
+            );
             seqs.push(u16::from_be_bytes([buf[2], buf[3]]));
         }
-        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)), "{seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "{seqs:?}"
+        );
         // It still echoes meanwhile (its socket does not block while it wakes Asterisk).
         let packet = rtp(7);
         asterisk.send_to(&packet, ("127.0.0.1", 27_990)).unwrap();
-        let echoed = std::iter::from_fn(|| asterisk.recv_from(&mut buf).ok().map(|(n, _)| buf[..n].to_vec())).take(100);
-        assert!(echoed.into_iter().any(|p| p == packet), "no echo while waking");
+        let echoed = std::iter::from_fn(|| {
+            asterisk
+                .recv_from(&mut buf)
+                .ok()
+                .map(|(n, _)| buf[..n].to_vec())
+        })
+        .take(100);
+        assert!(
+            echoed.into_iter().any(|p| p == packet),
+            "no echo while waking"
+        );
         drop(waking);
         // Whatever was in flight arrives; then nothing more.
         std::thread::sleep(Duration::from_millis(20));
         asterisk.set_nonblocking(true).unwrap();
         while asterisk.recv_from(&mut buf).is_ok() {}
         std::thread::sleep(Duration::from_millis(30));
-        assert!(asterisk.recv_from(&mut buf).is_err(), "still waking after the guard dropped");
+        assert!(
+            asterisk.recv_from(&mut buf).is_err(),
+            "still waking after the guard dropped"
+        );
         // And it echoes after (a blocking socket again).
         asterisk.set_nonblocking(false).unwrap();
         asterisk.send_to(&packet, ("127.0.0.1", 27_990)).unwrap();
-        assert_eq!(asterisk.recv_from(&mut buf).map(|(n, _)| buf[..n].to_vec()).ok(), Some(packet));
+        assert_eq!(
+            asterisk
+                .recv_from(&mut buf)
+                .map(|(n, _)| buf[..n].to_vec())
+                .ok(),
+            Some(packet)
+        );
         // Its own wake-up datagrams are not counted as foreign traffic.
         assert_eq!(echo.counts().dropped_foreign, 0);
     }
@@ -584,7 +700,9 @@ mod tests {
         let pool = pool(27_955, 1);
         let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
         let next_asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
-        next_asterisk.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        next_asterisk
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "first").unwrap();
         echo.set_peer(asterisk.local_addr().unwrap());
         wait_until("connected", || connected_to(&echo).is_some());
@@ -603,10 +721,13 @@ mod tests {
 
     #[test]
     fn an_echo_on_a_socket_bound_to_every_address_answers_and_stops() {
-        let (pool, failures) = crate::media::SocketPool::bind(std::net::Ipv4Addr::UNSPECIFIED.into(), 27_965, 27_965);
+        let (pool, failures) =
+            crate::media::SocketPool::bind(std::net::Ipv4Addr::UNSPECIFIED.into(), 27_965, 27_965);
         assert!(failures.is_empty(), "{failures:?}");
         let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
-        asterisk.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        asterisk
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "any").unwrap();
         echo.set_peer(asterisk.local_addr().unwrap());
         asterisk.send_to(&rtp(1), (LOCAL, 27_965)).unwrap();
@@ -614,7 +735,11 @@ mod tests {
         assert_eq!(asterisk.recv_from(&mut buf).unwrap().0, 172);
         let t = Instant::now();
         drop(echo);
-        assert!(t.elapsed() < Duration::from_millis(250), "stopping took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(250),
+            "stopping took {:?}",
+            t.elapsed()
+        );
         assert_eq!(pool.free(), 1);
     }
 
@@ -650,14 +775,22 @@ mod tests {
             .set_location_level(log::LevelFilter::Off)
             .add_filter_allow_str("voicebot1")
             .build();
-        simplelog::CombinedLogger::init(vec![simplelog::WriteLogger::new(log::LevelFilter::Trace, config, log.clone())])
-            .expect("no other test installs a logger");
+        simplelog::CombinedLogger::init(vec![simplelog::WriteLogger::new(
+            log::LevelFilter::Trace,
+            config,
+            log.clone(),
+        )])
+        .expect("no other test installs a logger");
         let pool = pool(27_985, 1);
         let echo = Echo::spawn(pool.lease().unwrap(), LOCAL, "stack", ECHO_STACK / 4).unwrap();
         let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
-        asterisk.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        asterisk
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
         let mut buf = [0u8; 512];
-        asterisk.send_to(b"garbage from the asterisk host", (LOCAL, 27_985)).unwrap();
+        asterisk
+            .send_to(b"garbage from the asterisk host", (LOCAL, 27_985))
+            .unwrap();
         asterisk.send_to(&rtp(1), (LOCAL, 27_985)).unwrap();
         asterisk.recv_from(&mut buf).expect("learned and echoed");
         let waking = echo.wake_asterisk(Format::Slin16);
@@ -666,7 +799,8 @@ mod tests {
         // An IPv6 peer for an IPv4 socket: the connect fails and is logged with its io::Error.
         echo.set_peer("[::1]:9".parse().unwrap());
         wait_until("the connect error in the log", || {
-            String::from_utf8_lossy(&log.0.lock()).contains("echo on port 27985: connect to [::1]:9:")
+            String::from_utf8_lossy(&log.0.lock())
+                .contains("echo on port 27985: connect to [::1]:9:")
         });
         drop(echo);
         assert_eq!(pool.free(), 1);
@@ -676,7 +810,9 @@ mod tests {
     fn late_packets_of_a_finished_call_are_not_echoed_into_the_next() {
         let pool = pool(27960, 1);
         let asterisk = UdpSocket::bind((LOCAL, 0)).unwrap();
-        asterisk.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        asterisk
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         drop(Echo::start(pool.lease().unwrap(), LOCAL, "first").unwrap());
         // The first call's stream goes on for a moment after its end.
         for seq in 0..3 {
@@ -685,7 +821,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         let echo = Echo::start(pool.lease().unwrap(), LOCAL, "second").unwrap();
         let mut buf = [0u8; 512];
-        assert!(asterisk.recv_from(&mut buf).is_err(), "a late packet was echoed into the next call");
+        assert!(
+            asterisk.recv_from(&mut buf).is_err(),
+            "a late packet was echoed into the next call"
+        );
         assert_eq!(echo.counts().rx_packets, 0);
     }
 }

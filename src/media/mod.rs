@@ -39,7 +39,20 @@ mod testing {
 
     /// An a-law RTP packet as Asterisk sends it: 12 bytes of header, 20 ms of silence.
     pub fn rtp(seq: u16) -> Vec<u8> {
-        let mut p = vec![0x80, 8, (seq >> 8) as u8, seq as u8, 0, 0, 0, 160, 1, 2, 3, 4];
+        let mut p = vec![
+            0x80,
+            8,
+            (seq >> 8) as u8,
+            seq as u8,
+            0,
+            0,
+            0,
+            160,
+            1,
+            2,
+            3,
+            4,
+        ];
         p.extend_from_slice(&[0xd5; 160]);
         p
     }

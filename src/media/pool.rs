@@ -82,11 +82,21 @@ impl SocketPool {
             ip => ip,
         };
         let waker = UdpSocket::bind(SocketAddr::new(reach, 0)).ok();
-        let inner = PoolInner { free: Mutex::new(free), total, reach, waker };
+        let inner = PoolInner {
+            free: Mutex::new(free),
+            total,
+            reach,
+            waker,
+        };
         for (_, sock) in inner.free.lock().iter() {
             let _ = sock.set_read_timeout(inner.idle_timeout());
         }
-        (SocketPool { inner: Arc::new(inner) }, failures)
+        (
+            SocketPool {
+                inner: Arc::new(inner),
+            },
+            failures,
+        )
     }
 
     /// Takes a socket, or `None` when every one is in use.
@@ -94,7 +104,11 @@ impl SocketPool {
         let (port, socket) = self.inner.free.lock().pop()?;
         // Packets that arrived while the socket sat in the pool belong to nobody.
         drain(&socket);
-        Some(SocketLease { port, socket: Some(socket), pool: Arc::clone(&self.inner) })
+        Some(SocketLease {
+            port,
+            socket: Some(socket),
+            pool: Arc::clone(&self.inner),
+        })
     }
 
     /// Runs `f` while, on another thread, a keepalive datagram goes to `target`, if any, every
@@ -102,19 +116,24 @@ impl SocketPool {
     /// command waits for the channel to wake: a datagram on its RTP socket wakes it (see
     /// `Echo::wake_asterisk` for the bot's media channel, which gets RTP silence instead).
     pub fn waking<T>(&self, target: Option<SocketAddr>, f: impl FnOnce() -> T) -> T {
-        let (Some(waker), Some(target)) = (&self.inner.waker, target) else { return f() };
+        let (Some(waker), Some(target)) = (&self.inner.waker, target) else {
+            return f();
+        };
         let done = AtomicBool::new(false);
         std::thread::scope(|scope| {
-            let poker = std::thread::Builder::new().name("wake-caller".into()).stack_size(64 * 1024).spawn_scoped(scope, || {
-                let until = Instant::now() + POKE_AT_MOST;
-                while !done.load(Ordering::Relaxed) && Instant::now() < until {
-                    if let Err(e) = waker.send_to(&KEEPALIVE, target) {
-                        log::debug!("cannot poke {target}: {e}");
-                        return;
+            let poker = std::thread::Builder::new()
+                .name("wake-caller".into())
+                .stack_size(64 * 1024)
+                .spawn_scoped(scope, || {
+                    let until = Instant::now() + POKE_AT_MOST;
+                    while !done.load(Ordering::Relaxed) && Instant::now() < until {
+                        if let Err(e) = waker.send_to(&KEEPALIVE, target) {
+                            log::debug!("cannot poke {target}: {e}");
+                            return;
+                        }
+                        std::thread::sleep(POKE_EVERY);
                     }
-                    std::thread::sleep(POKE_EVERY);
-                }
-            });
+                });
             let result = f();
             done.store(true, Ordering::Relaxed);
             if let Err(e) = poker {
@@ -175,7 +194,9 @@ impl SocketLease {
 
     pub(super) fn socket(&self) -> &UdpSocket {
         // Only `Drop` takes the socket out.
-        self.socket.as_ref().unwrap_or_else(|| unreachable!("socket taken before drop"))
+        self.socket
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("socket taken before drop"))
     }
 
     /// Sends the socket an empty datagram from this host, so that a `recv` blocked on it returns.
@@ -184,7 +205,8 @@ impl SocketLease {
         let target = SocketAddr::new(self.pool.reach, self.port);
         let sent = match &self.pool.waker {
             Some(waker) => waker.send_to(&[], target),
-            None => UdpSocket::bind(SocketAddr::new(self.pool.reach, 0)).and_then(|w| w.send_to(&[], target)),
+            None => UdpSocket::bind(SocketAddr::new(self.pool.reach, 0))
+                .and_then(|w| w.send_to(&[], target)),
         };
         if let Err(e) = sent {
             log::debug!("cannot wake the echo on port {}: {e}", self.port);
@@ -230,7 +252,10 @@ mod tests {
     fn ports_in_use_are_reported_and_left_out() {
         let _taken = UdpSocket::bind((LOCAL, 27911)).unwrap();
         let (pool, failures) = SocketPool::bind(LOCAL, 27910, 27912);
-        assert_eq!(failures.iter().map(|f| f.port).collect::<Vec<_>>(), vec![27911]);
+        assert_eq!(
+            failures.iter().map(|f| f.port).collect::<Vec<_>>(),
+            vec![27911]
+        );
         assert_eq!(pool.total(), 2);
     }
 
@@ -243,10 +268,16 @@ mod tests {
         lease.socket().connect(peer.local_addr().unwrap()).unwrap();
         drop(lease);
         let lease = pool.lease().unwrap();
-        assert_eq!(lease.socket().peer_addr().map_err(|e| e.kind()), Err(io::ErrorKind::NotConnected));
+        assert_eq!(
+            lease.socket().peer_addr().map_err(|e| e.kind()),
+            Err(io::ErrorKind::NotConnected)
+        );
         stranger.send_to(b"x", (LOCAL, 27970)).unwrap();
         let mut buf = [0u8; 16];
-        let (n, from) = lease.socket().recv_from(&mut buf).expect("a datagram from a new source");
+        let (n, from) = lease
+            .socket()
+            .recv_from(&mut buf)
+            .expect("a datagram from a new source");
         assert_eq!((n, from), (1, stranger.local_addr().unwrap()));
     }
 
@@ -260,11 +291,18 @@ mod tests {
         sock.connect(peer.local_addr().unwrap()).unwrap();
         disconnect(&sock).unwrap();
         disconnect(&sock).unwrap();
-        assert_eq!(sock.local_addr().unwrap(), SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)));
-        sock.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        assert_eq!(
+            sock.local_addr().unwrap(),
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port))
+        );
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
         let other = UdpSocket::bind((LOCAL, 0)).unwrap();
         other.send_to(b"y", (LOCAL, port)).unwrap();
         let mut buf = [0u8; 16];
-        assert_eq!(sock.recv_from(&mut buf).unwrap().1, other.local_addr().unwrap());
+        assert_eq!(
+            sock.recv_from(&mut buf).unwrap().1,
+            other.local_addr().unwrap()
+        );
     }
 }

@@ -14,7 +14,9 @@ pub fn looks_like_rtp(packet: &[u8]) -> bool {
     let mut needed = HEADER + csrc;
     if packet[0] & 0x10 != 0 {
         // Header extension: 4 bytes of profile + length, then length 32-bit words.
-        let Some(ext) = packet.get(needed..needed + 4) else { return false };
+        let Some(ext) = packet.get(needed..needed + 4) else {
+            return false;
+        };
         needed += 4 + usize::from(u16::from_be_bytes([ext[2], ext[3]])) * 4;
     }
     packet.len() >= needed
@@ -22,7 +24,15 @@ pub fn looks_like_rtp(packet: &[u8]) -> bool {
 
 /// Writes into `buf` an RTP packet of `len` bytes of `fill` after the header, and returns its
 /// length (at most `buf.len()`).
-pub fn write_packet(buf: &mut [u8], payload_type: u8, seq: u16, timestamp: u32, ssrc: u32, fill: u8, len: usize) -> usize {
+pub fn write_packet(
+    buf: &mut [u8],
+    payload_type: u8,
+    seq: u16,
+    timestamp: u32,
+    ssrc: u32,
+    fill: u8,
+    len: usize,
+) -> usize {
     let total = (HEADER + len).min(buf.len());
     buf[0] = 0x80;
     buf[1] = payload_type & 0x7f;
@@ -82,7 +92,10 @@ mod tests {
         let n = write_packet(&mut buf, 0x88, 7, 1120, 0xdead_beef, 0xd5, 160);
         assert_eq!(n, 172);
         assert!(looks_like_rtp(&buf[..n]));
-        assert_eq!(&buf[..12], &[0x80, 8, 0, 7, 0, 0, 4, 0x60, 0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(
+            &buf[..12],
+            &[0x80, 8, 0, 7, 0, 0, 4, 0x60, 0xde, 0xad, 0xbe, 0xef]
+        );
         assert!(buf[12..n].iter().all(|b| *b == 0xd5));
         // A payload larger than the buffer is cut, not a panic.
         assert_eq!(write_packet(&mut buf[..100], 8, 0, 0, 1, 0, 640), 100);

@@ -53,7 +53,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn new() -> Writer {
-        Writer { out: String::with_capacity(16 * 1024) }
+        Writer {
+            out: String::with_capacity(16 * 1024),
+        }
     }
 
     /// Starts a family: its `# HELP` and `# TYPE` lines.
@@ -73,11 +75,18 @@ impl Writer {
 
     /// The lines of one histogram (the family must have been started with `Kind::Histogram`).
     pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) {
-        debug_assert_eq!(h.counts.len(), h.bounds.len() + 1, "{name}: one count per bucket plus +Inf");
+        debug_assert_eq!(
+            h.counts.len(),
+            h.bounds.len() + 1,
+            "{name}: one count per bucket plus +Inf"
+        );
         let mut cumulative = 0u64;
         for (i, count) in h.counts.iter().enumerate() {
             cumulative += count;
-            let le = h.bounds.get(i).map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
+            let le = h
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |b| format_float(*b));
             let _ = write!(self.out, "{name}_bucket");
             self.labels(labels, Some(&le));
             let _ = writeln!(self.out, " {cumulative}");
@@ -125,12 +134,16 @@ fn escape_help(s: &str) -> String {
 }
 
 fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
@@ -141,8 +154,16 @@ mod tests {
     #[test]
     fn a_counter_family_has_help_type_and_labelled_samples() {
         let mut w = Writer::new();
-        w.family("voicebot1_x_total", Kind::Counter, "Things.\nCounted with a \\ in them.");
-        w.sample("voicebot1_x_total", &[("outcome", "a"), ("class", "2xx")], 3);
+        w.family(
+            "voicebot1_x_total",
+            Kind::Counter,
+            "Things.\nCounted with a \\ in them.",
+        );
+        w.sample(
+            "voicebot1_x_total",
+            &[("outcome", "a"), ("class", "2xx")],
+            3,
+        );
         w.sample("voicebot1_x_total", &[], 0);
         assert_eq!(
             w.finish(),
@@ -164,7 +185,11 @@ mod tests {
     fn a_histogram_is_cumulative_and_ends_with_inf_sum_and_count() {
         let mut w = Writer::new();
         w.family("voicebot1_h_seconds", Kind::Histogram, "Latency.");
-        let h = HistogramSnapshot { bounds: &[0.005, 0.1, 1.0], counts: vec![2, 0, 1, 4], sum: 12.25 };
+        let h = HistogramSnapshot {
+            bounds: &[0.005, 0.1, 1.0],
+            counts: vec![2, 0, 1, 4],
+            sum: 12.25,
+        };
         w.histogram("voicebot1_h_seconds", &[("operation", "play")], &h);
         assert_eq!(
             w.finish(),

@@ -202,7 +202,9 @@ label_set! {
 
 /// Upper bounds (seconds) of the latency histograms' buckets: set-up is a few ms on Asterisk 22
 /// and ~230 ms on 16; a REST request ~1 ms, up to the 5 s request timeout.
-pub const LATENCY_BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// A latency histogram over [`LATENCY_BUCKETS`].
 #[derive(Debug)]
@@ -214,20 +216,33 @@ pub struct Histogram {
 
 impl Histogram {
     pub const fn new() -> Histogram {
-        Histogram { counts: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len() + 1], sum_micros: AtomicU64::new(0) }
+        Histogram {
+            counts: [const { AtomicU64::new(0) }; LATENCY_BUCKETS.len() + 1],
+            sum_micros: AtomicU64::new(0),
+        }
     }
 
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let bucket = LATENCY_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BUCKETS.len());
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
         self.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     pub fn snapshot(&self) -> HistogramSnapshot<'static> {
         HistogramSnapshot {
             bounds: &LATENCY_BUCKETS,
-            counts: self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
             sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }
@@ -248,7 +263,10 @@ struct AriStats {
 
 impl AriStats {
     const fn new() -> AriStats {
-        AriStats { duration: Histogram::new(), by_class: [const { AtomicU64::new(0) }; Class::ALL.len()] }
+        AriStats {
+            duration: Histogram::new(),
+            by_class: [const { AtomicU64::new(0) }; Class::ALL.len()],
+        }
     }
 }
 
@@ -301,7 +319,8 @@ impl Registry {
 
     pub fn bot_session_ended(&self, echo: &EchoSession) {
         self.bot_sessions.fetch_add(1, Ordering::Relaxed);
-        self.echo_received.fetch_add(echo.received, Ordering::Relaxed);
+        self.echo_received
+            .fetch_add(echo.received, Ordering::Relaxed);
         self.echo_sent.fetch_add(echo.sent, Ordering::Relaxed);
         for (reason, n) in Dropped::ALL.iter().zip(echo.dropped) {
             self.echo_dropped[*reason as usize].fetch_add(n, Ordering::Relaxed);
@@ -385,11 +404,19 @@ mod tests {
 
     /// The value of the sample line starting with `series ` (name and labels as written).
     fn value(text: &str, series: &str) -> Option<f64> {
-        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     fn live() -> Live {
-        Live { active: [1, 2, 0, 3], pool_free: 7, pool_total: 10, started: 9, adopted: 1, ..Live::default() }
+        Live {
+            active: [1, 2, 0, 3],
+            pool_free: 7,
+            pool_total: 10,
+            started: 9,
+            adopted: 1,
+            ..Live::default()
+        }
     }
 
     #[test]
@@ -399,14 +426,51 @@ mod tests {
         r.call_not_taken(NotTaken::Setups);
         r.call_not_taken(NotTaken::Unanswered);
         let text = render(&r, &live());
-        assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"max_setups\"}"), Some(2.0));
-        assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"unanswered_asterisk\"}"), Some(1.0));
-        assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"max_calls\"}"), Some(0.0));
-        assert_eq!(value(&text, "voicebot1_admission_ceiling_calls"), Some(f64::INFINITY), "none learned yet");
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_not_taken_total{reason=\"max_setups\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_not_taken_total{reason=\"unanswered_asterisk\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_not_taken_total{reason=\"max_calls\"}"
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&text, "voicebot1_admission_ceiling_calls"),
+            Some(f64::INFINITY),
+            "none learned yet"
+        );
         r.call_not_taken(NotTaken::Ceiling);
-        let text = render(&r, &Live { ceiling: Some(80), ..live() });
-        assert_eq!(value(&text, "voicebot1_calls_not_taken_total{reason=\"learned_ceiling\"}"), Some(1.0));
-        assert_eq!(value(&text, "voicebot1_admission_ceiling_calls"), Some(80.0));
+        let text = render(
+            &r,
+            &Live {
+                ceiling: Some(80),
+                ..live()
+            },
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_not_taken_total{reason=\"learned_ceiling\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "voicebot1_admission_ceiling_calls"),
+            Some(80.0)
+        );
     }
 
     #[test]
@@ -426,15 +490,60 @@ mod tests {
             r.call_ended(outcome);
         }
         let text = render(&r, &live());
-        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"caller_hangup\"}"), Some(2.0));
-        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"destination_busy\"}"), Some(1.0));
-        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"destination_no_answer\"}"), Some(2.0));
-        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"destination_failed\"}"), Some(1.0));
-        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"setup_failed\"}"), Some(1.0));
-        assert_eq!(value(&text, "voicebot1_calls_ended_total{outcome=\"internal_error\"}"), Some(0.0));
-        assert_eq!(value(&text, "voicebot1_calls_started_total{origin=\"inbound\"}"), Some(9.0));
-        assert_eq!(value(&text, "voicebot1_calls_active{phase=\"media\"}"), Some(2.0));
-        assert_eq!(value(&text, "voicebot1_calls_active{phase=\"connected\"}"), Some(3.0));
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_ended_total{outcome=\"caller_hangup\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_ended_total{outcome=\"destination_busy\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_ended_total{outcome=\"destination_no_answer\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_ended_total{outcome=\"destination_failed\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_ended_total{outcome=\"setup_failed\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_calls_ended_total{outcome=\"internal_error\"}"
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&text, "voicebot1_calls_started_total{origin=\"inbound\"}"),
+            Some(9.0)
+        );
+        assert_eq!(
+            value(&text, "voicebot1_calls_active{phase=\"media\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, "voicebot1_calls_active{phase=\"connected\"}"),
+            Some(3.0)
+        );
         assert_eq!(value(&text, "voicebot1_pool_ports_free"), Some(7.0));
         assert_eq!(value(&text, "voicebot1_pool_ports"), Some(10.0));
     }
@@ -442,21 +551,87 @@ mod tests {
     #[test]
     fn rest_requests_are_labelled_by_operation_and_class_never_by_path() {
         let r = Registry::new();
-        r.ari_request(Operation::of("POST", "/bridges/voicebot1-1764.1-bridge"), Class::Success, Duration::from_millis(2));
-        r.ari_request(Operation::of("POST", "/bridges/voicebot1-1764.1-bridge"), Class::of_status(500), Duration::from_millis(30));
-        r.ari_request(Operation::of("DELETE", "/channels/1764.1"), Class::Timeout, Duration::from_secs(5));
+        r.ari_request(
+            Operation::of("POST", "/bridges/voicebot1-1764.1-bridge"),
+            Class::Success,
+            Duration::from_millis(2),
+        );
+        r.ari_request(
+            Operation::of("POST", "/bridges/voicebot1-1764.1-bridge"),
+            Class::of_status(500),
+            Duration::from_millis(30),
+        );
+        r.ari_request(
+            Operation::of("DELETE", "/channels/1764.1"),
+            Class::Timeout,
+            Duration::from_secs(5),
+        );
         let text = render(&r, &live());
         assert!(!text.contains("1764"), "an id leaked into a label:\n{text}");
         let series = "voicebot1_ari_request_duration_seconds";
-        assert_eq!(value(&text, &format!("{series}_count{{operation=\"create_bridge\"}}")), Some(2.0));
-        assert_eq!(value(&text, &format!("{series}_bucket{{operation=\"create_bridge\",le=\"0.0025\"}}")), Some(1.0));
-        assert_eq!(value(&text, &format!("{series}_bucket{{operation=\"create_bridge\",le=\"0.05\"}}")), Some(2.0));
-        assert_eq!(value(&text, &format!("{series}_sum{{operation=\"create_bridge\"}}")), Some(0.032));
-        assert_eq!(value(&text, &format!("{series}_bucket{{operation=\"hangup\",le=\"2.5\"}}")), Some(0.0));
-        assert_eq!(value(&text, &format!("{series}_bucket{{operation=\"hangup\",le=\"5\"}}")), Some(1.0));
-        assert_eq!(value(&text, "voicebot1_ari_requests_total{operation=\"create_bridge\",class=\"5xx\"}"), Some(1.0));
-        assert_eq!(value(&text, "voicebot1_ari_requests_total{operation=\"hangup\",class=\"timeout\"}"), Some(1.0));
-        assert_eq!(value(&text, "voicebot1_ari_requests_total{operation=\"originate\",class=\"2xx\"}"), Some(0.0));
+        assert_eq!(
+            value(
+                &text,
+                &format!("{series}_count{{operation=\"create_bridge\"}}")
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{series}_bucket{{operation=\"create_bridge\",le=\"0.0025\"}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{series}_bucket{{operation=\"create_bridge\",le=\"0.05\"}}")
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{series}_sum{{operation=\"create_bridge\"}}")
+            ),
+            Some(0.032)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{series}_bucket{{operation=\"hangup\",le=\"2.5\"}}")
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!("{series}_bucket{{operation=\"hangup\",le=\"5\"}}")
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_ari_requests_total{operation=\"create_bridge\",class=\"5xx\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_ari_requests_total{operation=\"hangup\",class=\"timeout\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_ari_requests_total{operation=\"originate\",class=\"2xx\"}"
+            ),
+            Some(0.0)
+        );
     }
 
     #[test]
@@ -470,11 +645,23 @@ mod tests {
             ("POST", "/channels/externalMedia", Operation::ExternalMedia),
             ("POST", "/channels/voicebot1-1.2-dest", Operation::Originate),
             ("DELETE", "/channels/1.2", Operation::Hangup),
-            ("POST", "/channels/1.2/play/voicebot1-1.2-ring", Operation::Play),
+            (
+                "POST",
+                "/channels/1.2/play/voicebot1-1.2-ring",
+                Operation::Play,
+            ),
             ("POST", "/channels/1.2/variable", Operation::SetVariable),
             ("GET", "/channels", Operation::GetChannels),
-            ("DELETE", "/playbacks/voicebot1-1.2-ring", Operation::StopPlayback),
-            ("GET", "/playbacks/voicebot1-1.2-ring", Operation::GetPlayback),
+            (
+                "DELETE",
+                "/playbacks/voicebot1-1.2-ring",
+                Operation::StopPlayback,
+            ),
+            (
+                "GET",
+                "/playbacks/voicebot1-1.2-ring",
+                Operation::GetPlayback,
+            ),
             ("GET", "/asterisk/info", Operation::Info),
             ("GET", "/asterisk/modules/res_ari.so", Operation::Other),
             ("GET", "/endpoints/PJSIP/AVAYA-endpoint", Operation::Other),
@@ -487,15 +674,37 @@ mod tests {
     #[test]
     fn echo_counts_add_up_over_sessions() {
         let r = Registry::new();
-        let echo = EchoSession { received: 350, sent: 349, dropped: [2, 1] };
+        let echo = EchoSession {
+            received: 350,
+            sent: 349,
+            dropped: [2, 1],
+        };
         r.bot_session_ended(&echo);
         r.bot_session_ended(&echo);
         let text = render(&r, &live());
         assert_eq!(value(&text, "voicebot1_bot_sessions_total"), Some(2.0));
-        assert_eq!(value(&text, "voicebot1_echo_packets_received_total"), Some(700.0));
-        assert_eq!(value(&text, "voicebot1_echo_packets_sent_total"), Some(698.0));
-        assert_eq!(value(&text, "voicebot1_echo_packets_dropped_total{reason=\"foreign_source\"}"), Some(4.0));
-        assert_eq!(value(&text, "voicebot1_echo_packets_dropped_total{reason=\"not_rtp\"}"), Some(2.0));
+        assert_eq!(
+            value(&text, "voicebot1_echo_packets_received_total"),
+            Some(700.0)
+        );
+        assert_eq!(
+            value(&text, "voicebot1_echo_packets_sent_total"),
+            Some(698.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_echo_packets_dropped_total{reason=\"foreign_source\"}"
+            ),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "voicebot1_echo_packets_dropped_total{reason=\"not_rtp\"}"
+            ),
+            Some(2.0)
+        );
     }
 
     #[test]
@@ -512,20 +721,42 @@ mod tests {
                 assert!(!families.contains(&family), "{family} twice");
                 families.push(family);
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-                assert!(rest.starts_with(&format!("{family} ")), "TYPE of another family than HELP: {line}");
+                assert!(
+                    rest.starts_with(&format!("{family} ")),
+                    "TYPE of another family than HELP: {line}"
+                );
                 // Prometheus: `_total` is for counters only.
-                assert_eq!(rest.ends_with(" counter"), family.ends_with("_total"), "{line}");
+                assert_eq!(
+                    rest.ends_with(" counter"),
+                    family.ends_with("_total"),
+                    "{line}"
+                );
             } else {
                 let name = line.split(['{', ' ']).next().unwrap();
-                let base = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).filter(|b| *b == family);
-                assert!(name == family || base.is_some(), "sample {name} outside its family {family}");
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .filter(|b| *b == family);
+                assert!(
+                    name == family || base.is_some(),
+                    "sample {name} outside its family {family}"
+                );
                 let v = line.rsplit(' ').next().unwrap();
                 assert!(v.parse::<f64>().is_ok(), "value of {line:?}");
             }
         }
-        assert_eq!(value(&text, "voicebot1_call_setup_seconds_bucket{le=\"0.0025\"}"), Some(0.0));
-        assert_eq!(value(&text, "voicebot1_call_setup_seconds_bucket{le=\"0.005\"}"), Some(1.0));
-        assert_eq!(value(&text, "voicebot1_call_setup_seconds_bucket{le=\"+Inf\"}"), Some(1.0));
+        assert_eq!(
+            value(&text, "voicebot1_call_setup_seconds_bucket{le=\"0.0025\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(&text, "voicebot1_call_setup_seconds_bucket{le=\"0.005\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "voicebot1_call_setup_seconds_bucket{le=\"+Inf\"}"),
+            Some(1.0)
+        );
         assert!(text.lines().count() < 450, "{} lines", text.lines().count());
     }
 
@@ -533,14 +764,35 @@ mod tests {
     fn health_needs_the_websocket_a_free_port_and_no_stop() {
         let r = Registry::new();
         let h = health(&r, &live());
-        assert!(!h.ok && h.reason.contains("WebSocket not connected"), "{h:?}");
+        assert!(
+            !h.ok && h.reason.contains("WebSocket not connected"),
+            "{h:?}"
+        );
         r.set_ari_connected(true);
         let h = health(&r, &live());
         assert!(h.ok, "{h:?}");
-        assert_eq!(h.reason, "ok: ARI connected, 6 calls active, pool 7/10 free");
-        let h = health(&r, &Live { pool_free: 0, ..live() });
-        assert!(!h.ok && h.reason.contains("no free media port (pool 0/10 free"), "{h:?}");
-        let h = health(&r, &Live { stopping: true, ..live() });
+        assert_eq!(
+            h.reason,
+            "ok: ARI connected, 6 calls active, pool 7/10 free"
+        );
+        let h = health(
+            &r,
+            &Live {
+                pool_free: 0,
+                ..live()
+            },
+        );
+        assert!(
+            !h.ok && h.reason.contains("no free media port (pool 0/10 free"),
+            "{h:?}"
+        );
+        let h = health(
+            &r,
+            &Live {
+                stopping: true,
+                ..live()
+            },
+        );
         assert!(!h.ok && h.reason.contains("stopping"), "{h:?}");
         for h in [health(&r, &live()), health(&Registry::new(), &live())] {
             assert!(!h.reason.contains('\n'));

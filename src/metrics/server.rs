@@ -41,26 +41,33 @@ impl Endpoint {
     /// Starts answering on a thread of its own; `live` reads the service's state at each request.
     pub fn serve(self, live: impl Fn() -> Live + Send + 'static) -> io::Result<MetricsServer> {
         let addr = self.addr;
-        let server = tiny_http::Server::from_listener(self.listener, None).map_err(io::Error::other)?;
+        let server =
+            tiny_http::Server::from_listener(self.listener, None).map_err(io::Error::other)?;
         let server = Arc::new(server);
         let stopping = Arc::new(AtomicBool::new(false));
         let (thread_server, thread_stopping) = (Arc::clone(&server), Arc::clone(&stopping));
-        let thread = std::thread::Builder::new().name("metrics".into()).spawn(move || {
-            loop {
-                match thread_server.recv() {
-                    Ok(request) => answer(request, &METRICS, &live),
-                    Err(_) if thread_stopping.load(Ordering::SeqCst) => break,
-                    Err(e) => {
-                        // tiny_http's accept loop ends on an accept error (e.g. out of file
-                        // descriptors): nothing more will come.
-                        warn!("metrics: http://{addr} stopped accepting connections: {e}");
-                        break;
+        let thread = std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                loop {
+                    match thread_server.recv() {
+                        Ok(request) => answer(request, &METRICS, &live),
+                        Err(_) if thread_stopping.load(Ordering::SeqCst) => break,
+                        Err(e) => {
+                            // tiny_http's accept loop ends on an accept error (e.g. out of file
+                            // descriptors): nothing more will come.
+                            warn!("metrics: http://{addr} stopped accepting connections: {e}");
+                            break;
+                        }
                     }
                 }
-            }
-        })?;
+            })?;
         info!("metrics: serving /metrics and /health on http://{addr}");
-        Ok(MetricsServer { server, stopping, thread: Some(thread) })
+        Ok(MetricsServer {
+            server,
+            stopping,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -94,20 +101,34 @@ const TEXT: &str = "text/plain; charset=utf-8";
 /// The answer to `method` on `url` (path and query), without any I/O.
 pub fn route(method: &str, url: &str, registry: &Registry, live: &dyn Fn() -> Live) -> Answer {
     let path = url.split('?').next().unwrap_or_default();
-    let text = |status, body: String| Answer { status, content_type: TEXT, body };
+    let text = |status, body: String| Answer {
+        status,
+        content_type: TEXT,
+        body,
+    };
     if !matches!(path, "/metrics" | "/health" | "/") {
-        return text(404, format!("not found: {path}; voicebot1 serves /metrics and /health\n"));
+        return text(
+            404,
+            format!("not found: {path}; voicebot1 serves /metrics and /health\n"),
+        );
     }
     if method != "GET" && method != "HEAD" {
         return text(405, format!("{method} not allowed: GET or HEAD\n"));
     }
     match path {
-        "/metrics" => Answer { status: 200, content_type: CONTENT_TYPE, body: render(registry, &live()) },
+        "/metrics" => Answer {
+            status: 200,
+            content_type: CONTENT_TYPE,
+            body: render(registry, &live()),
+        },
         "/health" => {
             let h = health(registry, &live());
             text(if h.ok { 200 } else { 503 }, format!("{}\n", h.reason))
         }
-        _ => text(200, "voicebot1: /metrics (Prometheus), /health\n".to_string()),
+        _ => text(
+            200,
+            "voicebot1: /metrics (Prometheus), /health\n".to_string(),
+        ),
     }
 }
 
@@ -133,7 +154,11 @@ mod tests {
     use super::*;
 
     fn live() -> Live {
-        Live { pool_free: 3, pool_total: 4, ..Live::default() }
+        Live {
+            pool_free: 3,
+            pool_total: 4,
+            ..Live::default()
+        }
     }
 
     #[test]
@@ -142,9 +167,17 @@ mod tests {
         r.set_ari_connected(true);
         let m = route("GET", "/metrics", &r, &live);
         assert_eq!((m.status, m.content_type), (200, CONTENT_TYPE));
-        assert!(m.body.contains("# TYPE voicebot1_calls_ended_total counter"), "{}", m.body);
+        assert!(
+            m.body
+                .contains("# TYPE voicebot1_calls_ended_total counter"),
+            "{}",
+            m.body
+        );
         let h = route("GET", "/health?verbose=1", &r, &live);
-        assert_eq!((h.status, h.body.as_str()), (200, "ok: ARI connected, 0 calls active, pool 3/4 free\n"));
+        assert_eq!(
+            (h.status, h.body.as_str()),
+            (200, "ok: ARI connected, 0 calls active, pool 3/4 free\n")
+        );
         assert_eq!(route("HEAD", "/health", &r, &live).status, 200);
         assert_eq!(route("GET", "/metricsx", &r, &live).status, 404);
         assert_eq!(route("POST", "/metrics", &r, &live).status, 405);
@@ -163,8 +196,13 @@ mod tests {
         let server = endpoint.serve(live).unwrap();
         let get = |path: &str| {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
-            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).unwrap();
             out
@@ -179,7 +217,10 @@ mod tests {
         // The port is free again once tiny_http's accept thread has seen the stop.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while Endpoint::bind(addr).is_err() {
-            assert!(std::time::Instant::now() < deadline, "port {addr} still taken after the server was dropped");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "port {addr} still taken after the server was dropped"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }

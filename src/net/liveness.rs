@@ -29,7 +29,13 @@ pub struct Liveness {
 impl Liveness {
     /// A connection made at `now`: being connected counts as having just heard from the peer.
     pub fn new(now: Instant, interval: Duration, pong_timeout: Duration) -> Liveness {
-        Liveness { interval, pong_timeout, last_heard: now, last_ping: now, unanswered_since: None }
+        Liveness {
+            interval,
+            pong_timeout,
+            last_heard: now,
+            last_ping: now,
+            unanswered_since: None,
+        }
     }
 
     /// A frame of any kind arrived at `now`: it answers every ping sent so far.
@@ -53,7 +59,8 @@ impl Liveness {
     /// `pong_timeout`: the connection is dead.
     pub fn dead(&self, now: Instant) -> Option<Duration> {
         let ping = self.unanswered_since?;
-        (now.saturating_duration_since(ping) >= self.pong_timeout).then(|| now.saturating_duration_since(self.last_heard))
+        (now.saturating_duration_since(ping) >= self.pong_timeout)
+            .then(|| now.saturating_duration_since(self.last_heard))
     }
 }
 
@@ -75,7 +82,11 @@ mod tests {
         assert!(!l.due_ping(t0));
         assert!(!l.due_ping(t0 + ms(4900)));
         assert!(l.due_ping(t0 + INTERVAL));
-        assert_eq!(l.dead(t0 + ms(60_000)), None, "no ping went out, so none is unanswered");
+        assert_eq!(
+            l.dead(t0 + ms(60_000)),
+            None,
+            "no ping went out, so none is unanswered"
+        );
     }
 
     #[test]

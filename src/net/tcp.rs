@@ -24,8 +24,10 @@ pub const KEEPALIVE_PROBES: u32 = 3;
 /// Turns keepalive on for `stream` ([`KEEPALIVE_IDLE`], [`KEEPALIVE_INTERVAL`],
 /// [`KEEPALIVE_PROBES`]).
 pub fn keep_alive(stream: &TcpStream) -> io::Result<()> {
-    let params =
-        TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL).with_retries(KEEPALIVE_PROBES);
+    let params = TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_PROBES);
     SockRef::from(stream).set_tcp_keepalive(&params)
 }
 
@@ -36,7 +38,11 @@ pub fn keep_alive(stream: &TcpStream) -> io::Result<()> {
 /// The error is the last address's, followed by every address tried (and how many were left
 /// untried when the budget ran out), e.g. `Connection refused (os error 111); tried [::1]:8088,
 /// 127.0.0.1:8088`.
-pub fn connect_first(addrs: &[SocketAddr], per_attempt: Duration, budget: Duration) -> Result<TcpStream, String> {
+pub fn connect_first(
+    addrs: &[SocketAddr],
+    per_attempt: Duration,
+    budget: Duration,
+) -> Result<TcpStream, String> {
     let deadline = Instant::now() + budget;
     let mut tried = Vec::new();
     let mut last_error = None;
@@ -55,7 +61,11 @@ pub fn connect_first(addrs: &[SocketAddr], per_attempt: Duration, budget: Durati
         return Err("no address to connect to".into());
     };
     let untried = addrs.len() - tried.len();
-    let untried = if untried > 0 { format!(" ({untried} more not tried: out of time)") } else { String::new() };
+    let untried = if untried > 0 {
+        format!(" ({untried} more not tried: out of time)")
+    } else {
+        String::new()
+    };
     Err(format!("{last_error}; tried {}{untried}", tried.join(", ")))
 }
 
@@ -79,7 +89,8 @@ mod tests {
         let refused = TcpStream::connect_timeout(&v6, Duration::from_secs(2));
         assert!(refused.is_err(), "precondition: something listens on {v6}");
         let second = Duration::from_secs(2);
-        let stream = connect_first(&[v6, v4], second, second * 2).expect("the IPv4 address accepts");
+        let stream =
+            connect_first(&[v6, v4], second, second * 2).expect("the IPv4 address accepts");
         assert_eq!(stream.peer_addr().unwrap(), v4);
     }
 
@@ -90,7 +101,10 @@ mod tests {
         let err = connect_first(&[a, b], second, second * 2).unwrap_err();
         assert!(err.contains("refused"), "{err}");
         assert!(err.ends_with(&format!("tried {a}, {b}")), "{err}");
-        assert_eq!(connect_first(&[], second, second).unwrap_err(), "no address to connect to");
+        assert_eq!(
+            connect_first(&[], second, second).unwrap_err(),
+            "no address to connect to"
+        );
     }
 
     #[test]

@@ -15,11 +15,15 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut added = 0;
         for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
-            roots.add(cert).map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
+            let cert =
+                cert.map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: unusable certificate: {e}", path.display()))?;
             added += 1;
         }
         if added == 0 {
@@ -70,14 +74,22 @@ mod tests {
         let tls = client_config(None).expect("the public roots make a TLS configuration");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         // The server hangs up at once, so the handshake fails; what matters is the socket under it.
         drop(listener.accept().unwrap());
         let probe = stream.try_clone().unwrap();
         let result = ureq::TlsConnector::connect(&KeepAliveTls(tls), "localhost", Box::new(stream));
-        assert!(result.is_err(), "a TLS handshake with a closed peer succeeded");
+        assert!(
+            result.is_err(),
+            "a TLS handshake with a closed peer succeeded"
+        );
         let sock = socket2::SockRef::from(&probe);
-        assert!(sock.keepalive().unwrap(), "keepalive is off on an https connection");
+        assert!(
+            sock.keepalive().unwrap(),
+            "keepalive is off on an https connection"
+        );
         assert_eq!(sock.keepalive_time().unwrap(), tcp::KEEPALIVE_IDLE);
     }
 

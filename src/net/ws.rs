@@ -68,17 +68,25 @@ impl std::error::Error for ConnectError {}
 /// Connects and upgrades. The socket is left blocking, with read and write timeouts of what was
 /// left of the deadline; the caller sets its own.
 pub fn connect(r: &Request) -> Result<Socket, ConnectError> {
-    let (authority, default_port, secure) = match (r.url.strip_prefix("wss://"), r.url.strip_prefix("ws://")) {
-        (Some(rest), _) => (rest, 443, true),
-        (None, Some(rest)) => (rest, 80, false),
-        _ => return Err(ConnectError::Url(format!("{:?} is neither ws:// nor wss://", r.url))),
-    };
+    let (authority, default_port, secure) =
+        match (r.url.strip_prefix("wss://"), r.url.strip_prefix("ws://")) {
+            (Some(rest), _) => (rest, 443, true),
+            (None, Some(rest)) => (rest, 80, false),
+            _ => {
+                return Err(ConnectError::Url(format!(
+                    "{:?} is neither ws:// nor wss://",
+                    r.url
+                )))
+            }
+        };
     if secure && r.tls.is_none() {
         return Err(ConnectError::Url("wss:// without TLS settings".into()));
     }
     let authority = authority.split(['/', '?']).next().unwrap_or_default();
     if authority.is_empty() || authority.contains('@') {
-        return Err(ConnectError::Url("no host, or credentials in the URL".into()));
+        return Err(ConnectError::Url(
+            "no host, or credentials in the URL".into(),
+        ));
     }
     let addrs: Vec<SocketAddr> = with_port(authority, default_port)
         .to_socket_addrs()
@@ -96,26 +104,48 @@ pub fn connect(r: &Request) -> Result<Socket, ConnectError> {
         }
     };
     let budget = left("connecting").map_err(|_| ConnectError::Connect("timed out".into()))?;
-    let stream = tcp::connect_first(&addrs, r.per_attempt, budget).map_err(ConnectError::Connect)?;
+    let stream =
+        tcp::connect_first(&addrs, r.per_attempt, budget).map_err(ConnectError::Connect)?;
     let configure = |e: io::Error| ConnectError::Connect(format!("configuring the socket: {e}"));
     stream.set_nodelay(true).map_err(configure)?;
     tcp::keep_alive(&stream).map_err(configure)?;
     let handshake_time = left("the handshake")?;
-    stream.set_read_timeout(Some(handshake_time)).map_err(configure)?;
-    stream.set_write_timeout(Some(handshake_time)).map_err(configure)?;
+    stream
+        .set_read_timeout(Some(handshake_time))
+        .map_err(configure)?;
+    stream
+        .set_write_timeout(Some(handshake_time))
+        .map_err(configure)?;
 
-    let mut request = r.url.into_client_request().map_err(|e| ConnectError::Url(e.to_string()))?;
+    let mut request = r
+        .url
+        .into_client_request()
+        .map_err(|e| ConnectError::Url(e.to_string()))?;
     for (name, value) in r.headers {
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConnectError::Url(format!("header name {name:?}")))?;
-        let value =
-            HeaderValue::from_str(value).map_err(|_| ConnectError::Url(format!("the value of header {name} has characters a header cannot carry")))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| ConnectError::Url(format!("header name {name:?}")))?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            ConnectError::Url(format!(
+                "the value of header {name} has characters a header cannot carry"
+            ))
+        })?;
         request.headers_mut().insert(name, value);
     }
-    let config = WebSocketConfig { max_message_size: Some(r.max_message), max_frame_size: Some(r.max_message), ..Default::default() };
-    let connector = if secure { r.tls.map(|tls| Connector::Rustls(Arc::clone(tls))) } else { Some(Connector::Plain) };
+    let config = WebSocketConfig {
+        max_message_size: Some(r.max_message),
+        max_frame_size: Some(r.max_message),
+        ..Default::default()
+    };
+    let connector = if secure {
+        r.tls.map(|tls| Connector::Rustls(Arc::clone(tls)))
+    } else {
+        Some(Connector::Plain)
+    };
     match tungstenite::client_tls_with_config(request, stream, Some(config), connector) {
         Ok((ws, _response)) => Ok(ws),
-        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => Err(ConnectError::Status(response.status().as_u16())),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            Err(ConnectError::Status(response.status().as_u16()))
+        }
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))) if would_block(&e) => {
             Err(ConnectError::Handshake("timed out".into()))
         }
@@ -138,7 +168,10 @@ pub fn with_port(authority: &str, default: u16) -> String {
 
 /// A read or write found nothing to do now (timed out, or would block), which is not an error.
 pub fn would_block(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// The TCP stream under a plain or TLS WebSocket.
@@ -174,10 +207,16 @@ mod tests {
         let url = format!("ws://{}/voice", listener.local_addr().unwrap());
         let server = std::thread::spawn(move || {
             let mut auth = None;
-            let ws = tungstenite::accept_hdr(listener.accept().unwrap().0, |req: &tungstenite::handshake::server::Request, resp| {
-                auth = req.headers().get("Authorization").map(|v| v.to_str().unwrap().to_string());
-                Ok(resp)
-            });
+            let ws = tungstenite::accept_hdr(
+                listener.accept().unwrap().0,
+                |req: &tungstenite::handshake::server::Request, resp| {
+                    auth = req
+                        .headers()
+                        .get("Authorization")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    Ok(resp)
+                },
+            );
             (ws.map_err(|e| e.to_string()), auth)
         });
         let socket = connect(&request(&url)).expect("connects to a loopback WebSocket server");
@@ -200,7 +239,10 @@ mod tests {
             let _ = s.read(&mut buf);
             let _ = s.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
         });
-        assert_eq!(connect(&request(&url)).err(), Some(ConnectError::Status(401)));
+        assert_eq!(
+            connect(&request(&url)).err(),
+            Some(ConnectError::Status(401))
+        );
         server.join().unwrap();
     }
 
@@ -213,15 +255,28 @@ mod tests {
         let t0 = Instant::now();
         let e = connect(&r).err();
         assert!(matches!(e, Some(ConnectError::Handshake(_))), "{e:?}");
-        assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t0.elapsed()
+        );
         drop(listener);
     }
 
     #[test]
     fn urls_that_cannot_be_used_are_refused_before_any_connection() {
-        assert!(matches!(connect(&request("http://127.0.0.1:1/")), Err(ConnectError::Url(_))));
-        assert!(matches!(connect(&request("wss://127.0.0.1:1/")), Err(ConnectError::Url(_))));
-        assert!(matches!(connect(&request("ws://user:pw@127.0.0.1:1/")), Err(ConnectError::Url(_))));
+        assert!(matches!(
+            connect(&request("http://127.0.0.1:1/")),
+            Err(ConnectError::Url(_))
+        ));
+        assert!(matches!(
+            connect(&request("wss://127.0.0.1:1/")),
+            Err(ConnectError::Url(_))
+        ));
+        assert!(matches!(
+            connect(&request("ws://user:pw@127.0.0.1:1/")),
+            Err(ConnectError::Url(_))
+        ));
     }
 
     #[test]

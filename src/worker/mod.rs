@@ -74,7 +74,9 @@ impl Handler<ActiveCall> for CallHandler {
     fn recover(&self, id: &CallId, state: Option<ActiveCall>, panic: String) {
         Counters::bump(&self.shared.counters.panics);
         let Some(live) = state else {
-            error!("call {id}: internal error while handling an event for no active call ({panic})");
+            error!(
+                "call {id}: internal error while handling an event for no active call ({panic})"
+            );
             return;
         };
         error!("call {id}: internal error ({panic}); ending the call");
@@ -97,11 +99,18 @@ impl CallHandler {
                 let Some(live) = state.as_ref() else { return };
                 let lost: Vec<Role> = [Role::Caller, Role::Media, Role::Dest]
                     .into_iter()
-                    .filter(|role| live.call.expects(*role) && !alive.contains(&self.shared.ids.channel(id, *role)))
+                    .filter(|role| {
+                        live.call.expects(*role)
+                            && !alive.contains(&self.shared.ids.channel(id, *role))
+                    })
                     .collect();
-                let media_up = live.call.awaits_media_start() && alive.contains(&self.shared.ids.channel(id, Role::Media));
+                let media_up = live.call.awaits_media_start()
+                    && alive.contains(&self.shared.ids.channel(id, Role::Media));
                 for role in lost {
-                    info!("call {id}: {} channel vanished while disconnected from ARI", role.as_str());
+                    info!(
+                        "call {id}: {} channel vanished while disconnected from ARI",
+                        role.as_str()
+                    );
                     self.drive(id, state, Input::Left(role, None));
                 }
                 if media_up {
@@ -109,7 +118,12 @@ impl CallHandler {
                     self.drive(id, state, Input::MediaUp);
                 }
             }
-            CallMsg::Adopt { how, caller, media, dest_name } => {
+            CallMsg::Adopt {
+                how,
+                caller,
+                media,
+                dest_name,
+            } => {
                 if state.is_some() {
                     debug!("call {id}: already running; not adopted twice");
                     return;
@@ -121,9 +135,15 @@ impl CallHandler {
                     Adopted::DestRinging => "destination ringing; waiting for its answer",
                     Adopted::WithBot => "caller was with the bot; transferring now",
                 };
-                info!("call {id}: adopted from an earlier voicebot1 ({} on {}): {what}", caller.caller.number, caller.name);
+                info!(
+                    "call {id}: adopted from an earlier voicebot1 ({} on {}): {what}",
+                    caller.caller.number, caller.name
+                );
                 Counters::bump(&self.shared.counters.adopted);
-                self.shared.registry.lock().insert(id.clone(), Phase::Transfer);
+                self.shared
+                    .registry
+                    .lock()
+                    .insert(id.clone(), Phase::Transfer);
                 let dialing_since = (how == Adopted::DestRinging).then(Instant::now);
                 *state = Some(ActiveCall {
                     call,
@@ -151,8 +171,15 @@ impl CallHandler {
                     let phase = live.call.phase();
                     self.shared.registry.lock().remove(id);
                     Counters::bump(&self.shared.counters.handed_over);
-                    let what = if phase == Phase::Connected { "caller and destination connected" } else { "destination called" };
-                    info!("call {id}: handed over to the next voicebot1 ({what}) after {:.1} s", live.started.elapsed().as_secs_f64());
+                    let what = if phase == Phase::Connected {
+                        "caller and destination connected"
+                    } else {
+                        "destination called"
+                    };
+                    info!(
+                        "call {id}: handed over to the next voicebot1 ({what}) after {:.1} s",
+                        live.started.elapsed().as_secs_f64()
+                    );
                 }
                 Some(live) => {
                     *state = Some(live);
@@ -174,7 +201,9 @@ impl CallHandler {
             // A stop is handing calls over: a call started now could be caught half-way (its
             // destination answering while no instance runs cannot enter the application). The
             // caller waits in the application; the next instance starts it (`leftovers::plan`).
-            CallEvent::Inbound(channel, _) | CallEvent::Overflow(channel, _) if !known && self.shared.draining.load(Ordering::SeqCst) => {
+            CallEvent::Inbound(channel, _) | CallEvent::Overflow(channel, _)
+                if !known && self.shared.draining.load(Ordering::SeqCst) =>
+            {
                 self.shared.admission.taken(id);
                 info!("call {id}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", channel.name)
             }
@@ -198,25 +227,48 @@ impl CallHandler {
                         Role::Caller => {}
                     }
                 }
-                self.drive(id, state, if role == Role::Media { Input::MediaUp } else { Input::DestUp });
+                self.drive(
+                    id,
+                    state,
+                    if role == Role::Media {
+                        Input::MediaUp
+                    } else {
+                        Input::DestUp
+                    },
+                );
             }
             CallEvent::Started(role, channel) => {
                 // Ours by its id, but its call is over (it answered or was created after the call
                 // ended, e.g. after a timed-out request): it must not live on.
-                info!("call {id}: {} channel {} has no call any more; hanging it up", role.as_str(), channel.id);
+                info!(
+                    "call {id}: {} channel {} has no call any more; hanging it up",
+                    role.as_str(),
+                    channel.id
+                );
                 Counters::bump(&self.shared.counters.orphans_hung_up);
                 self.hangup_channel(id, &channel.id, HangupReason::Normal);
             }
-            CallEvent::Left(role, cause) if known => self.drive(id, state, Input::Left(role, cause)),
+            CallEvent::Left(role, cause) if known => {
+                self.drive(id, state, Input::Left(role, cause))
+            }
             CallEvent::Left(..) => {}
             // The answer gets its own line once the destination is bridged.
-            CallEvent::Dial(status) if known && status != "ANSWER" => info!("call {id}: destination {}", describe_dialstatus(&status)),
+            CallEvent::Dial(status) if known && status != "ANSWER" => {
+                info!("call {id}: destination {}", describe_dialstatus(&status))
+            }
             CallEvent::Dial(_) => {}
         }
     }
 
     /// A new call; `bot`: false when admission control let it in to be transferred at once.
-    fn start_call(&self, id: &CallId, state: &mut Option<ActiveCall>, channel: Channel, entered: Option<SystemTime>, bot: bool) {
+    fn start_call(
+        &self,
+        id: &CallId,
+        state: &mut Option<ActiveCall>,
+        channel: Channel,
+        entered: Option<SystemTime>,
+        bot: bool,
+    ) {
         let mut policy = self.shared.policy();
         if !bot {
             policy.on_pool_exhausted = crate::config::PoolExhausted::Transfer;
@@ -225,7 +277,11 @@ impl CallHandler {
         if self.shared.draining.load(Ordering::SeqCst) {
             actions.extend(call.on(Input::Drain));
         }
-        let from = if channel.caller.number.is_empty() { "unknown".to_string() } else { channel.caller.number.clone() };
+        let from = if channel.caller.number.is_empty() {
+            "unknown".to_string()
+        } else {
+            channel.caller.number.clone()
+        };
         info!("call {id}: inbound from {from} on {}", channel.name);
         Counters::bump(&self.shared.counters.calls);
         self.shared.registry.lock().insert(id.clone(), Phase::Setup);
@@ -308,4 +364,3 @@ fn describe_dialstatus(status: &str) -> String {
         other => other.to_lowercase(),
     }
 }
-

@@ -39,7 +39,12 @@ const RING_POLL_MAX: Duration = Duration::from_millis(50);
 
 impl CallHandler {
     /// Performs one action (anything but `Finish`); the outcome, if the call waits for one.
-    pub(super) fn perform(&self, id: &CallId, live: &mut ActiveCall, action: Action) -> Option<Input> {
+    pub(super) fn perform(
+        &self,
+        id: &CallId,
+        live: &mut ActiveCall,
+        action: Action,
+    ) -> Option<Input> {
         match action {
             Action::LeaseSocket => Some(self.lease_socket(id, live)),
             Action::ReleaseSocket => {
@@ -108,7 +113,10 @@ impl CallHandler {
                     crate::config::PoolExhausted::Transfer => "skipping the bot, transferring",
                     crate::config::PoolExhausted::Hangup => "hanging up",
                 };
-                warn!("call {id}: no free port in the pool (0/{} free, {times} times so far); {then}", shared.pool.total());
+                warn!(
+                    "call {id}: no free port in the pool (0/{} free, {times} times so far); {then}",
+                    shared.pool.total()
+                );
                 None
             }
             Some(lease) => match Echo::start(lease, cfg.media.asterisk_host, &id.0) {
@@ -132,12 +140,20 @@ impl CallHandler {
         let shared = &*self.shared;
         let bridge = shared.ids.bridge(id);
         let channel = shared.ids.channel(id, role);
-        let step = if role == Role::Dest { Step::AddDest } else { Step::AddCaller };
+        let step = if role == Role::Dest {
+            Step::AddDest
+        } else {
+            Step::AddCaller
+        };
         // Before Asterisk 18.21/20.6 the add waits for the channel to wake; its own RTP may be
         // 20 ms or more away: poke its RTP socket, as for the caller (`add_caller_and_media`).
         let late = shared.late_commands.load(Ordering::Relaxed);
-        let rtp = late.then(|| rtp_address(&shared.ari, id, &channel, shared.config.media.asterisk_host)).flatten();
-        let result = shared.pool.waking(rtp, || shared.ari.add_channels(&bridge, &[&channel]));
+        let rtp = late
+            .then(|| rtp_address(&shared.ari, id, &channel, shared.config.media.asterisk_host))
+            .flatten();
+        let result = shared
+            .pool
+            .waking(rtp, || shared.ari.add_channels(&bridge, &[&channel]));
         // The destination's line comes once the legs are linked too (`Action::LinkLegs`).
         if result.is_ok() && role != Role::Dest {
             debug!("call {id}: caller in bridge {bridge}");
@@ -154,21 +170,40 @@ impl CallHandler {
         // The caller's channel on a frame on its RTP socket, which a keepalive datagram to
         // it gives at once (its own next frame may be 20 ms away).
         let late = shared.late_commands.load(Ordering::Relaxed);
-        let _waking = live.echo.as_ref().filter(|_| late).map(|e| e.wake_asterisk(shared.config.media.format));
-        let add = || shared.ari.add_channels(&bridge, &[&id.0, &ids.channel(id, Role::Media)]);
+        let _waking = live
+            .echo
+            .as_ref()
+            .filter(|_| late)
+            .map(|e| e.wake_asterisk(shared.config.media.format));
+        let add = || {
+            shared
+                .ari
+                .add_channels(&bridge, &[&id.0, &ids.channel(id, Role::Media)])
+        };
         let result = shared.pool.waking(live.caller_rtp.filter(|_| late), add);
         if result.is_ok() {
             // From Asterisk's StasisStart when it said when: what the caller lives through.
-            let took = live.entered.and_then(|t| SystemTime::now().duration_since(t).ok()).unwrap_or_else(|| live.started.elapsed());
+            let took = live
+                .entered
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .unwrap_or_else(|| live.started.elapsed());
             crate::metrics::call_set_up(took);
-            info!("call {id}: caller and media bridged in {} ms", took.as_millis());
+            info!(
+                "call {id}: caller and media bridged in {} ms",
+                took.as_millis()
+            );
         }
         done(Step::AddCallerAndMedia, result)
     }
 
     /// The bridge alone (a call without the bot).
     fn create_bridge(&self, id: &CallId) -> Input {
-        done(Step::CreateBridge, self.shared.ari.create_bridge(&self.shared.ids.bridge(id), &format!("voicebot1 call {id}")))
+        done(
+            Step::CreateBridge,
+            self.shared
+                .ari
+                .create_bridge(&self.shared.ids.bridge(id), &format!("voicebot1 call {id}")),
+        )
     }
 
     fn create_bridge_and_media(&self, id: &CallId, live: &mut ActiveCall) -> Input {
@@ -178,7 +213,10 @@ impl CallHandler {
         let ids = &shared.ids;
         let bridge = ids.bridge(id);
         let Some(port) = live.echo.as_ref().map(Echo::port) else {
-            return Input::Done(Step::CreateBridgeAndMedia, Err(Failure::Other("no socket leased".into())));
+            return Input::Done(
+                Step::CreateBridgeAndMedia,
+                Err(Failure::Other("no socket leased".into())),
+            );
         };
         let host = host_port(&cfg.media.advertise_host, port);
         let media = ids.channel(id, Role::Media);
@@ -188,7 +226,11 @@ impl CallHandler {
         let late = shared.late_commands.load(Ordering::Relaxed);
         let bridge_side = || {
             let made = ari.create_bridge(&bridge, &name);
-            (made, late.then(|| rtp_address(ari, id, &id.0, cfg.media.asterisk_host)).flatten())
+            (
+                made,
+                late.then(|| rtp_address(ari, id, &id.0, cfg.media.asterisk_host))
+                    .flatten(),
+            )
         };
         // Two requests at once, one round trip: neither needs the other (the ids are ours).
         let ((made_bridge, caller_rtp), made_media) = std::thread::scope(|scope| {
@@ -196,11 +238,18 @@ impl CallHandler {
                 .name("bridge-request".into())
                 .stack_size(REQUEST_THREAD_STACK)
                 .spawn_scoped(scope, bridge_side);
-            let made_media = ari.external_media(&media, &cfg.ari.app, &host, cfg.media.format.name());
+            let made_media =
+                ari.external_media(&media, &cfg.ari.app, &host, cfg.media.format.name());
             let bridge_side = match bridge_request {
                 Ok(handle) => handle.join().unwrap_or_else(|_| {
                     let panicked = ErrorKind::Transport("its request thread panicked".into());
-                    (Err(AriError { doing: format!("creating bridge {bridge}"), kind: panicked }), None)
+                    (
+                        Err(AriError {
+                            doing: format!("creating bridge {bridge}"),
+                            kind: panicked,
+                        }),
+                        None,
+                    )
                 }),
                 // No thread to be had: one after the other.
                 Err(_) => bridge_side(),
@@ -209,15 +258,23 @@ impl CallHandler {
         });
         live.caller_rtp = caller_rtp;
         if let Ok(channel) = &made_media {
-            debug!("call {id}: externalMedia {} sends RTP to {host}", channel.name);
+            debug!(
+                "call {id}: externalMedia {} sends RTP to {host}",
+                channel.name
+            );
             pin_peer(id, live, channel);
         }
-        done(Step::CreateBridgeAndMedia, made_bridge.and(made_media.map(drop)))
+        done(
+            Step::CreateBridgeAndMedia,
+            made_bridge.and(made_media.map(drop)),
+        )
     }
 
     fn start_timer(&self, id: &CallId, timer: Timer, after: Duration) {
         // The timer thread outlives every worker: sending cannot fail while calls run.
-        let _ = self.timers.send((Instant::now() + after, id.clone(), timer));
+        let _ = self
+            .timers
+            .send((Instant::now() + after, id.clone(), timer));
     }
 
     /// Ringback is a tone played to the caller: the caller is answered and in the bridge,
@@ -242,7 +299,10 @@ impl CallHandler {
         loop {
             match ari.playback_state(&playback) {
                 Ok(state) if state != "queued" => {
-                    debug!("call {id}: ringback {state} after {} µs", since.elapsed().as_micros());
+                    debug!(
+                        "call {id}: ringback {state} after {} µs",
+                        since.elapsed().as_micros()
+                    );
                     return;
                 }
                 Ok(_) => {}
@@ -254,7 +314,10 @@ impl CallHandler {
                 }
             }
             if since.elapsed() >= RING_START_WAIT {
-                warn!("call {id}: ringback still queued after {} ms; going on", since.elapsed().as_millis());
+                warn!(
+                    "call {id}: ringback still queued after {} ms; going on",
+                    since.elapsed().as_millis()
+                );
                 return;
             }
             std::thread::sleep(naps.next_delay());
@@ -272,10 +335,18 @@ impl CallHandler {
     fn originate(&self, id: &CallId, live: &mut ActiveCall) -> Input {
         let cfg = &self.shared.config;
         let in_call = live.started.elapsed();
-        let caller_id = if cfg.transfer.caller_id.is_empty() { live.caller_number.clone() } else { cfg.transfer.caller_id.clone() };
+        let caller_id = if cfg.transfer.caller_id.is_empty() {
+            live.caller_number.clone()
+        } else {
+            cfg.transfer.caller_id.clone()
+        };
         let dest = self.shared.ids.channel(id, Role::Dest);
         let app_args = format!("transfer,{id}");
-        info!("call {id}: transferring to {} after {:.1} s", cfg.transfer.endpoint, in_call.as_secs_f64());
+        info!(
+            "call {id}: transferring to {} after {:.1} s",
+            cfg.transfer.endpoint,
+            in_call.as_secs_f64()
+        );
         live.dialing_since = Some(Instant::now());
         let result = self.shared.ari.originate(&Originate {
             channel_id: &dest,
@@ -295,9 +366,16 @@ impl CallHandler {
             return;
         };
         let dest = self.shared.ids.channel(id, Role::Dest);
-        for (channel, peer) in [(id.0.as_str(), dest_name), (dest.as_str(), live.caller_name.as_str())] {
+        for (channel, peer) in [
+            (id.0.as_str(), dest_name),
+            (dest.as_str(), live.caller_name.as_str()),
+        ] {
             let handler = format!("{HANDOVER_CONTEXT},peer,1({peer})");
-            if let Err(e) = self.shared.ari.set_variable(channel, "CHANNEL(hangup_handler_push)", &handler) {
+            if let Err(e) =
+                self.shared
+                    .ari
+                    .set_variable(channel, "CHANNEL(hangup_handler_push)", &handler)
+            {
                 warn!("call {id}: {e} (without it the call needs a running voicebot1 to end both legs)");
             }
         }
@@ -315,7 +393,10 @@ fn release_socket(id: &CallId, live: &mut ActiveCall) {
             sent: counts.tx_packets,
             dropped: [counts.dropped_foreign, counts.dropped_garbage],
         });
-        info!("call {id}: bot media ended on port {port}: {}", describe_counts(&counts));
+        info!(
+            "call {id}: bot media ended on port {port}: {}",
+            describe_counts(&counts)
+        );
     }
 }
 
@@ -329,7 +410,12 @@ pub(super) fn pin_peer(id: &CallId, live: &ActiveCall, channel: &Channel) {
 
 /// Asterisk's end of `channel`'s RTP (`CHANNEL(rtp,src)`, PJSIP only), with `asterisk_host`
 /// for an unspecified address; `None` when Asterisk does not say.
-fn rtp_address(ari: &AriClient, id: &CallId, channel: &str, asterisk_host: IpAddr) -> Option<SocketAddr> {
+fn rtp_address(
+    ari: &AriClient,
+    id: &CallId,
+    channel: &str,
+    asterisk_host: IpAddr,
+) -> Option<SocketAddr> {
     let value = match ari.channel_variable(channel, "CHANNEL(rtp,src)") {
         Ok(v) => v,
         Err(e) => {
@@ -350,7 +436,13 @@ fn rtp_address(ari: &AriClient, id: &CallId, channel: &str, asterisk_host: IpAdd
 fn done(step: Step, result: Result<(), AriError>) -> Input {
     Input::Done(
         step,
-        result.map_err(|e| if e.is_not_found() { Failure::NotFound } else { Failure::Other(e.to_string()) }),
+        result.map_err(|e| {
+            if e.is_not_found() {
+                Failure::NotFound
+            } else {
+                Failure::Other(e.to_string())
+            }
+        }),
     )
 }
 
@@ -366,15 +458,25 @@ fn host_port(host: &str, port: u16) -> String {
 /// `UNICASTRTP_LOCAL_PORT` channel variables when the channel JSON carries them.
 fn unicast_rtp_peer(channel: &Channel) -> Option<SocketAddr> {
     let vars = channel.channelvars.as_ref()?;
-    let ip: IpAddr = vars.get("UNICASTRTP_LOCAL_ADDRESS")?.as_str()?.parse().ok()?;
+    let ip: IpAddr = vars
+        .get("UNICASTRTP_LOCAL_ADDRESS")?
+        .as_str()?
+        .parse()
+        .ok()?;
     let port: u16 = vars.get("UNICASTRTP_LOCAL_PORT")?.as_str()?.parse().ok()?;
     (port != 0).then_some(SocketAddr::new(ip, port))
 }
 
 fn describe_counts(c: &EchoCounts) -> String {
-    let mut s = format!("rx {} pkts/{} B, tx {} pkts/{} B", c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes);
+    let mut s = format!(
+        "rx {} pkts/{} B, tx {} pkts/{} B",
+        c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes
+    );
     if c.dropped_foreign + c.dropped_garbage > 0 {
-        s.push_str(&format!(", dropped {} from other addresses, {} not RTP", c.dropped_foreign, c.dropped_garbage));
+        s.push_str(&format!(
+            ", dropped {} from other addresses, {} not RTP",
+            c.dropped_foreign, c.dropped_garbage
+        ));
     }
     s
 }
@@ -389,8 +491,13 @@ mod tests {
             r#"{"id":"x","channelvars":{"UNICASTRTP_LOCAL_ADDRESS":"127.0.0.1","UNICASTRTP_LOCAL_PORT":"12000"}}"#,
         )
         .unwrap();
-        assert_eq!(unicast_rtp_peer(&ch), Some("127.0.0.1:12000".parse().unwrap()));
-        let ch: Channel = serde_json::from_str(r#"{"id":"x","channelvars":{"UNICASTRTP_LOCAL_PORT":"bad"}}"#).unwrap();
+        assert_eq!(
+            unicast_rtp_peer(&ch),
+            Some("127.0.0.1:12000".parse().unwrap())
+        );
+        let ch: Channel =
+            serde_json::from_str(r#"{"id":"x","channelvars":{"UNICASTRTP_LOCAL_PORT":"bad"}}"#)
+                .unwrap();
         assert_eq!(unicast_rtp_peer(&ch), None);
         let ch: Channel = serde_json::from_str(r#"{"id":"x"}"#).unwrap();
         assert_eq!(unicast_rtp_peer(&ch), None);

@@ -17,7 +17,10 @@ use voicebot1::config::{Config, ProcessEnv};
 use crate::process::Process;
 
 pub fn env_port(name: &str, default: u16) -> u16 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 pub fn ari_port() -> u16 {
@@ -61,7 +64,11 @@ pub fn workdir(test: &str) -> Workdir {
     let dir = std::env::temp_dir().join(format!("vb1-e2e-{}-{test}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("pcap")).unwrap();
-    fs::copy("/usr/share/sip-tester/g711a.pcap", dir.join("pcap/g711a.pcap")).expect("sip-tester's g711a.pcap (apt-get install sip-tester)");
+    fs::copy(
+        "/usr/share/sip-tester/g711a.pcap",
+        dir.join("pcap/g711a.pcap"),
+    )
+    .expect("sip-tester's g711a.pcap (apt-get install sip-tester)");
     Workdir(dir)
 }
 
@@ -99,7 +106,10 @@ pub fn assert_asterisk_empty(log: &Path) {
             return;
         }
         if Instant::now() > deadline {
-            let names: Vec<_> = channels.iter().map(|c| format!("{} ({})", c.id, c.name)).collect();
+            let names: Vec<_> = channels
+                .iter()
+                .map(|c| format!("{} ({})", c.id, c.name))
+                .collect();
             let bids: Vec<_> = bridges.iter().map(|b| b.id.clone()).collect();
             panic!("Asterisk still holds channels {names:?} and bridges {bids:?}\n--- voicebot1 log ---\n{}", read(log));
         }
@@ -141,7 +151,10 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 }
 
@@ -171,8 +184,14 @@ impl Voicebot {
         let conf = dir.join("voicebot1.toml");
         fs::write(&conf, config).unwrap();
         let log = dir.join("voicebot1.log");
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Voicebot { process: Process::spawn(&name, &conf, Some(&log)), log }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Voicebot {
+            process: Process::spawn(&name, &conf, Some(&log)),
+            log,
+        }
     }
 
     /// Waits until `/health` answers `status`; its line.
@@ -188,9 +207,21 @@ impl Voicebot {
         self.signal("TERM");
         let status = self.wait_exit(Duration::from_secs(8));
         let text = self.log_text();
-        assert_eq!(status.and_then(|s| s.code()), Some(0), "voicebot1 did not exit 0 after SIGTERM\n{text}");
-        let last = text.lines().rev().find(|l| l.contains("shutdown complete")).unwrap_or_else(|| panic!("no shutdown line\n{text}"));
-        let pool = last.split("pool ").nth(1).and_then(|s| s.split(' ').next()).unwrap_or("");
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(0),
+            "voicebot1 did not exit 0 after SIGTERM\n{text}"
+        );
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("shutdown complete"))
+            .unwrap_or_else(|| panic!("no shutdown line\n{text}"));
+        let pool = last
+            .split("pool ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .unwrap_or("");
         let (free, total) = pool.split_once('/').unwrap_or(("", "?"));
         assert_eq!(free, total, "pool not full at shutdown: {last}");
         text
@@ -231,7 +262,10 @@ pub fn sipp(dir: &Path, name: &str, scenario: &str, hold_ms: Option<u64>, args: 
         .stderr(Stdio::null())
         .spawn()
         .expect("sipp (apt-get install sip-tester)");
-    Proc { name: name.into(), child }
+    Proc {
+        name: name.into(),
+        child,
+    }
 }
 
 /// Rewrites every uniform `<sample ... min=".." max="..">` in a scenario to a fixed value.
@@ -250,16 +284,26 @@ fn set_sample(xml: &str, ms: u64) -> String {
 
 fn replace_attr(line: &str, attr: &str, value: u64) -> String {
     let key = format!(" {attr}=\"");
-    let Some(start) = line.find(&key) else { return line.to_string() };
+    let Some(start) = line.find(&key) else {
+        return line.to_string();
+    };
     let from = start + key.len();
-    let Some(len) = line[from..].find('"') else { return line.to_string() };
+    let Some(len) = line[from..].find('"') else {
+        return line.to_string();
+    };
     format!("{}{}{}", &line[..from], value, &line[from + len..])
 }
 
 /// The transfer destination UAS on the sandbox's AVAYA-endpoint port.
 pub fn destination(dir: &Path, scenario: &str, hold_ms: Option<u64>) -> Proc {
     let port = dest_port().to_string();
-    let p = sipp(dir, "dest", scenario, hold_ms, &["-i", "127.0.0.1", "-p", &port, "-mp", "7100"]);
+    let p = sipp(
+        dir,
+        "dest",
+        scenario,
+        hold_ms,
+        &["-i", "127.0.0.1", "-p", &port, "-mp", "7100"],
+    );
     // Let it bind before Asterisk may call it.
     std::thread::sleep(Duration::from_millis(300));
     p
@@ -269,7 +313,19 @@ pub fn destination(dir: &Path, scenario: &str, hold_ms: Option<u64>) -> Proc {
 pub fn caller(dir: &Path, hold_ms: u64, sip: u16, media: u16) -> Proc {
     let remote = format!("127.0.0.1:{}", sip_port());
     let (sip, media) = (sip.to_string(), media.to_string());
-    let mut args = vec![remote.as_str(), "-s", "3308487", "-i", "127.0.0.1", "-p", &sip, "-mp", &media, "-m", "1"];
+    let mut args = vec![
+        remote.as_str(),
+        "-s",
+        "3308487",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &sip,
+        "-mp",
+        &media,
+        "-m",
+        "1",
+    ];
     args.extend(["-timeout", "120s"]);
     sipp(dir, "caller", "uac-audio.xml", Some(hold_ms), &args)
 }
@@ -288,15 +344,27 @@ pub fn count_udp_to(port: u16, duration: Duration) -> usize {
         .stderr(Stdio::null())
         .output()
         .expect("tcpdump (apt-get install tcpdump)");
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" UDP")).count()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" UDP"))
+        .count()
 }
 
 /// A caller placed with a long hold time at `since` must have been hung up by the far side, well
 /// before its own BYE would have gone, and its SIPp must count the call as ok.
 pub fn assert_caller_hung_up(caller: &mut Proc, since: Instant, dir: &Path) {
-    let status = caller.wait(Duration::from_secs(15)).expect("caller was not hung up");
-    assert!(since.elapsed() < Duration::from_secs(30), "caller ended only after its own hold time");
-    assert!(status.success(), "caller SIPp failed:\n{}", sip_messages(dir, "caller"));
+    let status = caller
+        .wait(Duration::from_secs(15))
+        .expect("caller was not hung up");
+    assert!(
+        since.elapsed() < Duration::from_secs(30),
+        "caller ended only after its own hold time"
+    );
+    assert!(
+        status.success(),
+        "caller SIPp failed:\n{}",
+        sip_messages(dir, "caller")
+    );
 }
 
 /// The end of every sandbox test: Asterisk empty, then a clean SIGTERM with the pool full.
@@ -309,11 +377,20 @@ pub fn finish(vb: Voicebot) -> String {
 /// The value of one series of a `/metrics` text, written as there (`name{label="v"}`).
 pub fn metric(text: &str, series: &str) -> u64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}")) as u64
 }
 
 /// Runs `scripts/asterisk-sandbox.sh ARGS` (the version and ports follow the running sandbox).
 pub fn sandbox_script(args: &[&str]) -> std::process::ExitStatus {
-    Command::new(repo().join("scripts/asterisk-sandbox.sh")).args(args).stdout(Stdio::null()).status().expect("scripts/asterisk-sandbox.sh")
+    Command::new(repo().join("scripts/asterisk-sandbox.sh"))
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("scripts/asterisk-sandbox.sh")
 }

@@ -7,8 +7,10 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::support::fake_ari::{
+    self, base64_encode, internal_error, Action, Destination, FakeAri, MediaStart, Rule,
+};
 use serde_json::{json, Value};
-use crate::support::fake_ari::{self, base64_encode, internal_error, Action, Destination, FakeAri, MediaStart, Rule};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
@@ -16,17 +18,25 @@ use tungstenite::{Message, WebSocket};
 type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
 
 fn auth(password: &str) -> String {
-    format!("Basic {}", base64_encode(format!("voicebot1:{password}").as_bytes()))
+    format!(
+        "Basic {}",
+        base64_encode(format!("voicebot1:{password}").as_bytes())
+    )
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build()
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build()
 }
 
 /// REST call returning (status, body-json-or-null); HTTP errors are not Err.
 fn call(agent: &ureq::Agent, fake: &FakeAri, method: &str, path_and_query: &str) -> (u16, Value) {
     let url = format!("{}{}", fake.url(), path_and_query);
-    let res = agent.request(method, &url).set("Authorization", &auth(fake.password())).call();
+    let res = agent
+        .request(method, &url)
+        .set("Authorization", &auth(fake.password()))
+        .call();
     let resp = match res {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
@@ -38,13 +48,18 @@ fn call(agent: &ureq::Agent, fake: &FakeAri, method: &str, path_and_query: &str)
 }
 
 fn connect_ws(fake: &FakeAri, password: &str) -> Result<Ws, tungstenite::Error> {
-    let mut req = format!("ws://{}/ari/events?app=voicebot1&subscribeAll=false", fake.addr())
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert("Authorization", auth(password).parse().unwrap());
+    let mut req = format!(
+        "ws://{}/ari/events?app=voicebot1&subscribeAll=false",
+        fake.addr()
+    )
+    .into_client_request()
+    .unwrap();
+    req.headers_mut()
+        .insert("Authorization", auth(password).parse().unwrap());
     let (ws, _) = tungstenite::connect(req)?;
     if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
     }
     Ok(ws)
 }
@@ -63,7 +78,10 @@ fn next_event(ws: &mut Ws, ty: &str, timeout: Duration) -> Option<Value> {
             }
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("websocket read failed: {e}"),
         }
     }
@@ -78,7 +96,10 @@ fn next_text(ws: &mut Ws, timeout: Duration) -> Option<String> {
             Ok(Message::Text(t)) => return Some(t.to_string()),
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("websocket read failed: {e}"),
         }
     }
@@ -96,7 +117,10 @@ fn fake_ari_harness_info_and_auth() {
     assert_eq!(b["system"]["version"], "22.0.0-fake");
 
     // Wrong password on REST and WS: 401 with the Asterisk message.
-    let res = a.get(&format!("{}/ari/channels", fake.url())).set("Authorization", &auth("nope")).call();
+    let res = a
+        .get(&format!("{}/ari/channels", fake.url()))
+        .set("Authorization", &auth("nope"))
+        .call();
     match res {
         Err(ureq::Error::Status(401, r)) => {
             let v: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
@@ -113,7 +137,13 @@ fn fake_ari_harness_info_and_auth() {
     assert_eq!(fake.ws_connections(), 0);
 
     // api_key in the query is accepted too, as in Asterisk.
-    let r = a.get(&format!("{}/ari/bridges?api_key=voicebot1:voicebot1-sandbox", fake.url())).call().unwrap();
+    let r = a
+        .get(&format!(
+            "{}/ari/bridges?api_key=voicebot1:voicebot1-sandbox",
+            fake.url()
+        ))
+        .call()
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // Unknown route.
@@ -136,10 +166,18 @@ fn fake_ari_harness_bridge_external_media_and_events() {
     assert_eq!(ev["channel"]["id"], "1764000000.1");
     assert_eq!(ev["channel"]["state"], "Up");
     assert_eq!(ev["application"], "voicebot1");
-    assert!(ev["channel"]["name"].as_str().unwrap().starts_with("PJSIP/callers-"));
+    assert!(ev["channel"]["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("PJSIP/callers-"));
 
     // Bridge, keep-alive on the same agent.
-    let (s, b) = call(&a, &fake, "POST", "/ari/bridges/voicebot1-X-bridge?type=mixing&name=x");
+    let (s, b) = call(
+        &a,
+        &fake,
+        "POST",
+        "/ari/bridges/voicebot1-X-bridge?type=mixing&name=x",
+    );
     assert_eq!(s, 200);
     assert_eq!(b["id"], "voicebot1-X-bridge");
     assert_eq!(b["bridge_class"], "stasis");
@@ -148,11 +186,26 @@ fn fake_ari_harness_bridge_external_media_and_events() {
     assert_eq!(list.as_array().unwrap().len(), 1);
 
     // addChannel: unknown channel 422, unknown bridge 404, ok 204 + event.
-    let (s, _) = call(&a, &fake, "POST", "/ari/bridges/voicebot1-X-bridge/addChannel?channel=nope");
+    let (s, _) = call(
+        &a,
+        &fake,
+        "POST",
+        "/ari/bridges/voicebot1-X-bridge/addChannel?channel=nope",
+    );
     assert_eq!(s, 422);
-    let (s, _) = call(&a, &fake, "POST", "/ari/bridges/nope/addChannel?channel=1764000000.1");
+    let (s, _) = call(
+        &a,
+        &fake,
+        "POST",
+        "/ari/bridges/nope/addChannel?channel=1764000000.1",
+    );
     assert_eq!(s, 404);
-    let (s, _) = call(&a, &fake, "POST", "/ari/bridges/voicebot1-X-bridge/addChannel?channel=1764000000.1");
+    let (s, _) = call(
+        &a,
+        &fake,
+        "POST",
+        "/ari/bridges/voicebot1-X-bridge/addChannel?channel=1764000000.1",
+    );
     assert_eq!(s, 204);
     let ev = next_event(&mut ws, "ChannelEnteredBridge", T).expect("ChannelEnteredBridge");
     assert_eq!(ev["bridge"]["channels"], json!(["1764000000.1"]));
@@ -167,20 +220,42 @@ fn fake_ari_harness_bridge_external_media_and_events() {
     assert_eq!(s, 200);
     assert_eq!(ch["id"], "voicebot1-X-media");
     assert_eq!(ch["state"], "Down");
-    assert!(ch["name"].as_str().unwrap().starts_with("UnicastRTP/127.0.0.1:27000-0x"));
+    assert!(ch["name"]
+        .as_str()
+        .unwrap()
+        .starts_with("UnicastRTP/127.0.0.1:27000-0x"));
     let ev = next_event(&mut ws, "StasisStart", T).expect("media StasisStart");
     assert_eq!(ev["args"], json!([]));
     assert_eq!(ev["channel"]["id"], "voicebot1-X-media");
-    let r = fake.requests().into_iter().find(|r| r.path == "/ari/channels/externalMedia").unwrap();
+    let r = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/ari/channels/externalMedia")
+        .unwrap();
     assert_eq!(r.q("external_host"), Some("127.0.0.1:27000"));
 
     // Ring on/off.
-    assert_eq!(call(&a, &fake, "POST", "/ari/channels/1764000000.1/ring").0, 204);
-    assert_eq!(call(&a, &fake, "DELETE", "/ari/channels/1764000000.1/ring").0, 204);
+    assert_eq!(
+        call(&a, &fake, "POST", "/ari/channels/1764000000.1/ring").0,
+        204
+    );
+    assert_eq!(
+        call(&a, &fake, "DELETE", "/ari/channels/1764000000.1/ring").0,
+        204
+    );
     assert_eq!(call(&a, &fake, "POST", "/ari/channels/nope/ring").0, 404);
 
     // DELETE channel: 204, then StasisEnd and ChannelDestroyed; 404 the second time.
-    assert_eq!(call(&a, &fake, "DELETE", "/ari/channels/voicebot1-X-media?reason_code=16").0, 204);
+    assert_eq!(
+        call(
+            &a,
+            &fake,
+            "DELETE",
+            "/ari/channels/voicebot1-X-media?reason_code=16"
+        )
+        .0,
+        204
+    );
     let ev = next_event(&mut ws, "StasisEnd", T).expect("StasisEnd");
     assert_eq!(ev["channel"]["id"], "voicebot1-X-media");
     let ev = next_event(&mut ws, "ChannelDestroyed", T).expect("ChannelDestroyed");
@@ -198,8 +273,14 @@ fn fake_ari_harness_bridge_external_media_and_events() {
     assert!(fake.channel_ids().is_empty());
 
     // Bridge delete.
-    assert_eq!(call(&a, &fake, "DELETE", "/ari/bridges/voicebot1-X-bridge").0, 204);
-    assert_eq!(call(&a, &fake, "DELETE", "/ari/bridges/voicebot1-X-bridge").0, 404);
+    assert_eq!(
+        call(&a, &fake, "DELETE", "/ari/bridges/voicebot1-X-bridge").0,
+        204
+    );
+    assert_eq!(
+        call(&a, &fake, "DELETE", "/ari/bridges/voicebot1-X-bridge").0,
+        404
+    );
     assert!(fake.bridge_ids().is_empty());
 }
 
@@ -215,7 +296,11 @@ fn fake_ari_harness_stasis_start_before_rest_response() {
     );
     let pw = fake.password().to_string();
     let h = std::thread::spawn(move || {
-        let r = agent().post(&url).set("Authorization", &auth(&pw)).call().unwrap();
+        let r = agent()
+            .post(&url)
+            .set("Authorization", &auth(&pw))
+            .call()
+            .unwrap();
         (Instant::now(), r.status())
     });
     let ev = next_event(&mut ws, "StasisStart", T).expect("StasisStart");
@@ -223,7 +308,10 @@ fn fake_ari_harness_stasis_start_before_rest_response() {
     assert_eq!(ev["channel"]["id"], "m1");
     let (resp_at, status) = h.join().unwrap();
     assert_eq!(status, 200);
-    assert!(ev_at < resp_at, "event was not delivered before the REST response");
+    assert!(
+        ev_at < resp_at,
+        "event was not delivered before the REST response"
+    );
 }
 
 #[test]
@@ -232,33 +320,58 @@ fn fake_ari_harness_rules_500_delay_drop() {
     let a = agent();
     fake.set_rule(Rule::create_bridge(internal_error()).times(1));
     let (s, b) = call(&a, &fake, "POST", "/ari/bridges/b1?type=mixing");
-    assert_eq!((s, b["message"].as_str()), (500, Some("Internal Server Error")));
+    assert_eq!(
+        (s, b["message"].as_str()),
+        (500, Some("Internal Server Error"))
+    );
     assert!(!fake.has_bridge("b1"), "a 500 must not create the bridge");
     // times(1): the next one succeeds.
-    assert_eq!(call(&a, &fake, "POST", "/ari/bridges/b1?type=mixing").0, 200);
+    assert_eq!(
+        call(&a, &fake, "POST", "/ari/bridges/b1?type=mixing").0,
+        200
+    );
     // The rule does not touch addChannel on the same prefix.
     fake.new_inbound_call("c1");
-    assert_eq!(call(&a, &fake, "POST", "/ari/bridges/b1/addChannel?channel=c1").0, 204);
+    assert_eq!(
+        call(&a, &fake, "POST", "/ari/bridges/b1/addChannel?channel=c1").0,
+        204
+    );
 
     // Slow answer: the model changes after the delay.
-    fake.set_rule(Rule::external_media(Action::Delay(Duration::from_millis(800))));
+    fake.set_rule(Rule::external_media(Action::Delay(Duration::from_millis(
+        800,
+    ))));
     let t0 = Instant::now();
-    let (s, _) =
-        call(&a, &fake, "POST", "/ari/channels/externalMedia?app=voicebot1&channelId=m&external_host=h:1&format=alaw");
+    let (s, _) = call(
+        &a,
+        &fake,
+        "POST",
+        "/ari/channels/externalMedia?app=voicebot1&channelId=m&external_host=h:1&format=alaw",
+    );
     assert_eq!(s, 200);
     assert!(t0.elapsed() >= Duration::from_millis(800));
     assert!(fake.has_channel("m"));
 
     // Dropped connection: transport error.
     fake.set_rule(Rule::prefix("GET", "/ari/channels", Action::Drop));
-    let res = a.get(&format!("{}/ari/channels", fake.url())).set("Authorization", &auth(fake.password())).call();
-    assert!(matches!(res, Err(ureq::Error::Transport(_))), "expected transport error, got {res:?}");
+    let res = a
+        .get(&format!("{}/ari/channels", fake.url()))
+        .set("Authorization", &auth(fake.password()))
+        .call();
+    assert!(
+        matches!(res, Err(ureq::Error::Transport(_))),
+        "expected transport error, got {res:?}"
+    );
     fake.clear_rules();
     assert_eq!(call(&a, &fake, "GET", "/ari/channels").0, 200);
 
     let recorded = fake.requests();
-    assert!(recorded.iter().any(|r| r.method == "GET" && r.path == "/ari/channels" && r.status.is_none()));
-    assert!(fake.dump().contains("POST /ari/bridges/b1?type=mixing -> 500"));
+    assert!(recorded
+        .iter()
+        .any(|r| r.method == "GET" && r.path == "/ari/channels" && r.status.is_none()));
+    assert!(fake
+        .dump()
+        .contains("POST /ari/bridges/b1?type=mixing -> 500"));
 }
 
 #[test]
@@ -278,7 +391,9 @@ fn fake_ari_harness_originate_destinations() {
         )
     };
 
-    fake.set_destination(Destination::Answer { after: Duration::from_millis(50) });
+    fake.set_destination(Destination::Answer {
+        after: Duration::from_millis(50),
+    });
     let (s, ch) = orig("d1");
     assert_eq!((s, ch["state"].as_str()), (200, Some("Down")));
     let ev = next_event(&mut ws, "ChannelStateChange", T).expect("ChannelStateChange");
@@ -288,22 +403,36 @@ fn fake_ari_harness_originate_destinations() {
     assert_eq!(ev["channel"]["id"], "d1");
     assert_eq!(orig("d1").0, 409);
 
-    fake.set_destination(Destination::Busy { after: Duration::from_millis(50) });
+    fake.set_destination(Destination::Busy {
+        after: Duration::from_millis(50),
+    });
     assert_eq!(orig("d2").0, 200);
     let ev = next_event(&mut ws, "ChannelDestroyed", T).expect("busy ChannelDestroyed");
-    assert_eq!((ev["cause"].as_u64(), ev["cause_txt"].as_str()), (Some(17), Some("User busy")));
+    assert_eq!(
+        (ev["cause"].as_u64(), ev["cause_txt"].as_str()),
+        (Some(17), Some("User busy"))
+    );
     assert!(!fake.has_channel("d2"));
 
-    fake.set_destination(Destination::NoAnswer { after: Some(Duration::from_millis(50)) });
+    fake.set_destination(Destination::NoAnswer {
+        after: Some(Duration::from_millis(50)),
+    });
     assert_eq!(orig("d3").0, 200);
     let ev = next_event(&mut ws, "ChannelDestroyed", T).expect("no-answer ChannelDestroyed");
     assert_eq!(ev["cause"], 19);
 
     fake.set_destination(Destination::AnswerBeforeResponse);
     let pw = fake.password().to_string();
-    let url = format!("{}/ari/channels/d5?endpoint=PJSIP/x@y&app=voicebot1&appArgs=transfer,C1", fake.url());
+    let url = format!(
+        "{}/ari/channels/d5?endpoint=PJSIP/x@y&app=voicebot1&appArgs=transfer,C1",
+        fake.url()
+    );
     let h = std::thread::spawn(move || {
-        let r = agent().post(&url).set("Authorization", &auth(&pw)).call().unwrap();
+        let r = agent()
+            .post(&url)
+            .set("Authorization", &auth(&pw))
+            .call()
+            .unwrap();
         (Instant::now(), r.status())
     });
     let ev = next_event(&mut ws, "StasisStart", T).expect("d5 StasisStart");
@@ -311,7 +440,10 @@ fn fake_ari_harness_originate_destinations() {
     assert_eq!(ev["channel"]["id"], "d5");
     let (resp_at, status) = h.join().unwrap();
     assert_eq!(status, 200);
-    assert!(ev_at < resp_at, "d5 StasisStart was not delivered before the originate response");
+    assert!(
+        ev_at < resp_at,
+        "d5 StasisStart was not delivered before the originate response"
+    );
 
     fake.set_destination(Destination::Never);
     assert_eq!(orig("d4").0, 200);
@@ -344,7 +476,10 @@ fn fake_ari_harness_raw_frames_and_drop_mid_frame() {
             Ok(Message::Text(t)) => panic!("unexpected frame after drop: {t}"),
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => {
                 broke = true;
                 break;

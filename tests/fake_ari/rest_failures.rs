@@ -13,10 +13,18 @@ fn fake_ari_bridge_create_500_hangs_up_caller_and_leaks_nothing() {
     fake.set_rule(Rule::create_bridge(internal_error()));
     let ids = CallIds::new("1764000011.1");
     fake.new_inbound_call(&ids.call);
-    let r = fake.wait_for_answered(STEP, |r| is_bridge_create(r, &ids.bridge)).expect("create bridge");
+    let r = fake
+        .wait_for_answered(STEP, |r| is_bridge_create(r, &ids.bridge))
+        .expect("create bridge");
     assert_eq!(r.status, Some(500), "{r}");
-    expect_request(&fake, "DELETE caller after bridge 500", |r| is_delete_channel(r, &ids.call));
-    wait_channel_gone(&fake, &ids.call, "caller must be hung up after the bridge could not be created");
+    expect_request(&fake, "DELETE caller after bridge 500", |r| {
+        is_delete_channel(r, &ids.call)
+    });
+    wait_channel_gone(
+        &fake,
+        &ids.call,
+        "caller must be hung up after the bridge could not be created",
+    );
     finish(&fake, &mut vb);
     assert!(!fake.has_bridge(&ids.bridge));
 }
@@ -29,9 +37,17 @@ fn fake_ari_external_media_500_destroys_bridge_and_hangs_up_caller() {
     fake.new_inbound_call(&ids.call);
     expect_request(&fake, "create bridge", |r| is_bridge_create(r, &ids.bridge));
     expect_request(&fake, "externalMedia", |r| is_external_media(r, &ids.media));
-    expect_request(&fake, "DELETE bridge after externalMedia 500", |r| is_delete_bridge(r, &ids.bridge));
-    expect_request(&fake, "DELETE caller after externalMedia 500", |r| is_delete_channel(r, &ids.call));
-    wait_channel_gone(&fake, &ids.call, "caller must be hung up after externalMedia failed");
+    expect_request(&fake, "DELETE bridge after externalMedia 500", |r| {
+        is_delete_bridge(r, &ids.bridge)
+    });
+    expect_request(&fake, "DELETE caller after externalMedia 500", |r| {
+        is_delete_channel(r, &ids.call)
+    });
+    wait_channel_gone(
+        &fake,
+        &ids.call,
+        "caller must be hung up after externalMedia failed",
+    );
     finish(&fake, &mut vb);
 }
 
@@ -40,23 +56,34 @@ fn fake_ari_slow_external_media_and_caller_hangup_leaves_nothing() {
     let (fake, mut vb) = start_pair("slow-external-media", Config::new());
     // 1.5 s: slower than usual but within request_timeout_ms (2 s); the fake
     // creates the media channel only after the delay, as a slow Asterisk would.
-    fake.set_rule(Rule::external_media(Action::Delay(Duration::from_millis(1500))));
+    fake.set_rule(Rule::external_media(Action::Delay(Duration::from_millis(
+        1500,
+    ))));
     let ids = CallIds::new("1764000013.1");
     fake.new_inbound_call(&ids.call);
     expect_request(&fake, "externalMedia", |r| is_external_media(r, &ids.media));
-    assert!(!fake.has_channel(&ids.media), "media channel exists before the slow answer");
+    assert!(
+        !fake.has_channel(&ids.media),
+        "media channel exists before the slow answer"
+    );
     assert!(fake.caller_hangs_up(&ids.call));
     // The answer (and the media channel) arrives after the caller left.
-    fake.wait_for_answered(STEP, |r| is_external_media(r, &ids.media)).expect("externalMedia answered");
-    expect_request(&fake, "DELETE of the media channel created after the hangup (204)", |r| {
-        is_delete_channel(r, &ids.media) && r.status == Some(204)
-    });
+    fake.wait_for_answered(STEP, |r| is_external_media(r, &ids.media))
+        .expect("externalMedia answered");
+    expect_request(
+        &fake,
+        "DELETE of the media channel created after the hangup (204)",
+        |r| is_delete_channel(r, &ids.media) && r.status == Some(204),
+    );
     finish(&fake, &mut vb);
 }
 
 #[test]
 fn fake_ari_external_media_timeout_destroys_bridge_and_hangs_up_caller() {
-    let config = Config { request_timeout_ms: 1000, ..Config::new() };
+    let config = Config {
+        request_timeout_ms: 1000,
+        ..Config::new()
+    };
     let (fake, mut vb) = start_pair("external-media-timeout", config);
     // Longer than request_timeout_ms: voicebot1 gives up on the request; the
     // fake still creates the channel afterwards, which must not leak either.
@@ -64,8 +91,14 @@ fn fake_ari_external_media_timeout_destroys_bridge_and_hangs_up_caller() {
     let ids = CallIds::new("1764000014.1");
     fake.new_inbound_call(&ids.call);
     expect_request(&fake, "externalMedia", |r| is_external_media(r, &ids.media));
-    expect_request(&fake, "DELETE caller after externalMedia timeout", |r| is_delete_channel(r, &ids.call));
-    wait_channel_gone(&fake, &ids.call, "caller must be hung up after externalMedia timed out");
+    expect_request(&fake, "DELETE caller after externalMedia timeout", |r| {
+        is_delete_channel(r, &ids.call)
+    });
+    wait_channel_gone(
+        &fake,
+        &ids.call,
+        "caller must be hung up after externalMedia timed out",
+    );
     fake.wait_for_answered(STEP, |r| is_external_media(r, &ids.media));
     finish(&fake, &mut vb);
 }
@@ -75,10 +108,18 @@ fn fake_ari_originate_500_hangs_up_caller_and_leaks_nothing() {
     let (fake, mut vb) = start_pair("originate-500", Config::new());
     fake.set_rule(Rule::originate(internal_error()));
     let ids = call_to_media_phase(&fake, &vb, "1764000015.1");
-    let r = fake.wait_for_answered(STEP, |r| is_originate(r, &ids.dest)).expect("originate");
+    let r = fake
+        .wait_for_answered(STEP, |r| is_originate(r, &ids.dest))
+        .expect("originate");
     assert_eq!(r.status, Some(500), "{r}");
-    expect_request(&fake, "DELETE caller after originate 500", |r| is_delete_channel(r, &ids.call));
-    wait_channel_gone(&fake, &ids.call, "caller must be hung up after the originate failed");
+    expect_request(&fake, "DELETE caller after originate 500", |r| {
+        is_delete_channel(r, &ids.call)
+    });
+    wait_channel_gone(
+        &fake,
+        &ids.call,
+        "caller must be hung up after the originate failed",
+    );
     finish(&fake, &mut vb);
 }
 
@@ -88,15 +129,29 @@ fn fake_ari_add_destination_to_bridge_500_hangs_up_everything() {
     let ids = CallIds::new("1764000016.1");
     // Caller and media get into the bridge; only then does addChannel fail.
     call_to_media_phase(&fake, &vb, &ids.call);
-    fake.set_rule(Rule::prefix("POST", &format!("/ari/bridges/{}/addChannel", ids.bridge), internal_error()));
-    expect_request(&fake, "originate destination", |r| is_originate(r, &ids.dest));
+    fake.set_rule(Rule::prefix(
+        "POST",
+        &format!("/ari/bridges/{}/addChannel", ids.bridge),
+        internal_error(),
+    ));
+    expect_request(&fake, "originate destination", |r| {
+        is_originate(r, &ids.dest)
+    });
     let r = fake
         .wait_for_answered(STEP, |r| is_add_channel(r, &ids.bridge, &ids.dest))
         .expect("addChannel destination");
     assert_eq!(r.status, Some(500), "{r}");
-    expect_request(&fake, "DELETE destination after addChannel 500", |r| is_delete_channel(r, &ids.dest));
-    expect_request(&fake, "DELETE caller after addChannel 500", |r| is_delete_channel(r, &ids.call));
-    wait_channel_gone(&fake, &ids.call, "caller must be hung up after the destination could not be bridged");
+    expect_request(&fake, "DELETE destination after addChannel 500", |r| {
+        is_delete_channel(r, &ids.dest)
+    });
+    expect_request(&fake, "DELETE caller after addChannel 500", |r| {
+        is_delete_channel(r, &ids.call)
+    });
+    wait_channel_gone(
+        &fake,
+        &ids.call,
+        "caller must be hung up after the destination could not be bridged",
+    );
     finish(&fake, &mut vb);
 }
 
@@ -105,34 +160,76 @@ fn fake_ari_connection_dropped_on_add_channel_hangs_up_caller_and_leaks_nothing(
     // The HTTP connection closes without an answer (Asterisk crashed or a proxy cut it): a
     // transport error, not a status. The caller gets the set-up failure outcome.
     let (fake, mut vb) = start_pair("add-channel-dropped", Config::new());
-    fake.set_rule(Rule::prefix("POST", "/ari/bridges/voicebot1-1764000017.1-bridge/addChannel", Action::Drop).times(1));
+    fake.set_rule(
+        Rule::prefix(
+            "POST",
+            "/ari/bridges/voicebot1-1764000017.1-bridge/addChannel",
+            Action::Drop,
+        )
+        .times(1),
+    );
     let ids = CallIds::new("1764000017.1");
     fake.new_inbound_call(&ids.call);
-    expect_request(&fake, "addChannel", |r| is_add_channel(r, &ids.bridge, &ids.call));
-    expect_request(&fake, "DELETE bridge after the dropped connection", |r| is_delete_bridge(r, &ids.bridge));
-    wait_channel_gone(&fake, &ids.call, "caller must be hung up after addChannel failed");
-    assert!(vb.wait_log("AddCallerAndMedia failed", STEP).is_some(), "the failure is not in the log");
+    expect_request(&fake, "addChannel", |r| {
+        is_add_channel(r, &ids.bridge, &ids.call)
+    });
+    expect_request(&fake, "DELETE bridge after the dropped connection", |r| {
+        is_delete_bridge(r, &ids.bridge)
+    });
+    wait_channel_gone(
+        &fake,
+        &ids.call,
+        "caller must be hung up after addChannel failed",
+    );
+    assert!(
+        vb.wait_log("AddCallerAndMedia failed", STEP).is_some(),
+        "the failure is not in the log"
+    );
     finish(&fake, &mut vb);
 }
 
 /// The set-up time voicebot1 logged for `call` ("caller and media bridged in N ms").
 fn setup_ms(vb: &Voicebot, call: &str) -> u64 {
-    let line = vb.wait_log(&format!("call {call}: caller and media bridged in"), STEP).expect("set-up line");
-    line.rsplit_once(" in ").and_then(|(_, ms)| ms.trim_end_matches(" ms").trim().parse().ok()).unwrap_or(u64::MAX)
+    let line = vb
+        .wait_log(&format!("call {call}: caller and media bridged in"), STEP)
+        .expect("set-up line");
+    line.rsplit_once(" in ")
+        .and_then(|(_, ms)| ms.trim_end_matches(" ms").trim().parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 #[test]
 fn fake_ari_a_3s_delete_on_one_call_leaves_other_calls_setup_unaffected() {
     // A slow Asterisk answer to one request is something the fake does on demand.
     let first = crate::support::voicebot::free_port_range(8);
-    let config = Config { workers: 2, phase_ms: 20_000, port_min: first, port_max: first + 7, ..Config::new() };
+    let config = Config {
+        workers: 2,
+        phase_ms: 20_000,
+        port_min: first,
+        port_max: first + 7,
+        ..Config::new()
+    };
     let (fake, mut vb) = start_pair("slow-delete-other-calls", config);
     let slow = call_to_media_phase(&fake, &vb, "1764000101.1");
     let media = slow.media.clone();
-    fake.set_rule(Rule::when("DELETE", "the slow call's media", move |p| p == format!("/ari/channels/{media}"), Action::Delay(Duration::from_secs(3))));
+    fake.set_rule(Rule::when(
+        "DELETE",
+        "the slow call's media",
+        move |p| p == format!("/ari/channels/{media}"),
+        Action::Delay(Duration::from_secs(3)),
+    ));
     assert!(fake.caller_hangs_up(&slow.call));
-    expect_request(&fake, "the slow DELETE", |r| is_delete_channel(r, &slow.media));
-    let others = ["1764000101.2", "1764000101.3", "1764000101.4", "1764000101.5", "1764000101.6", "1764000101.7"];
+    expect_request(&fake, "the slow DELETE", |r| {
+        is_delete_channel(r, &slow.media)
+    });
+    let others = [
+        "1764000101.2",
+        "1764000101.3",
+        "1764000101.4",
+        "1764000101.5",
+        "1764000101.6",
+        "1764000101.7",
+    ];
     // Measured from the caller's StasisStart, as the caller lives it (voicebot1's own "bridged
     // in" figure starts when a worker takes the call, so it would hide queueing).
     let mut bridged = Vec::new();
@@ -142,9 +239,17 @@ fn fake_ari_a_3s_delete_on_one_call_leaves_other_calls_setup_unaffected() {
         bridged.push(t0.elapsed().as_millis() as u64);
         assert!(setup_ms(&vb, call) < 1000);
     }
-    let pending = fake.requests_matching(|r| is_delete_channel(r, &slow.media) && r.status.is_none());
-    assert_eq!(pending.len(), 1, "the slow DELETE should still be pending while the others were set up");
-    assert!(bridged.iter().all(|ms| *ms < 1000), "set-up of other calls took {bridged:?} ms behind one slow DELETE");
+    let pending =
+        fake.requests_matching(|r| is_delete_channel(r, &slow.media) && r.status.is_none());
+    assert_eq!(
+        pending.len(),
+        1,
+        "the slow DELETE should still be pending while the others were set up"
+    );
+    assert!(
+        bridged.iter().all(|ms| *ms < 1000),
+        "set-up of other calls took {bridged:?} ms behind one slow DELETE"
+    );
     for call in others {
         assert!(fake.caller_hangs_up(call));
     }
@@ -156,21 +261,42 @@ fn fake_ari_a_3s_delete_on_one_call_leaves_other_calls_setup_unaffected() {
 fn fake_ari_caller_hangup_queued_behind_a_slow_request_wins_over_the_media_timer() {
     // One worker: a slow request of another call holds it while this call's hang-up arrives
     // and its media timer falls due. The hang-up came first, so there must be no transfer.
-    let config = Config { workers: 1, phase_ms: 1000, ..Config::new() };
+    let config = Config {
+        workers: 1,
+        phase_ms: 1000,
+        ..Config::new()
+    };
     let (fake, mut vb) = start_pair("hangup-before-timer", config);
     let call = call_to_media_phase(&fake, &vb, "1764000102.1");
     let blocker = CallIds::new("1764000102.2");
     let bridge = blocker.bridge.clone();
-    fake.set_rule(Rule::when("POST", "the blocker's bridge", move |p| p == format!("/ari/bridges/{bridge}"), Action::Delay(Duration::from_millis(1800))));
+    fake.set_rule(Rule::when(
+        "POST",
+        "the blocker's bridge",
+        move |p| p == format!("/ari/bridges/{bridge}"),
+        Action::Delay(Duration::from_millis(1800)),
+    ));
     fake.new_inbound_call(&blocker.call);
-    expect_request(&fake, "the slow bridge creation", |r| is_bridge_create(r, &blocker.bridge));
+    expect_request(&fake, "the slow bridge creation", |r| {
+        is_bridge_create(r, &blocker.bridge)
+    });
     assert!(fake.caller_hangs_up(&call.call));
     // Past the media timer and the slow request, with margin.
     std::thread::sleep(Duration::from_millis(2500));
-    expect_request(&fake, "DELETE bridge after the hang-up", |r| is_delete_bridge(r, &call.bridge));
+    expect_request(&fake, "DELETE bridge after the hang-up", |r| {
+        is_delete_bridge(r, &call.bridge)
+    });
     let originates = fake.requests_matching(|r| is_originate(r, &call.dest));
-    assert!(originates.is_empty(), "transferred a caller who had hung up: {originates:?}");
-    assert!(vb.log_text().contains(&format!("call {}: ended (caller hung up)", call.call)), "{}", vb.log_text());
+    assert!(
+        originates.is_empty(),
+        "transferred a caller who had hung up: {originates:?}"
+    );
+    assert!(
+        vb.log_text()
+            .contains(&format!("call {}: ended (caller hung up)", call.call)),
+        "{}",
+        vb.log_text()
+    );
     fake.clear_rules();
     assert!(fake.caller_hangs_up(&blocker.call));
     finish(&fake, &mut vb);
@@ -180,34 +306,60 @@ fn fake_ari_caller_hangup_queued_behind_a_slow_request_wins_over_the_media_timer
 
 #[test]
 fn fake_ari_a_call_over_max_calls_is_rejected_with_congestion_at_once() {
-    let config = Config { phase_ms: 3000, admission: "max_calls = 1".into(), ..Config::new() };
+    let config = Config {
+        phase_ms: 3000,
+        admission: "max_calls = 1".into(),
+        ..Config::new()
+    };
     let (fake, mut vb) = start_pair("over-max-calls", config);
     let first = call_to_media_phase(&fake, &vb, "1764000060.1");
     let second = CallIds::new("1764000061.1");
     fake.new_inbound_call(&second.call);
-    let hangup = fake.wait_for_answered(STEP, |r| is_delete_channel(r, &second.call)).expect("the second caller is hung up");
+    let hangup = fake
+        .wait_for_answered(STEP, |r| is_delete_channel(r, &second.call))
+        .expect("the second caller is hung up");
     assert_eq!(hangup.q("reason"), Some("congestion"), "{hangup}");
-    let line = vb.wait_log("call 1764000061.1: rejected with congestion", STEP).expect("a rejection line");
+    let line = vb
+        .wait_log("call 1764000061.1: rejected with congestion", STEP)
+        .expect("a rejection line");
     assert!(line.contains("admission.max_calls is 1"), "{line}");
-    assert!(fake.requests_matching(|r| is_bridge_create(r, &second.bridge)).is_empty(), "a rejected call got a bridge");
+    assert!(
+        fake.requests_matching(|r| is_bridge_create(r, &second.bridge))
+            .is_empty(),
+        "a rejected call got a bridge"
+    );
     assert!(fake.caller_hangs_up(&first.call));
     wait_no_voicebot1_resources(&fake);
     // Below the ceiling again: the next caller is taken.
     full_call(&fake, &vb, "1764000062.1");
     finish(&fake, &mut vb);
-    assert!(vb.log_text().contains("1 not taken (overload)"), "{}", vb.log_text());
+    assert!(
+        vb.log_text().contains("1 not taken (overload)"),
+        "{}",
+        vb.log_text()
+    );
 }
 
 #[test]
 fn fake_ari_slow_asterisk_sheds_new_calls_until_it_answers_fast_again() {
     // Every bridge request takes 800 ms: after one set-up the average answer time is past 100 ms.
-    let config = Config { phase_ms: 3000, admission: "max_rest_latency_ms = 100".into(), ..Config::new() };
+    let config = Config {
+        phase_ms: 3000,
+        admission: "max_rest_latency_ms = 100".into(),
+        ..Config::new()
+    };
     let (fake, mut vb) = start_pair("slow-asterisk-sheds", config);
-    fake.set_rule(Rule::prefix("POST", "/ari/bridges", Action::Delay(Duration::from_millis(800))));
+    fake.set_rule(Rule::prefix(
+        "POST",
+        "/ari/bridges",
+        Action::Delay(Duration::from_millis(800)),
+    ));
     let slow = call_to_media_phase(&fake, &vb, "1764000063.1");
     let shed = CallIds::new("1764000064.1");
     fake.new_inbound_call(&shed.call);
-    let line = vb.wait_log("call 1764000064.1: rejected with congestion", STEP).expect("the caller is not taken");
+    let line = vb
+        .wait_log("call 1764000064.1: rejected with congestion", STEP)
+        .expect("the caller is not taken");
     assert!(line.contains("Asterisk answers REST requests in"), "{line}");
     wait_channel_gone(&fake, &shed.call, "the rejected caller is hung up");
     // Asterisk fast again (and the slow answers more than 2 s old): calls are taken.
@@ -221,51 +373,107 @@ fn fake_ari_slow_asterisk_sheds_new_calls_until_it_answers_fast_again() {
 
 #[test]
 fn fake_ari_a_transport_failure_sheds_calls_to_the_destination_without_the_bot() {
-    let config = Config { phase_ms: 20_000, admission: "on_overload = \"transfer\"".into(), ..Config::new() };
+    let config = Config {
+        phase_ms: 20_000,
+        admission: "on_overload = \"transfer\"".into(),
+        ..Config::new()
+    };
     let (fake, mut vb) = start_pair("unanswered-transfers", config);
     // One bridge request goes unanswered (connection closed): that call fails, and for the next
     // 2 s new callers go straight to the destination.
     fake.set_rule(Rule::create_bridge(Action::Drop).times(1));
     let failed = CallIds::new("1764000066.1");
     fake.new_inbound_call(&failed.call);
-    wait_channel_gone(&fake, &failed.call, "the caller whose bridge failed is hung up");
+    wait_channel_gone(
+        &fake,
+        &failed.call,
+        "the caller whose bridge failed is hung up",
+    );
     let ids = CallIds::new("1764000067.1");
     fake.new_inbound_call(&ids.call);
-    let line = vb.wait_log("call 1764000067.1: not taken", STEP).expect("the caller is not taken with the bot");
-    assert!(line.contains("went unanswered") && line.contains("transferring without the bot"), "{line}");
+    let line = vb
+        .wait_log("call 1764000067.1: not taken", STEP)
+        .expect("the caller is not taken with the bot");
+    assert!(
+        line.contains("went unanswered") && line.contains("transferring without the bot"),
+        "{line}"
+    );
     expect_request(&fake, "originate at once", |r| is_originate(r, &ids.dest));
     wait_bridge_has(&fake, &ids.bridge, &[&ids.call, &ids.dest]);
-    assert!(fake.requests_matching(|r| is_external_media(r, &ids.media)).is_empty(), "the bot was set up");
+    assert!(
+        fake.requests_matching(|r| is_external_media(r, &ids.media))
+            .is_empty(),
+        "the bot was set up"
+    );
     caller_hangs_up_after_transfer(&fake, &ids);
     finish(&fake, &mut vb);
 }
 
 #[test]
 fn fake_ari_a_caller_whose_hang_up_failed_is_hung_up_by_the_janitor() {
-    let config = Config { janitor_s: 1, ..Config::new() };
+    let config = Config {
+        janitor_s: 1,
+        ..Config::new()
+    };
     let (fake, mut vb) = start_pair("janitor-retries-caller", config);
-    fake.set_destination(Destination::Busy { after: Duration::from_millis(50) });
+    fake.set_destination(Destination::Busy {
+        after: Duration::from_millis(50),
+    });
     let ids = CallIds::new("1764000068.1");
     // The caller's hang-up fails twice (the request and its retry).
     let caller_path = format!("/ari/channels/{}", ids.call);
-    fake.set_rule(Rule::when("DELETE", "caller hang-up", move |p| p == caller_path, internal_error()).times(2));
+    fake.set_rule(
+        Rule::when(
+            "DELETE",
+            "caller hang-up",
+            move |p| p == caller_path,
+            internal_error(),
+        )
+        .times(2),
+    );
     fake.new_inbound_call(&ids.call);
-    assert!(vb.wait_log("call 1764000068.1: ended", STEP).is_some(), "{}", vb.log_text());
-    assert!(fake.has_channel(&ids.call), "the caller's hang-up did not fail as scripted");
-    wait_channel_gone(&fake, &ids.call, "the janitor must hang the caller up once Asterisk answers");
-    assert!(vb.wait_log("whose earlier hang-up had failed", STEP).is_some());
+    assert!(
+        vb.wait_log("call 1764000068.1: ended", STEP).is_some(),
+        "{}",
+        vb.log_text()
+    );
+    assert!(
+        fake.has_channel(&ids.call),
+        "the caller's hang-up did not fail as scripted"
+    );
+    wait_channel_gone(
+        &fake,
+        &ids.call,
+        "the janitor must hang the caller up once Asterisk answers",
+    );
+    assert!(vb
+        .wait_log("whose earlier hang-up had failed", STEP)
+        .is_some());
     finish(&fake, &mut vb);
 }
 
 #[test]
 fn fake_ari_a_caller_whose_stasis_start_never_came_is_started_by_the_janitor() {
-    let config = Config { janitor_s: 1, ..Config::new() };
+    let config = Config {
+        janitor_s: 1,
+        ..Config::new()
+    };
     let (fake, mut vb) = start_pair("janitor-starts-caller", config);
-    assert!(vb.wait_log("sweep: 0 calls adopted", STEP).is_some(), "{}", vb.log_text());
+    assert!(
+        vb.wait_log("sweep: 0 calls adopted", STEP).is_some(),
+        "{}",
+        vb.log_text()
+    );
     let ids = CallIds::new("1764000069.1");
     fake.add_waiting_caller(&ids.call);
-    expect_request(&fake, "bridge for the caller found by the janitor", |r| is_bridge_create(r, &ids.bridge));
-    assert!(vb.log_text().contains("janitor: call 1764000069.1: caller"), "{}", vb.log_text());
+    expect_request(&fake, "bridge for the caller found by the janitor", |r| {
+        is_bridge_create(r, &ids.bridge)
+    });
+    assert!(
+        vb.log_text().contains("janitor: call 1764000069.1: caller"),
+        "{}",
+        vb.log_text()
+    );
     transfer_to_destination(&fake, &vb, &ids);
     caller_hangs_up_after_transfer(&fake, &ids);
     finish(&fake, &mut vb);

@@ -28,12 +28,20 @@ fn refuses(name: &str, text: &str, key: &str, fragment: &str) {
     let out = bin().arg(&path).output().unwrap();
     let _ = std::fs::remove_file(&path);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{name}: exit status {:?}, stderr:\n{err}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{name}: exit status {:?}, stderr:\n{err}",
+        out.status
+    );
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{name}: expected one line, got:\n{err}");
     assert!(lines[0].starts_with("config error in "), "{name}: {err}");
     assert!(lines[0].contains(key), "{name}: {err} does not name {key}");
-    assert!(lines[0].contains(fragment), "{name}: {err} does not say {fragment:?}");
+    assert!(
+        lines[0].contains(fragment),
+        "{name}: {err} does not say {fragment:?}"
+    );
 }
 
 const PW: &str = "[ari]\npassword = \"x\"\n";
@@ -43,51 +51,94 @@ fn missing_file_exits_2_naming_the_file() {
     let out = bin().arg("/nonexistent/voicebot1.toml").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("/nonexistent/voicebot1.toml") && err.contains("cannot read the file"), "{err}");
+    assert!(
+        err.contains("/nonexistent/voicebot1.toml") && err.contains("cannot read the file"),
+        "{err}"
+    );
 }
 
 #[test]
 fn toml_syntax_error_exits_2_with_the_line() {
-    refuses("syntax", "[ari\npassword = 1\n", "TOML syntax error", "line 1");
+    refuses(
+        "syntax",
+        "[ari\npassword = 1\n",
+        "TOML syntax error",
+        "line 1",
+    );
 }
 
 #[test]
 fn wrong_type_exits_2_naming_the_key() {
-    refuses("type", &format!("{PW}[media]\nport_min = \"26500\"\n"), "media.port_min", "must be an integer");
+    refuses(
+        "type",
+        &format!("{PW}[media]\nport_min = \"26500\"\n"),
+        "media.port_min",
+        "must be an integer",
+    );
 }
 
 #[test]
 fn unknown_key_exits_2_naming_the_key() {
-    refuses("unknown", &format!("{PW}[media]\nport_minimum = 1\n"), "media.port_minimum", "unknown key");
+    refuses(
+        "unknown",
+        &format!("{PW}[media]\nport_minimum = 1\n"),
+        "media.port_minimum",
+        "unknown key",
+    );
 }
 
 #[test]
 fn empty_or_inverted_port_range_exits_2() {
-    refuses("inverted", &format!("{PW}[media]\nport_min = 27000\nport_max = 26000\n"), "media.port_min", "empty or inverted");
+    refuses(
+        "inverted",
+        &format!("{PW}[media]\nport_min = 27000\nport_max = 26000\n"),
+        "media.port_min",
+        "empty or inverted",
+    );
 }
 
 #[test]
 fn port_range_beyond_the_open_file_limit_exits_2() {
-    let path = config("nofile", &format!("{PW}[media]\nport_min = 20000\nport_max = 29999\n"));
+    let path = config(
+        "nofile",
+        &format!("{PW}[media]\nport_min = 20000\nport_max = 29999\n"),
+    );
     let out = Command::new("sh")
         .arg("-c")
-        .arg(format!("ulimit -n 1024 && exec {} {}", env!("CARGO_BIN_EXE_voicebot1"), path.display()))
+        .arg(format!(
+            "ulimit -n 1024 && exec {} {}",
+            env!("CARGO_BIN_EXE_voicebot1"),
+            path.display()
+        ))
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&path);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("media.port_max") && err.contains("limit is 1024"), "{err}");
+    assert!(
+        err.contains("media.port_max") && err.contains("limit is 1024"),
+        "{err}"
+    );
 }
 
 #[test]
 fn malformed_ari_url_exits_2() {
-    refuses("url", "[ari]\npassword = \"x\"\nurl = \"localhost:8088\"\n", "ari.url", "not a URL");
+    refuses(
+        "url",
+        "[ari]\npassword = \"x\"\nurl = \"localhost:8088\"\n",
+        "ari.url",
+        "not a URL",
+    );
 }
 
 #[test]
 fn missing_password_env_exits_2() {
-    refuses("pwenv", "[ari]\npassword_env = \"VB1_TEST_SURELY_UNSET\"\n", "ari.password_env", "not set");
+    refuses(
+        "pwenv",
+        "[ari]\npassword_env = \"VB1_TEST_SURELY_UNSET\"\n",
+        "ari.password_env",
+        "not set",
+    );
 }
 
 #[test]
@@ -100,8 +151,16 @@ fn check_reports_every_error_not_just_the_first() {
     let _ = std::fs::remove_file(&path);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    for key in ["ari.url", "media.format", "media.port_min", "service.log_level"] {
-        assert!(err.contains(&format!(": {key}: ")), "{key} missing in:\n{err}");
+    for key in [
+        "ari.url",
+        "media.format",
+        "media.port_min",
+        "service.log_level",
+    ] {
+        assert!(
+            err.contains(&format!(": {key}: ")),
+            "{key} missing in:\n{err}"
+        );
     }
     assert_eq!(err.lines().count(), 4, "{err}");
 }
@@ -129,12 +188,20 @@ fn version_help_and_bad_usage() {
 
 #[test]
 fn unwritable_log_file_exits_2_naming_the_key() {
-    refuses("logfile", &format!("{PW}[service]\nlog_file = \"/nonexistent/dir/vb1.log\"\n"), "service.log_file", "cannot open");
+    refuses(
+        "logfile",
+        &format!("{PW}[service]\nlog_file = \"/nonexistent/dir/vb1.log\"\n"),
+        "service.log_file",
+        "cannot open",
+    );
 }
 
 #[test]
 fn password_never_appears_in_config_errors() {
-    let path = config("secret", "[ari]\npassword = \"hunter2-secret\"\nurl = 8088\n");
+    let path = config(
+        "secret",
+        "[ari]\npassword = \"hunter2-secret\"\nurl = 8088\n",
+    );
     let out = bin().arg(&path).output().unwrap();
     let _ = std::fs::remove_file(&path);
     assert_eq!(out.status.code(), Some(2));
@@ -146,13 +213,27 @@ fn metrics_address_in_use_stops_voicebot1_at_start_up_with_one_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     // Nothing else is reached: the endpoint is bound before the port pool and Asterisk.
-    let path = config("metrics-in-use", &format!("{PW}[metrics]\nlisten = \"{addr}\"\n"));
+    let path = config(
+        "metrics-in-use",
+        &format!("{PW}[metrics]\nlisten = \"{addr}\"\n"),
+    );
     let out = bin().arg(&path).output().unwrap();
     let _ = std::fs::remove_file(&path);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    let line = err.lines().find(|l| l.contains("[ERROR]")).unwrap_or_else(|| panic!("no error line:\n{err}"));
-    assert!(line.contains(&format!("metrics.listen: cannot listen on {addr}: Address already in use")), "{line}");
-    assert!(!err.contains("media:"), "the port pool was bound before the metrics address:\n{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("[ERROR]"))
+        .unwrap_or_else(|| panic!("no error line:\n{err}"));
+    assert!(
+        line.contains(&format!(
+            "metrics.listen: cannot listen on {addr}: Address already in use"
+        )),
+        "{line}"
+    );
+    assert!(
+        !err.contains("media:"),
+        "the port pool was bound before the metrics address:\n{err}"
+    );
     drop(taken);
 }

@@ -23,7 +23,15 @@ const LAYERS: &[&[&str]] = &[
 
 /// Modules that must stay pure: no sockets, threads, files, clocks of their own to wait on.
 const PURE: &[&str] = &["call", "admission"];
-const IO: &[&str] = &["std::net", "std::thread", "std::fs", "std::process", "ureq", "tungstenite", "socket2"];
+const IO: &[&str] = &[
+    "std::net",
+    "std::thread",
+    "std::fs",
+    "std::process",
+    "ureq",
+    "tungstenite",
+    "socket2",
+];
 
 fn layer(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
@@ -98,7 +106,11 @@ fn imports(line: &str) -> Vec<String> {
 }
 
 fn first_segment(path: &str) -> String {
-    path.trim().split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or_default().to_string()
+    path.trim()
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Every cross-module import in `src/`: (importer, imported) → where.
@@ -108,12 +120,18 @@ fn graph() -> BTreeMap<(String, String), Vec<String>> {
     rust_files(&src, &mut files);
     let mut edges: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for file in files {
-        let Some(module) = module_of(&src, &file) else { continue };
+        let Some(module) = module_of(&src, &file) else {
+            continue;
+        };
         let text = fs::read_to_string(&file).unwrap();
         for (n, line) in code_of(&text) {
             for target in imports(&line) {
                 if target != module {
-                    let at = format!("{}:{n}: {}", file.strip_prefix(&src).unwrap().display(), line.trim());
+                    let at = format!(
+                        "{}:{n}: {}",
+                        file.strip_prefix(&src).unwrap().display(),
+                        line.trim()
+                    );
                     edges.entry((module.clone(), target)).or_default().push(at);
                 }
             }
@@ -140,7 +158,11 @@ fn every_import_points_to_a_lower_layer() {
             wrong.push(format!("{why}:\n    {}", at.join("\n    ")));
         }
     }
-    assert!(wrong.is_empty(), "imports against the layering (ARCHITECTURE.md, Layers):\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layering (ARCHITECTURE.md, Layers):\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
@@ -151,7 +173,12 @@ fn the_module_graph_has_no_cycle() {
         next.entry(from).or_default().insert(to);
     }
     // Depth-first search; a node met again on the current path closes a cycle.
-    fn visit<'a>(n: &'a str, next: &BTreeMap<&'a str, BTreeSet<&'a str>>, path: &mut Vec<&'a str>, done: &mut BTreeSet<&'a str>) -> Option<Vec<&'a str>> {
+    fn visit<'a>(
+        n: &'a str,
+        next: &BTreeMap<&'a str, BTreeSet<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
         if let Some(i) = path.iter().position(|p| *p == n) {
             let mut cycle = path[i..].to_vec();
             cycle.push(n);
@@ -172,8 +199,20 @@ fn the_module_graph_has_no_cycle() {
     let mut done = BTreeSet::new();
     for n in next.keys() {
         if let Some(cycle) = visit(n, &next, &mut Vec::new(), &mut done) {
-            let at: Vec<String> = cycle.windows(2).flat_map(|w| edges[&(w[0].to_string(), w[1].to_string())].iter().take(1).cloned()).collect();
-            panic!("import cycle {}:\n    {}", cycle.join(" → "), at.join("\n    "));
+            let at: Vec<String> = cycle
+                .windows(2)
+                .flat_map(|w| {
+                    edges[&(w[0].to_string(), w[1].to_string())]
+                        .iter()
+                        .take(1)
+                        .cloned()
+                })
+                .collect();
+            panic!(
+                "import cycle {}:\n    {}",
+                cycle.join(" → "),
+                at.join("\n    ")
+            );
         }
     }
 }
@@ -185,18 +224,32 @@ fn the_state_machine_and_the_admission_policy_do_no_io() {
     for module in PURE {
         let text = fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
         for (n, line) in code_of(&text) {
-            if let Some(io) = IO.iter().find(|io| line.contains(&format!("{io}::")) || line.contains(&format!("use {io};"))) {
+            if let Some(io) = IO.iter().find(|io| {
+                line.contains(&format!("{io}::")) || line.contains(&format!("use {io};"))
+            }) {
                 wrong.push(format!("src/{module}.rs:{n}: uses {io}: {}", line.trim()));
             }
         }
     }
-    assert!(wrong.is_empty(), "I/O in a pure module:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "I/O in a pure module:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
 fn imports_are_read_from_use_groups_and_inline_paths() {
     assert_eq!(imports("use crate::ari::{AriClient, Channel};"), ["ari"]);
-    assert_eq!(imports("use crate::{ids::CallId, media::{Echo, Waking}, metrics};"), ["ids", "media", "metrics"]);
-    assert_eq!(imports("    let x = crate::config::PoolExhausted::Transfer; crate::metrics::call_ended(e);"), ["config", "metrics"]);
+    assert_eq!(
+        imports("use crate::{ids::CallId, media::{Echo, Waking}, metrics};"),
+        ["ids", "media", "metrics"]
+    );
+    assert_eq!(
+        imports(
+            "    let x = crate::config::PoolExhausted::Transfer; crate::metrics::call_ended(e);"
+        ),
+        ["config", "metrics"]
+    );
     assert!(imports("use super::pool::Lease;").is_empty());
 }

@@ -162,7 +162,16 @@ impl Ledger {
     /// Performs one action; REST steps fail as `failures` says.
     fn perform(&mut self, action: Action) -> Option<Input> {
         let fail = self.failures.pop_front().unwrap_or(false);
-        let outcome = |step| Some(Input::Done(step, if fail { Err(Failure::Other("HTTP 500".into())) } else { Ok(()) }));
+        let outcome = |step| {
+            Some(Input::Done(
+                step,
+                if fail {
+                    Err(Failure::Other("HTTP 500".into()))
+                } else {
+                    Ok(())
+                },
+            ))
+        };
         match action {
             Action::LeaseSocket => {
                 self.socket = !self.exhausted;
@@ -182,7 +191,9 @@ impl Ledger {
                 self.media = true;
                 outcome(Step::CreateBridgeAndMedia)
             }
-            Action::AddToBridge(Role::Caller) | Action::AddToBridge(Role::Media) => outcome(Step::AddCaller),
+            Action::AddToBridge(Role::Caller) | Action::AddToBridge(Role::Media) => {
+                outcome(Step::AddCaller)
+            }
             Action::AddCallerAndMedia => outcome(Step::AddCallerAndMedia),
             Action::AddToBridge(Role::Dest) => outcome(Step::AddDest),
             Action::Originate => {
@@ -243,8 +254,13 @@ fn external(event: u8) -> Input {
 /// that one call with the roles voicebot1 acts on.
 #[test]
 fn asterisk16_captured_transferred_call_decodes_and_routes_to_one_call() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events/asterisk16");
-    let text = std::fs::read_to_string(format!("{dir}/call_transferred_then_caller_hangs_up.jsonl")).unwrap();
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/events/asterisk16"
+    );
+    let text =
+        std::fs::read_to_string(format!("{dir}/call_transferred_then_caller_hangs_up.jsonl"))
+            .unwrap();
     let ids = Ids::new("voicebot1");
     let mut routed = Vec::new();
     for line in text.lines() {
@@ -254,17 +270,37 @@ fn asterisk16_captured_transferred_call_decodes_and_routes_to_one_call() {
     let call = &routed[0].0;
     assert!(routed.iter().all(|(c, _)| c == call), "{routed:?}");
     assert!(matches!(routed[0].1, CallEvent::Inbound(..)));
-    assert!(routed.iter().any(|(_, e)| matches!(e, CallEvent::Started(Role::Media, _))));
-    assert!(routed.iter().any(|(_, e)| matches!(e, CallEvent::Started(Role::Dest, _))));
-    assert!(routed.iter().any(|(_, e)| *e == CallEvent::Dial("ANSWER".into())));
-    assert!(routed.iter().any(|(_, e)| *e == CallEvent::Left(Role::Caller, None)));
-    assert!(routed.iter().any(|(_, e)| *e == CallEvent::Left(Role::Dest, Some(16))));
+    assert!(routed
+        .iter()
+        .any(|(_, e)| matches!(e, CallEvent::Started(Role::Media, _))));
+    assert!(routed
+        .iter()
+        .any(|(_, e)| matches!(e, CallEvent::Started(Role::Dest, _))));
+    assert!(routed
+        .iter()
+        .any(|(_, e)| *e == CallEvent::Dial("ANSWER".into())));
+    assert!(routed
+        .iter()
+        .any(|(_, e)| *e == CallEvent::Left(Role::Caller, None)));
+    assert!(routed
+        .iter()
+        .any(|(_, e)| *e == CallEvent::Left(Role::Dest, Some(16))));
     // The single-frame fixtures are frames of the same call.
-    for name in ["stasis_start_inbound", "stasis_start_external_media", "stasis_start_transfer", "stasis_end_caller",
-                 "channel_destroyed_media", "channel_destroyed_dest"] {
+    for name in [
+        "stasis_start_inbound",
+        "stasis_start_external_media",
+        "stasis_start_transfer",
+        "stasis_end_caller",
+        "channel_destroyed_media",
+        "channel_destroyed_dest",
+    ] {
         let frame = std::fs::read_to_string(format!("{dir}/{name}.json")).unwrap();
-        assert!(text.lines().any(|l| l == frame.trim_end()), "{name}.json is not a frame of the captured call");
-        let (c, _) = route(&ids, "inbound", decode(&frame).unwrap()).unwrap_or_else(|| panic!("{name} routes nowhere"));
+        assert!(
+            text.lines().any(|l| l == frame.trim_end()),
+            "{name}.json is not a frame of the captured call"
+        );
+        let (c, _) = route(&ids, "inbound", decode(&frame).unwrap())
+            .unwrap_or_else(|| panic!("{name} routes nowhere"));
         assert_eq!(&c, call, "{name}");
     }
 }

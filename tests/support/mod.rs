@@ -48,13 +48,16 @@ impl CallIds {
 
 pub fn is_bridge_create(r: &Recorded, bridge: &str) -> bool {
     r.method == "POST"
-        && (r.path == format!("/ari/bridges/{bridge}") || (r.path == "/ari/bridges" && r.q("bridgeId") == Some(bridge)))
+        && (r.path == format!("/ari/bridges/{bridge}")
+            || (r.path == "/ari/bridges" && r.q("bridgeId") == Some(bridge)))
 }
 
 pub fn is_add_channel(r: &Recorded, bridge: &str, chan: &str) -> bool {
     r.method == "POST"
         && r.path == format!("/ari/bridges/{bridge}/addChannel")
-        && r.q("channel").map(|c| c.split(',').any(|x| x == chan)).unwrap_or(false)
+        && r.q("channel")
+            .map(|c| c.split(',').any(|x| x == chan))
+            .unwrap_or(false)
 }
 
 pub fn is_external_media(r: &Recorded, media: &str) -> bool {
@@ -63,7 +66,8 @@ pub fn is_external_media(r: &Recorded, media: &str) -> bool {
 
 pub fn is_originate(r: &Recorded, dest: &str) -> bool {
     r.method == "POST"
-        && (r.path == format!("/ari/channels/{dest}") || (r.path == "/ari/channels" && r.q("channelId") == Some(dest)))
+        && (r.path == format!("/ari/channels/{dest}")
+            || (r.path == "/ari/channels" && r.q("channelId") == Some(dest)))
 }
 
 pub fn is_any_originate(r: &Recorded) -> bool {
@@ -83,7 +87,11 @@ pub fn is_delete_bridge(r: &Recorded, bridge: &str) -> bool {
 pub fn is_ring(r: &Recorded, method: &str, chan: &str) -> bool {
     let playback = format!("voicebot1-{chan}-ring");
     match method {
-        "POST" => r.method == "POST" && r.path == format!("/ari/channels/{chan}/play/{playback}") && r.q("media") == Some("tone:ring"),
+        "POST" => {
+            r.method == "POST"
+                && r.path == format!("/ari/channels/{chan}/play/{playback}")
+                && r.q("media") == Some("tone:ring")
+        }
         _ => r.method == method && r.path == format!("/ari/playbacks/{playback}"),
     }
 }
@@ -95,8 +103,14 @@ pub fn launch(name: &str, fake: &FakeAri, config: Config) -> Voicebot {
     let mut vb = Voicebot::start(name, fake, config);
     let deadline = std::time::Instant::now() + STEP;
     while !fake.wait_ws_connections(1, Duration::from_millis(200)) {
-        assert!(vb.is_running(), "voicebot1 exited before connecting the event WebSocket");
-        assert!(std::time::Instant::now() < deadline, "voicebot1 never connected the event WebSocket");
+        assert!(
+            vb.is_running(),
+            "voicebot1 exited before connecting the event WebSocket"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "voicebot1 never connected the event WebSocket"
+        );
     }
     vb
 }
@@ -121,7 +135,10 @@ pub fn assert_media_host_in_pool(r: &Recorded, config: &Config) {
     let host = r.q("external_host").unwrap_or("");
     let (ip, port) = host.rsplit_once(':').unwrap_or(("", ""));
     let port: u16 = port.parse().unwrap_or(0);
-    assert_eq!(ip, "127.0.0.1", "external_host {host:?} is not on 127.0.0.1");
+    assert_eq!(
+        ip, "127.0.0.1",
+        "external_host {host:?} is not on 127.0.0.1"
+    );
     assert!(
         (config.port_min..=config.port_max).contains(&port),
         "external_host port {port} not in pool {}..={}",
@@ -136,7 +153,9 @@ pub fn call_to_media_phase(fake: &FakeAri, vb: &Voicebot, call: &str) -> CallIds
     let ids = CallIds::new(call);
     fake.new_inbound_call(call);
     expect_request(fake, "create bridge", |r| is_bridge_create(r, &ids.bridge));
-    expect_request(fake, "addChannel caller", |r| is_add_channel(r, &ids.bridge, &ids.call));
+    expect_request(fake, "addChannel caller", |r| {
+        is_add_channel(r, &ids.bridge, &ids.call)
+    });
     let em = expect_request(fake, "externalMedia", |r| is_external_media(r, &ids.media));
     assert_media_host_in_pool(&em, &vb.config);
     wait_bridge_has(fake, &ids.bridge, &[&ids.call, &ids.media]);
@@ -146,9 +165,15 @@ pub fn call_to_media_phase(fake: &FakeAri, vb: &Voicebot, call: &str) -> CallIds
 /// Waits until `bridge` holds all of `members`.
 pub fn wait_bridge_has(fake: &FakeAri, bridge: &str, members: &[&str]) {
     let ok = fake.wait_until(STEP, |m| {
-        m.bridge_members(bridge).map(|b| members.iter().all(|x| b.iter().any(|y| y == x))).unwrap_or(false)
+        m.bridge_members(bridge)
+            .map(|b| members.iter().all(|x| b.iter().any(|y| y == x)))
+            .unwrap_or(false)
     });
-    assert!(ok, "bridge {bridge} never held {members:?}; members now: {:?}", fake.bridge_members(bridge));
+    assert!(
+        ok,
+        "bridge {bridge} never held {members:?}; members now: {:?}",
+        fake.bridge_members(bridge)
+    );
 }
 
 /// Waits until the fake holds no channel or bridge whose id starts with `voicebot1-`.
@@ -167,7 +192,10 @@ pub fn wait_no_voicebot1_resources(fake: &FakeAri) {
 
 /// Waits until channel `id` is gone from the fake.
 pub fn wait_channel_gone(fake: &FakeAri, id: &str, why: &str) {
-    assert!(fake.wait_until(CLEANUP, |m| !m.has_channel(id)), "channel {id} still exists: {why}");
+    assert!(
+        fake.wait_until(CLEANUP, |m| !m.has_channel(id)),
+        "channel {id} still exists: {why}"
+    );
 }
 
 /// The common end of every test: nothing with prefix `voicebot1-` is left,
@@ -176,8 +204,14 @@ pub fn finish(fake: &FakeAri, vb: &mut Voicebot) {
     wait_no_voicebot1_resources(fake);
     vb.stop_and_assert_clean();
     assert!(
-        !fake.channel_ids().iter().any(|c| c.starts_with("voicebot1-"))
-            && !fake.bridge_ids().iter().any(|b| b.starts_with("voicebot1-")),
+        !fake
+            .channel_ids()
+            .iter()
+            .any(|c| c.starts_with("voicebot1-"))
+            && !fake
+                .bridge_ids()
+                .iter()
+                .any(|b| b.starts_with("voicebot1-")),
         "resources appeared during shutdown: channels {:?} bridges {:?}",
         fake.channel_ids(),
         fake.bridge_ids()
@@ -187,22 +221,46 @@ pub fn finish(fake: &FakeAri, vb: &mut Voicebot) {
 /// From the media phase on: media channel hung up after phase_ms, ring on the
 /// caller, originate of the destination, ring off and destination bridged.
 pub fn transfer_to_destination(fake: &FakeAri, vb: &Voicebot, ids: &CallIds) {
-    expect_request(fake, "DELETE media channel after phase_ms", |r| is_delete_channel(r, &ids.media));
-    expect_request(fake, "POST ring on caller", |r| is_ring(r, "POST", &ids.call));
-    let orig = expect_request(fake, "originate destination", |r| is_originate(r, &ids.dest));
+    expect_request(fake, "DELETE media channel after phase_ms", |r| {
+        is_delete_channel(r, &ids.media)
+    });
+    expect_request(fake, "POST ring on caller", |r| {
+        is_ring(r, "POST", &ids.call)
+    });
+    let orig = expect_request(fake, "originate destination", |r| {
+        is_originate(r, &ids.dest)
+    });
     assert_eq!(orig.q("app"), Some("voicebot1"), "originate app: {orig}");
-    assert_eq!(orig.q("appArgs"), Some(format!("transfer,{}", ids.call).as_str()), "originate appArgs: {orig}");
-    assert_eq!(orig.q("endpoint"), Some(vb.config.endpoint.as_str()), "originate endpoint: {orig}");
-    expect_request(fake, "DELETE ring on caller", |r| is_ring(r, "DELETE", &ids.call));
+    assert_eq!(
+        orig.q("appArgs"),
+        Some(format!("transfer,{}", ids.call).as_str()),
+        "originate appArgs: {orig}"
+    );
+    assert_eq!(
+        orig.q("endpoint"),
+        Some(vb.config.endpoint.as_str()),
+        "originate endpoint: {orig}"
+    );
+    expect_request(fake, "DELETE ring on caller", |r| {
+        is_ring(r, "DELETE", &ids.call)
+    });
     wait_bridge_has(fake, &ids.bridge, &[&ids.call, &ids.dest]);
 }
 
 /// The caller of a bridged call hangs up: the destination and the bridge are
 /// deleted and nothing with prefix `voicebot1-` is left.
 pub fn caller_hangs_up_after_transfer(fake: &FakeAri, ids: &CallIds) {
-    assert!(fake.caller_hangs_up(&ids.call), "caller {} was already gone", ids.call);
-    expect_request(fake, "DELETE destination after caller hangup", |r| is_delete_channel(r, &ids.dest));
-    expect_request(fake, "DELETE bridge after caller hangup", |r| is_delete_bridge(r, &ids.bridge));
+    assert!(
+        fake.caller_hangs_up(&ids.call),
+        "caller {} was already gone",
+        ids.call
+    );
+    expect_request(fake, "DELETE destination after caller hangup", |r| {
+        is_delete_channel(r, &ids.dest)
+    });
+    expect_request(fake, "DELETE bridge after caller hangup", |r| {
+        is_delete_bridge(r, &ids.bridge)
+    });
     wait_no_voicebot1_resources(fake);
 }
 

@@ -45,10 +45,20 @@ impl Process {
             .spawn()
             .expect("spawn voicebot1");
         let log: Log = Arc::new((Mutex::new(LogBuf::default()), Condvar::new()));
-        let file = log_file.map(|p| Arc::new(Mutex::new(File::create(p).expect("create the voicebot1 log file"))));
+        let file = log_file.map(|p| {
+            Arc::new(Mutex::new(
+                File::create(p).expect("create the voicebot1 log file"),
+            ))
+        });
         pump(child.stderr.take().unwrap(), log.clone(), file.clone(), "");
         pump(child.stdout.take().unwrap(), log.clone(), file, "[stdout] ");
-        Process { name: name.to_string(), child: Some(child), exit: None, log, log_file: log_file.map(Path::to_path_buf) }
+        Process {
+            name: name.to_string(),
+            child: Some(child),
+            exit: None,
+            log,
+            log_file: log_file.map(Path::to_path_buf),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -63,7 +73,14 @@ impl Process {
 
     /// Number of log lines containing `needle`.
     pub fn count_log(&self, needle: &str) -> usize {
-        self.log.0.lock().unwrap().lines.iter().filter(|l| l.contains(needle)).count()
+        self.log
+            .0
+            .lock()
+            .unwrap()
+            .lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Waits for a log line containing `needle`; returns it.
@@ -80,7 +97,10 @@ impl Process {
     pub fn expect_log(&self, needle: &str, timeout: Duration) -> String {
         match self.wait_log(needle, timeout) {
             Some(line) => line,
-            None => panic!("no log line containing {needle:?} within {timeout:?}\n--- voicebot1 log ---\n{}", self.log_text()),
+            None => panic!(
+                "no log line containing {needle:?} within {timeout:?}\n--- voicebot1 log ---\n{}",
+                self.log_text()
+            ),
         }
     }
 
@@ -98,16 +118,27 @@ impl Process {
             if now >= deadline || g.closed_streams >= 2 {
                 return None;
             }
-            g = c.wait_timeout(g, (deadline - now).min(Duration::from_millis(100))).unwrap().0;
+            g = c
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap()
+                .0;
         }
     }
 
     /// The address `/metrics` and `/health` are served on, from the start-up line (the configs
     /// of the tests listen on port 0).
     pub fn metrics_addr(&self) -> String {
-        let line = self.wait_log("metrics: serving", Duration::from_secs(10)).expect("no `metrics: serving` line in the log");
-        let url = line.split("http://").nth(1).expect("metrics line without a URL");
-        url.split_whitespace().next().unwrap_or_default().to_string()
+        let line = self
+            .wait_log("metrics: serving", Duration::from_secs(10))
+            .expect("no `metrics: serving` line in the log");
+        let url = line
+            .split("http://")
+            .nth(1)
+            .expect("metrics line without a URL");
+        url.split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// `GET path` on the metrics endpoint: status and body.
@@ -172,7 +203,10 @@ impl Process {
 
     /// Sends signal `sig` (`TERM`, `KILL`, …) to the process.
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// Waits up to `timeout` for the process to exit (on its own or after a signal); its status,
@@ -232,7 +266,11 @@ impl Drop for Process {
         if thread::panicking() {
             match &self.log_file {
                 Some(path) => eprintln!("voicebot1 log ({}): {}", self.name, path.display()),
-                None => eprintln!("----- voicebot1 log ({}) -----\n{}\n----- end of voicebot1 log -----", self.name, self.log_text()),
+                None => eprintln!(
+                    "----- voicebot1 log ({}) -----\n{}\n----- end of voicebot1 log -----",
+                    self.name,
+                    self.log_text()
+                ),
             }
             if let Some(st) = self.exit {
                 eprintln!("voicebot1 exit status: {st}");
@@ -242,7 +280,12 @@ impl Drop for Process {
 }
 
 /// Reads lines from one output stream of the process into the log (and its file) until it closes.
-fn pump(r: impl Read + Send + 'static, log: Log, file: Option<Arc<Mutex<File>>>, prefix: &'static str) {
+fn pump(
+    r: impl Read + Send + 'static,
+    log: Log,
+    file: Option<Arc<Mutex<File>>>,
+    prefix: &'static str,
+) {
     thread::spawn(move || {
         let mut br = BufReader::new(r);
         let mut buf = Vec::new();
@@ -272,7 +315,9 @@ fn pump(r: impl Read + Send + 'static, log: Log, file: Option<Arc<Mutex<File>>>,
 
 /// A plain HTTP GET (ureq, as voicebot1 itself uses): status and body, whatever the status.
 pub fn http_get(url: &str) -> (u16, String) {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(5))
+        .build();
     match agent.get(url).call() {
         Ok(resp) => (resp.status(), resp.into_string().unwrap_or_default()),
         Err(ureq::Error::Status(code, resp)) => (code, resp.into_string().unwrap_or_default()),
@@ -287,7 +332,9 @@ pub struct Scrape(pub String);
 impl Scrape {
     /// The value of one series, written as in the text (`name` or `name{label="v",...}`).
     pub fn value(&self, series: &str) -> Option<f64> {
-        self.0.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
     }
 
     /// The value of one series, which must be there.
@@ -302,7 +349,10 @@ impl Scrape {
     pub fn sum(&self, name: &str) -> u64 {
         self.0
             .lines()
-            .filter(|l| !l.starts_with('#') && (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))))
+            .filter(|l| {
+                !l.starts_with('#')
+                    && (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
     }

@@ -61,7 +61,11 @@ impl Config {
     /// Default config with its own range of 4 free media ports (see `free_port_range`).
     pub fn new() -> Config {
         let first = free_port_range(4);
-        Config { port_min: first, port_max: first + 3, ..Config::default() }
+        Config {
+            port_min: first,
+            port_max: first + 3,
+            ..Config::default()
+        }
     }
     pub fn pool_size(&self) -> usize {
         (self.port_max - self.port_min + 1) as usize
@@ -118,8 +122,9 @@ pub fn free_port_range(n: u16) -> u16 {
     for _ in 0..500 {
         let k = NEXT_RANGE.fetch_add(1, Ordering::SeqCst) as u32;
         let first = LOW + (base + k * 16) % SPAN;
-        let probe: Vec<_> =
-            (0..n).map(|i| std::net::UdpSocket::bind(("127.0.0.1", first as u16 + i))).collect();
+        let probe: Vec<_> = (0..n)
+            .map(|i| std::net::UdpSocket::bind(("127.0.0.1", first as u16 + i)))
+            .collect();
         if probe.iter().all(|r| r.is_ok()) {
             return first as u16;
         }
@@ -131,11 +136,19 @@ impl Voicebot {
     /// Writes the config for `fake` and starts `voicebot1 CONFIGFILE`.
     pub fn start(name: &str, fake: &FakeAri, config: Config) -> Voicebot {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let config_path =
-            std::env::temp_dir().join(format!("voicebot1-test-{}-{}-{}.toml", std::process::id(), name, n));
+        let config_path = std::env::temp_dir().join(format!(
+            "voicebot1-test-{}-{}-{}.toml",
+            std::process::id(),
+            name,
+            n
+        ));
         std::fs::write(&config_path, config.to_toml(&fake.url())).expect("write config");
         let process = Process::spawn(name, &config_path, None);
-        Voicebot { config, process, config_path }
+        Voicebot {
+            config,
+            process,
+            config_path,
+        }
     }
 
     /// SIGTERM, then asserts: exit status 0 within 5 s, a `shutdown complete`
@@ -148,7 +161,9 @@ impl Voicebot {
         let n = self.config.pool_size();
         let pool = format!("pool {n}/{n} free");
         assert!(
-            self.log_text().lines().any(|l| l.contains("shutdown complete") && l.contains(&pool)),
+            self.log_text()
+                .lines()
+                .any(|l| l.contains("shutdown complete") && l.contains(&pool)),
             "no log line with `shutdown complete` and `{pool}`"
         );
     }

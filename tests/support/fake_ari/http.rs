@@ -25,7 +25,9 @@ pub(super) fn handle_connection(inner: Arc<Inner>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     // Route by peeking at the request line without consuming it, so that the
     // WebSocket handshake can read the request itself.
-    let Some(first_line) = peek_request_line(&stream) else { return };
+    let Some(first_line) = peek_request_line(&stream) else {
+        return;
+    };
     let target = first_line.split_whitespace().nth(1).unwrap_or("");
     if first_line.starts_with("GET ") && target.starts_with("/ari/events") {
         handle_websocket(inner, stream);
@@ -51,7 +53,11 @@ fn peek_request_line(stream: &TcpStream) -> Option<String> {
                 }
                 thread::sleep(Duration::from_millis(2));
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => return None,
         }
         if Instant::now() > deadline {
@@ -87,7 +93,9 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match h {
                     Some(v) => {
                         out.push(v);
@@ -114,11 +122,22 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
 
 /// Checks a `Basic` Authorization header value or an `api_key=user:pass`
 /// query parameter (both are accepted by Asterisk).
-pub(super) fn auth_ok(inner: &Inner, authorization: Option<&str>, query: &[(String, String)]) -> bool {
+pub(super) fn auth_ok(
+    inner: &Inner,
+    authorization: Option<&str>,
+    query: &[(String, String)],
+) -> bool {
     let expected = format!("{USERNAME}:{}", inner.password);
     if let Some(h) = authorization {
-        if let Some(b64) = h.trim().strip_prefix("Basic ").or_else(|| h.trim().strip_prefix("basic ")) {
-            if base64_decode(b64.trim()).map(|d| d == expected.as_bytes()).unwrap_or(false) {
+        if let Some(b64) = h
+            .trim()
+            .strip_prefix("Basic ")
+            .or_else(|| h.trim().strip_prefix("basic "))
+        {
+            if base64_decode(b64.trim())
+                .map(|d| d == expected.as_bytes())
+                .unwrap_or(false)
+            {
                 return true;
             }
         }
@@ -130,12 +149,24 @@ pub fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -164,7 +195,13 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-pub(super) fn record(inner: &Inner, method: &str, path: &str, query: &[(String, String)], body: &str) -> usize {
+pub(super) fn record(
+    inner: &Inner,
+    method: &str,
+    path: &str,
+    query: &[(String, String)],
+    body: &str,
+) -> usize {
     let mut st = inner.lock();
     st.requests.push(Recorded {
         method: method.into(),
@@ -200,7 +237,10 @@ pub(super) struct HttpReq {
 
 impl HttpReq {
     pub(super) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     /// Query parameters, plus top-level scalar fields of a JSON object body
     /// (Asterisk accepts parameters in either place).
@@ -215,7 +255,11 @@ impl HttpReq {
             Value::Bool(b) => Some(b.to_string()),
             Value::Array(a) => Some(
                 a.iter()
-                    .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string())
+                    })
                     .collect::<Vec<_>>()
                     .join(","),
             ),
@@ -253,9 +297,17 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<HttpReq> {
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
     let mut body = Vec::new();
-    if get("transfer-encoding").map(|v| v.to_ascii_lowercase().contains("chunked")).unwrap_or(false) {
+    if get("transfer-encoding")
+        .map(|v| v.to_ascii_lowercase().contains("chunked"))
+        .unwrap_or(false)
+    {
         loop {
             let mut sz = String::new();
             r.read_line(&mut sz).ok()?;
@@ -281,9 +333,20 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<HttpReq> {
         r.read_exact(&mut body).ok()?;
     }
     let conn = get("connection").unwrap_or_default().to_ascii_lowercase();
-    let keep_alive = if version == "HTTP/1.0" { conn.contains("keep-alive") } else { !conn.contains("close") };
+    let keep_alive = if version == "HTTP/1.0" {
+        conn.contains("keep-alive")
+    } else {
+        !conn.contains("close")
+    };
     let (path, query) = split_target(&target);
-    Some(HttpReq { method, path, query, headers, body: String::from_utf8_lossy(&body).into_owned(), keep_alive })
+    Some(HttpReq {
+        method,
+        path,
+        query,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        keep_alive,
+    })
 }
 
 fn reason(status: u16) -> &'static str {
@@ -303,9 +366,17 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(stream: &mut TcpStream, status: u16, body: Option<&Value>, keep_alive: bool) -> bool {
+fn write_response(
+    stream: &mut TcpStream,
+    status: u16,
+    body: Option<&Value>,
+    keep_alive: bool,
+) -> bool {
     let body_s = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut head = format!("HTTP/1.1 {status} {}\r\nServer: Asterisk/22.0.0-fake\r\n", reason(status));
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nServer: Asterisk/22.0.0-fake\r\n",
+        reason(status)
+    );
     if status == 401 {
         head.push_str("WWW-Authenticate: Basic realm=\"Asterisk REST Interface\"\r\n");
     }
@@ -313,7 +384,11 @@ fn write_response(stream: &mut TcpStream, status: u16, body: Option<&Value>, kee
         head.push_str("Content-Type: application/json\r\n");
     }
     head.push_str(&format!("Content-Length: {}\r\n", body_s.len()));
-    head.push_str(if keep_alive { "Connection: keep-alive\r\n\r\n" } else { "Connection: close\r\n\r\n" });
+    head.push_str(if keep_alive {
+        "Connection: keep-alive\r\n\r\n"
+    } else {
+        "Connection: close\r\n\r\n"
+    });
     let mut out = head.into_bytes();
     out.extend_from_slice(body_s.as_bytes());
     stream.write_all(&out).is_ok() && stream.flush().is_ok()
@@ -334,10 +409,18 @@ pub(super) struct Reply {
 
 impl Reply {
     pub(super) fn json(status: u16, body: Value) -> Reply {
-        Reply { status, body: Some(body), after: vec![] }
+        Reply {
+            status,
+            body: Some(body),
+            after: vec![],
+        }
     }
     pub(super) fn no_content() -> Reply {
-        Reply { status: 204, body: None, after: vec![] }
+        Reply {
+            status: 204,
+            body: None,
+            after: vec![],
+        }
     }
     pub(super) fn msg(status: u16, m: &str) -> Reply {
         Reply::json(status, json!({ "message": m }))
@@ -345,16 +428,27 @@ impl Reply {
 }
 
 fn handle_http(inner: Arc<Inner>, stream: TcpStream) {
-    let Ok(read_half) = stream.try_clone() else { return };
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(read_half);
     let mut stream = stream;
-    let _ = reader.get_ref().set_read_timeout(Some(Duration::from_secs(60)));
+    let _ = reader
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(60)));
     while !inner.stop.load(Ordering::SeqCst) {
-        let Some(req) = read_request(&mut reader) else { break };
+        let Some(req) = read_request(&mut reader) else {
+            break;
+        };
         let idx = record(&inner, &req.method, &req.path, &req.query, &req.body);
 
         if !auth_ok(&inner, req.header("authorization"), &req.query) {
-            let ok = write_response(&mut stream, 401, Some(&json!({"message": "Authentication required"})), req.keep_alive);
+            let ok = write_response(
+                &mut stream,
+                401,
+                Some(&json!({"message": "Authentication required"})),
+                req.keep_alive,
+            );
             set_status(&inner, idx, 401);
             if !ok || !req.keep_alive {
                 break;
@@ -366,7 +460,11 @@ fn handle_http(inner: Arc<Inner>, stream: TcpStream) {
         let action = take_action(&mut inner.lock().rules, &req.method, &req.path);
         let reply = match action {
             Some(Action::Respond { status, body }) => Reply::json(status, body),
-            Some(Action::DelayThenRespond { delay, status, body }) => {
+            Some(Action::DelayThenRespond {
+                delay,
+                status,
+                body,
+            }) => {
                 thread::sleep(delay);
                 Reply::json(status, body)
             }
@@ -381,7 +479,12 @@ fn handle_http(inner: Arc<Inner>, stream: TcpStream) {
             None => route(&inner, &req),
         };
 
-        let ok = write_response(&mut stream, reply.status, reply.body.as_ref(), req.keep_alive);
+        let ok = write_response(
+            &mut stream,
+            reply.status,
+            reply.body.as_ref(),
+            req.keep_alive,
+        );
         set_status(&inner, idx, reply.status);
         run_after(&inner, reply.after);
         if !ok || !req.keep_alive {

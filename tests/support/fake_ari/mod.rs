@@ -41,7 +41,10 @@ pub use http::base64_encode;
 #[allow(unused_imports)]
 pub use model::{event, timestamp, Model};
 #[allow(unused_imports)]
-pub use script::{internal_error, is_bridge_create_path, is_originate_path, Action, Destination, MediaStart, Recorded, Rule};
+pub use script::{
+    internal_error, is_bridge_create_path, is_originate_path, Action, Destination, MediaStart,
+    Recorded, Rule,
+};
 
 pub const APP: &str = "voicebot1";
 pub const USERNAME: &str = "voicebot1";
@@ -73,7 +76,9 @@ impl FakeAri {
         loop {
             match TcpListener::bind(addr) {
                 Ok(listener) => return FakeAri::serve(listener, DEFAULT_PASSWORD),
-                Err(e) if Instant::now() > deadline => panic!("cannot bind the fake ARI again on {addr}: {e}"),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("cannot bind the fake ARI again on {addr}: {e}")
+                }
                 Err(_) => thread::sleep(Duration::from_millis(20)),
             }
         }
@@ -92,7 +97,9 @@ impl FakeAri {
                 ws_connections: 0,
                 ws_pings: 0,
                 auth_failures: 0,
-                destination: Destination::Answer { after: Duration::from_millis(300) },
+                destination: Destination::Answer {
+                    after: Duration::from_millis(300),
+                },
                 media_start: MediaStart::AfterResponse,
                 seq: 0,
                 dropped_events: 0,
@@ -113,9 +120,11 @@ impl FakeAri {
                     }
                     let Ok(stream) = conn else { continue };
                     let inner = acc.clone();
-                    let _ = thread::Builder::new().name("fake-ari-conn".into()).spawn(move || {
-                        handle_connection(inner, stream);
-                    });
+                    let _ = thread::Builder::new()
+                        .name("fake-ari-conn".into())
+                        .spawn(move || {
+                            handle_connection(inner, stream);
+                        });
                 }
             })
             .unwrap();
@@ -187,7 +196,10 @@ impl FakeAri {
         let ch = Channel::caller(id, st.next_seq());
         let j = ch.to_json();
         st.channels.insert(id.into(), ch);
-        st.push(event("StasisStart", json!({"args": ["inbound"], "channel": j.clone()})));
+        st.push(event(
+            "StasisStart",
+            json!({"args": ["inbound"], "channel": j.clone()}),
+        ));
         self.inner.cond.notify_all();
         j
     }
@@ -205,8 +217,13 @@ impl FakeAri {
     /// StasisEnd, ChannelDestroyed (cause 16). Returns false if it did not exist.
     pub fn remote_hangup(&self, id: &str) -> bool {
         let mut st = self.inner.lock();
-        let Some(ch) = st.channels.get(id).cloned() else { return false };
-        st.push(event("ChannelHangupRequest", json!({"cause": 16, "channel": ch.to_json()})));
+        let Some(ch) = st.channels.get(id).cloned() else {
+            return false;
+        };
+        st.push(event(
+            "ChannelHangupRequest",
+            json!({"cause": 16, "channel": ch.to_json()}),
+        ));
         let ok = st.destroy_channel(id, 16, "Normal Clearing");
         self.inner.cond.notify_all();
         ok
@@ -224,9 +241,12 @@ impl FakeAri {
     /// clients it was queued for.
     pub fn send_event(&self, mut ev: Value) -> usize {
         if let Some(o) = ev.as_object_mut() {
-            o.entry("timestamp").or_insert_with(|| Value::String(timestamp()));
-            o.entry("asterisk_id").or_insert_with(|| Value::String("00:00:00:00:00:00".into()));
-            o.entry("application").or_insert_with(|| Value::String(APP.into()));
+            o.entry("timestamp")
+                .or_insert_with(|| Value::String(timestamp()));
+            o.entry("asterisk_id")
+                .or_insert_with(|| Value::String("00:00:00:00:00:00".into()));
+            o.entry("application")
+                .or_insert_with(|| Value::String(APP.into()));
         }
         self.send_raw_text(&ev.to_string())
     }
@@ -235,7 +255,8 @@ impl FakeAri {
     pub fn send_raw_text(&self, text: &str) -> usize {
         let mut st = self.inner.lock();
         let before = st.ws_clients.len();
-        st.ws_clients.retain(|c| c.tx.send(WsCmd::Text(text.to_string(), None)).is_ok());
+        st.ws_clients
+            .retain(|c| c.tx.send(WsCmd::Text(text.to_string(), None)).is_ok());
         let _ = before;
         st.ws_clients.len()
     }
@@ -289,7 +310,9 @@ impl FakeAri {
 
     /// Waits until at least `n` WebSocket upgrades have succeeded.
     pub fn wait_ws_connections(&self, n: usize, timeout: Duration) -> bool {
-        self.wait_until(timeout, |m| m.st.ws_connections >= n && !m.st.ws_clients.is_empty())
+        self.wait_until(timeout, |m| {
+            m.st.ws_connections >= n && !m.st.ws_clients.is_empty()
+        })
     }
 
     /// Waits until at least `n` requests were refused with 401.
@@ -320,7 +343,11 @@ impl FakeAri {
     }
 
     pub fn bridge_members(&self, id: &str) -> Option<Vec<String>> {
-        self.inner.lock().bridges.get(id).map(|b| b.channels.clone())
+        self.inner
+            .lock()
+            .bridges
+            .get(id)
+            .map(|b| b.channels.clone())
     }
 
     /// Waits until `cond` holds for the model; re-checked on every change.
@@ -336,12 +363,21 @@ impl FakeAri {
                 return false;
             }
             let wait = (deadline - now).min(Duration::from_millis(100));
-            st = self.inner.cond.wait_timeout(st, wait).unwrap_or_else(|e| e.into_inner()).0;
+            st = self
+                .inner
+                .cond
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
     /// Waits for a request matching `pred` (including ones already received).
-    pub fn wait_for_request(&self, timeout: Duration, pred: impl Fn(&Recorded) -> bool) -> Option<Recorded> {
+    pub fn wait_for_request(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Recorded) -> bool,
+    ) -> Option<Recorded> {
         let mut found = None;
         self.wait_until(timeout, |m| {
             found = m.st.requests.iter().find(|r| pred(r)).cloned();
@@ -351,13 +387,23 @@ impl FakeAri {
     }
 
     /// Waits for a request matching `pred` that has been answered (status set).
-    pub fn wait_for_answered(&self, timeout: Duration, pred: impl Fn(&Recorded) -> bool) -> Option<Recorded> {
+    pub fn wait_for_answered(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Recorded) -> bool,
+    ) -> Option<Recorded> {
         self.wait_for_request(timeout, |r| r.status.is_some() && pred(r))
     }
 
     /// All recorded requests matching `pred`.
     pub fn requests_matching(&self, pred: impl Fn(&Recorded) -> bool) -> Vec<Recorded> {
-        self.inner.lock().requests.iter().filter(|r| pred(r)).cloned().collect()
+        self.inner
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| pred(r))
+            .cloned()
+            .collect()
     }
 
     /// Human-readable dump of everything recorded (for failure messages).
@@ -372,9 +418,15 @@ impl FakeAri {
             st.auth_failures,
             st.dropped_events
         ));
-        s.push_str(&format!("channels: {:?}\n", st.channels.keys().collect::<Vec<_>>()));
-        let bridges: Vec<String> =
-            st.bridges.values().map(|b| format!("{} {:?}", b.id, b.channels)).collect();
+        s.push_str(&format!(
+            "channels: {:?}\n",
+            st.channels.keys().collect::<Vec<_>>()
+        ));
+        let bridges: Vec<String> = st
+            .bridges
+            .values()
+            .map(|b| format!("{} {:?}", b.id, b.channels))
+            .collect();
         s.push_str(&format!("bridges: {bridges:?}\nrequests:\n"));
         let t0 = st.requests.first().map(|r| r.at);
         for r in &st.requests {

@@ -202,18 +202,28 @@ impl State {
         if self.ws_clients.is_empty() {
             self.dropped_events += 1;
         }
-        self.ws_clients.retain(|c| c.tx.send(WsCmd::Text(text.clone(), ack.clone())).is_ok());
+        self.ws_clients
+            .retain(|c| c.tx.send(WsCmd::Text(text.clone(), ack.clone())).is_ok());
     }
     /// Removes a channel from whatever bridge holds it, pushing ChannelLeftBridge.
     pub(super) fn leave_bridges(&mut self, chan_id: &str) {
-        let Some(ch) = self.channels.get(chan_id).cloned() else { return };
-        let ids: Vec<String> =
-            self.bridges.values().filter(|b| b.channels.iter().any(|c| c == chan_id)).map(|b| b.id.clone()).collect();
+        let Some(ch) = self.channels.get(chan_id).cloned() else {
+            return;
+        };
+        let ids: Vec<String> = self
+            .bridges
+            .values()
+            .filter(|b| b.channels.iter().any(|c| c == chan_id))
+            .map(|b| b.id.clone())
+            .collect();
         for bid in ids {
             let b = self.bridges.get_mut(&bid).unwrap();
             b.channels.retain(|c| c != chan_id);
             let bj = b.to_json();
-            self.push(event("ChannelLeftBridge", json!({"bridge": bj, "channel": ch.to_json()})));
+            self.push(event(
+                "ChannelLeftBridge",
+                json!({"bridge": bj, "channel": ch.to_json()}),
+            ));
         }
     }
     /// Channel goes away with `cause`: (ChannelLeftBridge), StasisEnd if it
@@ -245,14 +255,19 @@ pub fn event(ty: &str, fields: Value) -> Value {
             o.insert(k, v);
         }
     }
-    o.insert("asterisk_id".into(), Value::String("00:00:00:00:00:00".into()));
+    o.insert(
+        "asterisk_id".into(),
+        Value::String("00:00:00:00:00:00".into()),
+    );
     o.insert("application".into(), Value::String(APP.into()));
     Value::Object(o)
 }
 
 /// Asterisk-style timestamp, e.g. `2026-11-24T04:10:00.000+0000` (UTC).
 pub fn timestamp() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = d.as_secs() as i64;
     let ms = d.subsec_millis();
     let days = secs.div_euclid(86_400);

@@ -18,7 +18,10 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
     match (m, segs.as_slice()) {
         ("GET", ["ari", "asterisk", "info"]) => {
             let version = inner.lock().asterisk_version.clone();
-            Reply::json(200, json!({"system": {"version": version, "entity_id": "fake"}}))
+            Reply::json(
+                200,
+                json!({"system": {"version": version, "entity_id": "fake"}}),
+            )
         }
         // What the preflight (`voicebot1 --check --online`) asks: every module is loaded, the
         // one transfer endpoint the tests use exists, the application is registered while a
@@ -27,24 +30,34 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
             200,
             json!({"name": name, "description": "fake", "use_count": 0, "status": "Running", "support_level": "core"}),
         ),
-        ("GET", ["ari", "endpoints", "PJSIP", "AVAYA-endpoint"]) => {
-            Reply::json(200, json!({"technology": "PJSIP", "resource": "AVAYA-endpoint", "state": "online", "channel_ids": []}))
-        }
+        ("GET", ["ari", "endpoints", "PJSIP", "AVAYA-endpoint"]) => Reply::json(
+            200,
+            json!({"technology": "PJSIP", "resource": "AVAYA-endpoint", "state": "online", "channel_ids": []}),
+        ),
         ("GET", ["ari", "endpoints", _, _]) => Reply::msg(404, "Endpoint not found"),
         ("GET", ["ari", "applications", name]) => {
             if *name == APP && !inner.lock().ws_clients.is_empty() {
-                Reply::json(200, json!({"name": name, "channel_ids": [], "bridge_ids": [], "endpoint_ids": [], "device_names": []}))
+                Reply::json(
+                    200,
+                    json!({"name": name, "channel_ids": [], "bridge_ids": [], "endpoint_ids": [], "device_names": []}),
+                )
             } else {
                 Reply::msg(404, "Application not found")
             }
         }
         ("GET", ["ari", "channels"]) => {
             let st = inner.lock();
-            Reply::json(200, Value::Array(st.channels.values().map(Channel::to_json).collect()))
+            Reply::json(
+                200,
+                Value::Array(st.channels.values().map(Channel::to_json).collect()),
+            )
         }
         ("GET", ["ari", "bridges"]) => {
             let st = inner.lock();
-            Reply::json(200, Value::Array(st.bridges.values().map(Bridge::to_json).collect()))
+            Reply::json(
+                200,
+                Value::Array(st.bridges.values().map(Bridge::to_json).collect()),
+            )
         }
         ("GET", ["ari", "channels", id]) => match inner.lock().channels.get(*id) {
             Some(c) => Reply::json(200, c.to_json()),
@@ -58,16 +71,24 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
         ("POST", ["ari", "bridges", id]) => create_bridge(inner, req, Some(id.to_string())),
         ("DELETE", ["ari", "bridges", id]) => {
             let mut st = inner.lock();
-            let Some(b) = st.bridges.remove(*id) else { return Reply::msg(404, "Bridge not found") };
+            let Some(b) = st.bridges.remove(*id) else {
+                return Reply::msg(404, "Bridge not found");
+            };
             let mut r = Reply::no_content();
             let mut bj = b.to_json();
             for c in &b.channels {
                 if let Some(ch) = st.channels.get(c) {
-                    r.after.push(After::Push(event("ChannelLeftBridge", json!({"bridge": bj.clone(), "channel": ch.to_json()}))));
+                    r.after.push(After::Push(event(
+                        "ChannelLeftBridge",
+                        json!({"bridge": bj.clone(), "channel": ch.to_json()}),
+                    )));
                 }
             }
             bj["channels"] = json!([]);
-            r.after.push(After::Push(event("BridgeDestroyed", json!({ "bridge": bj }))));
+            r.after.push(After::Push(event(
+                "BridgeDestroyed",
+                json!({ "bridge": bj }),
+            )));
             inner.cond.notify_all();
             r
         }
@@ -93,7 +114,10 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
                     b.channels.retain(|x| x != c);
                     let bj = b.to_json();
                     let cj = st.channels[c].to_json();
-                    r.after.push(After::Push(event("ChannelLeftBridge", json!({"bridge": bj, "channel": cj}))));
+                    r.after.push(After::Push(event(
+                        "ChannelLeftBridge",
+                        json!({"bridge": bj, "channel": cj}),
+                    )));
                 }
             }
             inner.cond.notify_all();
@@ -101,7 +125,9 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
         }
         ("POST", ["ari", "channels", "externalMedia"]) => external_media(inner, req),
         ("POST", ["ari", "channels"]) => originate(inner, req, req.param("channelId")),
-        ("POST", ["ari", "channels", id]) if *id != "create" => originate(inner, req, Some(id.to_string())),
+        ("POST", ["ari", "channels", id]) if *id != "create" => {
+            originate(inner, req, Some(id.to_string()))
+        }
         ("POST", ["ari", "channels", id, "play", playback]) => {
             let mut st = inner.lock();
             if !st.channels.contains_key(*id) {
@@ -114,7 +140,10 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
         // The fake plays nothing: a playback it knows of is playing at once.
         ("GET", ["ari", "playbacks", playback]) => {
             if inner.lock().playbacks.contains(*playback) {
-                Reply::json(200, json!({"id": playback, "media_uri": "tone:ring", "state": "playing"}))
+                Reply::json(
+                    200,
+                    json!({"id": playback, "media_uri": "tone:ring", "state": "playing"}),
+                )
             } else {
                 Reply::msg(404, "Playback not found")
             }
@@ -147,7 +176,9 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
         }
         ("DELETE", ["ari", "channels", id]) => {
             let mut st = inner.lock();
-            let Some(ch) = st.channels.get(*id).cloned() else { return Reply::msg(404, "Channel not found") };
+            let Some(ch) = st.channels.get(*id).cloned() else {
+                return Reply::msg(404, "Channel not found");
+            };
             // Hang up: the model changes now, the events follow the response.
             let mut r = Reply::no_content();
             let ids: Vec<String> = st
@@ -159,11 +190,17 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
             for bid in ids {
                 let b = st.bridges.get_mut(&bid).unwrap();
                 b.channels.retain(|c| c != *id);
-                r.after.push(After::Push(event("ChannelLeftBridge", json!({"bridge": b.to_json(), "channel": ch.to_json()}))));
+                r.after.push(After::Push(event(
+                    "ChannelLeftBridge",
+                    json!({"bridge": b.to_json(), "channel": ch.to_json()}),
+                )));
             }
             st.channels.remove(*id);
             if ch.in_stasis {
-                r.after.push(After::Push(event("StasisEnd", json!({"channel": ch.to_json()}))));
+                r.after.push(After::Push(event(
+                    "StasisEnd",
+                    json!({"channel": ch.to_json()}),
+                )));
             }
             r.after.push(After::Push(event(
                 "ChannelDestroyed",
@@ -178,7 +215,12 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
 
 fn list_param(req: &HttpReq, key: &str) -> Vec<String> {
     req.param(key)
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -197,7 +239,8 @@ fn create_bridge(inner: &Arc<Inner>, req: &HttpReq, id: Option<String>) -> Reply
     let j = b.to_json();
     inner.cond.notify_all();
     let mut r = Reply::json(200, j.clone());
-    r.after.push(After::Push(event("BridgeCreated", json!({ "bridge": j }))));
+    r.after
+        .push(After::Push(event("BridgeCreated", json!({ "bridge": j }))));
     r
 }
 
@@ -229,14 +272,20 @@ fn add_channel(inner: &Arc<Inner>, req: &HttpReq, bid: &str) -> Reply {
             let b = st.bridges.get_mut(&o).unwrap();
             b.channels.retain(|x| x != c);
             let bj = b.to_json();
-            r.after.push(After::Push(event("ChannelLeftBridge", json!({"bridge": bj, "channel": st.channels[c].to_json()}))));
+            r.after.push(After::Push(event(
+                "ChannelLeftBridge",
+                json!({"bridge": bj, "channel": st.channels[c].to_json()}),
+            )));
         }
         let b = st.bridges.get_mut(bid).unwrap();
         if !b.channels.iter().any(|x| x == c) {
             b.channels.push(c.clone());
         }
         let bj = b.to_json();
-        r.after.push(After::Push(event("ChannelEnteredBridge", json!({"bridge": bj, "channel": st.channels[c].to_json()}))));
+        r.after.push(After::Push(event(
+            "ChannelEnteredBridge",
+            json!({"bridge": bj, "channel": st.channels[c].to_json()}),
+        )));
     }
     inner.cond.notify_all();
     r
@@ -254,12 +303,16 @@ fn external_media(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
     }
     let mut st = inner.lock();
     let n = st.next_seq();
-    let id = req.param("channelId").unwrap_or_else(|| format!("1764000000.{}", 1000 + n));
+    let id = req
+        .param("channelId")
+        .unwrap_or_else(|| format!("1764000000.{}", 1000 + n));
     if st.channels.contains_key(&id) {
         return Reply::msg(409, "Channel with given unique ID already exists");
     }
     let ch = Channel {
-        vars: Some(json!({"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": (10000 + 2 * n).to_string()})),
+        vars: Some(
+            json!({"UNICASTRTP_LOCAL_ADDRESS": "127.0.0.1", "UNICASTRTP_LOCAL_PORT": (10000 + 2 * n).to_string()}),
+        ),
         ..Channel::in_stasis(&id, format!("UnicastRTP/{host}-0x7f00{n:08x}"), "Down")
     };
     let j = ch.to_json();
@@ -305,14 +358,21 @@ fn originate(inner: &Arc<Inner>, req: &HttpReq, id: Option<String>) -> Reply {
     if st.channels.contains_key(&id) {
         return Reply::msg(409, "Channel with given unique ID already exists");
     }
-    let tech_dest = endpoint.split_once('@').map(|(_, h)| h).unwrap_or(&endpoint);
+    let tech_dest = endpoint
+        .split_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(&endpoint);
     let tech = endpoint.split('/').next().unwrap_or("PJSIP");
     let tail = tech_dest.rsplit('/').next().unwrap_or(tech_dest);
     let args: Vec<String> = req
         .param("appArgs")
         .map(|a| a.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    let app_data = if args.is_empty() { APP.to_string() } else { format!("{APP},{}", args.join(",")) };
+    let app_data = if args.is_empty() {
+        APP.to_string()
+    } else {
+        format!("{APP},{}", args.join(","))
+    };
     // Not in Stasis until it answers.
     let ch = Channel {
         caller_number: req.param("callerId").unwrap_or_default(),
@@ -323,14 +383,19 @@ fn originate(inner: &Arc<Inner>, req: &HttpReq, id: Option<String>) -> Reply {
     let j = ch.to_json();
     st.channels.insert(id.clone(), ch);
     inner.cond.notify_all();
-    let timeout_s: u64 = req.param("timeout").and_then(|t| t.parse().ok()).unwrap_or(30);
+    let timeout_s: u64 = req
+        .param("timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(30);
     let mut r = Reply::json(200, j);
     let cid = id.clone();
     match st.destination.clone() {
         Destination::Answer { after } => r.after.push(After::Later(
             after,
             Box::new(move |st: &mut State| {
-                let Some(ch) = st.channels.get_mut(&cid) else { return };
+                let Some(ch) = st.channels.get_mut(&cid) else {
+                    return;
+                };
                 ch.state = "Up".into();
                 ch.in_stasis = true;
                 let j = ch.to_json();

@@ -26,7 +26,10 @@ pub struct Recorded {
 impl Recorded {
     /// First value of a query parameter.
     pub fn q(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     pub fn is(&self, method: &str, path: &str) -> bool {
         self.method == method && self.path == path
@@ -86,7 +89,11 @@ pub enum Action {
     /// the delay, as a slow Asterisk would).
     Delay(Duration),
     /// Sleep, then answer with this status and body (model not touched).
-    DelayThenRespond { delay: Duration, status: u16, body: Value },
+    DelayThenRespond {
+        delay: Duration,
+        status: u16,
+        body: Value,
+    },
     /// Read the request, then close the TCP connection without answering.
     Drop,
 }
@@ -106,7 +113,11 @@ pub struct Rule {
 
 impl std::fmt::Debug for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Rule({} {} => {:?}, remaining {:?})", self.method, self.desc, self.action, self.remaining)
+        write!(
+            f,
+            "Rule({} {} => {:?}, remaining {:?})",
+            self.method, self.desc, self.action, self.remaining
+        )
     }
 }
 
@@ -123,8 +134,19 @@ impl Rule {
         }
     }
     /// Matches `method` and paths accepted by `pred`.
-    pub fn when(method: &str, desc: &str, pred: impl Fn(&str) -> bool + Send + Sync + 'static, action: Action) -> Rule {
-        Rule { method: method.to_string(), desc: desc.to_string(), pred: Arc::new(pred), action, remaining: None }
+    pub fn when(
+        method: &str,
+        desc: &str,
+        pred: impl Fn(&str) -> bool + Send + Sync + 'static,
+        action: Action,
+    ) -> Rule {
+        Rule {
+            method: method.to_string(),
+            desc: desc.to_string(),
+            pred: Arc::new(pred),
+            action,
+            remaining: None,
+        }
     }
     /// Bridge creation: `POST /ari/bridges` or `POST /ari/bridges/{id}`.
     pub fn create_bridge(action: Action) -> Rule {
@@ -148,7 +170,9 @@ impl Rule {
 /// The action of the first rule for `method path` with uses left, counting that use; `None` when
 /// no rule applies (the model answers).
 pub(super) fn take_action(rules: &mut [Rule], method: &str, path: &str) -> Option<Action> {
-    let rule = rules.iter_mut().find(|r| r.method.eq_ignore_ascii_case(method) && (r.pred)(path) && r.remaining != Some(0))?;
+    let rule = rules.iter_mut().find(|r| {
+        r.method.eq_ignore_ascii_case(method) && (r.pred)(path) && r.remaining != Some(0)
+    })?;
     if let Some(n) = rule.remaining.as_mut() {
         *n -= 1;
     }
@@ -157,7 +181,10 @@ pub(super) fn take_action(rules: &mut [Rule], method: &str, path: &str) -> Optio
 
 /// `500 {"message":"Internal Server Error"}`.
 pub fn internal_error() -> Action {
-    Action::Respond { status: 500, body: json!({"message": "Internal Server Error"}) }
+    Action::Respond {
+        status: 500,
+        body: json!({"message": "Internal Server Error"}),
+    }
 }
 
 /// True for `/ari/bridges` and `/ari/bridges/{id}` (bridge creation paths).

@@ -29,12 +29,18 @@ pub(super) fn handle_websocket(inner: Arc<Inner>, stream: TcpStream) {
         let (path, query) = split_target(&target);
         let idx = record(&cb_inner, "GET", &path, &query, "");
         *cb_idx.lock().unwrap() = Some(idx);
-        let authz = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+        let authz = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         if !auth_ok(&cb_inner, authz, &query) {
             let body = json!({"message": "Authentication required"}).to_string();
             let r = tungstenite::http::Response::builder()
                 .status(401)
-                .header("WWW-Authenticate", "Basic realm=\"Asterisk REST Interface\"")
+                .header(
+                    "WWW-Authenticate",
+                    "Basic realm=\"Asterisk REST Interface\"",
+                )
                 .header("Content-Type", "application/json")
                 .header("Content-Length", body.len().to_string())
                 .header("Connection", "close")
@@ -42,8 +48,12 @@ pub(super) fn handle_websocket(inner: Arc<Inner>, stream: TcpStream) {
                 .unwrap();
             return Err(r);
         }
-        if !query.iter().any(|(k, v)| k == "app" && v.split(',').any(|a| a == APP)) {
-            let body = json!({"message": "Invalid application provided in query parameters"}).to_string();
+        if !query
+            .iter()
+            .any(|(k, v)| k == "app" && v.split(',').any(|a| a == APP))
+        {
+            let body =
+                json!({"message": "Invalid application provided in query parameters"}).to_string();
             let r = tungstenite::http::Response::builder()
                 .status(400)
                 .header("Content-Type", "application/json")
@@ -64,7 +74,9 @@ pub(super) fn handle_websocket(inner: Arc<Inner>, stream: TcpStream) {
             ws
         }
         Err(e) => {
-            if let (Some(i), tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) = (idx, &e) {
+            if let (Some(i), tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) =
+                (idx, &e)
+            {
                 set_status(&inner, i, resp.status().as_u16());
             }
             let _ = stream.shutdown(Shutdown::Both);
@@ -86,7 +98,12 @@ pub(super) fn handle_websocket(inner: Arc<Inner>, stream: TcpStream) {
     inner.cond.notify_all();
 }
 
-fn ws_loop(inner: &Inner, ws: &mut tungstenite::WebSocket<TcpStream>, stream: &TcpStream, rx: Receiver<WsCmd>) {
+fn ws_loop(
+    inner: &Inner,
+    ws: &mut tungstenite::WebSocket<TcpStream>,
+    stream: &TcpStream,
+    rx: Receiver<WsCmd>,
+) {
     loop {
         if inner.stop.load(Ordering::SeqCst) {
             let _ = stream.shutdown(Shutdown::Both);
@@ -152,7 +169,10 @@ fn ws_loop(inner: &Inner, ws: &mut tungstenite::WebSocket<TcpStream>, stream: &T
                 let _ = ws.flush();
             }
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
             {
                 let _ = ws.flush();
             }
