@@ -4,7 +4,8 @@
 # Stages, each counted as passed or failed:
 #   1. host packages (debootstrap, sip-tester, tcpdump, curl, jq, kamailio) when missing
 #   2. cargo build --release --all-targets
-#   3. cargo test                (unit + fake-ARI integration tests)
+#   3. cargo test                (unit + fake-ARI integration tests; the layering test)
+#      lint                      (cargo fmt --check; cargo clippy --all-targets -- -D warnings)
 #   4. release                   (scripts/release-check.sh: the glibc 2.17 binary, tarball,
 #                                 .deb and .rpm built and tried in a Debian 11 root)
 #   5. Asterisk sandbox up       (scripts/asterisk-sandbox.sh up)
@@ -81,6 +82,21 @@ install_packages() {
 }
 stage "host packages" install_packages
 
+# rustfmt and clippy come with the machine's toolchain (rustup components); a toolchain without
+# them fails this stage with the command that adds them.
+lint() {
+    local rc=0
+    for tool in rustfmt clippy; do
+        if ! cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1; then
+            echo "error: cargo ${tool/rustfmt/fmt} is not installed (rustup component add $tool)" >&2
+            return 1
+        fi
+    done
+    cargo fmt --check || { echo "error: the tree is not formatted: run cargo fmt" >&2; rc=1; }
+    cargo clippy --all-targets -- -D warnings || rc=1
+    return "$rc"
+}
+
 have_cargo=0
 if [ -f Cargo.toml ]; then
     if command -v cargo >/dev/null; then have_cargo=1; else echo "error: Cargo.toml exists but cargo is not installed" >&2; fi
@@ -91,8 +107,10 @@ if [ "$have_cargo" = 1 ]; then
     stage "cargo build --release --all-targets" cargo build --release --all-targets && built=1
     if [ "$built" = 1 ]; then
         stage "cargo test" cargo test
+        stage "lint: cargo fmt --check, cargo clippy --all-targets -- -D warnings" lint
     else
         skip "cargo test" "the build failed"
+        skip "lint" "the build failed"
     fi
 elif [ -f Cargo.toml ]; then
     stage "cargo build --release --all-targets" false
