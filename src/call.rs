@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::ari::HangupReason;
-use crate::config::PoolExhausted;
+use crate::config::{AfterBot, PoolExhausted};
 use crate::ids::Role;
 use crate::metrics::Outcome;
 
@@ -44,6 +44,25 @@ pub enum Input {
     /// voicebot1 is stopping and handing its calls over to the next instance: no more bot for
     /// this call; a caller with the bot is transferred now, one in set-up right after it.
     Drain,
+    /// The bot (a WebSocket bot, not the echo) asked for something or went away; posted by its
+    /// session through the call's mailbox, so an event that came first (a hang-up) still wins.
+    Bot(BotSays),
+}
+
+/// What a WebSocket bot's session tells its call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BotSays {
+    /// Transfer the caller: to this endpoint (a name of `[transfer.to]`, already resolved and
+    /// checked by the worker), or to `[transfer] endpoint` when `None`.
+    Transfer(Option<String>),
+    /// Hang the caller up (the bot's explicit request).
+    Hangup,
+    /// The bot ended its session normally (closed the socket, or chan_websocket's `HANGUP`):
+    /// the bot's `when_done`.
+    Done,
+    /// The bot could not be reached, refused, was lost, fell silent or misbehaved beyond
+    /// recovery: the bot's `on_failure`.
+    Failed,
 }
 
 /// A REST step whose outcome the call waits for.
@@ -130,6 +149,10 @@ pub enum End {
     Shutdown,
     /// Handling the call panicked (a bug); the worker ended it by its ids.
     InternalError,
+    /// The bot asked for the caller to be hung up, or ended with `when_done = "hangup"`.
+    BotHungUp,
+    /// The bot failed (unreachable, refused, lost, silent) with `on_failure = "hangup"`.
+    BotFailed,
 }
 
 impl End {
@@ -153,15 +176,18 @@ impl End {
             End::NoSocket => Outcome::NoPort,
             End::Shutdown => Outcome::Shutdown,
             End::InternalError => Outcome::InternalError,
+            End::BotHungUp => Outcome::BotHangup,
+            End::BotFailed => Outcome::BotFailed,
         }
     }
 
     /// How the caller is hung up (if still there): the cause the caller's side sees.
     fn caller_reason(&self) -> HangupReason {
         match self.outcome() {
-            Outcome::CallerHungUp | Outcome::DestinationHungUp | Outcome::Shutdown => {
-                HangupReason::Normal
-            }
+            Outcome::CallerHungUp
+            | Outcome::DestinationHungUp
+            | Outcome::Shutdown
+            | Outcome::BotHangup => HangupReason::Normal,
             Outcome::DestinationBusy => HangupReason::Busy,
             Outcome::DestinationNoAnswer => HangupReason::NoAnswer,
             Outcome::DestinationFailed
@@ -169,7 +195,8 @@ impl End {
             | Outcome::SetupFailed
             | Outcome::SetupTimedOut
             | Outcome::NoPort
-            | Outcome::InternalError => HangupReason::Congestion,
+            | Outcome::InternalError
+            | Outcome::BotFailed => HangupReason::Congestion,
         }
     }
 }
@@ -193,6 +220,8 @@ impl fmt::Display for End {
             End::NoSocket => f.write_str("no free media port"),
             End::Shutdown => f.write_str("voicebot1 shutting down"),
             End::InternalError => f.write_str("internal error"),
+            End::BotHungUp => f.write_str("the bot hung up"),
+            End::BotFailed => f.write_str("the bot failed"),
         }
     }
 }
@@ -277,6 +306,16 @@ pub struct Policy {
     /// How long set-up (bridge, externalMedia, its StasisStart) may take before the call is
     /// given up.
     pub setup_timeout: Duration,
+    /// What a WebSocket bot's own end means; `None` for the echo, which has no say (the call
+    /// leaves it after `media_phase`).
+    pub bot: Option<BotRules>,
+}
+
+/// What a WebSocket bot's end means for the caller (`[bots.NAME]` `when_done`, `on_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BotRules {
+    pub when_done: AfterBot,
+    pub on_failure: AfterBot,
 }
 
 /// Margin past the dial timeout before voicebot1 stops waiting for Asterisk to report it.
@@ -295,6 +334,12 @@ pub struct Call {
     dest: Leg,
     /// Draining: the bot phase ends as soon as it would begin.
     draining: bool,
+    /// The bot asked to leave before the caller was bridged with it: the transfer it asked for
+    /// (`Some(None)`: the default destination) starts as soon as set-up completes.
+    leave: Option<Option<String>>,
+    /// Where the transfer goes: a `[transfer.to]` endpoint the bot named, or `None` for
+    /// `[transfer] endpoint`.
+    destination: Option<String>,
 }
 
 impl Call {
@@ -310,6 +355,8 @@ impl Call {
             media_created: false,
             dest: Leg::None,
             draining: false,
+            leave: None,
+            destination: None,
         };
         let guard = call.policy.setup_timeout;
         (
@@ -335,6 +382,8 @@ impl Call {
             media_created: media,
             dest: Leg::None,
             draining: false,
+            leave: None,
+            destination: None,
         };
         let mut actions = Vec::new();
         if how != Adopted::WithBot && call.media.may_exist() {
@@ -375,6 +424,12 @@ impl Call {
 
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// Where `Action::Originate` calls: a `[transfer.to]` endpoint the bot asked for, or `None`
+    /// for `[transfer] endpoint`.
+    pub fn destination(&self) -> Option<&str> {
+        self.destination.as_deref()
     }
 
     /// Whether the externalMedia channel was created and its StasisStart is still awaited (after a
@@ -441,6 +496,10 @@ impl Call {
             Input::Done(Step::AddCallerAndMedia, Ok(())) => {
                 self.media = Leg::Bridged;
                 self.phase = Phase::Media;
+                if let Some(to) = self.leave.take() {
+                    self.destination = to;
+                    return self.transfer();
+                }
                 if self.draining {
                     return self.transfer();
                 }
@@ -522,6 +581,39 @@ impl Call {
                 }
             },
             Input::Shutdown => self.end(End::Shutdown),
+            Input::Bot(says) => self.on_bot(says),
+        }
+    }
+
+    /// The bot asked for something or went away. In the media phase the caller leaves the bot
+    /// now; during set-up a hang-up ends the call at once and a transfer waits until the caller
+    /// is bridged (there is no bridge to ring in before); once the caller has left the bot,
+    /// whatever the bot says is too late.
+    fn on_bot(&mut self, says: BotSays) -> Vec<Action> {
+        let Some(rules) = self.policy.bot else {
+            return Vec::new();
+        };
+        let after = |rule: AfterBot, end: End| match rule {
+            AfterBot::Transfer => Ok(None),
+            AfterBot::Hangup => Err(end),
+        };
+        let next = match says {
+            BotSays::Transfer(to) => Ok(to),
+            BotSays::Hangup => Err(End::BotHungUp),
+            BotSays::Done => after(rules.when_done, End::BotHungUp),
+            BotSays::Failed => after(rules.on_failure, End::BotFailed),
+        };
+        match (self.phase, next) {
+            (Phase::Setup | Phase::Media, Err(end)) => self.end(end),
+            (Phase::Media, Ok(to)) => {
+                self.destination = to;
+                self.transfer()
+            }
+            (Phase::Setup, Ok(to)) => {
+                self.leave.get_or_insert(to);
+                Vec::new()
+            }
+            _ => Vec::new(),
         }
     }
 
@@ -594,6 +686,7 @@ mod tests {
             dial_timeout: Duration::from_secs(30),
             on_pool_exhausted: PoolExhausted::Transfer,
             setup_timeout: Duration::from_secs(15),
+            bot: None,
         }
     }
 
@@ -911,6 +1004,122 @@ mod tests {
                 Finish(End::DestinationHungUp)
             ]
         );
+    }
+
+    fn bot_policy(when_done: AfterBot, on_failure: AfterBot) -> Policy {
+        Policy {
+            bot: Some(BotRules {
+                when_done,
+                on_failure,
+            }),
+            ..policy()
+        }
+    }
+
+    /// A call with a WebSocket bot, bridged with it.
+    fn with_bot(when_done: AfterBot, on_failure: AfterBot) -> Call {
+        let (mut c, _) = Call::start(bot_policy(when_done, on_failure));
+        c.on(Input::Leased(true));
+        c.on(ok(Step::CreateBridgeAndMedia));
+        c.on(Input::MediaUp);
+        c.on(ok(Step::AddCallerAndMedia));
+        assert_eq!(c.phase(), Phase::Media);
+        c
+    }
+
+    #[test]
+    fn a_bot_asking_for_a_named_transfer_sends_the_caller_there() {
+        let mut c = with_bot(AfterBot::Transfer, AfterBot::Transfer);
+        let to = "PJSIP/4438100@AVAYA-endpoint".to_string();
+        let a = c.on(Input::Bot(BotSays::Transfer(Some(to.clone()))));
+        assert_eq!(
+            a[..3],
+            [
+                Originate,
+                Hangup(Role::Media, HangupReason::Normal),
+                ReleaseSocket
+            ]
+        );
+        assert_eq!(c.destination(), Some(to.as_str()));
+        // Whatever the bot says once the caller has left it is too late.
+        assert_eq!(c.on(Input::Bot(BotSays::Hangup)), vec![]);
+        assert_eq!(c.on(Input::Bot(BotSays::Failed)), vec![]);
+    }
+
+    #[test]
+    fn a_bot_that_hangs_up_ends_the_call_with_normal_clearing() {
+        let mut c = with_bot(AfterBot::Transfer, AfterBot::Transfer);
+        assert_eq!(
+            c.on(Input::Bot(BotSays::Hangup)),
+            vec![
+                Hangup(Role::Caller, HangupReason::Normal),
+                Hangup(Role::Media, HangupReason::Normal),
+                DestroyBridge,
+                ReleaseSocket,
+                Finish(End::BotHungUp)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_bots_end_and_failure_follow_when_done_and_on_failure() {
+        let mut c = with_bot(AfterBot::Transfer, AfterBot::Hangup);
+        let a = c.on(Input::Bot(BotSays::Done));
+        assert_eq!(a[0], Originate);
+        assert_eq!(c.destination(), None, "the default destination");
+        let mut c = with_bot(AfterBot::Hangup, AfterBot::Transfer);
+        assert_eq!(
+            c.on(Input::Bot(BotSays::Done)).last(),
+            Some(&Finish(End::BotHungUp))
+        );
+        let mut c = with_bot(AfterBot::Hangup, AfterBot::Transfer);
+        assert_eq!(c.on(Input::Bot(BotSays::Failed))[0], Originate);
+        let mut c = with_bot(AfterBot::Transfer, AfterBot::Hangup);
+        let a = c.on(Input::Bot(BotSays::Failed));
+        assert_eq!(a[0], Hangup(Role::Caller, HangupReason::Congestion));
+        assert_eq!(a.last(), Some(&Finish(End::BotFailed)));
+    }
+
+    #[test]
+    fn a_bot_failing_during_set_up_transfers_once_the_caller_is_bridged() {
+        let (mut c, _) = Call::start(bot_policy(AfterBot::Transfer, AfterBot::Transfer));
+        c.on(Input::Leased(true));
+        assert_eq!(c.on(Input::Bot(BotSays::Failed)), vec![]);
+        c.on(ok(Step::CreateBridgeAndMedia));
+        c.on(Input::MediaUp);
+        let a = c.on(ok(Step::AddCallerAndMedia));
+        assert!(
+            a.contains(&Originate)
+                && !a
+                    .iter()
+                    .any(|x| matches!(x, StartTimer(Timer::MediaPhaseOver, _))),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_bot_hanging_up_during_set_up_ends_the_call_at_once_and_cleans_what_was_requested() {
+        let (mut c, _) = Call::start(bot_policy(AfterBot::Transfer, AfterBot::Hangup));
+        c.on(Input::Leased(true));
+        assert_eq!(
+            c.on(Input::Bot(BotSays::Failed)),
+            vec![
+                Hangup(Role::Caller, HangupReason::Congestion),
+                Hangup(Role::Media, HangupReason::Normal),
+                DestroyBridge,
+                ReleaseSocket,
+                Finish(End::BotFailed)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_echo_has_no_say_and_a_hang_up_that_came_first_wins() {
+        let mut c = in_media_phase();
+        assert_eq!(c.on(Input::Bot(BotSays::Hangup)), vec![]);
+        let mut c = with_bot(AfterBot::Transfer, AfterBot::Transfer);
+        c.on(Input::Left(Role::Caller, Some(16)));
+        assert_eq!(c.on(Input::Bot(BotSays::Transfer(None))), vec![]);
     }
 
     #[test]

@@ -185,6 +185,7 @@ impl Shared {
             // at once, then addChannel); a third request timeout covers the GET of the caller's RTP
             // address after the bridge on Asterisk before 18.21/20.6 (not its retry), plus slack.
             setup_timeout: self.config.ari.request_timeout * 3 + Duration::from_secs(5),
+            bot: None,
         }
     }
 }

@@ -143,6 +143,16 @@ pub enum OnStop {
     Hangup,
 }
 
+/// Where a caller goes when a WebSocket bot is done with it (`when_done`) or fails
+/// (`on_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterBot {
+    /// The flow's next step: the transfer to `[transfer] endpoint`.
+    Transfer,
+    /// Hang the caller up.
+    Hangup,
+}
+
 /// What a call gets when every UDP port is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolExhausted {

@@ -83,6 +83,10 @@ label_set! {
         NoPort => "no_port",
         Shutdown => "shutdown",
         InternalError => "internal_error",
+        /// The bot asked for the hang-up, or ended with `when_done = "hangup"`.
+        BotHangup => "bot_hangup",
+        /// The bot failed with `on_failure = "hangup"`.
+        BotFailed => "bot_failed",
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use voicebot1::ari::events::decode;
-use voicebot1::call::{Action, Call, Failure, Input, Policy, Step, Timer};
-use voicebot1::config::PoolExhausted;
+use voicebot1::call::{Action, BotRules, BotSays, Call, Failure, Input, Policy, Step, Timer};
+use voicebot1::config::{AfterBot, PoolExhausted};
 use voicebot1::dispatch::{route, CallEvent};
 use voicebot1::ids::{CallId, Ids, Role};
 use voicebot1::media::looks_like_rtp;
@@ -97,16 +97,19 @@ proptest! {
     /// Whatever happened, everything the call asked for must be released when it finishes.
     #[test]
     fn no_interleaving_leaks_a_socket_a_bridge_or_a_channel(
-        events in proptest::collection::vec(0u8..12, 0..40),
+        events in proptest::collection::vec(0u8..16, 0..40),
         failures in proptest::collection::vec(any::<bool>(), 64),
         exhausted in any::<bool>(),
         hangup_policy in any::<bool>(),
+        bot in proptest::option::of((any::<bool>(), any::<bool>())),
     ) {
+        let after = |hangup: bool| if hangup { AfterBot::Hangup } else { AfterBot::Transfer };
         let policy = Policy {
             media_phase: Duration::from_secs(7),
             dial_timeout: Duration::from_secs(30),
             on_pool_exhausted: if hangup_policy { PoolExhausted::Hangup } else { PoolExhausted::Transfer },
             setup_timeout: Duration::from_secs(15),
+            bot: bot.map(|(done, failure)| BotRules { when_done: after(done), on_failure: after(failure) }),
         };
         let (mut call, first) = Call::start(policy);
         let mut ledger = Ledger { exhausted, failures: failures.into_iter().cycle().take(1000).collect(), ..Ledger::default() };
@@ -245,6 +248,12 @@ fn external(event: u8) -> Input {
         8 => Input::Timer(Timer::SetupGuard),
         9 => Input::Shutdown,
         10 => Input::Drain,
+        11 => Input::Bot(BotSays::Transfer(Some(
+            "PJSIP/4438100@AVAYA-endpoint".into(),
+        ))),
+        12 => Input::Bot(BotSays::Hangup),
+        13 => Input::Bot(BotSays::Done),
+        14 => Input::Bot(BotSays::Failed),
         _ => Input::Timer(Timer::MediaPhaseOver),
     }
 }
