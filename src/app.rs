@@ -457,8 +457,8 @@ impl EventReader {
         match decode(text) {
             Ok(event) => {
                 match route(&self.shared.ids, &self.shared.config.ari.inbound_arg, event) {
-                    Some((call, CallEvent::Inbound(caller, entered))) => {
-                        intake::offer(&self.shared, &self.calls, call, caller, entered)
+                    Some((call, CallEvent::Inbound(caller))) => {
+                        intake::offer(&self.shared, &self.calls, call, caller)
                     }
                     Some((call, ev)) => self.calls.post(call, CallMsg::Event(ev)),
                     None => {}

@@ -27,19 +27,48 @@ use crate::ari::{Channel, Event};
 use crate::call::{Adopted, Timer};
 use crate::ids::{CallId, Ids, Role};
 
+/// A caller who entered the application with the inbound argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCaller {
+    pub channel: Channel,
+    /// When, by Asterisk's clock (its StasisStart's timestamp); `None` for a caller found waiting.
+    pub entered: Option<SystemTime>,
+    /// The Stasis arguments after the inbound one (`bot=support`, `lang=fr`, …).
+    pub args: Vec<String>,
+}
+
+impl NewCaller {
+    /// A caller found waiting in the application (its StasisStart was not read): its arguments
+    /// come from the dialplan application's data (`voicebot1,inbound,bot=support`).
+    pub fn waiting(channel: Channel) -> NewCaller {
+        let args = channel
+            .dialplan
+            .as_ref()
+            .map(|d| d.app_data.split(',').skip(2).map(str::to_string).collect())
+            .unwrap_or_default();
+        NewCaller {
+            channel,
+            entered: None,
+            args,
+        }
+    }
+}
+
 /// What a worker is told about one of its calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallEvent {
-    /// A caller entered Stasis with the inbound argument: a new call; when, by Asterisk's clock.
-    Inbound(Box<Channel>, Option<SystemTime>),
+    /// A caller entered Stasis with the inbound argument: a new call.
+    Inbound(Box<NewCaller>),
     /// A new call admission control lets in without the bot (`on_overload = "transfer"`).
-    Overflow(Box<Channel>, Option<SystemTime>),
+    Overflow(Box<NewCaller>),
     /// Our externalMedia or destination channel entered Stasis.
     Started(Role, Box<Channel>),
     /// A party's channel left Stasis (`None`) or was destroyed (with its cause).
     Left(Role, Option<i64>),
     /// Progress of the origination to the destination (ringing, busy …), for the log.
     Dial(String),
+    /// The caller pressed a key (ARI's `ChannelDtmfReceived`, at the key's end).
+    Dtmf(char),
 }
 
 /// Turns an event into the call it is about and what happened, or `None` for events no call
@@ -53,10 +82,18 @@ pub fn route(ids: &Ids, inbound_arg: &str, event: Event) -> Option<(CallId, Call
         } => {
             let (call, role) = ids.classify_channel(&channel.id);
             match role {
-                Role::Caller if args.first().map(String::as_str) == Some(inbound_arg) => Some((
-                    call,
-                    CallEvent::Inbound(Box::new(channel), parse_timestamp(&timestamp)),
-                )),
+                Role::Caller if args.first().map(String::as_str) == Some(inbound_arg) => {
+                    let entered = parse_timestamp(&timestamp);
+                    let args = args.into_iter().skip(1).collect();
+                    Some((
+                        call,
+                        CallEvent::Inbound(Box::new(NewCaller {
+                            channel,
+                            entered,
+                            args,
+                        })),
+                    ))
+                }
                 Role::Caller => None,
                 _ => Some((call, CallEvent::Started(role, Box::new(channel)))),
             }
@@ -75,8 +112,22 @@ pub fn route(ids: &Ids, inbound_arg: &str, event: Event) -> Option<(CallId, Call
             }
             _ => None,
         },
+        // Only the caller's keys reach a bot (a destination's are its own business).
+        Event::ChannelDtmfReceived { channel, digit } => match ids.classify_channel(&channel.id) {
+            (call, Role::Caller) => digit
+                .chars()
+                .next()
+                .filter(|d| is_dtmf(*d))
+                .map(|d| (call, CallEvent::Dtmf(d))),
+            _ => None,
+        },
         Event::Other => None,
     }
+}
+
+/// A DTMF digit: 0-9, *, #, A-D.
+fn is_dtmf(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')
 }
 
 /// Mail for one call.
@@ -275,6 +326,41 @@ mod tests {
             route(&ids, "inbound", end),
             Some((CallId("17.1".into()), CallEvent::Left(Role::Caller, None)))
         );
+    }
+
+    #[test]
+    fn the_callers_keys_and_stasis_arguments_reach_its_call() {
+        let ids = Ids::new("voicebot1");
+        let start = ev(
+            r#"{"type":"StasisStart","args":["inbound","bot=support","lang=fr"],"channel":{"id":"17.1"}}"#,
+        );
+        match route(&ids, "inbound", start) {
+            Some((_, CallEvent::Inbound(caller))) => {
+                assert_eq!(caller.args, ["bot=support", "lang=fr"])
+            }
+            other => panic!("{other:?}"),
+        }
+        let key = ev(r##"{"type":"ChannelDtmfReceived","digit":"#","channel":{"id":"17.1"}}"##);
+        assert_eq!(
+            route(&ids, "inbound", key),
+            Some((CallId("17.1".into()), CallEvent::Dtmf('#')))
+        );
+        // A destination's keys, and anything that is no key, go nowhere.
+        let dest = ev(
+            r#"{"type":"ChannelDtmfReceived","digit":"1","channel":{"id":"voicebot1-17.1-dest"}}"#,
+        );
+        assert_eq!(route(&ids, "inbound", dest), None);
+        let junk = ev(r#"{"type":"ChannelDtmfReceived","digit":"x","channel":{"id":"17.1"}}"#);
+        assert_eq!(route(&ids, "inbound", junk), None);
+    }
+
+    #[test]
+    fn a_caller_found_waiting_gets_its_arguments_from_the_dialplan() {
+        let channel: Channel = serde_json::from_str(
+            r#"{"id":"9","dialplan":{"context":"c","exten":"3308487","app_name":"Stasis","app_data":"voicebot1,inbound,bot=sales"}}"#,
+        )
+        .unwrap();
+        assert_eq!(NewCaller::waiting(channel).args, ["bot=sales"]);
     }
 
     /// Records every turn; a call's state counts its messages.

@@ -8,15 +8,15 @@
 //! per worker, one per shedder thread, and the janitor's.
 
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 
 use crate::admission::Rejection;
-use crate::ari::{Channel, HangupReason};
+use crate::ari::HangupReason;
 use crate::config::OnOverload;
-use crate::dispatch::{CallEvent, CallMsg, Scheduler};
+use crate::dispatch::{CallEvent, CallMsg, NewCaller, Scheduler};
 use crate::ids::CallId;
 use crate::metrics;
 use crate::shared::{Counters, HangUp, Shared};
@@ -27,15 +27,9 @@ pub const SHEDDERS: usize = 32;
 /// A new caller in the application (a StasisStart with the inbound argument, or a caller found
 /// waiting there): a call, a rejection, a transfer without the bot, or — while a stop is handing
 /// calls over — nothing: the caller waits in the application for the next instance.
-pub fn offer<S: Send>(
-    shared: &Shared,
-    calls: &Scheduler<S>,
-    call: CallId,
-    caller: Box<Channel>,
-    entered: Option<SystemTime>,
-) {
+pub fn offer<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, caller: Box<NewCaller>) {
     if shared.draining.load(Ordering::SeqCst) {
-        info!("call {call}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", caller.name);
+        info!("call {call}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", caller.channel.name);
         return;
     }
     let verdict = {
@@ -44,7 +38,7 @@ pub fn offer<S: Send>(
             // A duplicate (the start-up listing and the StasisStart both found the caller, the
             // janitor found it while its turn was queued): once is enough. Posting it would start
             // the call again if the first ended before the duplicate's turn.
-            debug!("call {call}: {} already has its call", caller.name);
+            debug!("call {call}: {} already has its call", caller.channel.name);
             return;
         }
         shared
@@ -54,7 +48,7 @@ pub fn offer<S: Send>(
     match verdict {
         Ok(()) => {
             shared.admission.admitted(&call);
-            calls.post(call, CallMsg::Event(CallEvent::Inbound(caller, entered)));
+            calls.post(call, CallMsg::Event(CallEvent::Inbound(caller)));
         }
         Err(why) => {
             let n = Counters::bump(&shared.counters.shed);
@@ -63,7 +57,7 @@ pub fn offer<S: Send>(
                 OnOverload::Reject => {
                     let rejection = Rejection {
                         call,
-                        caller: caller.name,
+                        caller: caller.channel.name,
                         why,
                         at: Instant::now(),
                     };
@@ -75,7 +69,7 @@ pub fn offer<S: Send>(
                         "call {call}: not taken ({why}; {n} so far): transferring without the bot"
                     );
                     shared.admission.admitted(&call);
-                    calls.post(call, CallMsg::Event(CallEvent::Overflow(caller, entered)));
+                    calls.post(call, CallMsg::Event(CallEvent::Overflow(caller)));
                 }
             }
         }

@@ -20,7 +20,7 @@ use log::{debug, info, warn};
 
 use crate::ari::{AriError, Bridge, Channel, ErrorKind, HangupReason};
 use crate::call::Adopted;
-use crate::dispatch::{CallMsg, Scheduler};
+use crate::dispatch::{CallMsg, NewCaller, Scheduler};
 use crate::ids::{CallId, Ids, Role};
 use crate::intake;
 use crate::shared::Shared;
@@ -183,7 +183,7 @@ pub fn adopt<S: Send>(shared: &Shared, calls: &Scheduler<S>) -> Result<(), AriEr
             Found::Start(caller) => {
                 started += 1;
                 info!("call {call}: caller {} was waiting in the application with no call; starting it", caller.name);
-                intake::offer(shared, calls, call, caller, None);
+                intake::offer(shared, calls, call, Box::new(NewCaller::waiting(*caller)));
             }
             Found::Remove { channels, bridge } => {
                 removed.remove(shared, "sweep", &call, channels, bridge)
@@ -313,7 +313,7 @@ pub fn sweep<S: Send>(
             Found::Start(caller) => {
                 info!("janitor: call {call}: caller {} is in the application with no call; starting it", caller.name);
                 started += 1;
-                intake::offer(shared, calls, call, caller, None);
+                intake::offer(shared, calls, call, Box::new(NewCaller::waiting(*caller)));
                 continue;
             }
             Found::Adopt {

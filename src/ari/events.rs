@@ -86,6 +86,12 @@ pub enum Event {
         #[serde(default)]
         dialstatus: String,
     },
+    /// A key the caller pressed, at its end (passed on to a bot).
+    ChannelDtmfReceived {
+        channel: Channel,
+        #[serde(default)]
+        digit: String,
+    },
     /// Every event type the flow has no use for.
     #[serde(other)]
     Other,
@@ -264,9 +270,23 @@ mod tests {
             Event::Other
         );
         assert_eq!(
-            decode(r#"{"type":"ChannelDtmfReceived","digit":"1"}"#).unwrap(),
+            decode(r#"{"type":"ChannelStateChange","channel":{"id":"1"}}"#).unwrap(),
             Event::Other
         );
+    }
+
+    #[test]
+    fn a_key_the_caller_pressed_is_decoded_with_its_channel() {
+        let frame = r#"{"type":"ChannelDtmfReceived","timestamp":"2026-12-06T21:20:00.100+0000","digit":"5","duration_ms":120,"channel":{"id":"1765055000.7","name":"PJSIP/callers-00000007"},"asterisk_id":"x","application":"voicebot1"}"#;
+        match decode(frame).unwrap() {
+            Event::ChannelDtmfReceived { channel, digit } => {
+                assert_eq!((channel.id.as_str(), digit.as_str()), ("1765055000.7", "5"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without its channel it names the event.
+        let e = decode(r#"{"type":"ChannelDtmfReceived","digit":"5"}"#).unwrap_err();
+        assert_eq!(e.event_type.as_deref(), Some("ChannelDtmfReceived"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! not hear it) and the pool's waker sends it an empty datagram. Only the echo thread connects,
 //! and only under that lock, so neither undoes the other unseen.
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +24,9 @@ use parking_lot::Mutex;
 
 use super::pool::{disconnect, SocketLease, MAX_DATAGRAM};
 use super::rtp::{looks_like_rtp, write_packet};
+use super::{Session, Waking};
 use crate::audio::Format;
+use crate::metrics;
 
 /// Stack of an echo thread. Its deepest path, a `debug!` line with an `io::Error`, runs in a
 /// quarter of it in a debug build (`an_echo_thread_needs_a_quarter_of_its_stack`). The default
@@ -133,19 +136,6 @@ impl Control {
     }
 }
 
-/// Stops waking Asterisk when dropped.
-pub struct Waking {
-    control: Arc<Control>,
-}
-
-impl Drop for Waking {
-    fn drop(&mut self) {
-        // No need to interrupt: while waking, the socket does not block and the thread looks at
-        // its state every `WAKE_NAP`.
-        self.control.change(None, |s| s.wake.take().is_some());
-    }
-}
-
 /// A running echo; dropping it stops the thread and returns the socket to the pool.
 pub struct Echo {
     port: u16,
@@ -229,9 +219,12 @@ impl Echo {
             true
         });
         self.interrupt_recv();
-        Waking {
-            control: Arc::clone(&self.control),
-        }
+        let control = Arc::clone(&self.control);
+        // No need to interrupt at the end: while waking, the socket does not block and the
+        // thread looks at its state every `WAKE_NAP`.
+        Waking::until_dropped(move || {
+            control.change(None, |s| s.wake.take().is_some());
+        })
     }
 
     /// Gets the thread out of a blocking `recv` (the socket must not be connected to another
@@ -258,6 +251,51 @@ impl Drop for Echo {
             }
         }
         // `self.lease` is now the last reference: it returns the socket as the fields drop.
+    }
+}
+
+impl Session for Echo {
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    fn set_peer(&self, peer: SocketAddr) {
+        Echo::set_peer(self, peer);
+    }
+
+    fn wake_asterisk(&self, format: Format) -> Waking {
+        Echo::wake_asterisk(self, format)
+    }
+
+    fn finish(self: Box<Self>) -> String {
+        let counts = self.counts();
+        drop(self);
+        metrics::bot_session_ended(&metrics::EchoSession {
+            received: counts.rx_packets,
+            sent: counts.tx_packets,
+            dropped: [counts.dropped_foreign, counts.dropped_garbage],
+        });
+        counts.to_string()
+    }
+}
+
+/// The session's line: `rx 350 pkts/60200 B, tx 350 pkts/60200 B[, dropped …]`.
+impl fmt::Display for EchoCounts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self;
+        write!(
+            f,
+            "rx {} pkts/{} B, tx {} pkts/{} B",
+            c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes
+        )?;
+        if c.dropped_foreign + c.dropped_garbage > 0 {
+            write!(
+                f,
+                ", dropped {} from other addresses, {} not RTP",
+                c.dropped_foreign, c.dropped_garbage
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -24,9 +24,51 @@ mod echo;
 mod pool;
 mod rtp;
 
-pub use echo::{Echo, EchoCounts, Waking};
+use std::net::SocketAddr;
+
+pub use echo::{Echo, EchoCounts};
 pub use pool::{BindFailure, SocketLease, SocketPool};
 pub use rtp::looks_like_rtp;
+
+use crate::audio::Format;
+
+/// What sits behind a call's UDP port while the caller is with the bot: the echo, or a bridge to
+/// a WebSocket bot. Its thread(s) own the socket lease; dropping the session (or [`finish`]ing
+/// it) stops them and returns the socket to the pool.
+///
+/// [`finish`]: Session::finish
+pub trait Session: Send {
+    /// The UDP port Asterisk's externalMedia channel sends to.
+    fn port(&self) -> u16;
+    /// Asterisk's end of this call's RTP: the only address answered from now on.
+    fn set_peer(&self, peer: SocketAddr);
+    /// Sends RTP silence in `format` to Asterisk's end until the guard drops (Asterisk before
+    /// 18.21/20.6, see `Echo::wake_asterisk`).
+    fn wake_asterisk(&self, format: Format) -> Waking;
+    /// The caller pressed a key (a bot hears of it; the echo does not care).
+    fn dtmf(&self, _digit: char) {}
+    /// Ends the session — a bot is told the call left it — and returns the socket; its line for
+    /// the log (what went each way). The metrics are counted here.
+    fn finish(self: Box<Self>) -> String;
+}
+
+/// Stops waking Asterisk when dropped (see [`Session::wake_asterisk`]).
+#[must_use = "Asterisk is woken only while the guard lives"]
+pub struct Waking(Option<Box<dyn FnOnce() + Send>>);
+
+impl Waking {
+    fn until_dropped(stop: impl FnOnce() + Send + 'static) -> Waking {
+        Waking(Some(Box::new(stop)))
+    }
+}
+
+impl Drop for Waking {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            stop();
+        }
+    }
+}
 
 #[cfg(test)]
 mod testing {

@@ -21,11 +21,11 @@ use std::time::{Instant, SystemTime};
 use crossbeam_channel::Sender;
 use log::{debug, error, info, warn};
 
-use crate::ari::{Channel, HangupReason};
+use crate::ari::HangupReason;
 use crate::call::{Action, Adopted, Call, End, Input, Phase};
-use crate::dispatch::{CallEvent, CallMsg, Handler};
+use crate::dispatch::{CallEvent, CallMsg, Handler, NewCaller};
 use crate::ids::{CallId, Role};
-use crate::media::Echo;
+use crate::media::Session;
 use crate::shared::{Counters, HangUp, Shared};
 use crate::timer::TimerRequest;
 use perform::pin_peer;
@@ -39,7 +39,8 @@ pub struct ActiveCall {
     /// The legs' channel names, for the hang-up handlers that link them (`Action::LinkLegs`).
     caller_name: String,
     dest_name: Option<String>,
-    echo: Option<Echo>,
+    /// What sits behind the call's UDP port while the caller is with the bot.
+    media: Option<Box<dyn Session>>,
     /// When the destination was asked to ring.
     dialing_since: Option<Instant>,
     /// Admission control let the call in without the bot (`on_overload = "transfer"`).
@@ -151,7 +152,7 @@ impl CallHandler {
                     caller_number: caller.caller.number,
                     caller_name: caller.name,
                     dest_name,
-                    echo: None,
+                    media: None,
                     dialing_since,
                     without_bot: false,
                     entered: None,
@@ -201,19 +202,19 @@ impl CallHandler {
             // A stop is handing calls over: a call started now could be caught half-way (its
             // destination answering while no instance runs cannot enter the application). The
             // caller waits in the application; the next instance starts it (`leftovers::plan`).
-            CallEvent::Inbound(channel, _) | CallEvent::Overflow(channel, _)
+            CallEvent::Inbound(caller) | CallEvent::Overflow(caller)
                 if !known && self.shared.draining.load(Ordering::SeqCst) =>
             {
                 self.shared.admission.taken(id);
-                info!("call {id}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", channel.name)
+                info!("call {id}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", caller.channel.name)
             }
-            CallEvent::Inbound(channel, entered) if !known => {
+            CallEvent::Inbound(caller) if !known => {
                 self.shared.admission.taken(id);
-                self.start_call(id, state, *channel, entered, true)
+                self.start_call(id, state, *caller, true)
             }
-            CallEvent::Overflow(channel, entered) if !known => {
+            CallEvent::Overflow(caller) if !known => {
                 self.shared.admission.taken(id);
-                self.start_call(id, state, *channel, entered, false)
+                self.start_call(id, state, *caller, false)
             }
             CallEvent::Inbound(..) | CallEvent::Overflow(..) => {
                 self.shared.admission.taken(id);
@@ -257,6 +258,11 @@ impl CallHandler {
                 info!("call {id}: destination {}", describe_dialstatus(&status))
             }
             CallEvent::Dial(_) => {}
+            CallEvent::Dtmf(digit) => {
+                if let Some(media) = state.as_ref().and_then(|live| live.media.as_ref()) {
+                    media.dtmf(digit);
+                }
+            }
         }
     }
 
@@ -265,10 +271,14 @@ impl CallHandler {
         &self,
         id: &CallId,
         state: &mut Option<ActiveCall>,
-        channel: Channel,
-        entered: Option<SystemTime>,
+        caller: NewCaller,
         bot: bool,
     ) {
+        let NewCaller {
+            channel,
+            entered,
+            args: _,
+        } = caller;
         let mut policy = self.shared.policy();
         if !bot {
             policy.on_pool_exhausted = crate::config::PoolExhausted::Transfer;
@@ -291,7 +301,7 @@ impl CallHandler {
             caller_number: channel.caller.number,
             caller_name: channel.name,
             dest_name: None,
-            echo: None,
+            media: None,
             dialing_since: None,
             without_bot: !bot,
             entered,
@@ -328,9 +338,9 @@ impl CallHandler {
     /// The call is over: release what it still owns and forget it.
     fn finish(&self, id: &CallId, live: ActiveCall, end: &End) {
         let shared = &self.shared;
-        // The state machine released the socket already; dropping the echo here is the backstop
-        // that makes a leak impossible.
-        drop(live.echo);
+        // The state machine released the socket already; dropping the session here is the
+        // backstop that makes a leak impossible.
+        drop(live.media);
         let active = {
             let mut registry = shared.registry.lock();
             registry.remove(id);

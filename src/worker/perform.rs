@@ -18,8 +18,7 @@ use crate::ari::{AriClient, AriError, Channel, ErrorKind};
 use crate::backoff::Backoff;
 use crate::call::{Action, Failure, Input, Step, Timer};
 use crate::ids::{CallId, Role};
-use crate::media::{Echo, EchoCounts};
-use crate::metrics::EchoSession;
+use crate::media::{Echo, Session};
 use crate::shared::Counters;
 
 /// The dialplan context of the hang-up handlers that link a connected call's legs
@@ -122,7 +121,7 @@ impl CallHandler {
             Some(lease) => match Echo::start(lease, cfg.media.asterisk_host, &id.0) {
                 Ok(echo) => {
                     debug!("call {id}: leased port {}", echo.port());
-                    Some(echo)
+                    Some(Box::new(echo) as Box<dyn Session>)
                 }
                 Err(e) => {
                     warn!("call {id}: cannot start the echo thread ({e}); treated as no free port");
@@ -131,7 +130,7 @@ impl CallHandler {
             },
         };
         let leased = echo.is_some();
-        live.echo = echo;
+        live.media = echo;
         Input::Leased(leased)
     }
 
@@ -171,7 +170,7 @@ impl CallHandler {
         // it gives at once (its own next frame may be 20 ms away).
         let late = shared.late_commands.load(Ordering::Relaxed);
         let _waking = live
-            .echo
+            .media
             .as_ref()
             .filter(|_| late)
             .map(|e| e.wake_asterisk(shared.config.media.format));
@@ -212,7 +211,7 @@ impl CallHandler {
         let ari = &shared.ari;
         let ids = &shared.ids;
         let bridge = ids.bridge(id);
-        let Some(port) = live.echo.as_ref().map(Echo::port) else {
+        let Some(port) = live.media.as_ref().map(|m| m.port()) else {
             return Input::Done(
                 Step::CreateBridgeAndMedia,
                 Err(Failure::Other("no socket leased".into())),
@@ -382,27 +381,18 @@ impl CallHandler {
     }
 }
 
-/// Stops the echo and returns its socket, with the session's line.
+/// Ends the media session and returns its socket, with the session's line.
 fn release_socket(id: &CallId, live: &mut ActiveCall) {
-    if let Some(echo) = live.echo.take() {
-        let port = echo.port();
-        let counts = echo.counts();
-        drop(echo);
-        crate::metrics::bot_session_ended(&EchoSession {
-            received: counts.rx_packets,
-            sent: counts.tx_packets,
-            dropped: [counts.dropped_foreign, counts.dropped_garbage],
-        });
-        info!(
-            "call {id}: bot media ended on port {port}: {}",
-            describe_counts(&counts)
-        );
+    if let Some(media) = live.media.take() {
+        let port = media.port();
+        let line = media.finish();
+        info!("call {id}: bot media ended on port {port}: {line}");
     }
 }
 
 /// Points the call's echo at the RTP address Asterisk reports for its externalMedia channel.
 pub(super) fn pin_peer(id: &CallId, live: &ActiveCall, channel: &Channel) {
-    if let (Some(peer), Some(echo)) = (unicast_rtp_peer(channel), live.echo.as_ref()) {
+    if let (Some(peer), Some(echo)) = (unicast_rtp_peer(channel), live.media.as_ref()) {
         debug!("call {id}: media peer is {peer}");
         echo.set_peer(peer);
     }
@@ -465,20 +455,6 @@ fn unicast_rtp_peer(channel: &Channel) -> Option<SocketAddr> {
         .ok()?;
     let port: u16 = vars.get("UNICASTRTP_LOCAL_PORT")?.as_str()?.parse().ok()?;
     (port != 0).then_some(SocketAddr::new(ip, port))
-}
-
-fn describe_counts(c: &EchoCounts) -> String {
-    let mut s = format!(
-        "rx {} pkts/{} B, tx {} pkts/{} B",
-        c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes
-    );
-    if c.dropped_foreign + c.dropped_garbage > 0 {
-        s.push_str(&format!(
-            ", dropped {} from other addresses, {} not RTP",
-            c.dropped_foreign, c.dropped_garbage
-        ));
-    }
-    s
 }
 
 #[cfg(test)]
