@@ -11,6 +11,7 @@ pub mod admission;
 pub mod app;
 pub mod ari;
 pub mod backoff;
+pub mod bot;
 pub mod call;
 pub mod config;
 pub mod dispatch;
