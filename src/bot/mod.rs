@@ -7,12 +7,12 @@
 //! public source its rules come from (Twilio's docs, asterisk's `channels/chan_websocket.c`).
 //!
 //! One session thread per call owns the socket, the 20 ms RTP clock, one `Box<dyn Codec>` (from
-//! [`codec`]) and one playout queue. Per call it:
+//! [`codec`]) and one [`playout::Playout`]. Per call it:
 //! - sends [`Codec::opening`] once connected, then `encode(ToBot::CallerAudio(rtp_payload))` for
 //!   every RTP packet from Asterisk;
 //! - feeds every frame it reads to `decode_text`/`decode_binary` and acts on the [`FromBot`]
 //!   (audio and marks go to the playout; a [`Bad`] is logged and counted, and the call goes on);
-//! - every 20 ms plays a frame of the bot's audio and sends what playing reached
+//! - every 20 ms takes `Playout::next_frame` and sends what its [`playout::Tick`] reports
 //!   (marks reached, XON, QUEUE_DRAINED) through `encode`; `encode` returns `None` for what the
 //!   dialect has no message for, so the session never asks which dialect it speaks.
 //!
@@ -27,6 +27,7 @@
 //!   expects it; the codecs convert at the wire (chan_websocket's slin16 is little-endian).
 
 pub mod chan_websocket;
+pub mod playout;
 pub mod twilio;
 
 use std::borrow::Cow;
@@ -736,6 +737,7 @@ mod tests {
             ("mod.rs", include_str!("mod.rs")),
             ("twilio.rs", include_str!("twilio.rs")),
             ("chan_websocket.rs", include_str!("chan_websocket.rs")),
+            ("playout.rs", include_str!("playout.rs")),
         ];
         let needle = ["crate", "::"].concat();
         for (file, text) in sources {
