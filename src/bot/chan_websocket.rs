@@ -19,8 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    swap16, to_json, Bad, Codec, Format, FromBot, Opening, Outgoing, Pairs, QueueStatus, Snippet,
-    ToBot,
+    to_json, Bad, Codec, Format, FromBot, Opening, Outgoing, Pairs, QueueStatus, Snippet, ToBot,
 };
 
 /// chan_websocket skips a text message longer than this (`MAX_TEXT_MESSAGE_LEN`), JSON or not.
@@ -149,6 +148,17 @@ fn command_of(command: &str, argument: Option<&str>) -> Result<FromBot, Bad> {
         "TRANSFER" => FromBot::Transfer(owned()),
         other => return Err(Bad::UnknownCommand(Snippet::of(other))),
     })
+}
+
+/// 16-bit samples with their two bytes swapped (between little-endian chan_websocket slin16 and
+/// big-endian RTP L16). A trailing odd byte, half a sample, is left out.
+fn swap16(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() & !1);
+    for pair in bytes.chunks_exact(2) {
+        out.push(pair[1]);
+        out.push(pair[0]);
+    }
+    out
 }
 
 /// ast_strip's blanks: every byte below 33 (space and the control characters).
@@ -717,6 +727,13 @@ mod tests {
         let mut c = started(Format::Ulaw, true);
         let ignored = c.decode_text(r#"{"command":"SET_MEDIA_DIRECTION","direction":"in"}"#);
         assert!(matches!(ignored, Ok(FromBot::Ignored(_))), "{ignored:?}");
+    }
+
+    #[test]
+    fn swapping_sample_bytes_twice_gives_back_the_audio_and_drops_a_half_sample() {
+        let le = [0x01, 0x02, 0x03, 0x04, 0x05];
+        assert_eq!(swap16(&le), [0x02, 0x01, 0x04, 0x03]);
+        assert_eq!(swap16(&swap16(&le[..4])), &le[..4]);
     }
 
     #[test]

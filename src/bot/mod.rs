@@ -30,13 +30,10 @@ pub mod chan_websocket;
 pub mod playout;
 pub mod twilio;
 
-use std::borrow::Cow;
 use std::fmt;
 
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use serde::de::{self, Deserializer, Visitor};
 use serde::ser::{SerializeMap, Serializer};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// Which wire protocol a bot speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -464,57 +461,6 @@ pub fn codec(dialect: Dialect, format: Format, json_control: bool) -> Box<dyn Co
     }
 }
 
-/// Base64 as Twilio writes it (standard alphabet, padded); reading also takes it unpadded.
-const BASE64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-/// 16-bit samples with their two bytes swapped (between little-endian chan_websocket slin16 and
-/// big-endian RTP L16). A trailing odd byte, half a sample, is left out.
-fn swap16(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() & !1);
-    for pair in bytes.chunks_exact(2) {
-        out.push(pair[1]);
-        out.push(pair[0]);
-    }
-    out
-}
-
-/// A JSON string borrowed from the message when it has no escapes, copied when it has: a
-/// base64 payload may legally be written with `\/` for `/`, which a plain `&str` field cannot
-/// take.
-#[derive(Debug)]
-struct Str<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Str<'a>, D::Error> {
-        struct StrVisitor;
-
-        impl<'de> Visitor<'de> for StrVisitor {
-            type Value = Str<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
-            }
-
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'de>, E> {
-                Ok(Str(Cow::Owned(v)))
-            }
-        }
-
-        deserializer.deserialize_str(StrVisitor)
-    }
-}
-
 /// String pairs serialized as one JSON object, in their order (serde_json's own map sorts keys).
 struct Pairs<'a>(&'a [(&'a str, &'a str)]);
 
@@ -683,13 +629,6 @@ mod tests {
     }
 
     #[test]
-    fn swapping_sample_bytes_twice_gives_back_the_audio_and_drops_a_half_sample() {
-        let le = [0x01, 0x02, 0x03, 0x04, 0x05];
-        assert_eq!(swap16(&le), [0x02, 0x01, 0x04, 0x03]);
-        assert_eq!(swap16(&swap16(&le[..4])), &le[..4]);
-    }
-
-    #[test]
     fn ten_thousand_caller_frames_and_bot_frames_run_through_both_codecs() {
         // A sanity run of the hot path, not a benchmark: timing belongs in scripts/bench.
         let o = opening();
@@ -706,12 +645,14 @@ mod tests {
                 let decoded = match out {
                     Some(Outgoing::Text(text)) => {
                         // Echo the media back as a bot would: same payload, bot-side shape.
-                        let start = text.find("\"payload\":\"").map(|i| i + 11).unwrap_or(0);
-                        let end = text[start..].find('"').map(|i| start + i).unwrap_or(start);
+                        let payload = text
+                            .split("\"payload\":\"")
+                            .nth(1)
+                            .and_then(|rest| rest.split('"').next());
                         let reply = format!(
                             r#"{{"event":"media","streamSid":"{}","media":{{"payload":"{}"}}}}"#,
                             o.ids.stream_sid,
-                            &text[start..end]
+                            payload.expect("media has a payload")
                         );
                         c.decode_text(&reply)
                     }

@@ -84,7 +84,6 @@ enum Partial {
 #[derive(Debug)]
 pub struct Playout {
     format: Format,
-    frame: usize,
     cap_bytes: usize,
     xoff_level: usize,
     xon_level: usize,
@@ -105,11 +104,9 @@ impl Playout {
     /// (1000 frames = 20 s, chan_websocket's); XOFF and XON sit at 9/10 and 8/10 of it.
     pub fn new(format: Format, max_frames: usize) -> Playout {
         let max_frames = max_frames.max(1);
-        let frame = format.frame_bytes();
         Playout {
             format,
-            frame,
-            cap_bytes: max_frames * frame,
+            cap_bytes: max_frames * format.frame_bytes(),
             xoff_level: max_frames * 9 / 10,
             xon_level: max_frames * 8 / 10,
             partial: Partial::Keep,
@@ -138,7 +135,7 @@ impl Playout {
         let mut pushed = Pushed::default();
         let mut bytes = bytes;
         if self.partial == Partial::DropUnlessBuffering && !self.buffering {
-            pushed.trimmed_bytes = bytes.len() % self.frame;
+            pushed.trimmed_bytes = bytes.len() % self.format.frame_bytes();
             bytes = &bytes[..bytes.len() - pushed.trimmed_bytes];
         }
         let room = self.cap_bytes - self.audio.len();
@@ -227,7 +224,7 @@ impl Playout {
 
     /// Frames queued; a trailing partial frame counts as one (it plays as one).
     pub fn frames_queued(&self) -> usize {
-        self.audio.len().div_ceil(self.frame)
+        self.audio.len().div_ceil(self.format.frame_bytes())
     }
 
     /// START_MEDIA_BUFFERING: keep partial frames for the next message.
@@ -267,11 +264,6 @@ impl Playout {
             bulk_media: self.buffering,
             media_paused: self.paused,
         }
-    }
-
-    /// Bytes the ring holds room for now; never more than the cap.
-    pub fn capacity_bytes(&self) -> usize {
-        self.audio.capacity()
     }
 }
 
@@ -479,21 +471,21 @@ mod tests {
                 3 * ULAW_FRAME
             );
         }
-        assert!(p.capacity_bytes() <= cap, "{} > {cap}", p.capacity_bytes());
+        assert!(p.audio.capacity() <= cap, "{} > {cap}", p.audio.capacity());
         tick(&mut p);
         assert_eq!(
             p.push_audio(&speech(2 * ULAW_FRAME, 0)).dropped_bytes,
             ULAW_FRAME
         );
-        assert!(p.capacity_bytes() <= cap);
+        assert!(p.audio.capacity() <= cap);
     }
 
     #[test]
     fn the_ring_grows_only_as_audio_arrives() {
         let mut p = Playout::new(Format::Slin16, 1000);
-        assert_eq!(p.capacity_bytes(), 0);
+        assert_eq!(p.audio.capacity(), 0);
         p.push_audio(&[0; 1280]);
-        assert!(p.capacity_bytes() < 640 * 1000);
+        assert!(p.audio.capacity() < 640 * 1000);
     }
 
     #[test]

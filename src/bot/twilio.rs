@@ -17,14 +17,21 @@
 //! message by hand into one `String` sized up front, base64 written straight into it; decoding
 //! a bot's `media` borrows the payload from the frame's text and allocates only the audio.
 
-use std::fmt::Write;
+use std::borrow::Cow;
+use std::fmt::{self, Write};
 
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
+use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    to_json, Bad, Codec, Format, FromBot, Opening, Outgoing, Pairs, Snippet, Str, ToBot, BASE64,
-};
+use super::{to_json, Bad, Codec, Format, FromBot, Opening, Outgoing, Pairs, Snippet, ToBot};
+
+/// Base64 as Twilio writes it (standard alphabet, padded); reading also takes it unpadded.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// Per-stream state: the ids to echo and the counters of the messages sent so far.
 pub struct TwilioCodec {
@@ -265,6 +272,40 @@ fn diagnose(text: &str) -> Bad {
     }
     // What is left is what serde_json refuses and a Value takes, e.g. a repeated key.
     Bad::Malformed { field: "message" }
+}
+
+/// A JSON string borrowed from the message when it has no escapes, copied when it has: a
+/// base64 payload may legally be written with `\/` for `/`, which a plain `&str` field cannot
+/// take.
+#[derive(Debug)]
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Str<'a>, D::Error> {
+        struct StrVisitor;
+
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Str<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+
+        deserializer.deserialize_str(StrVisitor)
+    }
 }
 
 /// A bot's message. Every field is optional here so that the one a given event needs is named
