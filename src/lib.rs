@@ -12,6 +12,7 @@ pub mod app;
 pub mod ari;
 pub mod audio;
 pub mod backoff;
+pub mod bot;
 pub mod call;
 pub mod config;
 pub mod dispatch;
