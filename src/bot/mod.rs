@@ -18,7 +18,7 @@
 //!
 //! Invariants:
 //! - Pure: no I/O, no threads, no clock, no randomness (the caller supplies the seed of the ids).
-//! - Imports nothing from the rest of the crate (a test below reads the sources to keep it so).
+//! - Imports nothing from the rest of the crate but `audio` (the layering test keeps it so).
 //! - A bot is an untrusted remote service: nothing it sends can panic here. A message that cannot
 //!   be used becomes a [`Bad`]: a closed set of [`Bad::kind`] labels for metrics and a one-line
 //!   `Display` that quotes at most [`Snippet::MAX`] bytes of the bot's text, sanitized.
@@ -34,6 +34,8 @@ use std::fmt;
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
+
+pub use crate::audio::Format;
 
 /// Which wire protocol a bot speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,70 +71,6 @@ impl Dialect {
         match self {
             Dialect::Twilio => format == Format::Ulaw,
             Dialect::Asterisk => true,
-        }
-    }
-}
-
-/// The audio format of a call's media towards the bot, as Asterisk names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
-    /// G.711 μ-law, 8 kHz.
-    Ulaw,
-    /// G.711 a-law, 8 kHz.
-    Alaw,
-    /// 16-bit linear PCM, 16 kHz.
-    Slin16,
-}
-
-impl Format {
-    /// Bytes in one 20 ms frame (chan_websocket's `optimal_frame_size`).
-    pub const fn frame_bytes(self) -> usize {
-        match self {
-            Format::Ulaw | Format::Alaw => 160,
-            Format::Slin16 => 640,
-        }
-    }
-
-    pub const fn sample_bytes(self) -> usize {
-        match self {
-            Format::Ulaw | Format::Alaw => 1,
-            Format::Slin16 => 2,
-        }
-    }
-
-    pub const fn sample_rate(self) -> u32 {
-        match self {
-            Format::Ulaw | Format::Alaw => 8000,
-            Format::Slin16 => 16000,
-        }
-    }
-
-    /// Asterisk's name of the format: chan_websocket's `format` in MEDIA_START, and the codec
-    /// name in `c(...)` and externalMedia's `format`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Format::Ulaw => "ulaw",
-            Format::Alaw => "alaw",
-            Format::Slin16 => "slin16",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Format> {
-        match name {
-            "ulaw" => Some(Format::Ulaw),
-            "alaw" => Some(Format::Alaw),
-            "slin16" => Some(Format::Slin16),
-            _ => None,
-        }
-    }
-
-    /// The byte that, repeated, is silence: μ-law 0xFF and a-law 0xD5 are the codes nearest zero,
-    /// and slin16's zero sample is 0x0000 in either byte order.
-    pub const fn silence_byte(self) -> u8 {
-        match self {
-            Format::Ulaw => 0xFF,
-            Format::Alaw => 0xD5,
-            Format::Slin16 => 0x00,
         }
     }
 }
@@ -504,8 +442,8 @@ mod tests {
     fn formats_have_twenty_millisecond_frames_of_whole_samples() {
         for format in [Format::Ulaw, Format::Alaw, Format::Slin16] {
             let samples = format.frame_bytes() / format.sample_bytes();
-            assert_eq!(samples as u32 * 50, format.sample_rate(), "{format:?}");
-            assert_eq!(Format::from_name(format.name()), Some(format));
+            assert_eq!(samples as u32 * 50, format.rate(), "{format:?}");
+            assert_eq!(Format::parse(format.name()), Some(format));
         }
         assert_eq!(Format::Ulaw.frame_bytes(), 160);
         assert_eq!(Format::Slin16.frame_bytes(), 640);
@@ -668,28 +606,6 @@ mod tests {
                 }
             }
             assert_eq!(played, 10_000);
-        }
-    }
-
-    /// Architecture invariant: `bot` imports nothing from the rest of the crate.
-    #[test]
-    fn the_bot_module_imports_nothing_from_the_rest_of_the_crate() {
-        let sources = [
-            ("mod.rs", include_str!("mod.rs")),
-            ("twilio.rs", include_str!("twilio.rs")),
-            ("chan_websocket.rs", include_str!("chan_websocket.rs")),
-            ("playout.rs", include_str!("playout.rs")),
-        ];
-        let needle = ["crate", "::"].concat();
-        for (file, text) in sources {
-            for (n, line) in text.lines().enumerate() {
-                let mut rest = line;
-                while let Some(at) = rest.find(&needle) {
-                    let after = &rest[at + needle.len()..];
-                    assert!(after.starts_with("bot"), "src/bot/{file}:{}: {line}", n + 1);
-                    rest = after;
-                }
-            }
         }
     }
 }

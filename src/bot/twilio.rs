@@ -82,7 +82,7 @@ impl TwilioCodec {
     fn media(&mut self, payload: &[u8]) -> String {
         let sequence = self.next_sequence();
         self.chunk += 1;
-        let timestamp_ms = self.samples * 1000 / u64::from(self.format.sample_rate());
+        let timestamp_ms = self.samples * 1000 / u64::from(self.format.rate());
         self.samples += (payload.len() / self.format.sample_bytes()) as u64;
 
         let base64_len = payload.len().div_ceil(3) * 4;
