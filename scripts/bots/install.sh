@@ -53,14 +53,14 @@ fi
 
 log "building $venv (key ${key:0:12})"
 rm -rf "$venv"
-if ! "$py" -m venv "$venv" >&2 2>/dev/null; then
+if ! "$py" -m venv "$venv" >&2; then
     rm -rf "$venv"
     log "'$py -m venv' failed; installing python3-venv with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q python3-venv >&2 || { apt-get update -q >&2 && apt-get install -y -q python3-venv >&2; }
     # Debian names the package after the minor version too (python3.11-venv).
     minor=$("$py" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
-    "$py" -m venv "$venv" >&2 2>/dev/null || {
+    "$py" -m venv "$venv" >&2 || {
         apt-get install -y -q "python$minor-venv" >&2
         rm -rf "$venv"
         "$py" -m venv "$venv" >&2

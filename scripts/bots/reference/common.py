@@ -464,7 +464,12 @@ class Session:
             self.spawn(self.flood())
             return
         if self.fault == "silent":
-            self.spawn(self.go_silent())
+            # Stop reading now, before another frame (a ping) can be processed.
+            if self.ws.keepalive_task is not None:
+                self.ws.keepalive_task.cancel()
+            self.ws.transport.pause_reading()
+            self.reading = False  # the read loop runs go_silent instead of reading
+            self.hold = self.go_silent
             return
 
         self.spawn(self.greeting())
@@ -476,7 +481,8 @@ class Session:
             else:
                 self.deferred_action = action  # runs once the greeting tone has played
         if self.fault == "never_read":
-            self.reading = False  # the reader loop stops after this message
+            self.reading = False  # the read loop runs never_read_hold instead of reading
+            self.hold = self.never_read_hold
 
     deferred_action: str | None = None
 
@@ -635,6 +641,8 @@ class Session:
                 await self.send_audio(chunk)
                 sent += len(chunk)
                 msgs += 1
+                # flood this connection, not the process: let the other calls run
+                await asyncio.sleep(0)
         finally:
             self.w(
                 "sent",
@@ -646,10 +654,7 @@ class Session:
             )
 
     async def go_silent(self) -> None:
-        """Stop reading (so no pong is ever sent), stop writing, keep TCP open."""
-        if self.ws.keepalive_task is not None:
-            self.ws.keepalive_task.cancel()
-        self.ws.transport.pause_reading()
+        """Reading stopped in on_start (so no pong is ever sent); write nothing; keep TCP open."""
         hold = float(self.params.get("hold_s", self.args.hold_s))
         self.w("fault", fault="silent", detail=f"not reading (no pongs), not writing, TCP open for {hold} s")
         await asyncio.sleep(hold)
@@ -699,7 +704,7 @@ async def read_loop(sess: Session, on_text, on_binary) -> None:
     try:
         while True:
             if not sess.reading:
-                await sess.never_read_hold()
+                await sess.hold()
                 return
             msg = await ws.recv()
             if isinstance(msg, str):
