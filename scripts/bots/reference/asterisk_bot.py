@@ -173,8 +173,9 @@ class AsteriskSession(Session):
         self.call_id = params.get("call_id") or msg.get("channel_id") or msg.get("connection_id")
         self.started = True
         if (form == "plain-text") != self.plain:
+            # Real Asterisk uses one format both ways; voicebot1 may accept either.
             self.w(
-                "error",
+                "warning",
                 where="MEDIA_START",
                 error=f"MEDIA_START came as {form} but the bot sends commands as {'plain-text' if self.plain else 'json'}",
             )
