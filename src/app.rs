@@ -36,7 +36,7 @@ use crate::intake;
 use crate::leftovers;
 use crate::media::SocketPool;
 use crate::metrics;
-use crate::shared::{Counters, RestObserver, Shared};
+use crate::shared::{BotDirectory, Counters, RestObserver, Shared};
 use crate::timer::run_timers;
 use crate::worker::{ActiveCall, CallHandler};
 
@@ -147,6 +147,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         late_commands: AtomicBool::new(false),
         admission: Admission::new(config.admission.clone()),
         responsiveness,
+        bots: BotDirectory::new(&config.bots),
         shed: shed_tx,
         unconfirmed: Mutex::new(HashSet::new()),
         counters: Counters::default(),
@@ -160,7 +161,11 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         .map_err(AppError::Thread)?;
     let calls: Arc<Scheduler<ActiveCall>> = Arc::new(Scheduler::new());
     let (timer_tx, timer_rx) = crossbeam_channel::unbounded();
-    let handler = Arc::new(CallHandler::new(Arc::clone(&shared), timer_tx));
+    let handler = Arc::new(CallHandler::new(
+        Arc::clone(&shared),
+        timer_tx,
+        Arc::downgrade(&calls),
+    ));
     let n_workers = config.service.workers.max(1);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<usize>();
     let mut workers = Vec::new();

@@ -26,6 +26,7 @@ use crate::ari::events::parse_timestamp;
 use crate::ari::{Channel, Event};
 use crate::call::{Adopted, Timer};
 use crate::ids::{CallId, Ids, Role};
+use crate::media::BotEvent;
 
 /// A caller who entered the application with the inbound argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +147,8 @@ pub enum CallMsg {
     /// A handover stop ends: a call the next instance can take over is forgotten here (left in
     /// Asterisk as it is); any other is ended.
     Handover,
+    /// The call's WebSocket bot asked for something, or its session ended or failed.
+    Bot(BotEvent),
     /// At start-up: the call was found in Asterisk, left by an earlier voicebot1, and goes on
     /// here (see `leftovers`).
     Adopt {

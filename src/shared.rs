@@ -13,17 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use log::{debug, warn};
+use log::{debug, error, warn};
 use parking_lot::Mutex;
 
 use crate::admission::{Admission, Rejection, Responsiveness};
 use crate::ari::rest::{Answer, Observer};
 use crate::ari::{AriClient, AriError, HangupReason};
+use crate::bot::Bad;
 use crate::call::{Phase, Policy};
-use crate::config::Config;
+use crate::config::{BotsConfig, Config};
 use crate::ids::{CallId, Ids};
-use crate::media::SocketPool;
+use crate::media::{BotSpec, SocketPool};
 use crate::metrics::{self, CallPhase, Class, Live};
+use crate::net::tls;
 
 /// What every worker shares (read-only, or atomics).
 pub struct Shared {
@@ -45,6 +47,8 @@ pub struct Shared {
     pub admission: Admission,
     /// How fast Asterisk has answered REST requests lately (fed by [`RestObserver`]).
     pub responsiveness: Arc<Responsiveness>,
+    /// The WebSocket bots, ready to connect to.
+    pub bots: BotDirectory,
     /// Callers not taken, for the shedder threads to hang up.
     pub shed: Sender<Rejection>,
     /// Channels whose hang-up failed (no answer, 5xx): the janitor retries each until Asterisk
@@ -71,6 +75,8 @@ pub struct Counters {
     pub handed_over: AtomicU64,
     /// New calls not taken by admission control (rejected, or transferred without the bot).
     pub shed: AtomicU64,
+    /// Transfers bots asked for to names `[transfer.to]` does not list.
+    pub refused_transfers: AtomicU64,
 }
 
 impl Counters {
@@ -207,5 +213,54 @@ impl Observer for RestObserver {
             Answer::Other => Class::Other,
         };
         metrics::ari_request(method, path, class, took);
+    }
+}
+
+/// The WebSocket bots of `[bots.*]`, each ready for a bridge to connect to: TLS settings and the
+/// authorization header built once, its index in the metrics' bot labels.
+#[derive(Debug, Default)]
+pub struct BotDirectory {
+    specs: HashMap<String, Arc<BotSpec>>,
+}
+
+impl BotDirectory {
+    /// Builds every bot's bridge settings and registers the bots' names with the metrics.
+    pub fn new(config: &BotsConfig) -> BotDirectory {
+        let mut specs = HashMap::new();
+        for (i, (name, b)) in config.bots.iter().enumerate() {
+            let tls = if b.url.starts_with("wss://") {
+                // `--check` read the CA file fine; if it became unusable since, the public roots
+                // only (a private certificate then fails each handshake, which is logged).
+                tls::client_config(b.ca_file.as_deref())
+                    .or_else(|e| {
+                        error!("bots.{name}.ca_file: {e}; trusting the public roots only");
+                        tls::client_config(None)
+                    })
+                    .ok()
+            } else {
+                None
+            };
+            let spec = BotSpec {
+                name: name.clone(),
+                url: b.url.clone(),
+                dialect: b.dialect,
+                format: b.format,
+                json_control: b.json_control,
+                authorization: b.token.as_ref().map(|t| format!("Bearer {}", t.expose())),
+                tls,
+                connect_timeout: b.connect_timeout,
+                ping_interval: b.ping_interval,
+                pong_timeout: b.pong_timeout,
+                max_queue_frames: (b.max_queue.as_millis() / 20).max(1) as usize,
+                metrics: i,
+            };
+            specs.insert(name.clone(), Arc::new(spec));
+        }
+        metrics::METRICS.register_bots(config.bots.keys().cloned().collect(), &Bad::KINDS);
+        BotDirectory { specs }
+    }
+
+    pub fn spec(&self, name: &str) -> Option<Arc<BotSpec>> {
+        self.specs.get(name).cloned()
     }
 }

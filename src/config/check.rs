@@ -159,6 +159,59 @@ impl Check<'_> {
     }
 }
 
+impl Check<'_> {
+    /// A TOML table, or `None` (absent, or reported when of another type).
+    pub(super) fn table(&mut self, key: &str, given: Given<toml::Table>) -> Option<toml::Table> {
+        match given {
+            Given::Absent => None,
+            Given::Value(t) => Some(t),
+            Given::Wrong(found) => {
+                self.err(key, format!("must be a table, found {found}"));
+                None
+            }
+        }
+    }
+
+    /// A bot's optional bearer token: `Some(None)` when it has none, `None` when the one named
+    /// cannot be read (reported).
+    pub(super) fn token(
+        &mut self,
+        bot: &str,
+        file: Given<String>,
+        env_name: Given<String>,
+    ) -> Option<Option<Secret>> {
+        let (file_key, env_key) = (
+            format!("bots.{bot}.token_file"),
+            format!("bots.{bot}.token_env"),
+        );
+        let file = self.opt_string(&file_key, file).map(PathBuf::from);
+        let env_name = self.opt_string(&env_key, env_name);
+        let (key, found) = match (file, env_name) {
+            (Some(path), _) => (file_key, read_secret_file(&path)),
+            (None, Some(name)) => {
+                let value = self.env.var(&name).filter(|t| !t.is_empty());
+                (
+                    env_key,
+                    value.ok_or(format!("environment variable {name} is not set or empty")),
+                )
+            }
+            (None, None) => return Some(None),
+        };
+        match found {
+            // A header carries it: no control characters.
+            Ok(t) if t.chars().any(|ch| ch.is_control()) => {
+                self.err(key, "the token holds control characters");
+                None
+            }
+            Ok(t) => Some(Some(Secret::new(t))),
+            Err(m) => {
+                self.err(key, m);
+                None
+            }
+        }
+    }
+}
+
 pub(super) fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.chars()

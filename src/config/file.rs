@@ -2,6 +2,7 @@
 //! the wrong type kept (`Given::Wrong`) so that every error is reported; and each section's
 //! `validate`, which turns it into its part of [`Config`].
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -13,6 +14,7 @@ use toml::{Table, Value};
 use super::check::{is_token, Check};
 use super::*;
 use crate::audio::FORMATS;
+use crate::bot::Dialect;
 
 /// One key's value as the file gives it. A value of another type is kept, with the TOML name of
 /// its type, so that `validate` reports it and goes on checking the rest of the file.
@@ -58,6 +60,8 @@ fn keep_datetime(value: &mut Value) {
 pub(super) struct RawConfig {
     ari: RawAri,
     media: RawMedia,
+    bot: RawBotDefault,
+    bots: BTreeMap<String, RawBot>,
     transfer: RawTransfer,
     service: RawService,
     admission: RawAdmission,
@@ -97,10 +101,37 @@ struct RawMedia {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct RawBotDefault {
+    default: Given<String>,
+}
+
+/// One `[bots.NAME]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawBot {
+    url: Given<String>,
+    protocol: Given<String>,
+    format: Given<String>,
+    token_file: Given<String>,
+    token_env: Given<String>,
+    ca_file: Given<String>,
+    connect_timeout_ms: Given<i64>,
+    max_s: Given<i64>,
+    when_done: Given<String>,
+    on_failure: Given<String>,
+    ping_interval_ms: Given<i64>,
+    pong_timeout_ms: Given<i64>,
+    control: Given<String>,
+    max_queue_ms: Given<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct RawTransfer {
     endpoint: Given<String>,
     caller_id: Given<String>,
     dial_timeout_s: Given<i64>,
+    to: Given<Table>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,11 +161,14 @@ struct RawMetrics {
     listen: Given<String>,
 }
 
-/// Each section and the keys it takes, as the derives above know them.
-pub(super) fn sections() -> [(&'static str, &'static [&'static str]); 6] {
+/// Each section and the keys it takes, as the derives above know them. `bots` holds one table
+/// per bot, each taking the keys of `[bots.NAME]`.
+pub(super) fn sections() -> [(&'static str, &'static [&'static str]); 8] {
     [
         ("ari", keys_of::<RawAri>()),
         ("media", keys_of::<RawMedia>()),
+        ("bot", keys_of::<RawBotDefault>()),
+        ("bots", keys_of::<RawBot>()),
         ("transfer", keys_of::<RawTransfer>()),
         ("service", keys_of::<RawService>()),
         ("admission", keys_of::<RawAdmission>()),
@@ -187,6 +221,10 @@ impl RawConfig {
                 check.err(name, "must be a [section], not a value");
                 continue;
             };
+            if name == "bots" {
+                known.insert(name, Value::Table(read_bots(table, keys, check)));
+                continue;
+            }
             for key in table.keys().filter(|k| !keys.contains(&k.as_str())) {
                 check.err(
                     format!("{name}.{key}"),
@@ -213,6 +251,7 @@ impl RawConfig {
     pub(super) fn validate(self, check: &mut Check) -> Option<Config> {
         let ari = self.ari.validate(check);
         let media = self.media.validate(check);
+        let bots = validate_bots(self.bot, self.bots, check);
         let transfer = self.transfer.validate(check);
         let service = self.service.validate(check);
         let admission = self.admission.validate(check);
@@ -220,6 +259,7 @@ impl RawConfig {
         Some(Config {
             ari: ari?,
             media: media?,
+            bots: bots?,
             transfer: transfer?,
             service: service?,
             admission: admission?,
@@ -391,17 +431,37 @@ impl RawTransfer {
         );
         let caller_id = c.string("transfer.caller_id", self.caller_id, "voicebot1 <3308487>");
         let dial_timeout = c.seconds("transfer.dial_timeout_s", self.dial_timeout_s, 30, 1, 3600);
-        match endpoint.split_once('/') {
-            Some((tech, resource)) if !tech.is_empty() && !resource.is_empty() => {}
-            _ => c.err(
+        if !is_endpoint(&endpoint) {
+            c.err(
                 "transfer.endpoint",
                 format!("{endpoint:?} is not TECH/resource (e.g. PJSIP/4438007@AVAYA-endpoint)"),
-            ),
+            );
+        }
+        let mut to = BTreeMap::new();
+        if let Some(table) = c.table("transfer.to", self.to) {
+            for (name, value) in table {
+                let key = format!("transfer.to.{name}");
+                match value {
+                    Value::String(endpoint) if is_endpoint(&endpoint) && is_token(&name) => {
+                        to.insert(name, endpoint);
+                    }
+                    Value::String(endpoint) if is_endpoint(&endpoint) => c.err(
+                        key,
+                        "a destination's name must be letters, digits, '_' or '-' (bots ask for it by name)",
+                    ),
+                    Value::String(endpoint) => c.err(
+                        key,
+                        format!("{endpoint:?} is not TECH/resource (e.g. PJSIP/4438100@AVAYA-endpoint)"),
+                    ),
+                    other => c.err(key, format!("must be a string, found {}", other.type_str())),
+                }
+            }
         }
         Some(TransferConfig {
             endpoint,
             caller_id,
             dial_timeout,
+            to,
         })
     }
 }
@@ -503,5 +563,188 @@ impl RawMetrics {
                 }
             },
         }
+    }
+}
+
+/// `TECH/resource`, as ARI's originate takes an endpoint.
+fn is_endpoint(s: &str) -> bool {
+    matches!(s.split_once('/'), Some((tech, resource)) if !tech.is_empty() && !resource.is_empty() && !s.contains([',', ' ']))
+}
+
+/// The `[bots]` section: each entry must be a `[bots.NAME]` table with known keys (each unknown
+/// one named as `bots.NAME.key`); what is left deserializes without error.
+fn read_bots(bots: Table, keys: &[&str], check: &mut Check) -> Table {
+    let mut known = Table::new();
+    for (name, value) in bots {
+        let Value::Table(mut table) = value else {
+            check.err(
+                format!("bots.{name}"),
+                "must be a [bots.NAME] table, not a value",
+            );
+            continue;
+        };
+        if !is_token(&name) || name == ECHO {
+            check.err(
+                format!("bots.{name}"),
+                format!("a bot's name must be letters, digits, '_' or '-', and not {ECHO:?}"),
+            );
+        }
+        for key in table.keys().filter(|k| !keys.contains(&k.as_str())) {
+            check.err(
+                format!("bots.{name}.{key}"),
+                format!("unknown key (expected one of: {})", keys.join(", ")),
+            );
+        }
+        table.retain(|k, _| keys.contains(&k));
+        for (_, value) in table.iter_mut() {
+            keep_datetime(value);
+        }
+        known.insert(name, Value::Table(table));
+    }
+    known
+}
+
+fn validate_bots(
+    default: RawBotDefault,
+    raw: BTreeMap<String, RawBot>,
+    c: &mut Check,
+) -> Option<BotsConfig> {
+    let mut bots = BTreeMap::new();
+    let mut ok = true;
+    for (name, bot) in raw {
+        match bot.validate(&name, c) {
+            Some(bot) => {
+                bots.insert(name, Arc::new(bot));
+            }
+            None => ok = false,
+        }
+    }
+    let default = match c.string("bot.default", default.default, ECHO) {
+        name if name == ECHO => None,
+        name => match bots.get(&name) {
+            Some(bot) => Some(Arc::clone(bot)),
+            None => {
+                let known: Vec<&str> = std::iter::once(ECHO)
+                    .chain(bots.keys().map(String::as_str))
+                    .collect();
+                c.err(
+                    "bot.default",
+                    format!(
+                        "{name:?} is not a configured bot (one of: {})",
+                        known.join(", ")
+                    ),
+                );
+                None
+            }
+        },
+    };
+    ok.then_some(BotsConfig { default, bots })
+}
+
+impl RawBot {
+    fn validate(self, name: &str, c: &mut Check) -> Option<BotConfig> {
+        let key = |k: &str| format!("bots.{name}.{k}");
+        let url = c.opt_string(&key("url"), self.url);
+        let dialects = [("twilio", Dialect::Twilio), ("asterisk", Dialect::Asterisk)];
+        let dialect = c.choice(&key("protocol"), self.protocol, "twilio", &dialects);
+        let formats = FORMATS.map(|f| (f.name(), f));
+        let format = c.choice(&key("format"), self.format, "ulaw", &formats);
+        let connect_timeout = c.millis(
+            &key("connect_timeout_ms"),
+            self.connect_timeout_ms,
+            2000,
+            100,
+            60_000,
+        );
+        let max = c.seconds(&key("max_s"), self.max_s, 900, 1, 86_400);
+        let after = [
+            ("transfer", AfterBot::Transfer),
+            ("hangup", AfterBot::Hangup),
+        ];
+        let when_done = c.choice(&key("when_done"), self.when_done, "transfer", &after);
+        let on_failure = c.choice(&key("on_failure"), self.on_failure, "transfer", &after);
+        let ping_interval = c.millis(
+            &key("ping_interval_ms"),
+            self.ping_interval_ms,
+            5000,
+            100,
+            600_000,
+        );
+        let pong_timeout = c.millis(
+            &key("pong_timeout_ms"),
+            self.pong_timeout_ms,
+            5000,
+            100,
+            600_000,
+        );
+        let controls = [("json", true), ("plain-text", false)];
+        let json_control = c.choice(&key("control"), self.control, "json", &controls);
+        let max_queue = c.millis(
+            &key("max_queue_ms"),
+            self.max_queue_ms,
+            20_000,
+            1000,
+            600_000,
+        );
+        let ca_file = c
+            .opt_string(&key("ca_file"), self.ca_file)
+            .map(PathBuf::from);
+        let token = c.token(name, self.token_file, self.token_env);
+
+        let url = match url {
+            None => {
+                c.err(key("url"), "missing: the bot's ws:// or wss:// URL");
+                None
+            }
+            Some(url) => match url.split_once("://") {
+                Some(("ws" | "wss", rest))
+                    if !rest.is_empty()
+                        && !rest.split('/').next().unwrap_or_default().contains('@') =>
+                {
+                    Some(url)
+                }
+                Some(("ws" | "wss", _)) => {
+                    c.err(
+                        key("url"),
+                        format!("{url:?} has no host, or has credentials in it (use token_file)"),
+                    );
+                    None
+                }
+                _ => {
+                    c.err(key("url"), format!("{url:?} is not a ws:// or wss:// URL"));
+                    None
+                }
+            },
+        };
+        let secure = url.as_deref().is_some_and(|u| u.starts_with("wss://"));
+        if ca_file.is_some() && !secure {
+            c.err(key("ca_file"), "is only used with a wss:// url");
+        }
+        if secure {
+            if let Err(m) = crate::net::tls::client_config(ca_file.as_deref()) {
+                c.err(key("ca_file"), m);
+            }
+        }
+        if let (Some(d), Some(f)) = (dialect, format) {
+            if !d.supports(f) {
+                c.err(key("format"), format!("{:?} is not spoken by protocol {:?} (twilio: ulaw; asterisk: ulaw, alaw or slin16)", f.name(), d.name()));
+            }
+        }
+        Some(BotConfig {
+            name: name.to_string(),
+            url: url?,
+            dialect: dialect?,
+            format: format?,
+            token: token?,
+            ca_file,
+            connect_timeout,
+            max,
+            when_done: when_done?,
+            on_failure: on_failure?,
+            ping_interval,
+            pong_timeout,
+            json_control: json_control?,
+            max_queue,
+        })
     }
 }

@@ -9,11 +9,14 @@
 //! settings of `https://` ARI and `wss://` bots — is built by their users, with `net::tls`, which
 //! `validate` also calls once so that a bad CA file fails `--check`.
 //!
-//! Architecture invariant: `config` imports only the leaf modules `audio` and `net`.
+//! Architecture invariant: `config` imports only the leaf modules (`audio`, `net`) and the bots'
+//! vocabulary (`bot::Dialect`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::LevelFilter;
@@ -27,12 +30,14 @@ use check::Check;
 use file::RawConfig;
 
 use crate::audio::Format;
+use crate::bot::Dialect;
 
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub ari: AriConfig,
     pub media: MediaConfig,
+    pub bots: BotsConfig,
     pub transfer: TransferConfig,
     pub service: ServiceConfig,
     pub admission: AdmissionConfig,
@@ -86,6 +91,69 @@ pub struct TransferConfig {
     /// Empty: present the caller's own number.
     pub caller_id: String,
     pub dial_timeout: Duration,
+    /// `[transfer.to]`: the destinations a bot may ask for, by name. Nothing else is ever
+    /// dialled on a bot's word.
+    pub to: BTreeMap<String, String>,
+}
+
+/// `[bot]` and the `[bots.NAME]` tables.
+#[derive(Debug, Clone, Default)]
+pub struct BotsConfig {
+    /// The bot a caller gets when the dialplan names none (`[bot] default`); `None`: the echo.
+    pub default: Option<Arc<BotConfig>>,
+    /// Every configured bot by name.
+    pub bots: BTreeMap<String, Arc<BotConfig>>,
+}
+
+impl BotsConfig {
+    /// The bot named by the dialplan's `bot=NAME`: the echo, a configured bot, or a name that
+    /// is not configured (the call then gets the default).
+    pub fn named(&self, name: &str) -> Named<'_> {
+        match (name, self.bots.get(name)) {
+            (ECHO, _) => Named::Echo,
+            (_, Some(bot)) => Named::Bot(bot),
+            (_, None) => Named::Unknown,
+        }
+    }
+}
+
+/// What a name in the dialplan's `bot=` is.
+#[derive(Debug, Clone, Copy)]
+pub enum Named<'a> {
+    Echo,
+    Bot(&'a Arc<BotConfig>),
+    Unknown,
+}
+
+/// The built-in RTP echo's name in `[bot] default` and the dialplan's `bot=`.
+pub const ECHO: &str = "echo";
+
+/// One `[bots.NAME]` table: a WebSocket bot.
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    pub name: String,
+    /// `ws://…` or `wss://…`.
+    pub url: String,
+    pub dialect: Dialect,
+    pub format: Format,
+    /// Sent as `Authorization: Bearer …` (from `token_file` or `token_env`).
+    pub token: Option<Secret>,
+    /// PEM file of CA certificates to trust besides the public ones, for `wss://`.
+    pub ca_file: Option<PathBuf>,
+    /// TCP, TLS and the upgrade, all within this; caller audio is held meanwhile.
+    pub connect_timeout: Duration,
+    /// The longest a caller stays with this bot; then the transfer.
+    pub max: Duration,
+    pub when_done: AfterBot,
+    pub on_failure: AfterBot,
+    /// A bot silent this long is pinged…
+    pub ping_interval: Duration,
+    /// …and counts as lost when the ping gets no answer in this long.
+    pub pong_timeout: Duration,
+    /// chan_websocket dialect: control messages in JSON (20.18/22.8 and later), else plain text.
+    pub json_control: bool,
+    /// The most audio queued from the bot, waiting to be played; more is dropped.
+    pub max_queue: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -442,15 +510,25 @@ mod tests {
 
     #[test]
     fn an_unknown_key_in_each_section_is_named_with_the_keys_it_takes() {
+        // `[bots]` holds one table per bot: its keys are a bot's (`[bots.NAME]`).
+        let table = |section: &str| {
+            if section == "bots" {
+                "bots.x".to_string()
+            } else {
+                section.to_string()
+            }
+        };
         let mut text = String::new();
         for (section, _) in sections() {
-            text.push_str(&format!("[{section}]\nnot_a_key = 1\n"));
+            text.push_str(&format!("[{}]\nnot_a_key = 1\n", table(section)));
         }
         text = text.replace("[ari]\n", "[ari]\npassword = 'x'\n");
+        text = text.replace("[bots.x]\n", "[bots.x]\nurl = 'ws://127.0.0.1:9/'\n");
         let errs = errors(&text);
         for (section, keys) in sections() {
             let expected = format!(
-                "{section}.not_a_key: unknown key (expected one of: {})",
+                "{}.not_a_key: unknown key (expected one of: {})",
+                table(section),
                 keys.join(", ")
             );
             assert!(
@@ -692,5 +770,156 @@ mod tests {
         assert_eq!(e.errors.len(), 1);
         assert!(e.to_string().contains("cannot read the file"), "{e}");
         assert!(e.to_string().contains("/nonexistent/voicebot1.toml"), "{e}");
+    }
+
+    const BOTS: &str = "[ari]\npassword = 'x'\n\
+        [bot]\ndefault = 'support'\n\
+        [bots.support]\nurl = 'ws://127.0.0.1:8765/voice'\nprotocol = 'twilio'\nformat = 'ulaw'\n\
+        connect_timeout_ms = 1500\nmax_s = 600\nwhen_done = 'hangup'\non_failure = 'transfer'\n\
+        [bots.care]\nurl = 'wss://bots.example.net/media'\nprotocol = 'asterisk'\nformat = 'slin16'\ncontrol = 'plain-text'\n\
+        [transfer.to]\nsales = 'PJSIP/4438100@AVAYA-endpoint'\n";
+
+    #[test]
+    fn bots_and_their_destinations_are_read_with_their_defaults() {
+        let c = Config::parse(BOTS, "t.toml", &ENV).unwrap();
+        let support = &c.bots.bots["support"];
+        assert_eq!(
+            (support.dialect, support.format, support.max),
+            (Dialect::Twilio, Format::Ulaw, Duration::from_secs(600))
+        );
+        assert_eq!(
+            (support.when_done, support.on_failure),
+            (AfterBot::Hangup, AfterBot::Transfer)
+        );
+        assert_eq!(support.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            c.bots.default.as_ref().map(|b| b.name.as_str()),
+            Some("support")
+        );
+        let care = &c.bots.bots["care"];
+        assert_eq!(
+            (care.dialect, care.format, care.json_control),
+            (Dialect::Asterisk, Format::Slin16, false)
+        );
+        assert_eq!(
+            (care.max, care.when_done, care.max_queue),
+            (
+                Duration::from_secs(900),
+                AfterBot::Transfer,
+                Duration::from_secs(20)
+            )
+        );
+        assert_eq!(c.transfer.to["sales"], "PJSIP/4438100@AVAYA-endpoint");
+        assert!(matches!(c.bots.named("echo"), Named::Echo));
+        assert!(matches!(c.bots.named("care"), Named::Bot(b) if b.name == "care"));
+        assert!(matches!(c.bots.named("nope"), Named::Unknown));
+        // No [bot]: the echo.
+        let plain = Config::parse("[ari]\npassword = 'x'\n", "t.toml", &ENV).unwrap();
+        assert!(
+            plain.bots.default.is_none()
+                && plain.bots.bots.is_empty()
+                && plain.transfer.to.is_empty()
+        );
+    }
+
+    #[test]
+    fn every_bot_mistake_is_named_by_its_key() {
+        has_error(
+            &BOTS.replace("default = 'support'", "default = 'sales'"),
+            "bot.default",
+            "not a configured bot (one of: echo, care, support)",
+        );
+        has_error(
+            &BOTS.replace("protocol = 'twilio'", "protocol = 'sip'"),
+            "bots.support.protocol",
+            "is not one of twilio, asterisk",
+        );
+        has_error(
+            &BOTS.replace("format = 'ulaw'", "format = 'slin16'"),
+            "bots.support.format",
+            "not spoken by protocol \"twilio\"",
+        );
+        has_error(
+            &BOTS.replace("ws://127.0.0.1:8765/voice", "http://127.0.0.1/"),
+            "bots.support.url",
+            "not a ws:// or wss:// URL",
+        );
+        has_error(
+            &BOTS.replace("ws://127.0.0.1:8765/voice", "ws://user:pw@127.0.0.1/"),
+            "bots.support.url",
+            "credentials",
+        );
+        has_error(
+            &BOTS.replace("url = 'ws://127.0.0.1:8765/voice'\n", ""),
+            "bots.support.url",
+            "missing",
+        );
+        has_error(
+            &BOTS.replace("max_s = 600", "max_s = 0"),
+            "bots.support.max_s",
+            "out of range",
+        );
+        has_error(
+            &BOTS.replace("when_done = 'hangup'", "when_done = 'nothing'"),
+            "bots.support.when_done",
+            "is not one of transfer, hangup",
+        );
+        has_error(
+            &BOTS.replace(
+                "sales = 'PJSIP/4438100@AVAYA-endpoint'",
+                "sales = '4438100'",
+            ),
+            "transfer.to.sales",
+            "is not TECH/resource",
+        );
+        has_error(
+            &BOTS.replace("sales = 'PJSIP/4438100@AVAYA-endpoint'", "sales = 3"),
+            "transfer.to.sales",
+            "must be a string",
+        );
+        has_error(
+            &BOTS.replace("[bots.care]", "[bots.echo]"),
+            "bots.echo",
+            "not \"echo\"",
+        );
+        has_error(
+            &BOTS.replace("control = 'plain-text'", "control = 'xml'"),
+            "bots.care.control",
+            "is not one of json, plain-text",
+        );
+        has_error(
+            &format!("{BOTS}[bots.x]\nurl = 'ws://h/'\ntoken_env = 'VB1_NOT_SET_ANYWHERE'\n"),
+            "bots.x.token_env",
+            "is not set",
+        );
+        has_error(
+            "[ari]\npassword = 'x'\n[bots]\nsupport = 'ws://h/'\n",
+            "bots.support",
+            "must be a [bots.NAME] table",
+        );
+    }
+
+    #[test]
+    fn a_bot_token_file_readable_by_others_is_refused_and_a_private_one_is_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("vb1-bot-token-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let text = format!(
+            "{BOTS}[bots.x]\nurl = 'ws://h/'\ntoken_file = '{}'\n",
+            path.display()
+        );
+        has_error(&text, "bots.x.token_file", "chmod 600");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::parse(&text, "t.toml", &ENV).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            c.bots.bots["x"].token.as_ref().map(Secret::expose),
+            Some("s3cret")
+        );
+        assert!(
+            !format!("{:?}", c.bots.bots["x"]).contains("s3cret"),
+            "a token in Debug output"
+        );
     }
 }

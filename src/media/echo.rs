@@ -270,7 +270,7 @@ impl Session for Echo {
     fn finish(self: Box<Self>) -> String {
         let counts = self.counts();
         drop(self);
-        metrics::bot_session_ended(&metrics::EchoSession {
+        metrics::echo_session_ended(&metrics::EchoSession {
             received: counts.rx_packets,
             sent: counts.tx_packets,
             dropped: [counts.dropped_foreign, counts.dropped_garbage],

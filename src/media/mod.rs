@@ -20,12 +20,14 @@
 //! Architecture invariant: `media` knows nothing about calls, ARI or the configuration file; it
 //! imports only the leaf modules (`audio`, `net`, `bot`'s codecs).
 
+pub mod bot;
 mod echo;
 mod pool;
 mod rtp;
 
 use std::net::SocketAddr;
 
+pub use bot::{BotBridge, BotEvent, BotSpec};
 pub use echo::{Echo, EchoCounts};
 pub use pool::{BindFailure, SocketLease, SocketPool};
 pub use rtp::looks_like_rtp;

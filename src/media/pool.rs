@@ -202,6 +202,27 @@ impl SocketLease {
     /// Sends the socket an empty datagram from this host, so that a `recv` blocked on it returns.
     /// The socket must not be connected to another address (the kernel would drop it).
     pub(super) fn interrupt_recv(&self) {
+        self.poker().poke();
+    }
+
+    /// What wakes the thread reading this socket, without holding the socket (so the lease can
+    /// go back to the pool meanwhile: a poke then reaches whoever has the port, and is ignored).
+    pub(super) fn poker(&self) -> Poker {
+        Poker {
+            pool: Arc::clone(&self.pool),
+            port: self.port,
+        }
+    }
+}
+
+/// Sends an empty datagram to a port of the pool (see [`SocketLease::poker`]).
+pub(super) struct Poker {
+    pool: Arc<PoolInner>,
+    port: u16,
+}
+
+impl Poker {
+    pub(super) fn poke(&self) {
         let target = SocketAddr::new(self.pool.reach, self.port);
         let sent = match &self.pool.waker {
             Some(waker) => waker.send_to(&[], target),
@@ -209,7 +230,7 @@ impl SocketLease {
                 .and_then(|w| w.send_to(&[], target)),
         };
         if let Err(e) = sent {
-            log::debug!("cannot wake the echo on port {}: {e}", self.port);
+            log::debug!("cannot wake the thread on port {}: {e}", self.port);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! What the echo needs to know about RTP: whether a datagram looks like a packet, and how to write
-//! one of silence.
+//! What the echo and the bot bridge need to know about RTP: whether a datagram looks like a
+//! packet, where its payload is, and how to write a header (or a packet of silence).
 
 /// Size of the fixed RTP header.
 pub const HEADER: usize = 12;
@@ -34,13 +34,42 @@ pub fn write_packet(
     len: usize,
 ) -> usize {
     let total = (HEADER + len).min(buf.len());
+    write_header(buf, payload_type, false, seq, timestamp, ssrc);
+    buf[HEADER..total].fill(fill);
+    total
+}
+
+/// Writes the fixed RTP header (version 2, no padding, extension or CSRC) into `buf[..12]`;
+/// `marker` flags the first packet of a talk spurt.
+pub fn write_header(
+    buf: &mut [u8],
+    payload_type: u8,
+    marker: bool,
+    seq: u16,
+    timestamp: u32,
+    ssrc: u32,
+) {
     buf[0] = 0x80;
-    buf[1] = payload_type & 0x7f;
+    buf[1] = (payload_type & 0x7f) | if marker { 0x80 } else { 0 };
     buf[2..4].copy_from_slice(&seq.to_be_bytes());
     buf[4..8].copy_from_slice(&timestamp.to_be_bytes());
     buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    buf[HEADER..total].fill(fill);
-    total
+}
+
+/// The payload of a packet that passed [`looks_like_rtp`]: after the CSRCs and any header
+/// extension, before any padding; `None` when the padding claims more than there is.
+pub fn payload(p: &[u8]) -> Option<&[u8]> {
+    let csrc = usize::from(p.first()? & 0x0f);
+    let mut start = HEADER + 4 * csrc;
+    if p[0] & 0x10 != 0 {
+        let words = usize::from(u16::from_be_bytes([*p.get(start + 2)?, *p.get(start + 3)?]));
+        start += 4 + 4 * words;
+    }
+    let mut end = p.len();
+    if p[0] & 0x20 != 0 {
+        end = end.checked_sub(usize::from(*p.last()?))?;
+    }
+    p.get(start..end)
 }
 
 #[cfg(test)]
@@ -84,6 +113,22 @@ mod tests {
                 let _ = looks_like_rtp(&bytes);
             }
         }
+    }
+
+    #[test]
+    fn the_payload_skips_csrcs_and_extension_and_drops_padding() {
+        let p = rtp(1);
+        assert_eq!(payload(&p), Some(&p[12..]));
+        let mut ext = rtp(1)[..12].to_vec();
+        ext[0] = 0x91; // extension, one CSRC
+        ext.extend_from_slice(&[0, 0, 0, 9, 0xbe, 0xde, 0, 1, 7, 7, 7, 7, 1, 2, 3]);
+        assert_eq!(payload(&ext), Some(&[1u8, 2, 3][..]));
+        let mut padded = rtp(1);
+        padded[0] |= 0x20;
+        *padded.last_mut().unwrap() = 4;
+        assert_eq!(payload(&padded).map(<[u8]>::len), Some(156));
+        *padded.last_mut().unwrap() = 255;
+        assert_eq!(payload(&padded), None, "padding longer than the payload");
     }
 
     #[test]

@@ -32,6 +32,7 @@ mod scrape;
 pub mod server;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use exposition::HistogramSnapshot;
@@ -64,6 +65,10 @@ macro_rules! label_set {
         }
     };
 }
+
+mod bots;
+
+pub use bots::{BotDropped, BotFailure, BotOutcome, BotRequest};
 
 label_set! {
     /// How a call ended, as `voicebot1_calls_ended_total{outcome}`: one value per kind of "ended
@@ -286,6 +291,8 @@ pub struct Registry {
     echo_received: AtomicU64,
     echo_sent: AtomicU64,
     echo_dropped: [AtomicU64; Dropped::ALL.len()],
+    /// The WebSocket bots, registered once at start-up.
+    bots: OnceLock<bots::Bots>,
 }
 
 impl Default for Registry {
@@ -306,7 +313,18 @@ impl Registry {
             echo_received: AtomicU64::new(0),
             echo_sent: AtomicU64::new(0),
             echo_dropped: [const { AtomicU64::new(0) }; Dropped::ALL.len()],
+            bots: OnceLock::new(),
         }
+    }
+
+    /// Names the WebSocket bots (their index is their position) and the bad-message kinds
+    /// their codecs report; once, at start-up (a second call changes nothing).
+    pub fn register_bots(&self, names: Vec<String>, bad_kinds: &'static [&'static str]) {
+        let _ = self.bots.set(bots::Bots::new(names, bad_kinds));
+    }
+
+    fn bot(&self, bot: usize) -> Option<&bots::BotStats> {
+        self.bots.get()?.get(bot)
     }
 
     pub fn call_ended(&self, outcome: Outcome) {
@@ -321,7 +339,7 @@ impl Registry {
         self.not_taken[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn bot_session_ended(&self, echo: &EchoSession) {
+    pub fn echo_session_ended(&self, echo: &EchoSession) {
         self.bot_sessions.fetch_add(1, Ordering::Relaxed);
         self.echo_received
             .fetch_add(echo.received, Ordering::Relaxed);
@@ -364,7 +382,7 @@ pub fn call_not_taken(reason: NotTaken) {
     METRICS.call_not_taken(reason);
 }
 
-/// What one echo session counted, for [`bot_session_ended`].
+/// What one echo session counted, for [`echo_session_ended`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EchoSession {
     /// RTP packets received from Asterisk.
@@ -375,9 +393,58 @@ pub struct EchoSession {
     pub dropped: [u64; Dropped::ALL.len()],
 }
 
-/// A bot session ended (the "bot media ended on port N" line) with these echo counts.
-pub fn bot_session_ended(echo: &EchoSession) {
-    METRICS.bot_session_ended(echo);
+/// An echo session ended (the "bot media ended on port N" line) with these counts.
+pub fn echo_session_ended(echo: &EchoSession) {
+    METRICS.echo_session_ended(echo);
+}
+
+/// A WebSocket bot (`bot`: its registered index) connected after `took`.
+pub fn bot_connected(bot: usize, took: Duration) {
+    if let Some(b) = METRICS.bot(bot) {
+        b.connected(took);
+    }
+}
+
+/// A WebSocket bot's session failed.
+pub fn bot_failed(bot: usize, why: BotFailure) {
+    if let Some(b) = METRICS.bot(bot) {
+        b.failed(why);
+    }
+}
+
+/// A WebSocket bot's session ended, with the frames it carried and dropped.
+pub fn bot_session_ended(
+    bot: usize,
+    outcome: BotOutcome,
+    to_bot: u64,
+    from_bot: u64,
+    dropped: &[u64; BotDropped::ALL.len()],
+) {
+    METRICS.bot_sessions.fetch_add(1, Ordering::Relaxed);
+    if let Some(b) = METRICS.bot(bot) {
+        b.ended(outcome, to_bot, from_bot, dropped);
+    }
+}
+
+/// A WebSocket bot session's playout queue grew or shrank by `delta` frames.
+pub fn bot_queue_changed(bot: usize, delta: i64) {
+    if let Some(b) = METRICS.bot(bot) {
+        b.queue_changed(delta);
+    }
+}
+
+/// A WebSocket bot asked its call for something.
+pub fn bot_request(bot: usize, request: BotRequest) {
+    if let Some(b) = METRICS.bot(bot) {
+        b.request(request);
+    }
+}
+
+/// A WebSocket bot's message was skipped; `kind`: its index in the registered kinds.
+pub fn bot_bad_message(bot: usize, kind: usize) {
+    if let Some(b) = METRICS.bot(bot) {
+        b.bad_message(kind);
+    }
 }
 
 /// One ARI REST request (each try of a retried one) came out as `class` after `took`.
@@ -683,8 +750,8 @@ mod tests {
             sent: 349,
             dropped: [2, 1],
         };
-        r.bot_session_ended(&echo);
-        r.bot_session_ended(&echo);
+        r.echo_session_ended(&echo);
+        r.echo_session_ended(&echo);
         let text = render(&r, &live());
         assert_eq!(value(&text, "voicebot1_bot_sessions_total"), Some(2.0));
         assert_eq!(

@@ -225,7 +225,7 @@ pub fn render(r: &Registry, live: &Live) -> String {
     w.family(
         "voicebot1_bot_sessions_total",
         Kind::Counter,
-        "Bot (echo) sessions ended; the echo packet counters grow when a session ends.",
+        "Sessions with a bot ended (the echo or a WebSocket bot); the echo packet counters grow when an echo session ends.",
     );
     w.sample("voicebot1_bot_sessions_total", &[], load(&r.bot_sessions));
     w.family(
@@ -255,6 +255,10 @@ pub fn render(r: &Registry, live: &Live) -> String {
             &[("reason", d.label())],
             load(&r.echo_dropped[*d as usize]),
         );
+    }
+
+    if let Some(bots) = r.bots.get() {
+        bots.render(&mut w);
     }
 
     w.family(

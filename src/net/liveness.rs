@@ -55,6 +55,16 @@ impl Liveness {
         now.saturating_duration_since(self.last_heard.max(self.last_ping)) >= self.interval
     }
 
+    /// When [`due_ping`](Self::due_ping) or [`dead`](Self::dead) may next change: for a caller
+    /// that sleeps until then.
+    pub fn next_check(&self, _now: Instant) -> Instant {
+        let ping = self.last_heard.max(self.last_ping) + self.interval;
+        match self.unanswered_since {
+            Some(since) => ping.min(since + self.pong_timeout),
+            None => ping,
+        }
+    }
+
     /// `Some(silence)`, how long nothing has been heard, once a ping has gone unanswered for
     /// `pong_timeout`: the connection is dead.
     pub fn dead(&self, now: Instant) -> Option<Duration> {

@@ -15,17 +15,21 @@ mod perform;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 
 use crossbeam_channel::Sender;
 use log::{debug, error, info, warn};
 
 use crate::ari::HangupReason;
-use crate::call::{Action, Adopted, Call, End, Input, Phase};
-use crate::dispatch::{CallEvent, CallMsg, Handler, NewCaller};
+use crate::audio::Format;
+use crate::bot::{self, Opening, StreamIds};
+use crate::call::{Action, Adopted, BotRules, BotSays, Call, End, Input, Phase};
+use crate::config::{AfterBot, BotConfig, Named};
+use crate::dispatch::{CallEvent, CallMsg, Handler, NewCaller, Scheduler};
 use crate::ids::{CallId, Role};
-use crate::media::Session;
+use crate::media::{BotEvent, BotSpec, Session};
+use crate::metrics::{self, BotRequest};
 use crate::shared::{Counters, HangUp, Shared};
 use crate::timer::TimerRequest;
 use perform::pin_peer;
@@ -50,6 +54,38 @@ pub struct ActiveCall {
     /// Asterisk's end of the caller's RTP, read during set-up on Asterisk before 18.21/20.6 only
     /// (to wake the caller's channel while its `addChannel` waits).
     caller_rtp: Option<SocketAddr>,
+    /// The WebSocket bot this caller talks to (`None`: the echo), and what its session opens
+    /// with (taken when the session starts).
+    bot: Option<Arc<BotSpec>>,
+    opening: Option<Opening>,
+    /// What the bot's end means (its `when_done` and `on_failure`).
+    rules: Option<BotRules>,
+}
+
+impl ActiveCall {
+    /// A call with nothing of its own outside Asterisk yet.
+    fn new(call: Call, caller_number: String, caller_name: String) -> ActiveCall {
+        ActiveCall {
+            call,
+            started: Instant::now(),
+            caller_number,
+            caller_name,
+            dest_name: None,
+            media: None,
+            dialing_since: None,
+            without_bot: false,
+            entered: None,
+            caller_rtp: None,
+            bot: None,
+            opening: None,
+            rules: None,
+        }
+    }
+
+    /// The format of the call's externalMedia channel: the bot's, or the echo's `[media] format`.
+    fn media_format(&self, echo: Format) -> Format {
+        self.bot.as_ref().map_or(echo, |b| b.format)
+    }
 }
 
 /// What every worker runs: turns a call's mail into state machine inputs and performs the
@@ -57,6 +93,9 @@ pub struct ActiveCall {
 pub struct CallHandler {
     shared: Arc<Shared>,
     timers: Sender<TimerRequest>,
+    /// The calls' mailboxes, where a bot session posts what its bot says (weak: the mailboxes
+    /// hold the sessions).
+    calls: Weak<Scheduler<ActiveCall>>,
 }
 
 impl Handler<ActiveCall> for CallHandler {
@@ -145,19 +184,10 @@ impl CallHandler {
                     .registry
                     .lock()
                     .insert(id.clone(), Phase::Transfer);
-                let dialing_since = (how == Adopted::DestRinging).then(Instant::now);
-                *state = Some(ActiveCall {
-                    call,
-                    started: Instant::now(),
-                    caller_number: caller.caller.number,
-                    caller_name: caller.name,
-                    dest_name,
-                    media: None,
-                    dialing_since,
-                    without_bot: false,
-                    entered: None,
-                    caller_rtp: None,
-                });
+                let mut live = ActiveCall::new(call, caller.caller.number, caller.name);
+                live.dest_name = dest_name;
+                live.dialing_since = (how == Adopted::DestRinging).then(Instant::now);
+                *state = Some(live);
                 self.perform_all(id, state, actions);
             }
             CallMsg::Shutdown => {
@@ -167,6 +197,7 @@ impl CallHandler {
                 }
             }
             CallMsg::Drain => self.drive(id, state, Input::Drain),
+            CallMsg::Bot(event) => self.on_bot(id, state, event),
             CallMsg::Handover => match state.take() {
                 Some(live) if live.call.can_hand_over() => {
                     let phase = live.call.phase();
@@ -192,8 +223,16 @@ impl CallHandler {
         }
     }
 
-    pub fn new(shared: Arc<Shared>, timers: Sender<TimerRequest>) -> CallHandler {
-        CallHandler { shared, timers }
+    pub fn new(
+        shared: Arc<Shared>,
+        timers: Sender<TimerRequest>,
+        calls: Weak<Scheduler<ActiveCall>>,
+    ) -> CallHandler {
+        CallHandler {
+            shared,
+            timers,
+            calls,
+        }
     }
 
     fn on_event(&self, id: &CallId, state: &mut Option<ActiveCall>, event: CallEvent) {
@@ -277,37 +316,163 @@ impl CallHandler {
         let NewCaller {
             channel,
             entered,
-            args: _,
+            args,
         } = caller;
         let mut policy = self.shared.policy();
+        let (ws_bot, params) = self.choose_bot(id, &args);
+        let ws_bot = ws_bot.filter(|_| bot);
         if !bot {
             policy.on_pool_exhausted = crate::config::PoolExhausted::Transfer;
+        }
+        let rules = ws_bot.as_ref().map(|b| BotRules {
+            when_done: b.when_done,
+            on_failure: b.on_failure,
+        });
+        if let Some(b) = &ws_bot {
+            policy.media_phase = b.max;
+            policy.bot = rules;
         }
         let (mut call, mut actions) = Call::start(policy);
         if self.shared.draining.load(Ordering::SeqCst) {
             actions.extend(call.on(Input::Drain));
         }
         let from = if channel.caller.number.is_empty() {
-            "unknown".to_string()
+            "unknown"
         } else {
-            channel.caller.number.clone()
+            channel.caller.number.as_str()
         };
-        info!("call {id}: inbound from {from} on {}", channel.name);
+        let with = ws_bot
+            .as_ref()
+            .map_or(String::new(), |b| format!(" for bot {}", b.name));
+        info!("call {id}: inbound from {from} on {}{with}", channel.name);
         Counters::bump(&self.shared.counters.calls);
         self.shared.registry.lock().insert(id.clone(), Phase::Setup);
-        *state = Some(ActiveCall {
-            call,
-            started: Instant::now(),
-            caller_number: channel.caller.number,
-            caller_name: channel.name,
-            dest_name: None,
-            media: None,
-            dialing_since: None,
-            without_bot: !bot,
-            entered,
-            caller_rtp: None,
-        });
+        let exten = channel
+            .dialplan
+            .as_ref()
+            .map(|d| d.exten.clone())
+            .unwrap_or_default();
+        let mut live = ActiveCall::new(call, channel.caller.number.clone(), channel.name.clone());
+        live.without_bot = !bot;
+        live.entered = entered;
+        if let Some(b) = ws_bot {
+            live.bot = self.shared.bots.spec(&b.name);
+            live.rules = rules;
+            live.opening = Some(Opening {
+                call_id: id.0.clone(),
+                bot: b.name.clone(),
+                channel_name: channel.name,
+                caller_number: channel.caller.number,
+                caller_name: channel.caller.name,
+                exten,
+                params,
+                ids: StreamIds::from_seed(random_seed(&id.0)),
+            });
+        }
+        *state = Some(live);
         self.perform_all(id, state, actions);
+    }
+
+    /// The bot the dialplan asked for (`bot=NAME` among the Stasis arguments; else `[bot]
+    /// default`), and the other `key=value` arguments, for the bot. `None`: the echo.
+    fn choose_bot(
+        &self,
+        id: &CallId,
+        args: &[String],
+    ) -> (Option<Arc<BotConfig>>, Vec<(String, String)>) {
+        let bots = &self.shared.config.bots;
+        let mut chosen = bots.default.clone();
+        let mut params = Vec::new();
+        for arg in args.iter().take(MAX_PARAMS) {
+            let Some((key, value)) = arg.split_once('=') else {
+                debug!("call {id}: Stasis argument {arg:?} is not key=value; ignored");
+                continue;
+            };
+            if key == "bot" {
+                match bots.named(value) {
+                    Named::Echo => chosen = None,
+                    Named::Bot(bot) => chosen = Some(Arc::clone(bot)),
+                    Named::Unknown => {
+                        warn!(
+                            "call {id}: the dialplan asks for bot {}, which is not configured; {}",
+                            bot::Snippet::of(value),
+                            bots.default.as_ref().map_or(
+                                "the echo instead".to_string(),
+                                |b| format!("bot {} instead", b.name)
+                            )
+                        )
+                    }
+                }
+            } else if !key.is_empty()
+                && key.len() <= MAX_PARAM_BYTES
+                && value.len() <= MAX_PARAM_BYTES
+            {
+                params.push((key.to_string(), value.to_string()));
+            }
+        }
+        if args.len() > MAX_PARAMS {
+            warn!(
+                "call {id}: {} Stasis arguments; only the first {MAX_PARAMS} are read",
+                args.len()
+            );
+        }
+        (chosen, params)
+    }
+
+    /// What the call's bot said or how its session ended: a log line, a count, and an input for
+    /// the state machine (a transfer only to a destination `[transfer.to]` lists).
+    fn on_bot(&self, id: &CallId, state: &mut Option<ActiveCall>, event: BotEvent) {
+        let Some(live) = state.as_ref() else { return };
+        let (Some(bot), Some(rules)) = (live.bot.clone(), live.rules) else {
+            return;
+        };
+        let (name, idx) = (bot.name.as_str(), bot.metrics);
+        let with_bot = matches!(live.call.phase(), Phase::Setup | Phase::Media);
+        let said = match event {
+            BotEvent::Connected(took) => {
+                info!("call {id}: bot {name} connected in {} ms", took.as_millis());
+                return;
+            }
+            BotEvent::Transfer(None) => {
+                metrics::bot_request(idx, BotRequest::Transfer);
+                info!("call {id}: bot {name} asked for the transfer");
+                BotSays::Transfer(None)
+            }
+            BotEvent::Transfer(Some(to)) => match self.shared.config.transfer.to.get(&to) {
+                Some(endpoint) => {
+                    metrics::bot_request(idx, BotRequest::Transfer);
+                    info!("call {id}: bot {name} asked for transfer to {to}");
+                    BotSays::Transfer(Some(endpoint.clone()))
+                }
+                None => {
+                    metrics::bot_request(idx, BotRequest::RefusedTransfer);
+                    Counters::bump(&self.shared.counters.refused_transfers);
+                    warn!(
+                        "call {id}: bot {name} asked for transfer to {}, which [transfer.to] does not list: refused, the caller stays with the bot",
+                        bot::Snippet::of(&to)
+                    );
+                    return;
+                }
+            },
+            BotEvent::Hangup => {
+                metrics::bot_request(idx, BotRequest::Hangup);
+                info!("call {id}: bot {name} asked to hang up");
+                BotSays::Hangup
+            }
+            BotEvent::Done => {
+                if with_bot {
+                    info!("call {id}: bot {name} closed: {}", after(rules.when_done));
+                }
+                BotSays::Done
+            }
+            BotEvent::Failed(why) => {
+                if with_bot {
+                    warn!("call {id}: bot {name} {why}: {}", after(rules.on_failure));
+                }
+                BotSays::Failed
+            }
+        };
+        self.drive(id, state, Input::Bot(said));
     }
 
     /// Feeds one input to a call and performs the resulting actions.
@@ -373,4 +538,36 @@ fn describe_dialstatus(status: &str) -> String {
         "CHANUNAVAIL" => "unavailable".into(),
         other => other.to_lowercase(),
     }
+}
+
+/// Stasis arguments read per call, and the longest key or value passed to a bot.
+const MAX_PARAMS: usize = 32;
+const MAX_PARAM_BYTES: usize = 256;
+
+/// What the caller gets after the bot, in the log's words.
+fn after(next: AfterBot) -> &'static str {
+    match next {
+        AfterBot::Transfer => "transferring",
+        AfterBot::Hangup => "hanging up",
+    }
+}
+
+/// A seed for a call's stream ids (Twilio's SIDs must differ between calls; they need no
+/// cryptographic strength): the call id and the clock through the standard library's randomly
+/// keyed hasher.
+fn random_seed(call: &str) -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let half = |salt: u64| {
+        let mut h = state.build_hasher();
+        h.write(call.as_bytes());
+        h.write_u64(salt);
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    };
+    (u128::from(half(1)) << 64) | u128::from(half(2))
 }

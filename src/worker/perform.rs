@@ -17,8 +17,9 @@ use crate::ari::rest::Originate;
 use crate::ari::{AriClient, AriError, Channel, ErrorKind};
 use crate::backoff::Backoff;
 use crate::call::{Action, Failure, Input, Step, Timer};
+use crate::dispatch::CallMsg;
 use crate::ids::{CallId, Role};
-use crate::media::{Echo, Session};
+use crate::media::{BotBridge, BotEvent, Echo, Session, SocketLease};
 use crate::shared::Counters;
 
 /// The dialplan context of the hang-up handlers that link a connected call's legs
@@ -93,8 +94,9 @@ impl CallHandler {
         }
     }
 
-    /// A socket from the pool and the echo thread on it; none while stopping or for a call
-    /// admission control let in without the bot.
+    /// A socket from the pool and the media session on it (the call's WebSocket bot, which
+    /// starts connecting now, or the echo); none while stopping or for a call admission control
+    /// let in without the bot.
     fn lease_socket(&self, id: &CallId, live: &mut ActiveCall) -> Input {
         let shared = &*self.shared;
         let cfg = &shared.config;
@@ -118,13 +120,13 @@ impl CallHandler {
                 );
                 None
             }
-            Some(lease) => match Echo::start(lease, cfg.media.asterisk_host, &id.0) {
-                Ok(echo) => {
-                    debug!("call {id}: leased port {}", echo.port());
-                    Some(Box::new(echo) as Box<dyn Session>)
+            Some(lease) => match self.start_session(id, live, lease) {
+                Ok(session) => {
+                    debug!("call {id}: leased port {}", session.port());
+                    Some(session)
                 }
                 Err(e) => {
-                    warn!("call {id}: cannot start the echo thread ({e}); treated as no free port");
+                    warn!("call {id}: cannot start the media session's thread ({e}); treated as no free port");
                     None
                 }
             },
@@ -132,6 +134,33 @@ impl CallHandler {
         let leased = echo.is_some();
         live.media = echo;
         Input::Leased(leased)
+    }
+
+    /// The call's bot bridge, or the echo, on `lease`'s socket.
+    fn start_session(
+        &self,
+        id: &CallId,
+        live: &mut ActiveCall,
+        lease: SocketLease,
+    ) -> std::io::Result<Box<dyn Session>> {
+        let asterisk_host = self.shared.config.media.asterisk_host;
+        let (Some(spec), Some(opening)) = (live.bot.clone(), live.opening.take()) else {
+            return Ok(Box::new(Echo::start(lease, asterisk_host, &id.0)?));
+        };
+        // What the bot says goes into the call's mailbox, behind what came before it.
+        let (calls, call) = (self.calls.clone(), id.clone());
+        let notify = Box::new(move |event: BotEvent| {
+            if let Some(calls) = calls.upgrade() {
+                calls.post(call.clone(), CallMsg::Bot(event));
+            }
+        });
+        Ok(Box::new(BotBridge::start(
+            lease,
+            asterisk_host,
+            spec,
+            opening,
+            notify,
+        )?))
     }
 
     /// Adds one party: the caller of a call without the bot, or the destination.
@@ -173,7 +202,7 @@ impl CallHandler {
             .media
             .as_ref()
             .filter(|_| late)
-            .map(|e| e.wake_asterisk(shared.config.media.format));
+            .map(|e| e.wake_asterisk(live.media_format(shared.config.media.format)));
         let add = || {
             shared
                 .ari
@@ -218,6 +247,7 @@ impl CallHandler {
             );
         };
         let host = host_port(&cfg.media.advertise_host, port);
+        let format = live.media_format(cfg.media.format);
         let media = ids.channel(id, Role::Media);
         let name = format!("voicebot1 call {id}");
         // On Asterisk before 18.21/20.6, also where the caller's RTP arrives, to wake the
@@ -237,8 +267,7 @@ impl CallHandler {
                 .name("bridge-request".into())
                 .stack_size(REQUEST_THREAD_STACK)
                 .spawn_scoped(scope, bridge_side);
-            let made_media =
-                ari.external_media(&media, &cfg.ari.app, &host, cfg.media.format.name());
+            let made_media = ari.external_media(&media, &cfg.ari.app, &host, format.name());
             let bridge_side = match bridge_request {
                 Ok(handle) => handle.join().unwrap_or_else(|_| {
                     let panicked = ErrorKind::Transport("its request thread panicked".into());
@@ -341,15 +370,19 @@ impl CallHandler {
         };
         let dest = self.shared.ids.channel(id, Role::Dest);
         let app_args = format!("transfer,{id}");
+        let endpoint = live
+            .call
+            .destination()
+            .unwrap_or(&cfg.transfer.endpoint)
+            .to_string();
         info!(
-            "call {id}: transferring to {} after {:.1} s",
-            cfg.transfer.endpoint,
+            "call {id}: transferring to {endpoint} after {:.1} s",
             in_call.as_secs_f64()
         );
         live.dialing_since = Some(Instant::now());
         let result = self.shared.ari.originate(&Originate {
             channel_id: &dest,
-            endpoint: &cfg.transfer.endpoint,
+            endpoint: &endpoint,
             app: &cfg.ari.app,
             app_args: &app_args,
             caller_id: &caller_id,
