@@ -379,6 +379,10 @@ struct SessionThread<'a> {
     liveness: Option<Liveness>,
     /// Caller frames read before the bot was connected, sent once it is.
     held: VecDeque<Vec<u8>>,
+    /// Caller audio short of a whole 20 ms frame.
+    carry: Vec<u8>,
+    /// slin16: the payload type of Asterisk's audio is known.
+    audio_type_learned: bool,
     max_held: usize,
     /// The generation of `Control` last taken.
     seen: u64,
@@ -472,6 +476,8 @@ impl<'a> SessionThread<'a> {
             playout,
             liveness: None,
             held: VecDeque::new(),
+            carry: Vec::new(),
+            audio_type_learned: false,
             max_held,
             seen: u64::MAX,
             peer: None,
@@ -569,22 +575,42 @@ impl<'a> SessionThread<'a> {
             let Some(payload) = rtp::payload(packet) else {
                 continue;
             };
+            let (start, len) = (payload.as_ptr() as usize - packet.as_ptr() as usize, payload.len());
             let payload_type = packet[1] & 0x7f;
-            // Asterisk's RFC 2833 key events and comfort noise are not audio: keys reach the bot
-            // from ARI's DTMF events.
-            if payload.len() != self.spec.format.frame_bytes()
-                || payload_type >= 96
-                    && payload_type != self.rtp.payload_type
-                    && self.spec.format != Format::Slin16
-            {
+            if !self.is_audio(payload_type, len) {
                 continue;
             }
-            if self.spec.format == Format::Slin16 || payload_type < 96 {
-                self.rtp.payload_type = payload_type;
+            // Asterisk sends what the caller's side framed (20 ms, 30 ms …): the bot gets 20 ms
+            // frames, as Twilio sends them; a remainder waits for the next packet.
+            let frame = self.spec.format.frame_bytes();
+            if self.carry.is_empty() && len == frame {
+                let whole = self.scratch[start..start + len].to_vec();
+                self.caller_frame(whole);
+                continue;
             }
-            let payload = payload.to_vec();
-            self.caller_frame(payload);
+            self.carry.extend_from_slice(&self.scratch[start..start + len]);
+            while self.carry.len() >= frame {
+                let rest = self.carry.split_off(frame);
+                let whole = std::mem::replace(&mut self.carry, rest);
+                self.caller_frame(whole);
+            }
         }
+    }
+
+    /// Whether a packet from Asterisk is the call's audio: G.711 has its static payload type;
+    /// slin16 a dynamic one, learned from the first packet that can be audio. RFC 2833 key
+    /// events and comfort noise are not (keys reach the bot from ARI's DTMF events).
+    fn is_audio(&mut self, payload_type: u8, len: usize) -> bool {
+        let format = self.spec.format;
+        if format != Format::Slin16 {
+            return payload_type == format.payload_type() && len > 0;
+        }
+        let fits = payload_type >= 96 && len >= 32 && len % 2 == 0;
+        if fits && !self.audio_type_learned {
+            self.audio_type_learned = true;
+            self.rtp.payload_type = payload_type;
+        }
+        fits && payload_type == self.rtp.payload_type
     }
 
     fn caller_frame(&mut self, payload: Vec<u8>) {
