@@ -2,18 +2,22 @@
 //!
 //! Besides the file (checked before this runs), it asks the configured Asterisk, one check a line:
 //! the credentials, the version, the modules the call flow needs, whether the Stasis application
-//! name is free, whether the transfer endpoint exists, and whether the UDP port range and the
+//! name is free, whether the transfer endpoint and the `[transfer.to]` destinations exist; it
+//! connects to every configured bot (the WebSocket handshake only); and whether the UDP port
+//! range and the
 //! metrics address are free on this host. Each check is independent where it can be, so one run shows every problem; a check
 //! that needs ARI is failed (not skipped) when ARI cannot be reached.
 
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::time::Instant;
 
 use std::sync::Arc;
 
 use crate::ari::rest::Unobserved;
 use crate::ari::{AriClient, AsteriskVersion, ErrorKind, Support};
-use crate::config::Config;
+use crate::config::{BotConfig, Config};
+use crate::net::{tls, ws};
 
 /// Modules the call flow uses: ARI over HTTP and WebSocket, Stasis, bridges, channels (and
 /// externalMedia, which lives in `res_ari_channels`), and the UnicastRTP channel driver behind
@@ -120,6 +124,28 @@ pub fn run(config: &Config) -> Vec<Check> {
             Some((tech, resource)) => endpoint_outcome(&ari, &tech, &resource),
         },
     });
+    for (name, endpoint) in &config.transfer.to {
+        checks.push(Check {
+            name: "transfer destination",
+            outcome: match endpoint_of(endpoint) {
+                None => Outcome::Skip(format!(
+                    "{name} = {endpoint} is not a device endpoint (nothing to look up)"
+                )),
+                Some(_) if !reachable => unreachable(),
+                Some((tech, resource)) => match endpoint_outcome(&ari, &tech, &resource) {
+                    Outcome::Pass(m) => Outcome::Pass(format!("{name}: {m}")),
+                    Outcome::Fail(m) => Outcome::Fail(format!("{name}: {m}")),
+                    other => other,
+                },
+            },
+        });
+    }
+    for bot in config.bots.bots.values() {
+        checks.push(Check {
+            name: "bot",
+            outcome: bot_outcome(bot),
+        });
+    }
     checks.push(Check {
         name: "media ports",
         outcome: ports_outcome(config),
@@ -229,6 +255,52 @@ fn ports_outcome(config: &Config) -> Outcome {
                 ports.join(", ")
             ))
         }
+    }
+}
+
+/// Connects to a bot as a call would (TCP, TLS, the upgrade with its token, within
+/// `connect_timeout_ms`), then closes: the handshake only, no call.
+fn bot_outcome(bot: &BotConfig) -> Outcome {
+    let tls = match bot.url.starts_with("wss://") {
+        true => match tls::client_config(bot.ca_file.as_deref()) {
+            Ok(t) => Some(t),
+            Err(e) => return Outcome::Fail(format!("{}: {e}", bot.name)),
+        },
+        false => None,
+    };
+    let auth = bot.token.as_ref().map(|t| format!("Bearer {}", t.expose()));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    let since = Instant::now();
+    let request = ws::Request {
+        url: &bot.url,
+        headers: &headers,
+        tls: tls.as_ref(),
+        per_attempt: bot.connect_timeout,
+        deadline: since + bot.connect_timeout,
+        max_message: 1 << 20,
+    };
+    match ws::connect(&request) {
+        Ok(mut socket) => {
+            let _ = socket.close(None);
+            let _ = socket.flush();
+            Outcome::Pass(format!(
+                "{} ({}, {}): {} answered the upgrade in {} ms",
+                bot.name,
+                bot.dialect.name(),
+                bot.format.name(),
+                bot.url,
+                since.elapsed().as_millis()
+            ))
+        }
+        Err(ws::ConnectError::Status(code @ (401 | 403))) => Outcome::Fail(format!(
+            "{}: {} refused the connection with HTTP {code}; check bots.{}.token_file / token_env",
+            bot.name, bot.url, bot.name
+        )),
+        Err(e) => Outcome::Fail(format!("{}: {}: {e}", bot.name, bot.url)),
     }
 }
 

@@ -575,7 +575,10 @@ impl<'a> SessionThread<'a> {
             let Some(payload) = rtp::payload(packet) else {
                 continue;
             };
-            let (start, len) = (payload.as_ptr() as usize - packet.as_ptr() as usize, payload.len());
+            let (start, len) = (
+                payload.as_ptr() as usize - packet.as_ptr() as usize,
+                payload.len(),
+            );
             let payload_type = packet[1] & 0x7f;
             if !self.is_audio(payload_type, len) {
                 continue;
@@ -588,7 +591,8 @@ impl<'a> SessionThread<'a> {
                 self.caller_frame(whole);
                 continue;
             }
-            self.carry.extend_from_slice(&self.scratch[start..start + len]);
+            self.carry
+                .extend_from_slice(&self.scratch[start..start + len]);
             while self.carry.len() >= frame {
                 let rest = self.carry.split_off(frame);
                 let whole = std::mem::replace(&mut self.carry, rest);
