@@ -609,7 +609,7 @@ impl<'a> SessionThread<'a> {
         if format != Format::Slin16 {
             return payload_type == format.payload_type() && len > 0;
         }
-        let fits = payload_type >= 96 && len >= 32 && len % 2 == 0;
+        let fits = payload_type >= 96 && len >= 32 && len.is_multiple_of(2);
         if fits && !self.audio_type_learned {
             self.audio_type_learned = true;
             self.rtp.payload_type = payload_type;
