@@ -5,6 +5,8 @@
 //! brings the sandbox up and runs them with `--include-ignored --test-threads=1` (they share the
 //! one Asterisk and the destination's SIP port, and each ends by asserting Asterisk is empty).
 
+#[path = "e2e/bots.rs"]
+mod bots;
 #[path = "support/process.rs"]
 mod process;
 #[path = "e2e/sandbox.rs"]
@@ -630,5 +632,311 @@ fn sandbox_health_is_503_while_asterisk_is_stopped_and_200_when_it_is_back() {
         metric(&text, "voicebot1_ari_websocket_reconnects_total") >= 1,
         "{text}"
     );
+    finish(vb);
+}
+
+/// `config_text` with bots: `[bots.NAME]` tables (TOML text), and `sales` in `[transfer.to]`
+/// (the same answering destination, so that a named transfer is heard to work).
+fn bot_config(port_min: u16, port_max: u16, bots: &str) -> String {
+    format!(
+        "{}{bots}\n[transfer.to]\nsales = \"PJSIP/4438007@AVAYA-endpoint\"\n",
+        config_text(port_min, port_max, 7000)
+    )
+}
+
+/// The share of a 1 kHz tone in what the caller received (a-law RTP) in its first `window`.
+fn tone_heard(packets: &[(Duration, Vec<u8>)], window: Duration) -> f64 {
+    let samples: Vec<i16> = packets
+        .iter()
+        .filter(|(t, _)| *t < window)
+        .flat_map(|(_, p)| p.iter().map(|b| bots::alaw_to_linear(*b)))
+        .collect();
+    bots::tone_share(&samples, 1000.0)
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_twilio_reference_bot_hears_the_caller_is_heard_gets_keys_and_its_named_transfer_connects(
+) {
+    use bots::{bot_caller, capture_rtp_to, Bot, Key};
+    require_sandbox();
+    let dir = workdir("bot-twilio");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let bot = Bot::reference(&dir, "twilio", 8781, &[]);
+    let config = bot_config(
+        26600,
+        26619,
+        "[bots.ref]\nurl = \"ws://127.0.0.1:8781/\"\nmax_s = 60\n",
+    );
+    let vb = Voicebot::start(&dir, &config);
+    // Key 1: the reference bot asks for a transfer to "sales".
+    let mut caller = bot_caller(
+        &dir,
+        "ref",
+        "lang=fr,campaign=x",
+        4_000,
+        &[Key {
+            after_ms: 4_000,
+            digit: '1',
+        }],
+        5181,
+        6150,
+    );
+    vb.expect_log("bot ref connected in", Duration::from_secs(10));
+    let heard = capture_rtp_to(&dir, 6150, Duration::from_secs(3));
+    let share = tone_heard(&heard, Duration::from_millis(1400));
+    assert!(share > 0.5, "the caller did not hear the bot's 1 kHz tone (its share of the audio {share:.2}, {} packets)", heard.len());
+
+    let start = bot.expect("start", Duration::from_secs(5), |_| true);
+    let params = &start["start"]["customParameters"];
+    assert_eq!(
+        (
+            params["lang"].as_str(),
+            params["campaign"].as_str(),
+            params["exten"].as_str()
+        ),
+        (Some("fr"), Some("x"), Some("3308488")),
+        "{start}"
+    );
+    assert!(
+        params["call_id"].as_str().is_some_and(|c| !c.is_empty()),
+        "{start}"
+    );
+    bot.expect("first_audio", Duration::from_secs(5), |_| true);
+    let key = bot.expect("dtmf", Duration::from_secs(10), |_| true);
+    assert_eq!(key["digit"], "1", "{key}");
+    vb.expect_log(
+        "bot ref asked for transfer to sales",
+        Duration::from_secs(5),
+    );
+    vb.expect_log(
+        "transferring to PJSIP/4438007@AVAYA-endpoint",
+        Duration::from_secs(5),
+    );
+    vb.expect_log("caller and destination bridged", Duration::from_secs(10));
+    // The bot was told the call left it, and heard the caller all along.
+    bot.expect("stop", Duration::from_secs(5), |_| true);
+    let summary = bot.expect("audio_summary", Duration::from_secs(5), |_| true);
+    assert!(
+        summary["frames"].as_u64().unwrap_or(0) > 150,
+        "the bot heard little of the caller: {summary}"
+    );
+    let ended = vb.expect_log("bot media ended", Duration::from_secs(5));
+    assert!(ended.contains("frames to the bot"), "{ended}");
+    assert!(
+        caller
+            .wait(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "caller SIPp failed:\n{}",
+        sip_messages(&dir, "caller")
+    );
+    vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
+    finish(vb);
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_asterisk_dialect_bot_in_slin16_is_heard_gets_keys_and_its_hangup_ends_the_call() {
+    use bots::{bot_caller, capture_rtp_to, Bot, Key};
+    require_sandbox();
+    let dir = workdir("bot-asterisk");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let bot = Bot::reference(&dir, "asterisk", 8782, &[]);
+    let config = bot_config(
+        26620,
+        26639,
+        "[bots.ast]\nurl = \"ws://127.0.0.1:8782/media\"\nprotocol = \"asterisk\"\nformat = \"slin16\"\nwhen_done = \"hangup\"\n",
+    );
+    let vb = Voicebot::start(&dir, &config);
+    let t0 = Instant::now();
+    // The bot sends HANGUP 5 s in: its end, and when_done hangs the caller up.
+    let mut caller = bot_caller(
+        &dir,
+        "ast",
+        "action=hangup,after_ms=5000",
+        30_000,
+        &[Key {
+            after_ms: 2_500,
+            digit: '9',
+        }],
+        5182,
+        6160,
+    );
+    vb.expect_log("bot ast connected in", Duration::from_secs(10));
+    let heard = capture_rtp_to(&dir, 6160, Duration::from_secs(3));
+    let share = tone_heard(&heard, Duration::from_millis(1400));
+    assert!(
+        share > 0.5,
+        "the caller did not hear the bot's tone in slin16 (share {share:.2}, {} packets)",
+        heard.len()
+    );
+    let start = bot.expect("media_start", Duration::from_secs(5), |_| true);
+    assert_eq!(start["message"]["format"], "slin16", "{start}");
+    assert_eq!(start["message"]["optimal_frame_size"], 640, "{start}");
+    let key = bot.expect("dtmf", Duration::from_secs(10), |_| true);
+    assert_eq!(key["digit"], "9", "{key}");
+    vb.expect_log("bot ast closed: hanging up", Duration::from_secs(10));
+    vb.expect_log("ended (the bot hung up)", Duration::from_secs(5));
+    assert_caller_hung_up(&mut caller, t0, &dir);
+    let summary = bot.expect("audio_summary", Duration::from_secs(5), |_| true);
+    assert!(
+        summary["frames"].as_u64().unwrap_or(0) > 100,
+        "the bot heard little of the caller: {summary}"
+    );
+    finish(vb);
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_a_bot_cannot_dial_an_unlisted_name_its_hangup_works_and_an_unreachable_bot_sends_the_caller_on(
+) {
+    use bots::{bot_caller, Bot};
+    require_sandbox();
+    let dir = workdir("bot-requests");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let _bot = Bot::reference(&dir, "twilio", 8783, &[]);
+    let config = bot_config(
+        26640,
+        26659,
+        "[bots.ref]\nurl = \"ws://127.0.0.1:8783/\"\nmax_s = 5\n\
+         [bots.gone]\nurl = \"ws://127.0.0.1:9/\"\nconnect_timeout_ms = 500\n",
+    );
+    let vb = Voicebot::start(&dir, &config);
+
+    // A transfer to "nowhere": refused and counted, the caller stays until max_s, then the
+    // default destination.
+    let mut caller = bot_caller(
+        &dir,
+        "ref",
+        "action=refused_transfer,after_ms=1000",
+        8_000,
+        &[],
+        5183,
+        6170,
+    );
+    let refused = vb.expect_log("does not list: refused", Duration::from_secs(10));
+    assert!(refused.contains("nowhere"), "{refused}");
+    let transfer = vb.expect_log("transferring to", Duration::from_secs(10));
+    assert!(
+        transfer.contains("PJSIP/4438007@AVAYA-endpoint") && transfer.contains("after 5."),
+        "{transfer}"
+    );
+    vb.expect_log("caller and destination bridged", Duration::from_secs(10));
+    assert!(
+        caller
+            .wait(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "caller SIPp failed:\n{}",
+        sip_messages(&dir, "caller")
+    );
+    vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
+
+    // The hangup extension.
+    let t0 = Instant::now();
+    let mut caller = bot_caller(
+        &dir,
+        "ref",
+        "action=hangup,after_ms=1500",
+        30_000,
+        &[],
+        5184,
+        6171,
+    );
+    vb.expect_log("bot ref asked to hang up", Duration::from_secs(10));
+    vb.expect_log("ended (the bot hung up)", Duration::from_secs(5));
+    assert_caller_hung_up(&mut caller, t0, &dir);
+
+    // Nobody listens: on_failure (transfer) within connect_timeout.
+    let mut caller = bot_caller(&dir, "gone", "", 4_000, &[], 5185, 6172);
+    let failed = vb.expect_log("bot gone unreachable", Duration::from_secs(10));
+    assert!(failed.contains("transferring"), "{failed}");
+    let second = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while vb.count_log(needle) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "no second {needle:?}:\n{}",
+                vb.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    second("caller and destination bridged");
+    assert!(
+        caller
+            .wait(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "caller SIPp failed:\n{}",
+        sip_messages(&dir, "caller")
+    );
+    second("ended (caller hung up)");
+    let metrics = vb.scrape().0;
+    assert_eq!(
+        metric(
+            &metrics,
+            "voicebot1_bot_requests_total{bot=\"ref\",request=\"refused_transfer\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "voicebot1_bot_requests_total{bot=\"ref\",request=\"hangup\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "voicebot1_bot_failures_total{bot=\"gone\",reason=\"unreachable\"}"
+        ),
+        1
+    );
+    finish(vb);
+}
+
+#[test]
+#[ignore = "needs the Asterisk sandbox and pipecat-ai from PyPI: scripts/test.sh runs it"]
+fn sandbox_pipecat_bot_with_its_own_twilio_serializer_hears_the_caller_is_heard_and_its_end_transfers(
+) {
+    use bots::{bot_caller, capture_rtp_to, Bot};
+    require_sandbox();
+    let dir = workdir("bot-pipecat");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let bot = Bot::pipecat(&dir, 8784, &["--end-after-s", "5"]);
+    let config = bot_config(
+        26660,
+        26679,
+        "[bots.pipecat]\nurl = \"ws://127.0.0.1:8784/ws\"\n",
+    );
+    let vb = Voicebot::start(&dir, &config);
+    let mut caller = bot_caller(&dir, "pipecat", "lang=en", 9_000, &[], 5186, 6173);
+    vb.expect_log("bot pipecat connected in", Duration::from_secs(10));
+    let heard = capture_rtp_to(&dir, 6173, Duration::from_secs(3));
+    let share = tone_heard(&heard, Duration::from_millis(1400));
+    assert!(
+        share > 0.5,
+        "the caller did not hear the pipeline's tone (share {share:.2}, {} packets)",
+        heard.len()
+    );
+    let start = bot.expect("start", Duration::from_secs(5), |_| true);
+    assert_eq!(start["custom_parameters"]["lang"], "en", "{start}");
+    bot.expect("first_audio", Duration::from_secs(5), |_| true);
+    // The pipeline ends (auto hang-up off): the socket closes, when_done sends the caller on.
+    vb.expect_log("bot pipecat closed: transferring", Duration::from_secs(15));
+    vb.expect_log("caller and destination bridged", Duration::from_secs(10));
+    let summary = bot.expect("audio_summary", Duration::from_secs(10), |_| true);
+    assert!(
+        summary["frames"].as_u64().unwrap_or(0) > 20,
+        "little caller audio reached the pipeline: {summary}"
+    );
+    assert!(
+        caller
+            .wait(Duration::from_secs(20))
+            .is_some_and(|s| s.success()),
+        "caller SIPp failed:\n{}",
+        sip_messages(&dir, "caller")
+    );
+    vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
     finish(vb);
 }

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use log::{debug, info, warn};
+use log::{debug, warn};
 use parking_lot::Mutex;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
@@ -36,7 +36,7 @@ use tungstenite::Message;
 use super::pool::{Poker, SocketLease, MAX_DATAGRAM};
 use super::rtp::{self, looks_like_rtp, write_header};
 use super::{Session, Waking};
-use crate::audio::Format;
+use crate::audio::{Decimator, Format};
 use crate::bot::playout::Playout;
 use crate::bot::{self, Bad, Codec, Dialect, FromBot, Opening, Outgoing, ToBot};
 use crate::metrics::{self, BotDropped, BotOutcome};
@@ -381,8 +381,10 @@ struct SessionThread<'a> {
     held: VecDeque<Vec<u8>>,
     /// Caller audio short of a whole 20 ms frame.
     carry: Vec<u8>,
-    /// slin16: the payload type of Asterisk's audio is known.
-    audio_type_learned: bool,
+    /// slin16: the payload type of Asterisk's audio, once learned.
+    audio_type: Option<u8>,
+    /// slin16: the bot's 16 kHz audio goes back at 8 kHz.
+    decimator: Option<Decimator>,
     max_held: usize,
     /// The generation of `Control` last taken.
     seen: u64,
@@ -413,35 +415,48 @@ struct SessionThread<'a> {
 
 /// The RTP stream voicebot1 plays to Asterisk: one SSRC, sequence numbers and timestamps that
 /// follow the 20 ms clock, the marker bit on the first packet of each talk spurt.
+///
+/// G.711 goes back as it came. slin16 goes back as 8 kHz linear, payload type 11: Asterisk reads
+/// an unnegotiated dynamic type (its slin16 is 118) only from its static table, which ends at 34,
+/// so it would drop slin16 (see `audio::Decimator`).
 struct RtpOut {
     ssrc: u32,
     seq: u16,
     /// Timestamps count from this instant.
     epoch: Instant,
     ts0: u32,
-    /// The payload type Asterisk sends (learned from its packets), else the format's.
     payload_type: u8,
+    /// RTP timestamp units per 20 ms frame.
+    frame_samples: u32,
     spurt: bool,
 }
 
+/// Asterisk's static payload type of 8 kHz signed linear (rtp_engine.c `add_static_payload`).
+const SLIN_8K_PAYLOAD_TYPE: u8 = 11;
+
 impl RtpOut {
     fn new(format: Format, seed: u64) -> RtpOut {
+        let (payload_type, frame_samples) = match format {
+            Format::Slin16 => (SLIN_8K_PAYLOAD_TYPE, Format::Ulaw.frame_samples()),
+            f => (f.payload_type(), f.frame_samples()),
+        };
         RtpOut {
             ssrc: (seed as u32) | 1,
             seq: (seed >> 32) as u16,
             epoch: Instant::now(),
             ts0: (seed >> 16) as u32,
-            payload_type: format.payload_type(),
+            payload_type,
+            frame_samples,
             spurt: true,
         }
     }
 
     /// The header of the frame due at `at`, written into `out[..12]`.
-    fn header(&mut self, out: &mut [u8], at: Instant, format: Format) {
+    fn header(&mut self, out: &mut [u8], at: Instant) {
         let frames = at.saturating_duration_since(self.epoch).as_nanos() / PTIME.as_nanos();
         let ts = self
             .ts0
-            .wrapping_add((frames as u32).wrapping_mul(format.frame_samples()));
+            .wrapping_add((frames as u32).wrapping_mul(self.frame_samples));
         write_header(out, self.payload_type, self.spurt, self.seq, ts, self.ssrc);
         self.seq = self.seq.wrapping_add(1);
         self.spurt = false;
@@ -462,6 +477,7 @@ impl<'a> SessionThread<'a> {
         let codec = bot::codec(spec.dialect, spec.format, spec.json_control);
         let playout = Playout::for_dialect(spec.dialect, spec.format, spec.max_queue_frames);
         let max_held = (spec.connect_timeout.as_millis() / PTIME.as_millis()).max(1) as usize;
+        let decimator = (spec.format == Format::Slin16).then(Decimator::new);
         let seed = u64::from(lease.port()).wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ connecting.since.elapsed().as_nanos() as u64;
         SessionThread {
@@ -477,7 +493,8 @@ impl<'a> SessionThread<'a> {
             liveness: None,
             held: VecDeque::new(),
             carry: Vec::new(),
-            audio_type_learned: false,
+            audio_type: None,
+            decimator,
             max_held,
             seen: u64::MAX,
             peer: None,
@@ -610,11 +627,7 @@ impl<'a> SessionThread<'a> {
             return payload_type == format.payload_type() && len > 0;
         }
         let fits = payload_type >= 96 && len >= 32 && len.is_multiple_of(2);
-        if fits && !self.audio_type_learned {
-            self.audio_type_learned = true;
-            self.rtp.payload_type = payload_type;
-        }
-        fits && payload_type == self.rtp.payload_type
+        fits && *self.audio_type.get_or_insert(payload_type) == payload_type
     }
 
     fn caller_frame(&mut self, payload: Vec<u8>) {
@@ -896,13 +909,25 @@ impl<'a> SessionThread<'a> {
     fn play_due(&mut self) {
         let now = Instant::now();
         let mut frame = [0u8; 12 + 640];
+        let mut wide = [0u8; 640];
         while let Some(due) = self.next_tick.filter(|t| *t <= now) {
             let bytes = self.spec.format.frame_bytes();
-            let tick = self.playout.next_frame(&mut frame[12..12 + bytes]);
+            let (tick, len) = match self.decimator.as_mut() {
+                Some(d) => {
+                    let tick = self.playout.next_frame(&mut wide[..bytes]);
+                    let len = if tick.played {
+                        d.process(&wide[..bytes], &mut frame[12..])
+                    } else {
+                        0
+                    };
+                    (tick, len)
+                }
+                None => (self.playout.next_frame(&mut frame[12..12 + bytes]), bytes),
+            };
             if tick.played {
-                self.rtp.header(&mut frame, due, self.spec.format);
+                self.rtp.header(&mut frame, due);
                 if let Some(peer) = self.peer {
-                    if let Err(e) = self.socket.send_to(&frame[..12 + bytes], peer) {
+                    if let Err(e) = self.socket.send_to(&frame[..12 + len], peer) {
                         debug!("bot session on port {}: send to {peer}: {e}", self.port());
                     }
                 }
@@ -968,10 +993,14 @@ impl<'a> SessionThread<'a> {
             return;
         }
         self.last_wake = Some(now);
-        let bytes = format.frame_bytes();
+        // As the bot's audio goes (8 kHz linear for slin16: see `RtpOut`).
+        let bytes = match format {
+            Format::Slin16 => Format::Ulaw.frame_samples() as usize * 2,
+            f => f.frame_bytes(),
+        };
         let mut frame = [0u8; 12 + 640];
         frame[12..12 + bytes].fill(format.silence_byte());
-        self.rtp.header(&mut frame, now, format);
+        self.rtp.header(&mut frame, now);
         let _ = self.socket.send_to(&frame[..12 + bytes], peer);
     }
 
@@ -1008,8 +1037,8 @@ impl<'a> SessionThread<'a> {
         self.link = Link::Gone;
         self.held.clear();
         metrics::bot_failed(self.spec.metrics, why.reason());
-        warn!(
-            "call {}: bot {} {why}",
+        debug!(
+            "call {}: bot {} session failed ({why})",
             self.opening.call_id, self.spec.name
         );
         self.outcome.get_or_insert(BotOutcome::Failed);
@@ -1026,8 +1055,8 @@ impl<'a> SessionThread<'a> {
                 self.link = Link::Gone;
                 self.closed_by_bot = true;
                 self.outcome.get_or_insert(BotOutcome::BotEnded);
-                info!(
-                    "call {}: bot {} closed the connection",
+                debug!(
+                    "call {}: bot {} session: the bot closed the connection",
                     self.opening.call_id, self.spec.name
                 );
                 (self.notify)(BotEvent::Done);

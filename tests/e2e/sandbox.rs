@@ -128,6 +128,13 @@ pub struct Proc {
 }
 
 impl Proc {
+    pub fn from_child(name: &str, child: Child) -> Proc {
+        Proc {
+            name: name.into(),
+            child,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -249,6 +256,11 @@ pub fn sipp(dir: &Path, name: &str, scenario: &str, hold_ms: Option<u64>, args: 
     if let Some(ms) = hold_ms {
         xml = set_sample(&xml, ms);
     }
+    sipp_xml(dir, name, &xml, args)
+}
+
+/// A SIPp process run in `dir` with the scenario `xml`.
+pub fn sipp_xml(dir: &Path, name: &str, xml: &str, args: &[&str]) -> Proc {
     let path = dir.join(format!("{name}.xml"));
     fs::write(&path, xml).unwrap();
     let child = Command::new("sipp")
@@ -262,14 +274,11 @@ pub fn sipp(dir: &Path, name: &str, scenario: &str, hold_ms: Option<u64>, args: 
         .stderr(Stdio::null())
         .spawn()
         .expect("sipp (apt-get install sip-tester)");
-    Proc {
-        name: name.into(),
-        child,
-    }
+    Proc::from_child(name, child)
 }
 
 /// Rewrites every uniform `<sample ... min=".." max="..">` in a scenario to a fixed value.
-fn set_sample(xml: &str, ms: u64) -> String {
+pub fn set_sample(xml: &str, ms: u64) -> String {
     let mut out = String::new();
     for line in xml.lines() {
         if line.contains("<sample") && line.contains("min=\"") && line.contains("max=\"") {
