@@ -16,6 +16,12 @@
 #       before its own hold time ("hung up by the far side: 0"), failed=0, nothing left in
 #       Asterisk, the new instance adopted the calls and exits 0. --random: hold 1-40 s and the
 #       restart at a random second between 5 and 30.
+#   scripts/faults.sh bot-kill [--calls N] [--rate R] [--hold MIN-MAX] [--at S]
+#       The bot dies under load: callers (default 100 at 10/s, each holding 40 s) talk to a
+#       WebSocket bot (the twilio reference bot of scripts/bots/reference/) when its process is
+#       SIGKILLed at S seconds (default 15: every caller is with the bot). Judged: every caller who
+#       was with the bot is sent to the destination (the bot's on_failure, "transfer") and none is
+#       hung up before its own hold time, failed=0, nothing left in Asterisk, a clean SIGTERM.
 #   scripts/faults.sh overload [--rates "10 20 …"] [--hold MIN-MAX]
 #       More callers than the box carries. First the saturation rate: 20 s at each rate (default
 #       10, 20 … 80 calls/s, holding 1-15 s) until Asterisk's busiest 5 s pass 85 % of the machine,
@@ -38,8 +44,9 @@ fault="${1:-}"; shift || true
 case "$fault" in
     restart|kill) calls=200 rate=10 hold="1-20" at=8 ;;
     restart-voicebot1) calls=100 rate=5 hold="40-40" at=25 ;;
+    bot-kill) calls=100 rate=10 hold="40-40" at=15 ;;
     overload) calls=0 rate=0 hold="1-15" at=0 ;;
-    *) die "usage: faults.sh restart|kill|restart-voicebot1|overload [--signal kill|term] [--random] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
+    *) die "usage: faults.sh restart|kill|restart-voicebot1|bot-kill|overload [--signal kill|term] [--random] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
 esac
 signal=term random=0 probe_rates="10 20 30 40 50 60 70 80"
 while [ $# -gt 0 ]; do
@@ -68,9 +75,11 @@ ari GET /asterisk/info >/dev/null 2>&1 || die "the sandbox is not up (scripts/as
 work="$(mktemp -d /tmp/vb1-faults.XXXXXX)"
 config="$(voicebot1_config "$work")"
 bot_pid="" load_pid=""
+ws_bot_pid=""
 cleanup() {
     [ -z "$load_pid" ] || { kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true; }
     [ -z "$bot_pid" ] || stop_helper "$bot_pid" 10
+    [ -z "$ws_bot_pid" ] || stop_helper "$ws_bot_pid" 5
 }
 trap cleanup EXIT
 
@@ -123,6 +132,48 @@ restart_voicebot1() {
     rm -rf "$work"
     [ "$verdict" = ok ]
 }
+# bot-kill: the WebSocket bot SIGKILLed under load; every caller with it goes to the destination.
+bot_kill() {
+    local out="$work/load.out" line far rc=0 with_bot lost transferred before at_kill
+    start_reference_bot twilio 8790 "$work/bot.jsonl"
+    ws_bot_pid=$HELPER_PID
+    config="$(voicebot1_bot_config "$work" ref "ws://127.0.0.1:8790/" "max_s = 120")"
+    start_bot voicebot1.log
+    log "bot-kill: $calls calls at $rate/s holding ${hold}s with bot ref; the bot gets SIGKILL at ${at}s"
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 60 >"$out" 2>&1 &
+    load_pid=$!
+    sleep "$at"
+    with_bot="$(grep -c 'caller and media bridged' "$work/voicebot1.log" || true)"
+    at_kill="$(wc -l <"$work/voicebot1.log")"
+    log "SIGKILL the bot (pid $ws_bot_pid) with $with_bot callers bridged with it so far"
+    kill -KILL "$ws_bot_pid"; wait "$ws_bot_pid" 2>/dev/null || true
+    rm -f "$VB1_HELPER_DIR"/*."$ws_bot_pid".pid
+    ws_bot_pid=""
+    wait "$load_pid" || rc=$?
+    load_pid=""
+    line="$(tail -n 1 "$out")"
+    far="$(sed -n 's/^hung up by the far side: \([0-9]*\)$/\1/p' "$out" | tail -n1)"
+    # The bot's end (lost, or closed) sends the caller on: "bot ref …: transferring".
+    before="$(head -n "$at_kill" "$work/voicebot1.log" | grep -c 'bot ref .*: transferring$' || true)"
+    lost="$(tail -n "+$((at_kill + 1))" "$work/voicebot1.log" | grep -c 'bot ref .*: transferring$' || true)"
+    transferred="$(grep -c 'caller and destination bridged' "$work/voicebot1.log" || true)"
+    log "load run: $line; callers hung up by the far side before their hold time: ${far:-?}"
+    log "callers the dead bot sent on: $lost (and $before whose bot failed before the kill); caller and destination bridged: $transferred (of $calls)"
+    [ "$rc" = 0 ] || fail "load run: $line"
+    [ "${far:-x}" = 0 ] || fail "${far:-?} callers were hung up before their hold time"
+    [ "$((lost + before))" = "$calls" ] || fail "$lost + $before of $calls callers were sent on by the bot's end"
+    [ "$transferred" = "$calls" ] || fail "$transferred of $calls callers reached the destination"
+    term_and_wait "$bot_pid" 15
+    bot_pid=""
+    [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
+    "$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
+    grep -m 3 'bot ref .*transferring' "$work/voicebot1.log" | cut -c1-200 || true
+    echo "load: $line"
+    echo "fault=bot-kill at=${at}s callers_with_the_bot=$with_bot sent_on_by_the_kill=$lost bot_failed_before=$before bridged_with_destination=$transferred far_side_hangups=${far:-?} result=$verdict"
+    rm -rf "$work"
+    [ "$verdict" = ok ]
+}
+
 # Samples PID's CPU time every second into FILE ("seconds cpu_ms" lines) until killed.
 sample_cpu() {  # sample_cpu PID FILE
     local t=0
@@ -241,6 +292,10 @@ fi
 
 if [ "$fault" = restart-voicebot1 ]; then
     restart_voicebot1
+    exit $?
+fi
+if [ "$fault" = bot-kill ]; then
+    bot_kill
     exit $?
 fi
 

@@ -14,9 +14,10 @@
 #   8. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers, its
 #                                 /metrics checked against SIPp and the log;
 #                                 2000 calls at 20/s, random destination behaviour;
+#                                 300 calls at 10/s talking to a WebSocket bot;
 #                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
-#   9. faults                    (scripts/faults.sh restart, kill, overload, and restart-voicebot1 with
-#                                 SIGTERM, SIGKILL and a random moment)
+#   9. faults                    (scripts/faults.sh bot-kill, restart, kill, overload, and
+#                                 restart-voicebot1 with SIGTERM, SIGKILL and a random moment)
 #  10. cluster                   (scripts/cluster.sh: 2 boxes behind Kamailio, 400 calls at 10/s
 #                                 split 40-60 % each with failed=0 and no leak on any box; then
 #                                 box 1 killed under load and revived: only its calls are lost,
@@ -150,11 +151,26 @@ load_released_in_debian11() {
     VB1_RELEASED_IN_ROOT="$(sandbox_root 16)" load_with_voicebot1 "$@"
 }
 
+# The same load run with every caller talking to a WebSocket bot: the twilio reference bot of
+# scripts/bots/reference/ (a separate process, echoing the caller), [bot] default naming it.
+load_with_bot() {
+    local rc=0 ws_pid
+    start_reference_bot twilio 8791 "$work/ws-bot.jsonl" || return 1
+    ws_pid=$HELPER_PID
+    VB1_LOAD_CONFIG="$(voicebot1_bot_config "$work" ref "ws://127.0.0.1:8791/" "max_s = 7")" \
+        load_with_voicebot1 "$@" || rc=$?
+    stop_helper "$ws_pid" 5
+    echo "bot sessions connected: $(grep -c 'bot ref connected in' "$work/voicebot1.log" || true), failed: $(grep -c 'bot ref .*: transferring$' "$work/voicebot1.log" || true)"
+    grep 'bot ref connected in' "$work/voicebot1.log" | grep -o 'in [0-9]* ms' | awk '{print $2}' | sort -n \
+        | awk '{a[NR] = $1} END { if (NR) printf "bot connect time: n=%d median=%d ms p99=%d ms max=%d ms\n", NR, a[int((NR + 1) / 2)], a[int(NR * 0.99 + 0.999)], a[NR] }'
+    return "$rc"
+}
+
 # With VB1_RELEASED_IN_ROOT=DIR the released (glibc 2.17) binary from dist/ runs chrooted in
 # that Debian root instead of the development build on the host.
 load_with_voicebot1() {
     local bin="$VB1_TARGET_DIR/release/voicebot1" config rc=0 pool tarball
-    config="$(voicebot1_config "$work")" || return 1
+    config="${VB1_LOAD_CONFIG:-$(voicebot1_config "$work")}" || return 1
     if [ -n "${VB1_RELEASED_IN_ROOT:-}" ]; then
         tarball="$(ls "$VB1_REPO_DIR"/dist/voicebot1-*-x86_64-linux-gnu.tar.gz 2>/dev/null | head -n1)"
         [ -n "$tarball" ] || { echo "error: no released tarball in dist/ (scripts/release.sh)" >&2; return 1; }
@@ -210,6 +226,9 @@ else
         load_with_voicebot1 --calls 300 --rate 10 --hold 1-20 --dest answer --scrape http://127.0.0.1:9108 --log "$work/voicebot1.log"
     stage "load run with voicebot1 (2000 calls at 20/s, random destination)" \
         load_with_voicebot1 --calls 2000 --rate 20 --hold 1-20 --dest random
+    stage "load run with a WebSocket bot (300 calls at 10/s, hold 1-20 s, the twilio reference bot)" \
+        load_with_bot --calls 300 --rate 10 --hold 1-20 --dest answer
+    stage "fault: the bot SIGKILLed under 100 callers: every one sent to the destination" "$VB1_SCRIPTS_DIR/faults.sh" bot-kill
     stage "fault: Asterisk restarted mid-load" "$VB1_SCRIPTS_DIR/faults.sh" restart --calls 150
     stage "fault: voicebot1 SIGKILLed mid-load" "$VB1_SCRIPTS_DIR/faults.sh" kill --calls 150
     stage "fault: voicebot1 restarted (SIGTERM) under 100 connected callers" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term

@@ -383,6 +383,37 @@ voicebot1_config() {  # voicebot1_config DIR
     echo "$out"
 }
 
+# A copy of voicebot1_config's file whose callers talk to a WebSocket bot: [bot] default = NAME,
+# and a [bots.NAME] table (url = URL, then any further "key = value" lines given).
+voicebot1_bot_config() {  # voicebot1_bot_config DIR NAME URL [TOML_LINE...]
+    local dir="$1" name="$2" url="$3" src out; shift 3
+    src="$(voicebot1_config "$dir")" || return 1
+    out="$dir/voicebot1-bot-$name.toml"
+    awk -v name="$name" '
+        /^\[/ { section = $0 }
+        section == "[bot]" && $0 ~ /^default = / { print "default = \"" name "\""; done = 1; next }
+        { print }
+        END { if (!done) exit 1 }' "$src" >"$out" || die "$src has no [bot] default line to change"
+    { echo; echo "[bots.$name]"; echo "url = \"$url\""; local line; for line in "$@"; do echo "$line"; done; } >>"$out"
+    echo "$out"
+}
+
+# Starts one of the reference bots (scripts/bots/reference/, its venv built or reused by
+# scripts/bots/install.sh) on 127.0.0.1:PORT in the background; sets HELPER_PID. Waits until it
+# listens.
+start_reference_bot() {  # start_reference_bot twilio|asterisk PORT LOGFILE [BOT_OPTIONS...]
+    local dialect="$1" port="$2" logf="$3" py i; shift 3
+    py="$("$VB1_SCRIPTS_DIR/bots/install.sh" reference | tail -n 1)" || die "scripts/bots/install.sh reference failed"
+    start_helper "$dialect-bot" "$logf.out" "$py" "$VB1_SCRIPTS_DIR/bots/reference/${dialect}_bot.py" \
+        --listen "127.0.0.1:$port" --log "$logf" "$@"
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        kill -0 "$HELPER_PID" 2>/dev/null || die "the $dialect reference bot exited: $(tail -n 3 "$logf.out")"
+        sleep 0.1
+    done
+    die "the $dialect reference bot does not listen on 127.0.0.1:$port"
+}
+
 # Wait (bounded) until voicebot1's Stasis application is registered in Asterisk.
 wait_voicebot1_registered() {  # wait_voicebot1_registered PID SECONDS
     local i
