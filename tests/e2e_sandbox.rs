@@ -940,3 +940,45 @@ fn sandbox_pipecat_bot_with_its_own_twilio_serializer_hears_the_caller_is_heard_
     vb.expect_log("ended (caller hung up)", Duration::from_secs(10));
     finish(vb);
 }
+
+#[test]
+#[ignore = "needs the Asterisk sandbox: scripts/test.sh runs it"]
+fn sandbox_sigterm_transfers_a_caller_talking_to_a_bot_the_bot_hears_stop_and_the_next_voicebot1_adopts_the_call(
+) {
+    use bots::{bot_caller, Bot};
+    require_sandbox();
+    let dir = workdir("bot-handover");
+    let _dest = destination(&dir, "uas-answer.xml", None);
+    let bot = Bot::reference(&dir, "twilio", 8785, &[]);
+    let config = bot_config(
+        26690,
+        26699,
+        "[bots.ref]\nurl = \"ws://127.0.0.1:8785/\"\nmax_s = 60\n",
+    );
+    let vb = Voicebot::start(&dir, &config);
+    let mut caller = bot_caller(&dir, "ref", "", 12_000, &[], 5187, 6174);
+    vb.expect_log("bot ref connected in", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    // A handover stop: the caller with the bot is transferred (the bot is told `stop`), then
+    // left connected for the next instance.
+    let log = vb.stop_clean();
+    assert!(
+        log.contains("transferring to PJSIP/4438007@AVAYA-endpoint"),
+        "{log}"
+    );
+    assert!(log.contains("handed over to the next voicebot1"), "{log}");
+    bot.expect("stop", Duration::from_secs(5), |_| true);
+    assert!(caller.is_running(), "the stop hung the caller up");
+    let next = Voicebot::start(&dir, &config);
+    next.expect_log("adopted from an earlier voicebot1", Duration::from_secs(5));
+    let status = caller
+        .wait(Duration::from_secs(30))
+        .expect("caller still running");
+    assert!(
+        status.success(),
+        "caller SIPp failed:\n{}",
+        sip_messages(&dir, "caller")
+    );
+    next.expect_log("ended (caller hung up)", Duration::from_secs(10));
+    finish(next);
+}
