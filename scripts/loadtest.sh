@@ -34,6 +34,8 @@
 #                      "ended (" lines, bot sessions, echo rx/tx packets, set-ups) must equal
 #                      the counters
 #
+# Before it: "hung up by the far side: N" (callers hung up before their own hold time) and
+# "refused at Asterisk's door: N" (503 before any answer while voicebot1 was full).
 # Ends with one line: calls=N ok=N failed=N leaked_channels=N leaked_bridges=N
 # "failed": a caller whose SIP dialog failed (unexpected message, timeout,
 # rejected); a call that Asterisk hung up (BYE) after answering is ok.
@@ -257,6 +259,9 @@ lb=$(sed -n 's/.*leaked_bridges=\([0-9]*\).*/\1/p' <<<"$leak_out" | tail -n1)
 # destination did): "ok" calls all the same, counted for the runs that must have none.
 far_bye=$(cat "$work"/*_logs.log 2>/dev/null | grep -c '^far_bye call' || true)
 echo "hung up by the far side: ${far_bye:-0}"
+# Callers Asterisk refused at its door (503 before answering) while voicebot1 was full: "ok" too.
+refused=$(cat "$work"/*_logs.log 2>/dev/null | grep -c '^refused ' || true)
+echo "refused at Asterisk's door: ${refused:-0}"
 [ -z "$metrics_verdict" ] || echo "$metrics_verdict"
 echo "calls=$calls ok=$ok failed=$failed leaked_channels=$lc leaked_bridges=$lb"
 [ "$failed" -eq 0 ] && [ "$lc" -eq 0 ] && [ "$lb" -eq 0 ] && [[ "$metrics_verdict" != *FAILED* ]]

@@ -16,8 +16,9 @@
 #                                 2000 calls at 20/s, random destination behaviour;
 #                                 300 calls at 10/s talking to a WebSocket bot;
 #                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
-#   9. faults                    (scripts/faults.sh bot-kill, restart, kill, overload, and
-#                                 restart-voicebot1 with SIGTERM, SIGKILL and a random moment)
+#   9. faults                    (scripts/faults.sh bot-kill, restart, kill, overload, hiccup,
+#                                 neighbour, slow-hangup, and restart-voicebot1 with SIGTERM,
+#                                 SIGKILL, a random moment and a busy Asterisk)
 #  10. cluster                   (scripts/cluster.sh: 2 boxes behind Kamailio, 400 calls at 10/s
 #                                 split 40-60 % each with failed=0 and no leak on any box; then
 #                                 box 1 killed under load and revived: only its calls are lost,
@@ -151,6 +152,9 @@ load_released_in_debian11() {
     VB1_RELEASED_IN_ROOT="$(sandbox_root 16)" load_with_voicebot1 "$@"
 }
 
+# A load run in which at least 98 % of the callers must be taken.
+load_taking_98() { VB1_MIN_TAKEN_PCT=98 load_with_voicebot1 "$@"; }
+
 # The same load run with every caller talking to a WebSocket bot: the twilio reference bot of
 # scripts/bots/reference/ (a separate process, echoing the caller), [bot] default naming it.
 load_with_bot() {
@@ -195,7 +199,16 @@ load_with_voicebot1() {
     for arg in "$@"; do [ "$prev" = --calls ] && calls="$arg"; prev="$arg"; done
     ast_pid="$(cat "$VB1_RUN_DIR/asterisk.pid" 2>/dev/null || true)"
     ast0="$(cpu_ms "$ast_pid")" bot0="$(cpu_ms "$bot_pid")"
-    "$VB1_SCRIPTS_DIR/loadtest.sh" "$@" || rc=$?
+    "$VB1_SCRIPTS_DIR/loadtest.sh" "$@" | tee "$work/load.out" || rc=$?
+    # Callers taken: not rejected by voicebot1 and not refused at Asterisk's door.
+    local not_taken refused
+    not_taken="$(grep -c 'not taken (' "$work/voicebot1.log" || true)"
+    refused="$(sed -n "s/^refused at Asterisk's door: //p" "$work/load.out" | tail -n1)"
+    awk -v c="$calls" -v n="$not_taken" -v r="${refused:-0}" 'BEGIN { if (c < 1) c = 1; printf "callers taken: %d of %d (%.1f %%): %d not taken by voicebot1, %d refused at Asterisk'"'"'s door\n", c - n - r, c, 100 * (c - n - r) / c, n, r }'
+    if [ -n "${VB1_MIN_TAKEN_PCT:-}" ] && ! awk -v c="$calls" -v n="$not_taken" -v r="${refused:-0}" -v m="$VB1_MIN_TAKEN_PCT" 'BEGIN { exit !(100 * (c - n - r) >= m * c) }'; then
+        echo "error: fewer than $VB1_MIN_TAKEN_PCT % of the callers were taken" >&2
+        rc=1
+    fi
     awk -v a="$(( $(cpu_ms "$ast_pid") - ast0 ))" -v b="$(( $(cpu_ms "$bot_pid") - bot0 ))" -v s="$((SECONDS - t0))" -v n="$calls" \
         'BEGIN { if (s < 1) s = 1; if (n < 1) n = 1
                  printf "CPU over the run (%d s): Asterisk %.1f %% of one core, %.1f ms per call; voicebot1 %.1f %%, %.1f ms per call\n", s, a / s / 10, a / n, b / s / 10, b / n }'
@@ -224,8 +237,8 @@ elif [ "$built" != 1 ] || [ "$sandbox_up" != 1 ]; then
 else
     stage "load run with voicebot1 (300 calls at 10/s, hold 1-20 s; /metrics agrees with SIPp and the log)" \
         load_with_voicebot1 --calls 300 --rate 10 --hold 1-20 --dest answer --scrape http://127.0.0.1:9108 --log "$work/voicebot1.log"
-    stage "load run with voicebot1 (2000 calls at 20/s, random destination)" \
-        load_with_voicebot1 --calls 2000 --rate 20 --hold 1-20 --dest random
+    stage "load run with voicebot1 (2000 calls at 20/s, random destination; 98 % of callers taken)" \
+        load_taking_98 --calls 2000 --rate 20 --hold 1-20 --dest random
     stage "load run with a WebSocket bot (300 calls at 10/s, hold 1-20 s, the twilio reference bot)" \
         load_with_bot --calls 300 --rate 10 --hold 1-20 --dest answer
     stage "fault: the bot SIGKILLed under 100 callers: every one sent to the destination" "$VB1_SCRIPTS_DIR/faults.sh" bot-kill
@@ -234,8 +247,16 @@ else
     stage "fault: voicebot1 restarted (SIGTERM) under 100 connected callers" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term
     stage "fault: voicebot1 restarted (SIGKILL) under 100 connected callers" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal kill
     stage "fault: voicebot1 restarted at a random moment, random hold times" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term --random
-    stage "fault: overload (saturation rate found, then 1.5 times it for 30 s): shed, converge" \
+    stage "fault: overload (saturation rate found, then 1.5 and 3 times it for 30 s): shed, converge" \
         "$VB1_SCRIPTS_DIR/faults.sh" overload
+    stage "fault: hiccup (Asterisk frozen 1.5 s under 10 calls/s): nobody turned away 5 s after" \
+        "$VB1_SCRIPTS_DIR/faults.sh" hiccup
+    stage "fault: neighbour (a CPU hog on one core for 10 s under 10 calls/s): nobody turned away 5 s after" \
+        "$VB1_SCRIPTS_DIR/faults.sh" neighbour
+    stage "fault: slow hang-ups (a proxy holds 1 in 5 for 3 s, Asterisk healthy): nobody turned away" \
+        "$VB1_SCRIPTS_DIR/faults.sh" slow-hangup
+    stage "fault: voicebot1 restarted (SIGTERM) with Asterisk busy (200 callers at 20/s): nobody dropped" \
+        "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term --busy
 fi
 
 # Several boxes behind Kamailio (scripts/cluster.sh), on their own loopback addresses and port

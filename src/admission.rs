@@ -1,66 +1,130 @@
-//! Admission control: whether a new caller gets a call, decided on the event reader before the
-//! call costs Asterisk anything.
+//! Admission control, the policy: whether a new caller is taken now, waits a moment, or is not
+//! taken — decided on the event reader before the call costs Asterisk anything more.
 //!
-//! Overload on these boxes is Asterisk's: its CPU saturates first, its REST answers slow down,
-//! then time out, and every call set up meanwhile joins a queue of time-outs. So a new call is not
-//! taken when voicebot1 already carries its ceiling of calls or of set-ups, or when Asterisk has
-//! answered slowly lately or not at all (see [`Responsiveness`]).
+//! Overload on these boxes is Asterisk's: its CPU saturates first, its answers slow down, then
+//! stall, and every call taken meanwhile joins the queue. A 500 ms answer comes too late (at 30
+//! calls/s a second of delay is 30 more calls in the box), so Asterisk's health is read from
+//! signals that move early, each against Asterisk's own recent baseline rather than a fixed
+//! number (the idea of Netflix's Gradient2 and Envoy's adaptive concurrency: compare the latency
+//! now to the latency with no queue):
+//! - **REST answers**, per operation (an `addChannel` is not a `DELETE`): a request is slow when
+//!   it takes over [`SLOW_FACTOR`] times its operation's baseline plus [`SLOW_MARGIN`]; a
+//!   request still unanswered that long counts as slow too (a frozen Asterisk answers nothing).
+//!   Asterisk is slow when most of the operations seen in the last [`WINDOW`] are mostly slow —
+//!   so a few held requests (a proxy that delays hang-ups) do not read as a sick Asterisk.
+//! - **Event lag**: how late ARI events arrive after their own timestamp, over its baseline.
+//!   Events come straight over the WebSocket: a loaded Asterisk delivers them late.
+//! - A request that went unanswered (timeout, refused) in the last `after_timeout`.
 //!
-//! A slow answer comes late: the calls taken just before it load Asterisk for their whole life,
-//! and a gate that opens again as soon as answers speed up lets the next wave in and stalls
-//! Asterisk again (measured: REST answers of 1–2 s at 1.5 times the saturating rate). So
-//! admission also learns a ceiling of calls at once from those answers, the way TCP learns its
-//! window ([`Ceiling`]): cut to 4/5 of the calls active when Asterisk answers slowly or not at
-//! all, raised by one call a second while it answers fast. Such a caller gets a defined
-//! outcome at once: by default it is hung up with cause congestion (34) by a shedder thread — one
-//! request, never queued behind the workers, whose calls may be the ones waiting on Asterisk — or
-//! (`on_overload = "transfer"`) it goes to the destination without the bot.
+//! Baselines are decaying minima: they follow a box that gets slower for good in about a minute,
+//! not an episode of seconds.
 //!
-//! This module is the policy, with no I/O: [`Admission::check`] on numbers and Asterisk's
-//! [`Responsiveness`]. Its effects — offering a new caller, the shedder threads that hang up the
-//! callers not taken — are `intake`'s, beside the reader.
+//! What the health means for a new caller ([`Health`]):
+//! - **Normal**: taken, within the hard caps (`max_calls`, `max_setups`) and the learned ceiling.
+//! - **Slow** (a hiccup: a frozen process, a neighbour's burst): the caller is already answered
+//!   and in the application, where waiting costs nothing — it waits up to `max_wait` and is
+//!   started as soon as Asterisk answers normally again, else rejected. A stall not caused by
+//!   load leaves no cut behind.
+//! - **Overloaded** (slow for `max_wait` and a second more, or for half of the last five
+//!   seconds — the knee, where slow spells come and go): rejected at once, and the ceiling of calls at
+//!   once is cut to 4/5 of the calls active — again every second while Asterisk stays slow (in a
+//!   stall calls do not end, so one cut is not enough). Asterisk is also told to refuse new
+//!   callers at its door, before `Answer()` (`intake`), which costs it a fraction of taking them.
+//!
+//! Recovery follows the evidence: once Asterisk has answered normally for [`RECOVER_AFTER`], an
+//! overload that came at a load the box had proven to carry (calls at once that stayed normal
+//! for [`PROVEN_AFTER`]) was not the load's doing (a neighbour, a freeze): the ceiling goes back
+//! up at once to that load; else the cut stays. The ceiling then grows by a twentieth a second
+//! while Asterisk stays normal, and is forgotten once well above what the box carries. A slow
+//! spell alone cuts nothing: its callers waited, and arrivals pause while it lasts. A box overloaded for [`UNPROVEN_AFTER`] at a load it had proven has
+//! got slower for good: what it proved is lowered.
+//!
+//! Pure: no I/O, no threads; time is passed in. Its effects (offering a caller, the waiting
+//! list, the shedders, the door) are `intake`'s.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
 use parking_lot::Mutex;
 
-use crate::call::Phase;
 use crate::config::AdmissionConfig;
 use crate::ids::CallId;
-use crate::metrics::NotTaken;
+use crate::metrics::{NotTaken, Operation};
 
-/// Why a new call is not taken.
+/// A request is slow when it takes over this many times its operation's baseline…
+pub const SLOW_FACTOR: f64 = 4.0;
+/// …plus this (a 1 ms baseline does not make 5 ms slow).
+pub const SLOW_MARGIN: Duration = Duration::from_millis(20);
+/// What counts as recent, for REST answers.
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// A request of two operations or more unanswered this long means a stalled Asterisk (requests
+/// of one operation alone may be held elsewhere, e.g. by a proxy).
+const STUCK: Duration = Duration::from_millis(250);
+/// Events later than their baseline by this much mean a slow Asterisk…
+const LAG_SLOW: Duration = Duration::from_millis(100);
+/// …judged on the events of this last stretch.
+const LAG_WINDOW: Duration = Duration::from_millis(500);
+/// Baselines rise by this share per second while every sample is above them.
+const DRIFT_PER_S: f64 = 0.02;
+/// No baseline is below this (latencies under it are noise).
+const BASELINE_FLOOR: Duration = Duration::from_micros(300);
+/// Recent REST samples kept at most (a bound on memory whatever the request rate).
+const MAX_SAMPLES: usize = 4096;
+/// The ceiling is cut to this share of the calls active…
+const CUT: (usize, usize) = (4, 5);
+/// …at most this often while Asterisk stays overloaded…
+const CUT_EVERY: Duration = Duration::from_secs(1);
+/// …never below this many calls.
+const FLOOR: usize = 10;
+/// Normal for this long: the ceiling goes back up to what the box has proven.
+pub const RECOVER_AFTER: Duration = Duration::from_millis(500);
+/// Calls at once that stayed normal this long are proven.
+const PROVEN_AFTER: Duration = Duration::from_secs(5);
+/// Slow for half of this stretch (and slow now) is overloaded too, even in bursts shorter than
+/// `max_wait`: an Asterisk at its knee slows down, recovers a moment, slows down again.
+const HISTORY: Duration = Duration::from_secs(5);
+/// Readings closer together than this count once in the history…
+const HISTORY_STEP: Duration = Duration::from_millis(50);
+/// …and one stands for the time until the next at most this long.
+const HISTORY_GAP: Duration = Duration::from_millis(200);
+/// Overloaded this long at a load it had proven: the box got slower for good.
+const UNPROVEN_AFTER: Duration = Duration::from_secs(30);
+/// While normal, the ceiling grows by a twentieth (at least one call) this often.
+const RISE_EVERY: Duration = Duration::from_secs(1);
+const RISE_SHARE: usize = 20;
+/// Slow this long past `max_wait` is overloaded: a freeze of a second or two, whose callers
+/// waited, is not.
+const OVERLOAD_MARGIN: Duration = Duration::from_secs(1);
+
+/// Why a new caller is not taken now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Overload {
     Calls {
         active: usize,
         max: usize,
     },
-    /// The ceiling learned from Asterisk's slow answers (see [`Ceiling`]).
+    /// The ceiling learned from Asterisk's overloads.
     Ceiling {
         active: usize,
         ceiling: usize,
-        cut_at: usize,
     },
     Setups {
         setting_up: usize,
         max: usize,
     },
-    Slow {
-        average: Duration,
-        max: Duration,
+    /// Asterisk has been slow for `max_wait` and more: why.
+    Overloaded {
+        why: String,
     },
-    /// One answer of the last two seconds took over the limit (the average may not show it yet).
-    SlowAnswer {
-        took: Duration,
-        max: Duration,
-    },
+    /// A request went unanswered lately.
     Unanswered {
         ago: Duration,
+    },
+    /// The caller waited `max_wait` for a slow Asterisk to recover.
+    WaitedTooLong {
+        waited: Duration,
+        why: String,
     },
 }
 
@@ -71,8 +135,9 @@ impl Overload {
             Overload::Calls { .. } => NotTaken::Calls,
             Overload::Ceiling { .. } => NotTaken::Ceiling,
             Overload::Setups { .. } => NotTaken::Setups,
-            Overload::Slow { .. } | Overload::SlowAnswer { .. } => NotTaken::Slow,
+            Overload::Overloaded { .. } => NotTaken::Slow,
             Overload::Unanswered { .. } => NotTaken::Unanswered,
+            Overload::WaitedTooLong { .. } => NotTaken::WaitedTooLong,
         }
     }
 }
@@ -80,95 +145,552 @@ impl Overload {
 impl fmt::Display for Overload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Overload::Calls { active, max } => write!(f, "{active} calls active, admission.max_calls is {max}"),
-            Overload::Ceiling { active, ceiling, cut_at } => write!(
+            Overload::Calls { active, max } => {
+                write!(f, "{active} calls active, admission.max_calls is {max}")
+            }
+            Overload::Ceiling { active, ceiling } => {
+                write!(f, "{active} calls active, the ceiling learned from Asterisk's overloads is {ceiling}")
+            }
+            Overload::Setups { setting_up, max } => write!(
                 f,
-                "{active} calls active, the learned ceiling is {ceiling}, set when Asterisk answered slowly with {cut_at} active"
+                "{setting_up} calls being set up, admission.max_setups is {max}"
             ),
-            Overload::Setups { setting_up, max } => write!(f, "{setting_up} calls being set up, admission.max_setups is {max}"),
-            Overload::Slow { average, max } => write!(
+            Overload::Overloaded { why } => write!(f, "Asterisk is overloaded: {why}"),
+            Overload::Unanswered { ago } => write!(
                 f,
-                "Asterisk answers REST requests in {} ms on average, admission.max_rest_latency_ms is {}",
-                average.as_millis(),
-                max.as_millis()
+                "a REST request went unanswered {:.1} s ago",
+                ago.as_secs_f64()
             ),
-            Overload::SlowAnswer { took, max } => write!(
-                f,
-                "a REST request took {} ms in the last 2 s, admission.max_rest_latency_ms is {}",
-                took.as_millis(),
-                max.as_millis()
-            ),
-            Overload::Unanswered { ago } => write!(f, "a REST request went unanswered {:.1} s ago", ago.as_secs_f64()),
+            Overload::WaitedTooLong { waited, why } => {
+                write!(
+                    f,
+                    "waited {:.1} s for a slow Asterisk: {why}",
+                    waited.as_secs_f64()
+                )
+            }
         }
     }
 }
 
-/// A cut lowers the ceiling to this share of the calls active (numerator, denominator).
-const CUT: (usize, usize) = (4, 5);
-/// The ceiling never goes below this many calls: a box that cannot carry ten calls is sick, and
-/// the latency checks shed for it.
-const FLOOR: usize = 10;
-/// While Asterisk answers fast, the ceiling rises by one call this often.
-const RISE_EVERY: Duration = Duration::from_secs(1);
-/// Asterisk answers fast when its slowest answer of the last 2 s, and its average, are below
-/// `max_rest_latency_ms` divided by this; between that and the limit the ceiling holds.
-const FAST_SHARE: u32 = 4;
+/// What happens to a new caller now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Take,
+    /// Asterisk is briefly slow: the caller waits (at most `max_wait`) and is offered again.
+    Wait,
+    Reject(Overload),
+}
 
-/// The ceiling of calls at once learned from Asterisk's answers: none until Asterisk first answers
-/// slowly or not at all; then cut to 4/5 of the calls active (at most once per 2 s, the time a
-/// slow answer counts, and never raised by a cut: while the calls taken before a cut end, the
-/// load above the ceiling explains the slow answers), and raised by one call a second while
-/// Asterisk answers fast, reached or not: a hiccup at a quiet hour must not cap the busy one, so
-/// the memory of a cut fades at one call a second. Held between the two. Like TCP's window, it
-/// settles just under the load where Asterisk stalls, and follows the box as it gets faster or
-/// slower.
+/// Asterisk's health, as admission reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Ceiling {
-    /// `None`: Asterisk has not answered slowly yet.
-    calls: Option<usize>,
-    /// The calls active at the last cut, for the log.
-    cut_at: usize,
-    /// When it was last cut (`None`: never).
-    cut: Option<Instant>,
-    /// When it last moved, cut or risen.
-    moved: Instant,
+pub enum Health {
+    Normal,
+    /// Slow since then: new callers wait.
+    Slow(Instant),
+    /// Slow for `max_wait` and more, since then: new callers are rejected.
+    Overloaded(Instant),
 }
 
-/// What Asterisk's answers say about it now.
-enum Asterisk {
-    Fast,
-    /// Slower than fast, not over the limit: the ceiling holds.
-    Strained,
-    Overloaded(Overload),
+impl Health {
+    /// 0 normal, 1 slow, 2 overloaded (the `voicebot1_admission_state` gauge).
+    pub fn level(self) -> u8 {
+        match self {
+            Health::Normal => 0,
+            Health::Slow(_) => 1,
+            Health::Overloaded(_) => 2,
+        }
+    }
 }
 
-/// The admission state: the limits, the learned ceiling, and the calls admitted whose first turn
-/// has not come yet (the registry holds a call only from then on).
+/// A change of health worth a line in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Normal → slow: new callers wait.
+    Slowed { why: String },
+    /// Slow for `max_wait`: new callers are rejected; the ceiling is now this.
+    Overloaded {
+        why: String,
+        active: usize,
+        ceiling: usize,
+    },
+    /// Still overloaded: the ceiling was cut again.
+    CutAgain {
+        why: String,
+        active: usize,
+        ceiling: usize,
+    },
+    /// Back to normal after this long.
+    Recovered {
+        after: Duration,
+        ceiling: Option<usize>,
+    },
+}
+
+/// A decaying minimum: follows the fastest answers at once, and a box that got slower for good
+/// at [`DRIFT_PER_S`].
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    us: f64,
+    at: Instant,
+}
+
+impl Baseline {
+    fn seen(slot: &mut Option<Baseline>, sample: Duration, now: Instant) -> Duration {
+        let floor = BASELINE_FLOOR.as_secs_f64() * 1e6;
+        let sample_us = (sample.as_secs_f64() * 1e6).max(floor);
+        let b = slot.get_or_insert(Baseline {
+            us: sample_us,
+            at: now,
+        });
+        let dt = now.saturating_duration_since(b.at).as_secs_f64();
+        b.us = (b.us * (1.0 + DRIFT_PER_S * dt)).min(sample_us).max(floor);
+        b.at = now;
+        Duration::from_secs_f64(b.us / 1e6)
+    }
+
+    fn get(slot: &Option<Baseline>) -> Duration {
+        slot.map_or(BASELINE_FLOOR, |b| Duration::from_secs_f64(b.us / 1e6))
+    }
+}
+
+/// One REST answer, as judged when it came.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    op: Operation,
+    took: Duration,
+    slow: bool,
+}
+
+/// What the signals say, for the log and the decision.
+#[derive(Debug, Clone, Default)]
+struct Reading {
+    slow: bool,
+    why: String,
+    unanswered: Option<Duration>,
+}
+
+/// The early signals: REST answers against their baselines, event lag, unanswered requests.
+#[derive(Debug)]
+struct Signals {
+    baselines: [Option<Baseline>; Operation::ALL.len()],
+    recent: VecDeque<Sample>,
+    in_flight: BTreeMap<u64, (Instant, Operation)>,
+    next_token: u64,
+    lag_baseline: Option<Baseline>,
+    lags: VecDeque<(Instant, Duration)>,
+    unanswered_at: Option<Instant>,
+}
+
+/// The decision state.
+#[derive(Debug)]
+struct Control {
+    health: Health,
+    ceiling: Option<usize>,
+    last_cut: Option<Instant>,
+    last_rise: Instant,
+    normal_since: Instant,
+    /// Calls at once the box carried normally for `PROVEN_AFTER`.
+    proven: usize,
+    /// The most calls at once seen while normal: above 1.5 times it, a ceiling is forgotten.
+    peak: usize,
+    why: String,
+    /// The readings of the last `HISTORY`: when, and whether slow.
+    history: VecDeque<(Instant, bool)>,
+    /// Calls at once when Asterisk last turned overloaded.
+    overload_at: usize,
+}
+
+/// The admission state: the limits, the signals, the decision, and the calls admitted whose first
+/// turn has not come yet (the registry holds a call only from then on).
 #[derive(Debug)]
 pub struct Admission {
     limits: AdmissionConfig,
-    ceiling: Mutex<Ceiling>,
+    signals: Mutex<Signals>,
+    control: Mutex<Control>,
     pending: Mutex<HashSet<CallId>>,
 }
 
 impl Admission {
     pub fn new(limits: AdmissionConfig) -> Admission {
-        let ceiling = Ceiling {
-            calls: None,
-            cut_at: 0,
-            cut: None,
-            moved: Instant::now(),
-        };
+        let now = Instant::now();
         Admission {
             limits,
-            ceiling: Mutex::new(ceiling),
+            signals: Mutex::new(Signals {
+                baselines: [None; Operation::ALL.len()],
+                recent: VecDeque::new(),
+                in_flight: BTreeMap::new(),
+                next_token: 1,
+                lag_baseline: None,
+                lags: VecDeque::new(),
+                unanswered_at: None,
+            }),
+            control: Mutex::new(Control {
+                health: Health::Normal,
+                ceiling: None,
+                last_cut: None,
+                last_rise: now,
+                normal_since: now,
+                proven: 0,
+                peak: 0,
+                why: String::new(),
+                history: VecDeque::new(),
+                overload_at: 0,
+            }),
             pending: Mutex::new(HashSet::new()),
         }
     }
 
-    /// The learned ceiling of calls at once; `None` while Asterisk has not answered slowly.
+    pub fn limits(&self) -> &AdmissionConfig {
+        &self.limits
+    }
+
+    // --- the signals -------------------------------------------------------------------------
+
+    /// A REST request of `op` is being sent at `now`: the token its answer comes back with.
+    pub fn rest_sent(&self, op: Operation, now: Instant) -> u64 {
+        let mut s = self.signals.lock();
+        let token = s.next_token;
+        s.next_token += 1;
+        s.in_flight.insert(token, (now, op));
+        token
+    }
+
+    /// The answer to the request of `token` (or none: `answered` false) after `took`.
+    pub fn rest_answered(
+        &self,
+        token: u64,
+        op: Operation,
+        took: Duration,
+        answered: bool,
+        now: Instant,
+    ) {
+        let mut s = self.signals.lock();
+        s.in_flight.remove(&token);
+        if !answered {
+            s.unanswered_at = Some(now);
+        }
+        let baseline = Baseline::seen(&mut s.baselines[op as usize], took, now);
+        let slow = took > baseline.mul_f64(SLOW_FACTOR) + SLOW_MARGIN;
+        s.recent.push_back(Sample {
+            at: now,
+            op,
+            took,
+            slow,
+        });
+        if s.recent.len() > MAX_SAMPLES {
+            s.recent.pop_front();
+        }
+    }
+
+    /// An ARI event arrived `lag` after its own timestamp.
+    pub fn event_lag(&self, lag: Duration, now: Instant) {
+        let mut s = self.signals.lock();
+        Baseline::seen(&mut s.lag_baseline, lag, now);
+        s.lags.push_back((now, lag));
+        if s.lags.len() > MAX_SAMPLES {
+            s.lags.pop_front();
+        }
+    }
+
+    /// A (re)connect: what went unanswered before says nothing about the Asterisk that answers
+    /// now, and the requests in flight were the lost connection's.
+    pub fn reset_unanswered(&self) {
+        let mut s = self.signals.lock();
+        s.unanswered_at = None;
+    }
+
+    /// What the signals say now.
+    fn read(&self, now: Instant) -> Reading {
+        let mut s = self.signals.lock();
+        while s
+            .recent
+            .front()
+            .is_some_and(|x| now.saturating_duration_since(x.at) > WINDOW)
+        {
+            s.recent.pop_front();
+        }
+        while s
+            .lags
+            .front()
+            .is_some_and(|x| now.saturating_duration_since(x.0) > LAG_WINDOW)
+        {
+            s.lags.pop_front();
+        }
+        let mut reading = Reading::default();
+        let mut parts = Vec::new();
+
+        // Per operation: the answers of the window, slow or not; plus the requests unanswered
+        // longer than slow, which count as slow answers.
+        let mut count = [(0usize, 0usize); Operation::ALL.len()];
+        for x in &s.recent {
+            let c = &mut count[x.op as usize];
+            c.0 += 1;
+            c.1 += usize::from(x.slow);
+        }
+        let mut stuck = [false; Operation::ALL.len()];
+        let mut oldest = Duration::ZERO;
+        for (sent, op) in s.in_flight.values() {
+            let baseline = Baseline::get(&s.baselines[*op as usize]);
+            let waited = now.saturating_duration_since(*sent);
+            if waited > baseline.mul_f64(SLOW_FACTOR) + SLOW_MARGIN {
+                let c = &mut count[*op as usize];
+                c.0 += 1;
+                c.1 += 1;
+            }
+            if waited > STUCK {
+                stuck[*op as usize] = true;
+                oldest = oldest.max(waited);
+            }
+        }
+        let ops = count.iter().filter(|c| c.0 > 0).count();
+        let slow_ops = count.iter().filter(|c| c.0 > 0 && 2 * c.1 > c.0).count();
+        if slow_ops > 0 && 2 * slow_ops >= ops {
+            let (n, slow): (usize, usize) =
+                count.iter().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+            reading.slow = true;
+            parts.push(format!(
+                "{slow} of {n} REST requests of the last {} ms slow",
+                WINDOW.as_millis()
+            ));
+        }
+        let stuck_ops = stuck.iter().filter(|x| **x).count();
+        if stuck_ops >= 2 {
+            reading.slow = true;
+            parts.push(format!(
+                "REST requests of {stuck_ops} kinds unanswered for up to {} ms",
+                oldest.as_millis()
+            ));
+        }
+        // The configuration's absolute limit, on the median answer of the window.
+        let max = self.limits.max_rest_latency;
+        if !max.is_zero() && !s.recent.is_empty() {
+            let mut took: Vec<Duration> = s.recent.iter().map(|x| x.took).collect();
+            took.sort();
+            let median = took[took.len() / 2];
+            if median > max {
+                reading.slow = true;
+                parts.push(format!(
+                    "REST answers take {} ms (median; admission.max_rest_latency_ms is {})",
+                    median.as_millis(),
+                    max.as_millis()
+                ));
+            }
+        }
+        // Event lag over its baseline (median of the stretch).
+        if s.lags.len() >= 3 {
+            let mut lags: Vec<Duration> = s.lags.iter().map(|x| x.1).collect();
+            lags.sort();
+            let median = lags[lags.len() / 2];
+            let baseline = Baseline::get(&s.lag_baseline);
+            if median > baseline + LAG_SLOW {
+                reading.slow = true;
+                parts.push(format!(
+                    "ARI events {} ms late (normally {} ms)",
+                    median.as_millis(),
+                    baseline.as_millis()
+                ));
+            }
+        }
+        if let Some(ago) = s
+            .unanswered_at
+            .map(|t| now.saturating_duration_since(t))
+            .filter(|ago| *ago < self.limits.after_timeout)
+        {
+            reading.slow = true;
+            reading.unanswered = Some(ago);
+            parts.push(format!(
+                "a REST request went unanswered {:.1} s ago",
+                ago.as_secs_f64()
+            ));
+        }
+        reading.why = parts.join("; ");
+        reading
+    }
+
+    // --- the decision ------------------------------------------------------------------------
+
+    /// Moves the health and the ceiling by what the signals say with `active` calls at once;
+    /// called every tick (`intake`'s admission thread) and before each verdict. A change worth a
+    /// log line is returned.
+    pub fn tick(&self, active: usize, now: Instant) -> Option<Change> {
+        let reading = self.read(now);
+        let mut c = self.control.lock();
+        let max_wait = self.limits.max_wait;
+        // One reading per tick's worth of time: the calls that tick between ticks do not
+        // weigh more in the history.
+        if c.history
+            .back()
+            .is_none_or(|x| now.saturating_duration_since(x.0) >= HISTORY_STEP)
+        {
+            c.history.push_back((now, reading.slow));
+        }
+        while c
+            .history
+            .front()
+            .is_some_and(|x| now.saturating_duration_since(x.0) > HISTORY)
+        {
+            c.history.pop_front();
+        }
+        // Slow for half of the last HISTORY: the knee, where slow spells come and go. Time, not
+        // readings: each reading stands for the time until the next one (a gap counts a tick
+        // at most).
+        let mut slow_for = Duration::ZERO;
+        let mut readings = c.history.iter().peekable();
+        while let Some((at, slow)) = readings.next() {
+            let until = readings.peek().map_or(now, |x| x.0);
+            if *slow {
+                slow_for += until.saturating_duration_since(*at).min(HISTORY_GAP);
+            }
+        }
+        let spells = slow_for * 2 >= HISTORY;
+        let change = match (c.health, reading.slow) {
+            (Health::Normal, true) => {
+                c.health = Health::Slow(now);
+                Some(Change::Slowed {
+                    why: reading.why.clone(),
+                })
+            }
+            (Health::Slow(since), true)
+                if now.saturating_duration_since(since) >= max_wait + OVERLOAD_MARGIN || spells =>
+            {
+                c.health = Health::Overloaded(now);
+                c.overload_at = active;
+                let ceiling = cut(&mut c, active, now);
+                Some(Change::Overloaded {
+                    why: reading.why.clone(),
+                    active,
+                    ceiling,
+                })
+            }
+            (Health::Overloaded(since), true)
+                if c.last_cut
+                    .is_none_or(|t| now.saturating_duration_since(t) >= CUT_EVERY) =>
+            {
+                // Overloaded for long at a load the box carried before: it got slower for good;
+                // what it proved is no longer proof (a neighbour's burst of seconds is not that).
+                if now.saturating_duration_since(since) >= UNPROVEN_AFTER && active <= c.proven {
+                    c.proven = active * CUT.0 / CUT.1;
+                }
+                let before = c.ceiling;
+                let ceiling = cut(&mut c, active, now);
+                (before != Some(ceiling)).then(|| Change::CutAgain {
+                    why: reading.why.clone(),
+                    active,
+                    ceiling,
+                })
+            }
+            (Health::Slow(since) | Health::Overloaded(since), false) => {
+                // Recovered once normal for RECOVER_AFTER: `normal_since` counts from the first
+                // normal reading.
+                if c.normal_since <= since {
+                    c.normal_since = now;
+                }
+                if now.saturating_duration_since(c.normal_since) >= RECOVER_AFTER {
+                    let after = now.saturating_duration_since(since);
+                    let proven_margin = c.proven + c.proven / 5;
+                    match c.health {
+                        // Overloaded at a load the box had carried: not the load's doing (a
+                        // neighbour, a freeze): back at once to what it proved.
+                        Health::Overloaded(_) if c.overload_at <= proven_margin => {
+                            c.ceiling = c.ceiling.map(|n| n.max(c.proven));
+                        }
+                        _ => {}
+                    }
+                    c.health = Health::Normal;
+                    c.normal_since = now;
+                    c.last_rise = now;
+                    Some(Change::Recovered {
+                        after,
+                        ceiling: c.ceiling,
+                    })
+                } else {
+                    None
+                }
+            }
+            (Health::Normal, false) => {
+                if now.saturating_duration_since(c.normal_since) >= PROVEN_AFTER {
+                    c.proven = c.proven.max(active);
+                }
+                c.peak = c.peak.max(active);
+                if now.saturating_duration_since(c.last_rise) >= RISE_EVERY {
+                    c.last_rise = now;
+                    if let Some(n) = c.ceiling {
+                        let risen = n + (n / RISE_SHARE).max(1);
+                        // Well above what the box carries: no ceiling at all.
+                        c.ceiling = (risen <= c.peak.max(FLOOR) * 3 / 2).then_some(risen);
+                    }
+                }
+                None
+            }
+            _ => None,
+        };
+        if reading.slow {
+            c.why = reading.why;
+        }
+        if c.health == Health::Normal {
+            c.normal_since = c.normal_since.min(now);
+        }
+        change
+    }
+
+    /// What happens to a new caller now, with `active` calls at once (admitted ones included)
+    /// and `setting_up` of them being set up.
+    pub fn check(&self, active: usize, setting_up: usize) -> Verdict {
+        let l = &self.limits;
+        if l.max_calls > 0 && active >= l.max_calls {
+            return Verdict::Reject(Overload::Calls {
+                active,
+                max: l.max_calls,
+            });
+        }
+        let c = self.control.lock();
+        let waits = !l.max_wait.is_zero();
+        match c.health {
+            Health::Normal => {}
+            Health::Slow(_) if waits => return Verdict::Wait,
+            Health::Slow(_) | Health::Overloaded(_) => {
+                return Verdict::Reject(Overload::Overloaded { why: c.why.clone() })
+            }
+        }
+        if let Some(ceiling) = c.ceiling.filter(|n| active >= *n) {
+            return Verdict::Reject(Overload::Ceiling { active, ceiling });
+        }
+        if l.max_setups > 0 && setting_up >= l.max_setups {
+            // A set-up takes milliseconds when Asterisk is well: a moment's wait frees a place.
+            if waits {
+                return Verdict::Wait;
+            }
+            return Verdict::Reject(Overload::Setups {
+                setting_up,
+                max: l.max_setups,
+            });
+        }
+        Verdict::Take
+    }
+
+    /// A caller that waited `waited` and is still not to be taken: why.
+    pub fn waited_too_long(&self, waited: Duration) -> Overload {
+        Overload::WaitedTooLong {
+            waited,
+            why: self.control.lock().why.clone(),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.control.lock().health
+    }
+
+    /// Whether Asterisk should refuse new callers at its door now: overloaded, or the ceiling
+    /// of calls at once reached.
+    pub fn full(&self, active: usize) -> bool {
+        let c = self.control.lock();
+        matches!(c.health, Health::Overloaded(_)) || c.ceiling.is_some_and(|n| active >= n)
+    }
+
+    /// The learned ceiling of calls at once; `None` while none is needed.
     pub fn ceiling(&self) -> Option<usize> {
-        self.ceiling.lock().calls
+        self.control.lock().ceiling
     }
 
     /// Whether the call was admitted already (its StasisStart came twice, or the janitor found it
@@ -177,110 +699,9 @@ impl Admission {
         self.pending.lock().contains(call)
     }
 
-    /// Whether one more call may be taken now.
-    pub fn check(
-        &self,
-        registry: &HashMap<CallId, Phase>,
-        rest: &Responsiveness,
-        now: Instant,
-    ) -> Result<(), Overload> {
-        let l = &self.limits;
-        let pending = self.pending.lock().len();
-        let active = registry.len() + pending;
-        let asterisk = self.asterisk(rest);
-        let ceiling = self.learn(active, &asterisk, now);
-        if l.max_calls > 0 && active >= l.max_calls {
-            return Err(Overload::Calls {
-                active,
-                max: l.max_calls,
-            });
-        }
-        if let Ceiling {
-            calls: Some(ceiling),
-            cut_at,
-            ..
-        } = ceiling
-        {
-            if active >= ceiling {
-                return Err(Overload::Ceiling {
-                    active,
-                    ceiling,
-                    cut_at,
-                });
-            }
-        }
-        if l.max_setups > 0 {
-            let setting_up = registry.values().filter(|p| **p == Phase::Setup).count() + pending;
-            if setting_up >= l.max_setups {
-                return Err(Overload::Setups {
-                    setting_up,
-                    max: l.max_setups,
-                });
-            }
-        }
-        match asterisk {
-            Asterisk::Overloaded(why) => Err(why),
-            Asterisk::Fast | Asterisk::Strained => Ok(()),
-        }
-    }
-
-    /// What Asterisk's recent answers say.
-    fn asterisk(&self, rest: &Responsiveness) -> Asterisk {
-        let l = &self.limits;
-        if let Some(ago) = rest.since_unanswered().filter(|ago| *ago < l.after_timeout) {
-            return Asterisk::Overloaded(Overload::Unanswered { ago });
-        }
-        let max = l.max_rest_latency;
-        if max.is_zero() {
-            return Asterisk::Fast;
-        }
-        let (average, took) = (rest.average(), rest.recent_peak());
-        if average > max {
-            Asterisk::Overloaded(Overload::Slow { average, max })
-        } else if took > max {
-            Asterisk::Overloaded(Overload::SlowAnswer { took, max })
-        } else if average.max(took) < max / FAST_SHARE {
-            Asterisk::Fast
-        } else {
-            Asterisk::Strained
-        }
-    }
-
-    /// Moves the learned ceiling by what Asterisk says with `active` calls at once; returns it.
-    fn learn(&self, active: usize, asterisk: &Asterisk, now: Instant) -> Ceiling {
-        let mut c = self.ceiling.lock();
-        match asterisk {
-            Asterisk::Overloaded(why)
-                if c.cut
-                    .is_none_or(|at| now.saturating_duration_since(at) >= RECENT) =>
-            {
-                let cut = (active * CUT.0 / CUT.1).max(FLOOR);
-                if c.calls.is_none_or(|n| cut < n) {
-                    let was = c
-                        .calls
-                        .map_or_else(|| "none".to_string(), |n| n.to_string());
-                    info!("admission: Asterisk is overloaded ({why}) with {active} calls active: taking at most {cut} calls at once from now on (was {was})");
-                    *c = Ceiling {
-                        calls: Some(cut),
-                        cut_at: active,
-                        cut: Some(now),
-                        moved: now,
-                    };
-                }
-            }
-            Asterisk::Fast if now.saturating_duration_since(c.moved) >= RISE_EVERY => {
-                if let Some(n) = c.calls {
-                    c.calls = Some(n + 1);
-                    c.moved = now;
-                    debug!(
-                        "admission: Asterisk answers fast; the ceiling rises to {} calls",
-                        n + 1
-                    );
-                }
-            }
-            _ => {}
-        }
-        *c
+    /// Calls admitted whose first turn has not come yet.
+    pub fn pending(&self) -> usize {
+        self.pending.lock().len()
     }
 
     /// A call was admitted and posted to its mailbox.
@@ -294,6 +715,16 @@ impl Admission {
     }
 }
 
+/// Cuts the ceiling to 4/5 of the calls at once (never above where it was, never below the
+/// floor); the new ceiling.
+fn cut(c: &mut Control, active: usize, now: Instant) -> usize {
+    let base = c.ceiling.map_or(active, |n| n.min(active));
+    let ceiling = (base * CUT.0 / CUT.1).max(FLOOR);
+    c.ceiling = Some(ceiling);
+    c.last_cut = Some(now);
+    ceiling
+}
+
 /// A caller to be hung up because its call was not taken.
 pub struct Rejection {
     pub call: CallId,
@@ -304,329 +735,340 @@ pub struct Rejection {
     pub at: Instant,
 }
 
-/// How fast Asterisk has answered REST requests lately: the signal admission control sheds new
-/// calls on when Asterisk is overloaded (its CPU saturated, its answers late or missing).
-#[derive(Debug)]
-pub struct Responsiveness {
-    epoch: Instant,
-    /// Moving average of answer times (each request weighs 1/8), microseconds.
-    average_us: AtomicU64,
-    /// When the last request was answered, or went unanswered; ms since `epoch`.
-    last_ms: AtomicU64,
-    /// When a request last went unanswered (transport error: timeout, refused, reset); ms since
-    /// `epoch`, `u64::MAX` for never.
-    unanswered_ms: AtomicU64,
-    /// The slowest answer of the last `RECENT` (microseconds) and when it came (ms since
-    /// `epoch`): a saturated Asterisk answers most requests fast and a few in over a second,
-    /// which the average hides.
-    peak_us: AtomicU64,
-    peak_ms: AtomicU64,
-}
-
-/// What says something about Asterisk now: a moving average last fed longer ago than this does
-/// not, nor a slowest answer older than this.
-pub const RECENT: Duration = Duration::from_secs(2);
-
-impl Responsiveness {
-    pub fn new() -> Responsiveness {
-        Responsiveness {
-            epoch: Instant::now(),
-            average_us: AtomicU64::new(0),
-            last_ms: AtomicU64::new(0),
-            unanswered_ms: AtomicU64::new(u64::MAX),
-            peak_us: AtomicU64::new(0),
-            peak_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// Whether `at` (ms since `epoch`, read from one of the fields) is within `RECENT` of `now`.
-    fn is_recent(now: u64, at: &AtomicU64) -> bool {
-        now.saturating_sub(at.load(Ordering::Relaxed)) <= RECENT.as_millis() as u64
-    }
-
-    /// Forget the past: after a (re)connect, what went unanswered before says nothing about the
-    /// Asterisk that answers now.
-    pub fn reset(&self) {
-        self.unanswered_ms.store(u64::MAX, Ordering::Relaxed);
-        self.average_us.store(0, Ordering::Relaxed);
-        self.last_ms.store(0, Ordering::Relaxed);
-        self.peak_us.store(0, Ordering::Relaxed);
-    }
-
-    /// One request's answer time; `answered` is false when no HTTP answer came.
-    pub fn record(&self, took: Duration, answered: bool) {
-        let now = self.now_ms();
-        if !answered {
-            self.unanswered_ms.store(now, Ordering::Relaxed);
-        }
-        let sample = took.as_micros().min(u64::MAX as u128) as u64;
-        // Concurrent updates may lose one sample: an estimate needs no lock.
-        let old = if Self::is_recent(now, &self.last_ms) {
-            self.average_us.load(Ordering::Relaxed)
-        } else {
-            sample
-        };
-        self.average_us
-            .store(old - old / 8 + sample / 8, Ordering::Relaxed);
-        self.last_ms.store(now, Ordering::Relaxed);
-        if !Self::is_recent(now, &self.peak_ms) || sample >= self.peak_us.load(Ordering::Relaxed) {
-            self.peak_us.store(sample, Ordering::Relaxed);
-            self.peak_ms.store(now, Ordering::Relaxed);
-        }
-    }
-
-    /// The slowest answer of the last two seconds; zero when none came.
-    pub fn recent_peak(&self) -> Duration {
-        if !Self::is_recent(self.now_ms(), &self.peak_ms) {
-            return Duration::ZERO;
-        }
-        Duration::from_micros(self.peak_us.load(Ordering::Relaxed))
-    }
-
-    /// The recent average answer time; zero when no request was made lately.
-    pub fn average(&self) -> Duration {
-        if !Self::is_recent(self.now_ms(), &self.last_ms) {
-            return Duration::ZERO;
-        }
-        Duration::from_micros(self.average_us.load(Ordering::Relaxed))
-    }
-
-    /// How long ago a request last went unanswered.
-    pub fn since_unanswered(&self) -> Option<Duration> {
-        match self.unanswered_ms.load(Ordering::Relaxed) {
-            u64::MAX => None,
-            at => Some(Duration::from_millis(self.now_ms().saturating_sub(at))),
-        }
-    }
-}
-
-impl Default for Responsiveness {
-    fn default() -> Self {
-        Responsiveness::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
     use crate::config::OnOverload;
 
-    fn limits(max_calls: usize, max_setups: usize, max_rest_latency_ms: u64) -> AdmissionConfig {
+    fn limits(max_calls: usize, max_setups: usize) -> AdmissionConfig {
         AdmissionConfig {
             max_calls,
             max_setups,
-            max_rest_latency: Duration::from_millis(max_rest_latency_ms),
+            max_rest_latency: Duration::from_millis(500),
             after_timeout: Duration::from_secs(2),
             on_overload: OnOverload::Reject,
+            max_wait: Duration::from_secs(2),
+            door: Some("VOICEBOT1_FULL_UNTIL".into()),
         }
     }
 
-    fn registry(phases: &[Phase]) -> HashMap<CallId, Phase> {
-        phases
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (CallId(i.to_string()), *p))
-            .collect()
+    /// `n` answers of `op` taking `ms` each, at `at`.
+    fn answers(a: &Admission, op: Operation, ms: u64, n: usize, at: Instant) {
+        for _ in 0..n {
+            let t = a.rest_sent(op, at);
+            a.rest_answered(t, op, Duration::from_millis(ms), true, at);
+        }
+    }
+
+    /// A normal second: every operation answers in 1-2 ms.
+    fn normal(a: &Admission, at: Instant) {
+        answers(a, Operation::CreateBridge, 1, 5, at);
+        answers(a, Operation::AddChannel, 2, 5, at);
+        answers(a, Operation::Hangup, 1, 5, at);
+    }
+
+    /// A loaded second: every operation answers 30-60 times slower.
+    fn loaded(a: &Admission, at: Instant) {
+        answers(a, Operation::CreateBridge, 40, 5, at);
+        answers(a, Operation::AddChannel, 90, 5, at);
+        answers(a, Operation::Hangup, 35, 5, at);
     }
 
     #[test]
-    fn the_call_ceiling_counts_admitted_calls_not_yet_started() {
-        let a = Admission::new(limits(3, 0, 0));
-        let rest = Responsiveness::new();
-        let reg = registry(&[Phase::Connected, Phase::Media]);
-        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
-        a.admitted(&CallId("9".into()));
-        assert!(a.is_pending(&CallId("9".into())));
+    fn the_hard_caps_count_admitted_calls_not_yet_started() {
+        let a = Admission::new(limits(3, 2));
+        assert_eq!(a.check(2, 0), Verdict::Take);
         assert_eq!(
-            a.check(&reg, &rest, Instant::now()),
-            Err(Overload::Calls { active: 3, max: 3 })
+            a.check(3, 0),
+            Verdict::Reject(Overload::Calls { active: 3, max: 3 })
         );
-        a.taken(&CallId("9".into()));
-        a.taken(&CallId("9".into()));
-        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
-    }
-
-    #[test]
-    fn the_setup_ceiling_counts_only_calls_in_set_up() {
-        let a = Admission::new(limits(0, 2, 0));
-        let rest = Responsiveness::new();
+        // Too many set-ups at once: a moment's wait, while Asterisk is well.
+        assert_eq!(a.check(1, 2), Verdict::Wait);
+        let b = Admission::new(AdmissionConfig {
+            max_wait: Duration::ZERO,
+            ..limits(3, 2)
+        });
         assert_eq!(
-            a.check(
-                &registry(&[Phase::Setup, Phase::Transfer, Phase::Connected]),
-                &rest,
-                Instant::now()
-            ),
-            Ok(())
-        );
-        let err = a.check(
-            &registry(&[Phase::Setup, Phase::Setup]),
-            &rest,
-            Instant::now(),
-        );
-        assert_eq!(
-            err,
-            Err(Overload::Setups {
+            b.check(1, 2),
+            Verdict::Reject(Overload::Setups {
                 setting_up: 2,
                 max: 2
             })
         );
-        assert!(err
-            .unwrap_err()
-            .to_string()
-            .contains("admission.max_setups is 2"));
+        a.admitted(&CallId("9".into()));
+        assert!(a.is_pending(&CallId("9".into())) && a.pending() == 1);
+        a.taken(&CallId("9".into()));
+        assert_eq!(a.pending(), 0);
     }
 
     #[test]
-    fn slow_or_unanswered_rest_requests_shed_new_calls() {
-        let a = Admission::new(limits(0, 0, 100));
-        let rest = Responsiveness::new();
-        let reg = registry(&[]);
-        for _ in 0..40 {
-            rest.record(Duration::from_millis(5), true);
-        }
-        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
-        for _ in 0..40 {
-            rest.record(Duration::from_millis(400), true);
-        }
-        assert!(
-            matches!(
-                a.check(&reg, &rest, Instant::now()),
-                Err(Overload::Slow { .. })
-            ),
-            "{:?}",
-            rest.average()
-        );
-        for _ in 0..60 {
-            rest.record(Duration::from_millis(2), true);
-        }
-        assert!(
-            matches!(
-                a.check(&reg, &rest, Instant::now()),
-                Err(Overload::SlowAnswer { .. })
-            ),
-            "the slowest answer still counts for 2 s"
-        );
-        // Two seconds later the slow answers are history.
-        let rest = Responsiveness::new();
-        for _ in 0..60 {
-            rest.record(Duration::from_millis(2), true);
-        }
-        assert_eq!(
-            a.check(&reg, &rest, Instant::now()),
-            Ok(()),
-            "recovers as answers speed up: {:?}",
-            rest.average()
-        );
-        // One answer over the limit among fast ones: the average stays low, the call is not taken.
-        rest.record(Duration::from_millis(150), true);
-        rest.record(Duration::from_millis(2), true);
-        assert!(
-            rest.average() < Duration::from_millis(100),
-            "{:?}",
-            rest.average()
-        );
-        assert_eq!(
-            a.check(&reg, &rest, Instant::now()),
-            Err(Overload::SlowAnswer {
-                took: Duration::from_millis(150),
-                max: Duration::from_millis(100)
-            })
-        );
-        rest.record(Duration::from_millis(5000), false);
-        assert!(matches!(
-            a.check(&reg, &rest, Instant::now()),
-            Err(Overload::Unanswered { .. })
-        ));
-        // A reconnect: the Asterisk that answers now is not the one that did not.
-        rest.reset();
-        assert_eq!(a.check(&reg, &rest, Instant::now()), Ok(()));
-    }
-
-    #[test]
-    fn a_ceiling_is_learned_from_slow_answers_and_rises_while_answers_are_fast() {
-        let a = Admission::new(limits(0, 0, 400));
-        let (fast, slow) = (Responsiveness::new(), Responsiveness::new());
-        fast.record(Duration::from_millis(5), true);
-        slow.record(Duration::from_millis(900), true);
+    fn a_brief_slowness_makes_callers_wait_and_leaves_no_cut() {
+        let a = Admission::new(limits(0, 0));
         let t0 = Instant::now();
-        let at = |s: f64| t0 + Duration::from_secs_f64(s);
-        let reg = registry(&[Phase::Connected; 100]);
-        assert_eq!(a.check(&reg, &fast, at(0.0)), Ok(()));
-        assert_eq!(
-            a.ceiling(),
-            None,
-            "nothing learned while Asterisk answers fast"
+        // Six normal seconds at 80 calls: a load the box carries.
+        for s in 0..=6u64 {
+            normal(&a, t0 + Duration::from_secs(s));
+            assert_eq!(a.tick(80, t0 + Duration::from_secs(s)), None);
+        }
+        let t0 = t0 + Duration::from_secs(7);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // A freeze: two requests sent and not answered for 500 ms.
+        let t1 = a.rest_sent(Operation::CreateBridge, at(200));
+        let t2 = a.rest_sent(Operation::Hangup, at(200));
+        assert!(matches!(a.tick(80, at(700)), Some(Change::Slowed { .. })));
+        assert_eq!(a.check(80, 5), Verdict::Wait);
+        // 1.5 s later Asterisk answers them (slowly), then every request normally.
+        a.rest_answered(
+            t1,
+            Operation::CreateBridge,
+            Duration::from_millis(1500),
+            true,
+            at(1700),
         );
-
-        // A slow answer with 100 calls active: cut to 80, and this caller is not taken.
-        assert_eq!(
-            a.check(&reg, &slow, at(1.0)),
-            Err(Overload::Ceiling {
-                active: 100,
-                ceiling: 80,
-                cut_at: 100
-            })
+        a.rest_answered(
+            t2,
+            Operation::Hangup,
+            Duration::from_millis(1500),
+            true,
+            at(1700),
         );
-        assert_eq!(a.ceiling(), Some(80));
-        // The same slow answer a moment later cuts no further: one cut per 2 s.
-        let reg = registry(&[Phase::Connected; 80]);
-        assert!(a.check(&reg, &slow, at(2.0)).is_err());
-        assert_eq!(a.ceiling(), Some(80));
-        // Still slow 2 s on with the calls down to the ceiling: cut again, to 64.
-        assert!(a.check(&reg, &slow, at(3.0)).is_err());
-        assert_eq!(a.ceiling(), Some(64));
-        // Still slow while the calls over the ceiling end: no cut (they explain it).
-        assert!(a.check(&reg, &slow, at(6.0)).is_err());
-        assert_eq!(a.ceiling(), Some(64));
-
-        // Fast answers: one call more per second (the first rise is due at once: the last move
-        // was the cut at 3 s).
-        let reg = registry(&[Phase::Connected; 64]);
-        assert_eq!(a.check(&reg, &fast, at(6.5)), Ok(()));
-        assert_eq!(a.ceiling(), Some(65));
-        assert!(matches!(a.check(&reg, &fast, at(7.0)), Ok(())));
-        assert_eq!(a.ceiling(), Some(65), "not twice in one second");
-        assert_eq!(a.check(&reg, &fast, at(7.5)), Ok(()));
-        assert_eq!(a.ceiling(), Some(66));
-        let reg = registry(&[Phase::Connected; 66]);
-        assert_eq!(
-            a.check(&reg, &fast, at(7.6)),
-            Err(Overload::Ceiling {
-                active: 66,
-                ceiling: 66,
-                cut_at: 80
-            })
-        );
-
-        // Between fast and slow (a 150 ms answer, the limit 400 ms): the ceiling holds.
-        let strained = Responsiveness::new();
-        strained.record(Duration::from_millis(150), true);
-        assert_eq!(
-            a.check(&registry(&[Phase::Connected; 64]), &strained, at(20.0)),
-            Ok(())
-        );
-        assert_eq!(a.ceiling(), Some(66));
-
-        // An unanswered request cuts as a slow answer does, never below the floor.
-        let gone = Responsiveness::new();
-        gone.record(Duration::from_secs(5), false);
-        assert!(matches!(
-            a.check(&registry(&[Phase::Media; 3]), &gone, at(30.0)),
-            Err(Overload::Unanswered { .. })
-        ));
-        assert_eq!(a.ceiling(), Some(FLOOR));
-        let err = a
-            .check(&registry(&[Phase::Media; 10]), &fast, at(30.5))
-            .unwrap_err();
+        assert_eq!(a.tick(80, at(1700)), None);
+        assert_eq!(a.check(80, 5), Verdict::Wait, "still within max_wait");
+        let mut recovered = None;
+        for ms in (1800..4000).step_by(100) {
+            normal(&a, at(ms));
+            if let Some(c) = a.tick(80, at(ms)) {
+                recovered = Some((ms, c));
+                break;
+            }
+        }
+        // The two slow answers are soon outnumbered by normal ones; normal for 0.5 s: recovered,
+        // 2.1 s after the freeze began.
         assert!(
-            err.to_string()
-                .contains("learned ceiling is 10, set when Asterisk answered slowly with 3 active"),
-            "{err}"
+            matches!(
+                recovered,
+                Some((2300, Change::Recovered { ceiling: None, .. }))
+            ),
+            "{recovered:?}"
         );
+        assert_eq!(a.check(80, 5), Verdict::Take);
+        assert_eq!(a.ceiling(), None, "a hiccup leaves no ceiling");
+    }
+
+    #[test]
+    fn a_few_held_requests_of_one_operation_do_not_read_as_a_sick_asterisk() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        for s in 0..10u64 {
+            let at = t0 + Duration::from_secs(s);
+            normal(&a, at);
+            // One hang-up in five held 3 s by a proxy.
+            answers(&a, Operation::Hangup, 3000, 1, at);
+            a.rest_sent(Operation::Hangup, at);
+            assert_eq!(
+                a.tick(100, at + Duration::from_millis(500)),
+                None,
+                "second {s}"
+            );
+            assert_eq!(a.check(100, 3), Verdict::Take);
+        }
+    }
+
+    #[test]
+    fn sustained_slowness_rejects_cuts_again_while_slow_and_a_load_caused_cut_stays() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Six normal seconds at 120 calls: proven.
+        for s in 0..7 {
+            normal(&a, at(s * 1000));
+            a.tick(120, at(s * 1000));
+        }
+        // Load: 200 calls, everything slow.
+        loaded(&a, at(7100));
+        assert!(matches!(a.tick(200, at(7100)), Some(Change::Slowed { .. })));
+        assert_eq!(a.check(200, 5), Verdict::Wait);
+        for ms in [8100, 9100] {
+            loaded(&a, at(ms));
+            assert_eq!(a.tick(200, at(ms)), None);
+        }
+        // Slow for max_wait and a second more: overloaded.
+        loaded(&a, at(10100));
+        let c = a.tick(200, at(10100));
+        assert!(
+            matches!(
+                c,
+                Some(Change::Overloaded {
+                    active: 200,
+                    ceiling: 160,
+                    ..
+                })
+            ),
+            "{c:?}"
+        );
+        assert!(matches!(
+            a.check(150, 5),
+            Verdict::Reject(Overload::Overloaded { .. })
+        ));
+        assert!(a.full(150));
+        // Still slow a second later, calls not ending: cut again.
+        loaded(&a, at(11100));
+        let c = a.tick(200, at(11100));
+        assert!(
+            matches!(c, Some(Change::CutAgain { ceiling: 128, .. })),
+            "{c:?}"
+        );
+        // Normal again after RECOVER_AFTER. The overload came at 200 calls, above the 120 the box
+        // had proven: the load's doing, the ceiling stays where it was cut.
+        normal(&a, at(12200));
+        assert_eq!(a.tick(150, at(12200)), None);
+        normal(&a, at(12700));
+        let c = a.tick(150, at(12700));
+        assert!(
+            matches!(
+                c,
+                Some(Change::Recovered {
+                    ceiling: Some(128),
+                    ..
+                })
+            ),
+            "{c:?}"
+        );
+        assert_eq!(a.check(120, 5), Verdict::Take);
+        assert!(matches!(
+            a.check(128, 5),
+            Verdict::Reject(Overload::Ceiling { ceiling: 128, .. })
+        ));
+        // It grows a twentieth a second while normal…
+        normal(&a, at(13800));
+        a.tick(100, at(13800));
+        assert_eq!(a.ceiling(), Some(134));
+        // …and is forgotten once well above what the box carried.
+        for s in 14..80 {
+            normal(&a, at(s * 1000));
+            a.tick(100, at(s * 1000));
+        }
+        assert_eq!(a.ceiling(), None);
+    }
+
+    #[test]
+    fn a_neighbours_burst_of_seconds_leaves_the_proven_load_and_recovery_is_immediate() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for s in 0..7 {
+            normal(&a, at(s * 1000));
+            a.tick(120, at(s * 1000));
+        }
+        // Ten seconds of a CPU hog beside Asterisk at the same 120 calls.
+        for s in 0..10 {
+            loaded(&a, at(7100 + s * 1000));
+            a.tick(120, at(7100 + s * 1000));
+        }
+        assert!(matches!(a.health(), Health::Overloaded(_)));
+        assert!(a.ceiling().is_some_and(|n| n < 120), "{:?}", a.ceiling());
+        normal(&a, at(17200));
+        a.tick(100, at(17200));
+        normal(&a, at(17700));
+        assert!(matches!(
+            a.tick(100, at(17700)),
+            Some(Change::Recovered { .. })
+        ));
+        assert_eq!(a.ceiling(), Some(120), "back at once to the proven load");
+        assert_eq!(a.check(110, 5), Verdict::Take);
+    }
+
+    #[test]
+    fn slow_spells_that_come_and_go_at_the_knee_count_as_overload() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        normal(&a, t0);
+        let mut overloaded = None;
+        // 700 ms slow, 300 ms well, again and again: never 2 s in a row.
+        for tick in 0..60u64 {
+            let ms = 1000 + tick * 100;
+            if tick % 10 < 7 {
+                loaded(&a, at(ms));
+            } else {
+                a.signals.lock().recent.clear();
+                normal(&a, at(ms));
+            }
+            if let Some(Change::Overloaded { .. }) = a.tick(200, at(ms)) {
+                overloaded = Some(ms);
+                break;
+            }
+        }
+        // 2.5 s slow of the last 5 s: during the fourth spell (0.7 s slow a second).
+        assert!(
+            overloaded.is_some_and(|ms| (4000..5500).contains(&ms)),
+            "{overloaded:?}"
+        );
+    }
+
+    #[test]
+    fn late_events_read_as_a_slow_asterisk_and_an_unanswered_request_too() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        for i in 0..10 {
+            a.event_lag(Duration::from_millis(1), t0 + Duration::from_millis(i * 10));
+        }
+        assert_eq!(a.tick(50, t0 + Duration::from_millis(100)), None);
+        let t1 = t0 + Duration::from_secs(2);
+        for i in 0..5 {
+            a.event_lag(
+                Duration::from_millis(300),
+                t1 + Duration::from_millis(i * 10),
+            );
+        }
+        let c = a.tick(50, t1 + Duration::from_millis(60));
+        assert!(
+            matches!(&c, Some(Change::Slowed { why }) if why.contains("ARI events 300 ms late")),
+            "{c:?}"
+        );
+
+        let b = Admission::new(limits(0, 0));
+        let t = b.rest_sent(Operation::Hangup, t0);
+        b.rest_answered(
+            t,
+            Operation::Hangup,
+            Duration::from_secs(5),
+            false,
+            t0 + Duration::from_secs(5),
+        );
+        let c = b.tick(10, t0 + Duration::from_secs(5));
+        assert!(
+            matches!(&c, Some(Change::Slowed { why }) if why.contains("unanswered")),
+            "{c:?}"
+        );
+    }
+
+    #[test]
+    fn baselines_follow_a_box_that_got_slower_for_good() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        answers(&a, Operation::CreateBridge, 1, 10, t0);
+        // From now on every answer takes 30 ms: slow at first, normal a minute later.
+        let mut slow_then = 0;
+        let mut slow_later = 0;
+        for s in 1..=120u64 {
+            let at = t0 + Duration::from_secs(s);
+            let token = a.rest_sent(Operation::CreateBridge, at);
+            a.rest_answered(
+                token,
+                Operation::CreateBridge,
+                Duration::from_millis(30),
+                true,
+                at,
+            );
+            let slow = a.signals.lock().recent.back().is_some_and(|x| x.slow);
+            if s <= 5 && slow {
+                slow_then += 1;
+            }
+            if s > 100 && slow {
+                slow_later += 1;
+            }
+        }
+        assert_eq!((slow_then, slow_later), (5, 0));
     }
 }

@@ -13,7 +13,7 @@
 //! - at the stop every call is posted `Handover` or `Shutdown` and handled on the workers in
 //!   parallel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,14 +24,15 @@ use crossbeam_channel::{Receiver, TryRecvError};
 use log::{debug, info, warn};
 use parking_lot::Mutex;
 
-use crate::admission::{Admission, Responsiveness};
-use crate::ari::events::decode;
+use crate::admission::{Admission, Health};
+use crate::ari::events::{decode, parse_timestamp};
 use crate::ari::websocket::{events_url, ConnectError, EventSocket, Frame};
 use crate::ari::{AriClient, AriError, AsteriskVersion, ErrorKind, Support};
 use crate::backoff::Backoff;
+use crate::call::Phase;
 use crate::config::{Config, OnStop};
 use crate::dispatch::{route, CallEvent, CallMsg, Scheduler};
-use crate::ids::Ids;
+use crate::ids::{Ids, Role};
 use crate::intake;
 use crate::leftovers;
 use crate::media::SocketPool;
@@ -133,9 +134,9 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let endpoint = endpoint.transpose()?;
     let pool = bind_pool(&config)?;
     let (shed_tx, shed_rx) = intake::channel();
-    let responsiveness = Arc::new(Responsiveness::new());
+    let admission = Arc::new(Admission::new(config.admission.clone()));
     let observer = Arc::new(RestObserver {
-        responsiveness: Arc::clone(&responsiveness),
+        admission: Arc::clone(&admission),
     });
     let shared = Arc::new(Shared {
         ari: AriClient::new(&config.ari, observer),
@@ -145,8 +146,8 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         registry: Mutex::new(HashMap::new()),
         draining: AtomicBool::new(false),
         late_commands: AtomicBool::new(false),
-        admission: Admission::new(config.admission.clone()),
-        responsiveness,
+        admission,
+        waiting: Mutex::new(VecDeque::new()),
         bots: BotDirectory::new(&config.bots),
         shed: shed_tx,
         unconfirmed: Mutex::new(HashSet::new()),
@@ -207,6 +208,12 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
             .map_err(AppError::Thread)?;
         shedders.push(handle);
     }
+    let (admission_shared, admission_calls, admission_stop) =
+        (Arc::clone(&shared), Arc::clone(&calls), stop_rx.clone());
+    let admission_thread = std::thread::Builder::new()
+        .name("admission".into())
+        .spawn(move || intake::run_admission(&admission_shared, &admission_calls, &admission_stop))
+        .map_err(AppError::Thread)?;
     let reader_shared = Arc::clone(&shared);
     let reader = std::thread::Builder::new()
         .name("ari-events".into())
@@ -242,6 +249,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     drop(stop_tx);
     join_until(reader, deadline);
     join_until(janitor_thread, deadline);
+    join_until(admission_thread, deadline);
     for shedder in shedders {
         join_until(shedder, deadline);
     }
@@ -268,6 +276,21 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let active = shared.active_calls();
+    if active > 0 {
+        // What a crash would have left: the next instance adopts what it can, as after one.
+        let left: Vec<String> = shared
+            .registry
+            .lock()
+            .iter()
+            .take(50)
+            .map(|(call, phase)| format!("{call} ({})", describe_phase(*phase)))
+            .collect();
+        warn!(
+            "shutdown: out of time with {active} calls still waiting on Asterisk, left as they are for the next voicebot1: {}{}",
+            left.join(", "),
+            if active > left.len() { format!(" and {} more", active - left.len()) } else { String::new() }
+        );
+    }
     info!("totals: {}", shared.counters.summary());
     info!(
         "shutdown complete: {} calls cleaned up, {} handed over, {active} left, pool {}/{} free",
@@ -292,21 +315,46 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
 /// a wait (up to `longest`) until every call is connected. Events are still read meanwhile: a
 /// transfer needs its destination's answer.
 fn drain(shared: &Shared, calls: &Scheduler<ActiveCall>, longest: Duration) {
+    shared.draining.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    if shared.admission.health() != Health::Normal {
+        // Transfers would be requests to a slow Asterisk, and a failed one hangs its caller up.
+        // Callers with the bot are left with it: the next instance transfers them, as after a
+        // crash. Only calls half-way (set-up, a destination ringing) are waited for.
+        info!(
+            "stop requested while Asterisk is slow: handing {} calls over to the next voicebot1 as they are (no new calls; callers with the bot stay with it and the next voicebot1 transfers them; up to {} s for set-ups and ringing destinations)",
+            shared.active_calls(),
+            longest.as_secs()
+        );
+        let half_way = |p: &Phase| matches!(p, Phase::Setup | Phase::Transfer);
+        while shared.calls_where(half_way) > 0 && t0.elapsed() < longest {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        match shared.calls_where(half_way) {
+            0 => info!(
+                "drained in {} ms: no call half-way",
+                t0.elapsed().as_millis()
+            ),
+            n => warn!(
+                "drain time ({} s) is over with {n} calls still half-way (set-up or ringing)",
+                longest.as_secs()
+            ),
+        }
+        return;
+    }
     info!(
         "stop requested: handing {} calls over to the next voicebot1 (no new calls; callers with the bot are transferred; up to {} s)",
         shared.active_calls(),
         longest.as_secs()
     );
-    shared.draining.store(true, Ordering::SeqCst);
     calls.post_all(&CallMsg::Drain);
-    let t0 = Instant::now();
     while shared.calls_not_connected() > 0 && t0.elapsed() < longest {
         std::thread::sleep(Duration::from_millis(20));
     }
     match shared.calls_not_connected() {
         0 => info!("drained in {} ms: every call is connected", t0.elapsed().as_millis()),
         n => warn!(
-            "drain time ({} s) is over with {n} calls not connected: ringing ones are handed over, the rest ended",
+            "drain time ({} s) is over with {n} calls not connected: callers with the bot and ringing ones are handed over, the rest ended",
             longest.as_secs()
         ),
     }
@@ -413,7 +461,7 @@ impl EventReader {
             cfg.app
         );
         // The requests that went unanswered were the lost connection's: this Asterisk answers.
-        self.shared.responsiveness.reset();
+        self.shared.admission.reset_unanswered();
         if !*swept {
             // After the WebSocket connected: every event from now on is read after the listing,
             // so nothing that happens meanwhile is lost; the frames wait in the socket.
@@ -459,13 +507,22 @@ impl EventReader {
 
     fn on_frame(&self, text: &str) {
         log::trace!("ARI event: {text}");
+        // How late Asterisk delivers its events: an early sign of a loaded Asterisk (admission).
+        if let Some(lag) = event_lag(text) {
+            self.shared.admission.event_lag(lag, Instant::now());
+        }
         match decode(text) {
             Ok(event) => {
                 match route(&self.shared.ids, &self.shared.config.ari.inbound_arg, event) {
                     Some((call, CallEvent::Inbound(caller))) => {
                         intake::offer(&self.shared, &self.calls, call, caller)
                     }
-                    Some((call, ev)) => self.calls.post(call, CallMsg::Event(ev)),
+                    Some((call, ev)) => {
+                        if let CallEvent::Left(Role::Caller, _) = ev {
+                            intake::caller_left(&self.shared, &call);
+                        }
+                        self.calls.post(call, CallMsg::Event(ev))
+                    }
                     None => {}
                 }
             }
@@ -507,4 +564,29 @@ impl EventReader {
 /// The one line an operator needs when Asterisk refuses the credentials (REST or WebSocket).
 fn unauthorized(code: u16, user: &str) -> String {
     format!("{code}: check [ari] username/password (user {user:?})")
+}
+
+/// How long ago, by this host's clock, an event frame was stamped (its `"timestamp"`), without
+/// decoding the whole frame; `None` without a usable one.
+fn event_lag(text: &str) -> Option<Duration> {
+    let key = "\"timestamp\":\"";
+    let start = text.find(key)? + key.len();
+    let end = start + text[start..].find('"')?;
+    let at = parse_timestamp(&text[start..end])?;
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(at)
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// A call's phase in the operator's words.
+fn describe_phase(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Setup => "being set up",
+        Phase::Media => "with the bot",
+        Phase::Transfer => "destination called",
+        Phase::Connected => "caller and destination connected",
+        Phase::Ended => "ended",
+    }
 }

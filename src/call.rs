@@ -417,9 +417,13 @@ impl Call {
     }
 
     /// Whether the next voicebot1 can take this call over as it is (see `leftovers::plan`): the
-    /// caller is transferred or connected; no bot and no half-made set-up.
+    /// caller is with the bot (the next instance transfers it: a stop never does worse than a
+    /// crash), transferred or connected; not a half-made set-up.
     pub fn can_hand_over(&self) -> bool {
-        matches!(self.phase, Phase::Transfer | Phase::Connected)
+        matches!(
+            self.phase,
+            Phase::Media | Phase::Transfer | Phase::Connected
+        )
     }
 
     pub fn phase(&self) -> Phase {

@@ -1,75 +1,305 @@
-//! Where a new caller comes in: admission's verdict applied (the call posted to its mailbox, a
-//! transfer without the bot, or a rejection), and the shedder threads that hang up the callers
-//! not taken. The policy itself is `admission`'s; this is its effect, run on the event reader
-//! (and by `leftovers` for a caller found waiting in the application).
+//! Where a new caller comes in: admission's verdict applied — the call posted to its mailbox, the
+//! caller kept waiting while Asterisk is briefly slow, a transfer without the bot, or a rejection
+//! — and the threads that carry it out: the admission thread (every [`TICK`]: Asterisk's health,
+//! the waiting callers, the door) and the shedders that hang up the callers not taken. The policy
+//! itself is `admission`'s; this is its effect, run on the event reader (and by `leftovers` for a
+//! caller found waiting in the application).
 //!
 //! A rejection is one request on a shedder thread, never queued behind the workers, whose calls
 //! may be the ones waiting on Asterisk. REST requests in flight are bounded by construction: one
-//! per worker, one per shedder thread, and the janitor's.
+//! per worker, one per shedder thread, the admission thread's and the janitor's.
+//!
+//! The door: while admission is full (Asterisk overloaded, or the ceiling of calls at once
+//! reached), voicebot1 keeps the Asterisk global variable `[admission] full_variable` set to a
+//! Unix time two seconds ahead, refreshed every second; the sample dialplan answers callers with
+//! congestion before `Answer()` while `${EPOCH}` is below it. A refusal at the door costs Asterisk
+//! a SIP transaction, where a caller taken then rejected costs it an answer, a Stasis entry and a
+//! REST hang-up. If voicebot1 stops or dies, the door opens by itself within two seconds.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 
-use crate::admission::Rejection;
+use crate::admission::{Change, Rejection, Verdict};
 use crate::ari::HangupReason;
+use crate::call::Phase;
 use crate::config::OnOverload;
 use crate::dispatch::{CallEvent, CallMsg, NewCaller, Scheduler};
 use crate::ids::CallId;
 use crate::metrics;
-use crate::shared::{Counters, HangUp, Shared};
+use crate::shared::{Counters, HangUp, Shared, Waiter};
 
 /// Threads that hang up rejected callers.
 pub const SHEDDERS: usize = 32;
 
+/// How often the admission thread reads Asterisk's health and looks at the waiting callers.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Callers waiting at most at once; beyond, a new one is rejected as if Asterisk were overloaded.
+const MAX_WAITING: usize = 300;
+
+/// How far ahead the door is kept shut, and how often that is renewed while full.
+const DOOR_AHEAD_S: u64 = 2;
+const DOOR_RENEW: Duration = Duration::from_secs(1);
+/// The door stays shut at least this long (so a ceiling reached call by call does not make it
+/// open and shut every tick).
+const DOOR_AT_LEAST: Duration = Duration::from_secs(1);
+
 /// A new caller in the application (a StasisStart with the inbound argument, or a caller found
-/// waiting there): a call, a rejection, a transfer without the bot, or — while a stop is handing
-/// calls over — nothing: the caller waits in the application for the next instance.
+/// waiting there): a call, a wait, a rejection, a transfer without the bot, or — while a stop is
+/// handing calls over — nothing: the caller waits in the application for the next instance.
 pub fn offer<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, caller: Box<NewCaller>) {
     if shared.draining.load(Ordering::SeqCst) {
-        info!("call {call}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1", caller.channel.name);
+        info!(
+            "call {call}: inbound from {} while voicebot1 is stopping; left waiting for the next voicebot1",
+            caller.channel.name
+        );
         return;
     }
     let verdict = {
         let registry = shared.registry.lock();
-        if registry.contains_key(&call) || shared.admission.is_pending(&call) {
+        if registry.contains_key(&call)
+            || shared.admission.is_pending(&call)
+            || shared.waiting.lock().iter().any(|w| w.call == call)
+        {
             // A duplicate (the start-up listing and the StasisStart both found the caller, the
             // janitor found it while its turn was queued): once is enough. Posting it would start
             // the call again if the first ended before the duplicate's turn.
             debug!("call {call}: {} already has its call", caller.channel.name);
             return;
         }
-        shared
-            .admission
-            .check(&registry, &shared.responsiveness, Instant::now())
+        let (active, setting_up) = load(shared, &registry);
+        // Health as of now, not of the last tick: callers come faster than ticks.
+        if let Some(change) = shared.admission.tick(active, Instant::now()) {
+            log_change(&change, active);
+        }
+        match shared.admission.check(active, setting_up) {
+            // First come, first served: behind those already waiting.
+            Verdict::Take if !shared.waiting.lock().is_empty() => Verdict::Wait,
+            v => v,
+        }
     };
     match verdict {
-        Ok(()) => {
-            shared.admission.admitted(&call);
-            calls.post(call, CallMsg::Event(CallEvent::Inbound(caller)));
+        Verdict::Take => take(shared, calls, call, caller),
+        Verdict::Wait => {
+            let mut waiting = shared.waiting.lock();
+            if waiting.len() >= MAX_WAITING {
+                drop(waiting);
+                let why = shared.admission.waited_too_long(Duration::ZERO);
+                return not_taken(shared, calls, call, caller, why);
+            }
+            if waiting.is_empty() {
+                info!(
+                    "call {call}: Asterisk is slow; {} waits (at most {} ms)",
+                    caller.channel.name,
+                    shared.config.admission.max_wait.as_millis()
+                );
+            } else {
+                debug!(
+                    "call {call}: Asterisk is slow; {} waits behind {} others",
+                    caller.channel.name,
+                    waiting.len()
+                );
+            }
+            Counters::bump(&shared.counters.waited);
+            waiting.push_back(Waiter {
+                call,
+                caller,
+                since: Instant::now(),
+            });
         }
-        Err(why) => {
-            let n = Counters::bump(&shared.counters.shed);
-            metrics::call_not_taken(why.reason());
-            match shared.config.admission.on_overload {
-                OnOverload::Reject => {
-                    let rejection = Rejection {
-                        call,
-                        caller: caller.channel.name,
-                        why,
-                        at: Instant::now(),
-                    };
-                    // The shedders run as long as `shared` does.
-                    let _ = shared.shed.send(rejection);
+        Verdict::Reject(why) => not_taken(shared, calls, call, caller, why),
+    }
+}
+
+/// Calls at once (admitted ones included) and calls being set up.
+fn load(shared: &Shared, registry: &std::collections::HashMap<CallId, Phase>) -> (usize, usize) {
+    let pending = shared.admission.pending();
+    let setting_up = registry.values().filter(|p| **p == Phase::Setup).count() + pending;
+    (registry.len() + pending, setting_up)
+}
+
+fn take<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, caller: Box<NewCaller>) {
+    shared.admission.admitted(&call);
+    calls.post(call, CallMsg::Event(CallEvent::Inbound(caller)));
+}
+
+/// A caller admission does not take: rejected by a shedder, or sent on without the bot.
+fn not_taken<S: Send>(
+    shared: &Shared,
+    calls: &Scheduler<S>,
+    call: CallId,
+    caller: Box<NewCaller>,
+    why: crate::admission::Overload,
+) {
+    let n = Counters::bump(&shared.counters.shed);
+    metrics::call_not_taken(why.reason());
+    match shared.config.admission.on_overload {
+        OnOverload::Reject => {
+            let rejection = Rejection {
+                call,
+                caller: caller.channel.name,
+                why,
+                at: Instant::now(),
+            };
+            // The shedders run as long as `shared` does.
+            let _ = shared.shed.send(rejection);
+        }
+        OnOverload::Transfer => {
+            info!("call {call}: not taken ({why}; {n} so far): transferring without the bot");
+            shared.admission.admitted(&call);
+            calls.post(call, CallMsg::Event(CallEvent::Overflow(caller)));
+        }
+    }
+}
+
+/// A waiting caller hung up: forgotten.
+pub fn caller_left(shared: &Shared, call: &CallId) {
+    let mut waiting = shared.waiting.lock();
+    if let Some(i) = waiting.iter().position(|w| &w.call == call) {
+        waiting.remove(i);
+        debug!("call {call}: the caller hung up while waiting");
+    }
+}
+
+/// The admission thread: every [`TICK`], Asterisk's health (logged when it changes), the waiting
+/// callers (taken once Asterisk answers normally, rejected after `max_wait`) and the door; until
+/// `stop` disconnects. At the end the door is opened.
+pub fn run_admission<S: Send>(shared: &Shared, calls: &Scheduler<S>, stop: &Receiver<()>) {
+    let mut door = Door::default();
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(TICK) {
+        let now = Instant::now();
+        let (active, _) = load(shared, &shared.registry.lock());
+        if let Some(change) = shared.admission.tick(active, now) {
+            log_change(&change, active);
+        }
+        release_waiting(shared, calls, now);
+        door.update(shared, shared.admission.full(active), now);
+    }
+    door.update(shared, false, Instant::now());
+}
+
+fn log_change(change: &Change, active: usize) {
+    match change {
+        Change::Slowed { why } => info!("admission: Asterisk is slow ({why}) with {active} calls active: new callers wait"),
+        Change::Overloaded { why, active, ceiling } => warn!(
+            "admission: Asterisk is overloaded ({why}) with {active} calls active: rejecting new callers, taking at most {ceiling} calls at once"
+        ),
+        Change::CutAgain { why, active, ceiling } => {
+            warn!("admission: Asterisk is still overloaded ({why}) with {active} calls active: taking at most {ceiling} calls at once")
+        }
+        Change::Recovered { after, ceiling } => info!(
+            "admission: Asterisk answers normally again after {:.1} s: taking calls ({})",
+            after.as_secs_f64(),
+            ceiling.map_or("no ceiling".to_string(), |n| format!("at most {n} at once"))
+        ),
+    }
+}
+
+/// Takes the waiting callers Asterisk can take now, first come first served; rejects those that
+/// waited `max_wait`.
+fn release_waiting<S: Send>(shared: &Shared, calls: &Scheduler<S>, now: Instant) {
+    let max_wait = shared.config.admission.max_wait;
+    loop {
+        let (waiter, verdict) = {
+            let registry = shared.registry.lock();
+            let mut waiting = shared.waiting.lock();
+            let Some(first) = waiting.front() else { return };
+            let waited = now.saturating_duration_since(first.since);
+            let (active, setting_up) = load(shared, &registry);
+            let verdict = match shared.admission.check(active, setting_up) {
+                Verdict::Wait if waited >= max_wait => {
+                    Verdict::Reject(shared.admission.waited_too_long(waited))
                 }
-                OnOverload::Transfer => {
-                    info!(
-                        "call {call}: not taken ({why}; {n} so far): transferring without the bot"
-                    );
-                    shared.admission.admitted(&call);
-                    calls.post(call, CallMsg::Event(CallEvent::Overflow(caller)));
+                Verdict::Wait => return,
+                v => v,
+            };
+            let Some(waiter) = waiting.pop_front() else {
+                return;
+            };
+            (waiter, verdict)
+        };
+        let waited = now.saturating_duration_since(waiter.since);
+        match verdict {
+            Verdict::Take => {
+                info!(
+                    "call {}: taken after waiting {} ms for Asterisk",
+                    waiter.call,
+                    waited.as_millis()
+                );
+                take(shared, calls, waiter.call, waiter.caller);
+            }
+            Verdict::Reject(why) => not_taken(shared, calls, waiter.call, waiter.caller, why),
+            Verdict::Wait => {}
+        }
+    }
+}
+
+/// The door's state: shut until then (Unix seconds), and when that was last set.
+#[derive(Debug, Default)]
+struct Door {
+    shut_until: Option<u64>,
+    renewed: Option<Instant>,
+    shut_at: Option<Instant>,
+    /// The last failed attempt (retried once a [`DOOR_RENEW`] later), and whether that was
+    /// logged already (one warning per run of failures).
+    failed_at: Option<Instant>,
+    warned: bool,
+}
+
+impl Door {
+    fn update(&mut self, shared: &Shared, full: bool, now: Instant) {
+        let Some(variable) = shared.config.admission.door.as_deref() else {
+            return;
+        };
+        let unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self
+            .failed_at
+            .is_some_and(|t| now.saturating_duration_since(t) < DOOR_RENEW)
+        {
+            return;
+        }
+        let held = self
+            .shut_at
+            .is_some_and(|t| now.saturating_duration_since(t) < DOOR_AT_LEAST);
+        let value = match (full || held, self.shut_until) {
+            (true, _)
+                if self
+                    .renewed
+                    .is_none_or(|t| now.saturating_duration_since(t) >= DOOR_RENEW) =>
+            {
+                unix + DOOR_AHEAD_S
+            }
+            (false, Some(_)) => 0,
+            _ => return,
+        };
+        match shared.ari.set_global(variable, &value.to_string()) {
+            Ok(()) => {
+                self.failed_at = None;
+                self.warned = false;
+                if value == 0 {
+                    info!("admission: Asterisk takes new callers at its door again");
+                    *self = Door::default();
+                } else {
+                    if self.shut_until.is_none() {
+                        info!("admission: Asterisk refuses new callers at its door (congestion before Answer()) while voicebot1 is full");
+                        self.shut_at = Some(now);
+                    }
+                    self.shut_until = Some(value);
+                    self.renewed = Some(now);
+                }
+            }
+            // Tried again a moment later; a door left shut opens by itself.
+            Err(e) => {
+                self.failed_at = Some(now);
+                if std::mem::replace(&mut self.warned, true) {
+                    debug!("admission: {e}");
+                } else {
+                    warn!("admission: cannot set the door variable (admission.full_variable): {e}; Asterisk answers every caller meanwhile");
                 }
             }
         }

@@ -7,24 +7,25 @@
 //! client is told each request's answer through: it feeds admission's [`Responsiveness`] and the
 //! metrics.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use log::{debug, error, warn};
 use parking_lot::Mutex;
 
-use crate::admission::{Admission, Rejection, Responsiveness};
+use crate::admission::{Admission, Rejection};
 use crate::ari::rest::{Answer, Observer};
 use crate::ari::{AriClient, AriError, HangupReason};
 use crate::bot::Bad;
 use crate::call::{Phase, Policy};
 use crate::config::{BotsConfig, Config};
+use crate::dispatch::NewCaller;
 use crate::ids::{CallId, Ids};
 use crate::media::{BotSpec, SocketPool};
-use crate::metrics::{self, CallPhase, Class, Live};
+use crate::metrics::{self, CallPhase, Class, Live, Operation};
 use crate::net::tls;
 
 /// What every worker shares (read-only, or atomics).
@@ -44,9 +45,10 @@ pub struct Shared {
     /// (before 18.21 / 20.6), so voicebot1 wakes the channels of an `addChannel` while it waits
     /// (see ARCHITECTURE.md): set at every connect from its version.
     pub late_commands: AtomicBool,
-    pub admission: Admission,
-    /// How fast Asterisk has answered REST requests lately (fed by [`RestObserver`]).
-    pub responsiveness: Arc<Responsiveness>,
+    /// Admission control's policy, fed by [`RestObserver`] and the reader's event lag.
+    pub admission: Arc<Admission>,
+    /// New callers waiting while Asterisk is briefly slow (see `intake`).
+    pub waiting: Mutex<VecDeque<Waiter>>,
     /// The WebSocket bots, ready to connect to.
     pub bots: BotDirectory,
     /// Callers not taken, for the shedder threads to hang up.
@@ -77,6 +79,8 @@ pub struct Counters {
     pub shed: AtomicU64,
     /// Transfers bots asked for to names `[transfer.to]` does not list.
     pub refused_transfers: AtomicU64,
+    /// New callers who waited for a briefly slow Asterisk.
+    pub waited: AtomicU64,
 }
 
 impl Counters {
@@ -99,6 +103,13 @@ impl Counters {
             g(&self.panics)
         )
     }
+}
+
+/// A new caller waiting for a briefly slow Asterisk to answer normally again.
+pub struct Waiter {
+    pub call: CallId,
+    pub caller: Box<NewCaller>,
+    pub since: Instant,
 }
 
 /// How a hang-up came out.
@@ -157,6 +168,8 @@ impl Shared {
             pool_total: self.pool.total(),
             stopping: self.draining.load(Ordering::Relaxed),
             ceiling: self.admission.ceiling(),
+            admission: self.admission.health().level(),
+            waiting: self.waiting.lock().len(),
             started: get(&c.calls),
             adopted: get(&c.adopted),
             handed_over: get(&c.handed_over),
@@ -181,6 +194,11 @@ impl Shared {
             .count()
     }
 
+    /// Calls whose phase (after their last turn) is one `which` picks.
+    pub fn calls_where(&self, which: impl Fn(&Phase) -> bool) -> usize {
+        self.registry.lock().values().filter(|p| which(p)).count()
+    }
+
     /// The state machine's settings, from the configuration.
     pub(crate) fn policy(&self) -> Policy {
         Policy {
@@ -196,16 +214,23 @@ impl Shared {
     }
 }
 
-/// Told of every REST request's answer by the client: feeds admission's view of Asterisk and the
-/// metrics.
+/// Told of every REST request and its answer by the client: feeds admission's view of Asterisk
+/// and the metrics.
 pub struct RestObserver {
-    pub responsiveness: Arc<Responsiveness>,
+    pub admission: Arc<Admission>,
 }
 
 impl Observer for RestObserver {
-    fn request(&self, method: &str, path: &str, answer: Answer, took: Duration) {
+    fn sent(&self, method: &str, path: &str) -> u64 {
+        self.admission
+            .rest_sent(Operation::of(method, path), Instant::now())
+    }
+
+    fn request(&self, token: u64, method: &str, path: &str, answer: Answer, took: Duration) {
         // A status, even an error, is an answer; a transport failure is not.
-        self.responsiveness.record(took, answer.answered());
+        let op = Operation::of(method, path);
+        self.admission
+            .rest_answered(token, op, took, answer.answered(), Instant::now());
         let class = match answer {
             Answer::Status(code) => Class::of_status(code),
             Answer::Timeout => Class::Timeout,

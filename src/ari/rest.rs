@@ -126,15 +126,21 @@ impl Answer {
 
 /// Watches the client's requests: told of every try of every request, on the thread that made it.
 pub trait Observer: Send + Sync {
-    /// `path` is relative to the ARI base and holds ids (`/bridges/voicebot1-…/addChannel`).
-    fn request(&self, method: &str, path: &str, answer: Answer, took: Duration);
+    /// A request is about to be sent; what it returns comes back with the request's answer (a
+    /// request that never comes back is one Asterisk has not answered yet).
+    fn sent(&self, _method: &str, _path: &str) -> u64 {
+        0
+    }
+    /// The answer to the request `sent` returned `token` for. `path` is relative to the ARI base
+    /// and holds ids (`/bridges/voicebot1-…/addChannel`).
+    fn request(&self, token: u64, method: &str, path: &str, answer: Answer, took: Duration);
 }
 
 /// An observer that watches nothing (the preflight, tests).
 pub struct Unobserved;
 
 impl Observer for Unobserved {
-    fn request(&self, _: &str, _: &str, _: Answer, _: Duration) {}
+    fn request(&self, _: u64, _: &str, _: &str, _: Answer, _: Duration) {}
 }
 
 /// The ARI REST client. Clones share one connection pool and one [`Observer`].
@@ -419,6 +425,19 @@ impl AriClient {
             .to_string())
     }
 
+    /// Sets an Asterisk global variable (`POST /asterisk/variable`).
+    pub fn set_global(&self, variable: &str, value: &str) -> Result<()> {
+        let doing = format!("setting global variable {variable}");
+        self.call(
+            "POST",
+            "/asterisk/variable",
+            &[("variable", variable), ("value", value)],
+            Idempotent::No,
+            &doing,
+        )
+        .map(drop)
+    }
+
     pub fn stop_playback(&self, playback_id: &str) -> Result<()> {
         let doing = format!("stopping playback {playback_id}");
         self.call(
@@ -486,6 +505,7 @@ impl AriClient {
             doing: doing.to_string(),
             kind,
         };
+        let token = self.observer.sent(method, path);
         let sent = Instant::now();
         let (result, answer) = match req.call() {
             Ok(resp) => {
@@ -529,7 +549,8 @@ impl AriClient {
                 )
             }
         };
-        self.observer.request(method, path, answer, sent.elapsed());
+        self.observer
+            .request(token, method, path, answer, sent.elapsed());
         result
     }
 }

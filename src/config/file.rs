@@ -153,6 +153,8 @@ struct RawAdmission {
     max_rest_latency_ms: Given<i64>,
     after_timeout_ms: Given<i64>,
     on_overload: Given<String>,
+    max_wait_ms: Given<i64>,
+    full_variable: Given<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -536,11 +538,31 @@ impl RawAdmission {
             "reject",
             &choices,
         );
+        let max_wait = c.millis("admission.max_wait_ms", self.max_wait_ms, 2000, 0, 10_000);
+        let door = c.string(
+            "admission.full_variable",
+            self.full_variable,
+            "VOICEBOT1_FULL_UNTIL",
+        );
+        let door_ok = door.is_empty()
+            || door
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !door_ok {
+            c.err(
+                "admission.full_variable",
+                format!(
+                    "{door:?} must be letters, digits or '_' (an Asterisk variable name), or empty"
+                ),
+            );
+        }
         Some(AdmissionConfig {
             max_calls,
             max_setups,
             max_rest_latency,
             after_timeout,
+            max_wait,
+            door: (!door.is_empty()).then_some(door),
             on_overload: on_overload?,
         })
     }

@@ -182,6 +182,12 @@ pub struct AdmissionConfig {
     /// How long after a REST request went unanswered (timeout, refused) new calls are not taken.
     pub after_timeout: Duration,
     pub on_overload: OnOverload,
+    /// How long a new caller may wait while Asterisk is briefly slow; zero: rejected at once.
+    pub max_wait: Duration,
+    /// The Asterisk global variable voicebot1 keeps set, to the Unix time until which it takes
+    /// no new callers, while it is full: the dialplan refuses callers before `Answer()` while
+    /// `${EPOCH}` is below it. `None`: not used.
+    pub door: Option<String>,
 }
 
 /// What a call gets when it is not taken.

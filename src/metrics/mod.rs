@@ -100,15 +100,17 @@ label_set! {
     NotTaken {
         /// `[admission] max_calls` reached.
         Calls => "max_calls",
-        /// The ceiling admission learned from Asterisk's slow answers reached.
+        /// The ceiling of calls at once admission learned from Asterisk's overloads reached.
         Ceiling => "learned_ceiling",
         /// `[admission] max_setups` reached.
         Setups => "max_setups",
-        /// Asterisk's REST answer time (the average, or one answer of the last 2 s) above
-        /// `[admission] max_rest_latency_ms`.
+        /// Asterisk overloaded: slow (its REST answers against their baselines, its events'
+        /// lag, `[admission] max_rest_latency_ms`) for `max_wait_ms` and more.
         Slow => "slow_asterisk",
         /// A REST request went unanswered within `[admission] after_timeout_ms`.
         Unanswered => "unanswered_asterisk",
+        /// Waited `[admission] max_wait_ms` for a slow Asterisk to recover.
+        WaitedTooLong => "waited_too_long",
     }
 }
 

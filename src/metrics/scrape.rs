@@ -20,6 +20,11 @@ pub struct Live {
     pub stopping: bool,
     /// The ceiling of calls at once admission learned; `None` while it has learned none.
     pub ceiling: Option<usize>,
+    /// Asterisk's health as admission reads it: 0 normal, 1 slow (new callers wait), 2
+    /// overloaded (new callers are rejected).
+    pub admission: u8,
+    /// New callers waiting for a briefly slow Asterisk.
+    pub waiting: usize,
     /// Totals from `shared::Counters`.
     pub started: u64,
     pub adopted: u64,
@@ -137,7 +142,19 @@ pub fn render(r: &Registry, live: &Live) -> String {
     );
     w.histogram("voicebot1_call_setup_seconds", &[], &r.setup.snapshot());
 
-    w.family("voicebot1_admission_ceiling_calls", Kind::Gauge, "The calls at once admission takes, learned from Asterisk's slow answers (+Inf until Asterisk first answers slowly).");
+    w.family(
+        "voicebot1_admission_state",
+        Kind::Gauge,
+        "Asterisk's health as admission reads it: 0 normal, 1 slow (new callers wait up to [admission] max_wait_ms), 2 overloaded (new callers are rejected, and refused at Asterisk's door).",
+    );
+    w.sample("voicebot1_admission_state", &[], live.admission);
+    w.family(
+        "voicebot1_admission_waiting_calls",
+        Kind::Gauge,
+        "New callers waiting in the application for a briefly slow Asterisk.",
+    );
+    w.sample("voicebot1_admission_waiting_calls", &[], live.waiting);
+    w.family("voicebot1_admission_ceiling_calls", Kind::Gauge, "The calls at once admission takes, learned from Asterisk's overloads (+Inf while none is needed).");
     match live.ceiling {
         Some(n) => w.sample("voicebot1_admission_ceiling_calls", &[], n),
         None => w.sample("voicebot1_admission_ceiling_calls", &[], "+Inf"),

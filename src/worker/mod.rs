@@ -203,10 +203,10 @@ impl CallHandler {
                     let phase = live.call.phase();
                     self.shared.registry.lock().remove(id);
                     Counters::bump(&self.shared.counters.handed_over);
-                    let what = if phase == Phase::Connected {
-                        "caller and destination connected"
-                    } else {
-                        "destination called"
+                    let what = match phase {
+                        Phase::Connected => "caller and destination connected",
+                        Phase::Media => "caller with the bot; the next voicebot1 transfers it",
+                        _ => "destination called",
                     };
                     info!(
                         "call {id}: handed over to the next voicebot1 ({what}) after {:.1} s",

@@ -341,41 +341,89 @@ fn fake_ari_a_call_over_max_calls_is_rejected_with_congestion_at_once() {
 }
 
 #[test]
-fn fake_ari_slow_asterisk_sheds_new_calls_until_it_answers_fast_again() {
-    // Every bridge request takes 800 ms: after one set-up the average answer time is past 100 ms.
+fn fake_ari_a_caller_waits_while_asterisk_is_slow_and_is_taken_once_it_answers_fast_again() {
+    // Every bridge request takes 800 ms: past max_rest_latency_ms, so Asterisk reads as slow.
     let config = Config {
         phase_ms: 3000,
-        admission: "max_rest_latency_ms = 100".into(),
+        admission: "max_rest_latency_ms = 100\nmax_wait_ms = 5000".into(),
         ..Config::new()
     };
-    let (fake, mut vb) = start_pair("slow-asterisk-sheds", config);
+    let (fake, mut vb) = start_pair("slow-asterisk-waits", config);
     fake.set_rule(Rule::prefix(
         "POST",
         "/ari/bridges",
         Action::Delay(Duration::from_millis(800)),
     ));
     let slow = call_to_media_phase(&fake, &vb, "1764000063.1");
-    let shed = CallIds::new("1764000064.1");
-    fake.new_inbound_call(&shed.call);
+    let waiter = CallIds::new("1764000064.1");
+    fake.new_inbound_call(&waiter.call);
     let line = vb
-        .wait_log("call 1764000064.1: rejected with congestion", STEP)
-        .expect("the caller is not taken");
-    assert!(line.contains("Asterisk answers REST requests in"), "{line}");
-    wait_channel_gone(&fake, &shed.call, "the rejected caller is hung up");
-    // Asterisk fast again (and the slow answers more than 2 s old): calls are taken.
+        .wait_log("call 1764000064.1: Asterisk is slow", STEP)
+        .expect("the caller waits");
+    assert!(line.contains("waits (at most 5000 ms)"), "{line}");
+    // Asterisk fast again: the waiting caller is taken, not rejected.
     fake.clear_rules();
-    assert!(fake.caller_hangs_up(&slow.call));
+    assert!(vb
+        .wait_log("call 1764000064.1: taken after waiting", STEP)
+        .is_some());
+    wait_bridge_has(&fake, &waiter.bridge, &[&waiter.call, &waiter.media]);
+    assert!(!vb.log_text().contains("1764000064.1: not taken"));
+    for ids in [&slow, &waiter] {
+        assert!(fake.caller_hangs_up(&ids.call));
+    }
     wait_no_voicebot1_resources(&fake);
-    std::thread::sleep(Duration::from_millis(2500));
-    full_call(&fake, &vb, "1764000065.1");
+    finish(&fake, &mut vb);
+}
+
+#[test]
+fn fake_ari_a_caller_is_rejected_once_a_stalled_asterisk_stays_stalled_past_max_wait() {
+    let config = Config {
+        phase_ms: 3000,
+        admission: "max_wait_ms = 1000".into(),
+        ..Config::new()
+    };
+    let (fake, mut vb) = start_pair("stalled-asterisk-rejects", config);
+    full_call(&fake, &vb, "1764000069.1");
+    // Asterisk stops answering bridge requests: the one in flight grows old.
+    fake.set_rule(Rule::prefix(
+        "POST",
+        "/ari/bridges",
+        Action::Delay(Duration::from_secs(6)),
+    ));
+    let stuck = CallIds::new("1764000069.2");
+    fake.new_inbound_call(&stuck.call);
+    // Past the 1 s window of recent answers, only the stuck request speaks.
+    std::thread::sleep(Duration::from_millis(1100));
+    let shed = CallIds::new("1764000069.3");
+    let arrived = std::time::Instant::now();
+    fake.new_inbound_call(&shed.call);
+    assert!(vb
+        .wait_log("call 1764000069.3: Asterisk is slow", STEP)
+        .is_some());
+    let line = vb
+        .wait_log("call 1764000069.3: rejected with congestion", STEP)
+        .expect("the caller is rejected after waiting");
+    // Rejected when its wait ran out, or when the stall turned into an overload (max_wait and a
+    // second after the stall began) — whichever came first; never before it waited.
+    assert!(
+        line.contains("for a slow Asterisk") || line.contains("Asterisk is overloaded"),
+        "{line}"
+    );
+    assert!(arrived.elapsed() >= Duration::from_millis(800), "{line}");
+    wait_channel_gone(&fake, &shed.call, "the rejected caller is hung up");
+    fake.clear_rules();
+    // The stuck call itself failed when its request timed out.
+    wait_channel_gone(&fake, &stuck.call, "the stuck caller is hung up");
+    wait_no_voicebot1_resources(&fake);
     finish(&fake, &mut vb);
 }
 
 #[test]
 fn fake_ari_a_transport_failure_sheds_calls_to_the_destination_without_the_bot() {
+    // No waiting: a caller not taken at once is sent on without the bot.
     let config = Config {
         phase_ms: 20_000,
-        admission: "on_overload = \"transfer\"".into(),
+        admission: "on_overload = \"transfer\"\nmax_wait_ms = 0".into(),
         ..Config::new()
     };
     let (fake, mut vb) = start_pair("unanswered-transfers", config);

@@ -104,6 +104,7 @@ impl FakeAri {
                 seq: 0,
                 dropped_events: 0,
                 asterisk_version: "22.0.0-fake".into(),
+                globals: BTreeMap::new(),
             }),
             cond: Condvar::new(),
             password: password.to_string(),
@@ -156,6 +157,10 @@ impl FakeAri {
     /// The version `GET /ari/asterisk/info` reports from now on.
     pub fn set_asterisk_version(&self, version: &str) {
         self.inner.lock().asterisk_version = version.to_string();
+    }
+    /// A global variable as voicebot1 last set it (`POST /ari/asterisk/variable`).
+    pub fn global(&self, name: &str) -> Option<String> {
+        self.inner.lock().globals.get(name).cloned()
     }
     pub fn set_rule(&self, rule: Rule) {
         self.inner.lock().rules.push(rule);

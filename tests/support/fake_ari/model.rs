@@ -171,6 +171,8 @@ pub(super) struct State {
     pub(super) dropped_events: usize,
     /// What `GET /ari/asterisk/info` reports as `system.version`.
     pub(super) asterisk_version: String,
+    /// Global variables set with `POST /ari/asterisk/variable`.
+    pub(super) globals: BTreeMap<String, String>,
 }
 
 pub(super) struct Inner {

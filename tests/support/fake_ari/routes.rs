@@ -23,6 +23,14 @@ pub(super) fn route(inner: &Arc<Inner>, req: &HttpReq) -> Reply {
                 json!({"system": {"version": version, "entity_id": "fake"}}),
             )
         }
+        ("POST", ["ari", "asterisk", "variable"]) => match req.param("variable") {
+            Some(name) => {
+                let value = req.param("value").unwrap_or_default();
+                inner.lock().globals.insert(name, value);
+                Reply::no_content()
+            }
+            None => Reply::msg(400, "variable: Missing required field"),
+        },
         // What the preflight (`voicebot1 --check --online`) asks: every module is loaded, the
         // one transfer endpoint the tests use exists, the application is registered while a
         // WebSocket client is connected.
