@@ -976,8 +976,14 @@ impl<'a> SessionThread<'a> {
     }
 
     /// Sleeps until a socket is readable, the WebSocket writable (when it holds output), or the
-    /// next thing is due.
+    /// next thing is due; not at all when the call changed something since `sync`.
     fn wait(&self) {
+        // A change made after this turn's `sync` sent a wake-up datagram that `read_rtp` may have
+        // read and dropped with the audio: sleeping would miss the change until the next packet,
+        // for ever once Asterisk sends no more.
+        if self.control.generation.load(Ordering::Acquire) != self.seen {
+            return;
+        }
         let now = Instant::now();
         let mut due: Option<Instant> = self.next_tick;
         let mut at = |t: Option<Instant>| {

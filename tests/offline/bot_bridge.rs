@@ -883,6 +883,46 @@ fn fake_bot_gone_silent_fails_silent_after_ping_interval_and_pong_timeout() {
     bot.result();
 }
 
+#[test]
+fn fake_bot_failed_session_finishes_at_once_while_caller_audio_arrives() {
+    // The call's stop comes as caller audio is read: its wake-up datagram may be read (and
+    // dropped) with the audio. After a failure nothing else would wake the session.
+    let port = TcpListener::bind((LOCAL, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free TCP port")
+        .port();
+    const ROUNDS: u16 = 300;
+    let mut slowest = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let mut call = Call::start(
+            27,
+            spec(
+                "wake_up",
+                format!("ws://127.0.0.1:{port}/bot"),
+                Dialect::Twilio,
+                Format::Ulaw,
+            ),
+        );
+        assert!(matches!(call.event(WAIT), BotEvent::Failed(_)));
+        for seq in 0..10 {
+            call.send_rtp(seq, &frame(Format::Ulaw, seq));
+        }
+        // The stop at a different moment of the reading each round.
+        let spin = Instant::now() + Duration::from_micros(u64::from(round % 50) * 2);
+        while Instant::now() < spin {
+            std::hint::spin_loop();
+        }
+        let session = call.session.take().expect("the session runs");
+        let finished = finish_within(session, Duration::from_secs(1));
+        let (_, took) = finished.unwrap_or_else(|| panic!("round {round}: finish hangs"));
+        slowest = slowest.max(took);
+    }
+    eprintln!("wake-up: the slowest of {ROUNDS} finishes took {slowest:?}");
+    // Scheduling on a busy machine aside, a finish is a wake-up and a join.
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
+    assert_eq!(ended("wake_up", "failed"), u64::from(ROUNDS));
+}
+
 // --- messages that cannot be used ------------------------------------------------------------------
 
 #[test]
