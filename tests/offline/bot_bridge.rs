@@ -178,6 +178,18 @@ fn bad_messages(bot: &str, kind: &str) -> u64 {
     )
 }
 
+/// The process's resident set, in kB.
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// `n` in the line's ", n dropped (reason)", 0 if none.
 fn line_dropped(line: &str, reason: &str) -> u64 {
     let tail = format!(" dropped ({reason})");
@@ -1145,6 +1157,159 @@ impl Pace {
             "the RTP to Asterisk lost its pace: {self:?}"
         );
     }
+}
+
+/// chan_websocket slin16 audio as the bot sends it (little-endian), `seconds` long.
+fn slin16_le(seconds: usize) -> Vec<u8> {
+    vec![0x01u8; seconds * 32_000]
+}
+
+#[test]
+fn fake_bot_flooding_ten_minutes_of_audio_fills_a_capped_queue_and_rtp_keeps_its_pace() {
+    // The RSS figure holds in a run where nothing else fails: a panic's backtrace loads the
+    // test binary's debug information, some 100 MB.
+    let _memory = lock(&MEMORY);
+    const SECONDS: u64 = 600;
+    let (go, flood) = crossbeam_channel::bounded::<()>(1);
+    let bot = fake_bot(move |listener| {
+        let mut ws = accept_ws(&listener);
+        read_opening(&mut ws, Dialect::Asterisk);
+        let _ = flood.recv_timeout(WAIT);
+        // Ten minutes of slin16, one second per message, as fast as TCP takes it.
+        let second = slin16_le(1);
+        let t0 = Instant::now();
+        for _ in 0..SECONDS {
+            send(&mut ws, Message::Binary(second.clone()));
+        }
+        let sent_in = t0.elapsed();
+        // GET_STATUS is answered once everything before it has been read.
+        send(&mut ws, Message::Text("GET_STATUS".into()));
+        let mut xoff = false;
+        let status = loop {
+            match next_json(&mut ws) {
+                Some(m) if m["event"] == "STATUS" => break Some(m),
+                Some(m) => xoff |= m["event"] == "MEDIA_XOFF",
+                None => break None,
+            }
+        };
+        let queued = status.and_then(|s| s["queue_length"].as_u64());
+        // The socket stays open until the test is done with the call.
+        (sent_in, xoff, queued, Instant::now(), ws)
+    });
+    let call = Call::start(
+        15,
+        spec("flood", bot.url.clone(), Dialect::Asterisk, Format::Slin16),
+    );
+    call.connected();
+    let rss_before = rss_kb();
+    let go_at = Instant::now();
+    go.send(()).expect("the fake bot waits");
+    // RTP during the flood and after it.
+    // RTP while the flood is read (however long a busy machine takes) and half a second after.
+    let mut played = Vec::new();
+    let (sent_in, xoff, queued, status_at, _ws) = loop {
+        played.extend(call.played_until(Instant::now() + Duration::from_millis(100)));
+        if let Ok(result) = bot.result.try_recv() {
+            break result;
+        }
+        assert!(
+            go_at.elapsed() < 3 * WAIT,
+            "the flood is read within {:?}",
+            3 * WAIT
+        );
+    };
+    let rss_after = rss_kb();
+    played.extend(call.played_until(Instant::now() + Duration::from_millis(500)));
+    let pace = Pace::of(go_at, &played);
+    let during = played.iter().filter(|(t, _)| *t <= status_at).count() as u64;
+    let due_during = (status_at - go_at).as_millis() as u64 / 20;
+    let (line, _) = call.finish();
+    let (_, from_bot) = line_frames(&line);
+    let queue_full = line_dropped(&line, "queue_full");
+    let growth = rss_after.saturating_sub(rss_before);
+    eprintln!(
+        "flood: {SECONDS} s of audio sent in {sent_in:?}; RSS {rss_before} kB -> {rss_after} kB \
+         (+{growth} kB); queue {queued:?} frames at the end; {queue_full} frames dropped \
+         (queue_full); RTP: {during} packets while the flood was read ({due_during} due), {} in \
+         all, {pace:?}",
+        played.len(),
+    );
+    assert!(xoff, "the bot was told MEDIA_XOFF");
+    let queued = queued.expect("the bot got a STATUS");
+    assert!((990..=1000).contains(&queued), "the queue stops at its cap");
+    assert_eq!(from_bot, SECONDS * 50, "{line}");
+    // Every frame was played, is queued or was dropped (a frame may be on its way either side
+    // of the status).
+    let accounted = queue_full + queued + during;
+    assert!(
+        accounted.abs_diff(from_bot) <= 3,
+        "{queue_full} dropped + {queued} queued + {during} played of {from_bot}"
+    );
+    assert_eq!(dropped("flood", "queue_full"), queue_full);
+    assert!(growth < 4 * 1024, "RSS grew by {growth} kB");
+    assert!(
+        during + 3 >= due_during,
+        "{during} frames played of {due_during} due"
+    );
+    let span = played.last().map_or(Duration::ZERO, |(t, _)| *t - go_at);
+    assert!(
+        played.len() as u64 + 3 >= span.as_millis() as u64 / 20,
+        "{} packets in {span:?}",
+        played.len()
+    );
+    pace.assert_kept();
+}
+
+#[test]
+fn fake_bot_flooding_without_end_holds_up_neither_rtp_nor_finish() {
+    let _memory = lock(&MEMORY);
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+    let bot = fake_bot(move |listener| {
+        let mut ws = accept_ws(&listener);
+        read_opening(&mut ws, Dialect::Asterisk);
+        // Faster than voicebot1 reads, until told to stop (or voicebot1 closes).
+        let second = slin16_le(1);
+        let until = Instant::now() + Duration::from_secs(4);
+        let mut sent = 0u64;
+        while Instant::now() < until && stopped.try_recv().is_err() {
+            if ws.send(Message::Binary(second.clone())).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+    let call = Call::start(
+        26,
+        spec(
+            "endless_flood",
+            bot.url.clone(),
+            Dialect::Asterisk,
+            Format::Slin16,
+        ),
+    );
+    call.connected();
+    let rss_before = rss_kb();
+    let start = Instant::now();
+    let played = call.played_until(start + Duration::from_millis(1500));
+    let pace = Pace::of(start, &played);
+    let rss_after = rss_kb();
+    let (line, finish_took) = call.finish();
+    let _ = stop.send(());
+    let seconds_sent = bot.result();
+    let (_, from_bot) = line_frames(&line);
+    eprintln!(
+        "endless flood: {} RTP packets in 1.5 s, {pace:?}; \
+         finish took {finish_took:?} while the bot sent; {seconds_sent} s of audio sent, \
+         {from_bot} frames read; RSS {rss_before} kB -> {rss_after} kB",
+        played.len()
+    );
+    assert!(played.len() >= 70, "{} packets in 1.5 s", played.len());
+    pace.assert_kept();
+    assert!(
+        finish_took < Duration::from_millis(100),
+        "finish took {finish_took:?}"
+    );
 }
 
 /// Shrinks the send buffer of voicebot1's end of `stream`, found among this process's
