@@ -753,6 +753,36 @@ fn fake_bot_that_never_answers_the_upgrade_times_out_at_connect_timeout() {
     assert_eq!(failures("no_upgrade", "connect_timeout"), 1);
 }
 
+#[test]
+fn fake_bot_that_never_answers_the_upgrade_is_a_timeout_to_the_connector_too() {
+    // The connector's own view of the same bot: its read times out at the deadline, which must
+    // read as a timeout whichever of it and the session notices first.
+    use voicebot1::net::ws::{connect, ConnectError, Request as WsRequest};
+    let bot = fake_bot(|listener| {
+        let mut stream = accept(&listener);
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let _ = stream.read(&mut buf);
+    });
+    let t0 = Instant::now();
+    let result = connect(&WsRequest {
+        url: &bot.url,
+        headers: &[],
+        tls: None,
+        per_attempt: Duration::from_millis(300),
+        deadline: t0 + Duration::from_millis(300),
+        max_message: 1 << 20,
+    });
+    let took = t0.elapsed();
+    match result {
+        Err(ConnectError::Handshake(m)) => assert!(m.starts_with("timed out"), "{m}"),
+        Err(e) => panic!("expected a handshake timeout, got {e}"),
+        Ok(_) => panic!("connected to a bot that never answered"),
+    }
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    bot.result();
+}
+
 // --- how the bot ends ----------------------------------------------------------------------------
 
 #[test]
