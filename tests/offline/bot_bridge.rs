@@ -16,7 +16,7 @@
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -129,9 +129,24 @@ fn logged_for(call: &str) -> Vec<String> {
         .collect()
 }
 
-/// Tests that measure the process's memory run one at a time, and apart from the test that
-/// sends a message of over 1 MiB.
-static MEMORY: Mutex<()> = Mutex::new(());
+/// The tests that load the CPU or the heap (floods, a message over 1 MiB, hundreds of sessions
+/// in a row) run alone: on two cores they would hold up the sessions whose pace, timing or
+/// memory other tests measure, which run beside each other.
+static HEAVY: RwLock<()> = RwLock::new(());
+
+/// For a test that loads the CPU or the heap: no other heavy or timed test runs meanwhile.
+fn heavy() -> RwLockWriteGuard<'static, ()> {
+    HEAVY
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// For a test that measures time: no heavy test runs meanwhile.
+fn timed() -> RwLockReadGuard<'static, ()> {
+    HEAVY
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// One series of the metrics for bot `bot`: `family{bot="…"[,label="value"]}`.
 fn metric(family: &str, bot: &str, label: Option<(&str, &str)>) -> u64 {
@@ -723,6 +738,7 @@ fn fake_bot_answering_the_upgrade_with_401_404_500_is_refused_with_the_status() 
 
 #[test]
 fn fake_bot_that_never_answers_the_upgrade_times_out_at_connect_timeout() {
+    let _timed = timed();
     let timeout = Duration::from_millis(500);
     let bot = fake_bot(move |listener| {
         let mut stream = accept(&listener);
@@ -895,6 +911,7 @@ fn fake_bot_closing_with_1000_is_done() {
 
 #[test]
 fn fake_bot_gone_silent_fails_silent_after_ping_interval_and_pong_timeout() {
+    let _timed = timed();
     let bot = fake_bot(|listener| {
         let mut ws = accept_ws(&listener);
         read_opening(&mut ws, Dialect::Twilio);
@@ -927,6 +944,7 @@ fn fake_bot_gone_silent_fails_silent_after_ping_interval_and_pong_timeout() {
 
 #[test]
 fn fake_bot_failed_session_finishes_at_once_while_caller_audio_arrives() {
+    let _heavy = heavy();
     // The call's stop comes as caller audio is read: its wake-up datagram may be read (and
     // dropped) with the audio. After a failure nothing else would wake the session.
     let port = TcpListener::bind((LOCAL, 0))
@@ -1084,7 +1102,7 @@ fn fake_bot_odd_sized_slin16_and_bad_chan_websocket_commands_are_counted_and_ski
 
 #[test]
 fn fake_bot_message_over_1_mib_fails_too_big() {
-    let _memory = lock(&MEMORY);
+    let _heavy = heavy();
     let bot = fake_bot(|listener| {
         let mut ws = accept_ws(&listener);
         let sid = read_opening(&mut ws, Dialect::Twilio);
@@ -1153,8 +1171,6 @@ fn arrived(socket: &UdpSocket) -> Instant {
 struct Pace {
     largest: Duration,
     mean: Duration,
-    /// Gaps over 40 ms: two frames' time.
-    late: usize,
 }
 
 impl Pace {
@@ -1168,22 +1184,17 @@ impl Pace {
         Pace {
             largest: gaps.iter().copied().max().unwrap_or_default(),
             mean: gaps.iter().sum::<Duration>() / gaps.len().max(1) as u32,
-            late: gaps
-                .iter()
-                .filter(|g| **g > Duration::from_millis(40))
-                .count(),
         }
     }
 
-    /// The 20 ms clock kept: 20 ms on average, no gap of 100 ms, at most two over 40 ms (a
-    /// loaded machine may hold any thread up that long; a session thread held up by its bot
-    /// stops for seconds).
+    /// The 20 ms clock kept: no frame lost over the run (20 ± 1 ms on average) and no gap of a
+    /// quarter second. Shorter gaps are a busy machine's scheduling, which the kernel's
+    /// timestamps show too (largest gaps of 25-60 ms on a quiet machine, 100-170 ms at a load
+    /// average of 15-40 on two cores); a session held up by its bot stops for seconds.
     fn assert_kept(&self) {
-        let average = Duration::from_millis(18)..Duration::from_millis(22);
+        let average = Duration::from_millis(19)..Duration::from_millis(21);
         assert!(
-            average.contains(&self.mean)
-                && self.largest < Duration::from_millis(100)
-                && self.late <= 2,
+            average.contains(&self.mean) && self.largest < Duration::from_millis(250),
             "the RTP to Asterisk lost its pace: {self:?}"
         );
     }
@@ -1198,7 +1209,7 @@ fn slin16_le(seconds: usize) -> Vec<u8> {
 fn fake_bot_flooding_ten_minutes_of_audio_fills_a_capped_queue_and_rtp_keeps_its_pace() {
     // The RSS figure holds in a run where nothing else fails: a panic's backtrace loads the
     // test binary's debug information, some 100 MB.
-    let _memory = lock(&MEMORY);
+    let _heavy = heavy();
     const SECONDS: u64 = 600;
     let (go, flood) = crossbeam_channel::bounded::<()>(1);
     let bot = fake_bot(move |listener| {
@@ -1292,7 +1303,7 @@ fn fake_bot_flooding_ten_minutes_of_audio_fills_a_capped_queue_and_rtp_keeps_its
 
 #[test]
 fn fake_bot_flooding_without_end_holds_up_neither_rtp_nor_finish() {
-    let _memory = lock(&MEMORY);
+    let _heavy = heavy();
     let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
     let bot = fake_bot(move |listener| {
         let mut ws = accept_ws(&listener);
@@ -1378,6 +1389,7 @@ fn shrink_peer_send_buffer(stream: &TcpStream) -> bool {
 
 #[test]
 fn fake_bot_that_never_reads_costs_caller_frames_not_the_session_thread() {
+    let _timed = timed();
     let (stopped_tx, stopped) = crossbeam_channel::bounded::<bool>(1);
     let listener = TcpListener::bind((LOCAL, 0)).expect("the fake bot listens");
     // A small receive window, inherited by the accepted connection.
@@ -1649,6 +1661,7 @@ fn frames_around_a_clear(k: u16, name: &str, dialect: Dialect) -> (usize, usize,
 
 #[test]
 fn fake_bot_twilio_clear_stops_the_audio_within_one_frame_and_answers_its_mark() {
+    let _timed = timed();
     let (before, after, mark) = frames_around_a_clear(20, "clear_twilio", Dialect::Twilio);
     eprintln!("clear: {before} frames before it, {after} after; mark answered after {mark:?}");
     assert!((15..=25).contains(&before), "{before} frames in 400 ms");
@@ -1659,6 +1672,7 @@ fn fake_bot_twilio_clear_stops_the_audio_within_one_frame_and_answers_its_mark()
 
 #[test]
 fn fake_bot_chan_websocket_flush_media_stops_the_audio_within_one_frame() {
+    let _timed = timed();
     let (before, after, mark) =
         frames_around_a_clear(21, "flush_chan_websocket", Dialect::Asterisk);
     eprintln!("FLUSH_MEDIA: {before} frames before it, {after} after");
@@ -1669,6 +1683,7 @@ fn fake_bot_chan_websocket_flush_media_stops_the_audio_within_one_frame() {
 
 #[test]
 fn fake_bot_mark_after_one_second_of_audio_is_answered_a_second_later() {
+    let _timed = timed();
     let bot = fake_bot(|listener| {
         let mut ws = accept_ws(&listener);
         let sid = read_opening(&mut ws, Dialect::Twilio);
@@ -1709,6 +1724,7 @@ fn fake_bot_mark_after_one_second_of_audio_is_answered_a_second_later() {
 
 #[test]
 fn fake_bot_twilio_gets_stop_then_close_1000_when_the_call_finishes() {
+    let _timed = timed();
     let bot = fake_bot(|listener| {
         let mut ws = accept_ws(&listener);
         let sid = read_opening(&mut ws, Dialect::Twilio);
