@@ -5,10 +5,11 @@
 //! The session thread waits in `ppoll(2)` on the call's UDP socket and the bot's TCP socket, with
 //! a timeout at the next thing due (the next 20 ms frame of bot audio, a ping, the connect
 //! deadline). Per wake-up it reads every RTP packet queued (caller audio → the bot, at once),
-//! every WebSocket message queued (bot audio → the playout queue; marks, clears, requests), and
-//! plays the frames that are due, on absolute 20 ms deadlines. The WebSocket is non-blocking: a
-//! bot that does not read makes voicebot1 drop (and count) caller frames, never wait; a bot that
-//! floods fills a capped queue (`bot::playout`), never voicebot1's memory.
+//! every WebSocket message queued until a frame is due (bot audio → the playout queue; marks,
+//! clears, requests), and plays the frames that are due, on absolute 20 ms deadlines. The
+//! WebSocket is non-blocking: a bot that does not read makes voicebot1 drop (and count) caller
+//! frames, never wait; a bot that floods fills a capped queue (`bot::playout`), never
+//! voicebot1's memory, and never stops the clock.
 //!
 //! The call changes the session (Asterisk's RTP address, waking Asterisk, the caller's keys,
 //! stop) as the echo is changed: under a lock, with a generation number and a wake-up datagram
@@ -395,6 +396,8 @@ struct SessionThread<'a> {
     last_wake: Option<Instant>,
     /// The WebSocket holds output it could not write yet.
     unflushed: bool,
+    /// `read_bot` stopped before it had read all the bot sent.
+    unread: bool,
     /// Bytes handed to the WebSocket since it last flushed all (caller audio held back by a
     /// bot that does not read).
     unsent: usize,
@@ -503,6 +506,7 @@ impl<'a> SessionThread<'a> {
             wake: None,
             last_wake: None,
             unflushed: false,
+            unread: false,
             unsent: 0,
             next_tick: None,
             counts: Counts::default(),
@@ -773,9 +777,22 @@ impl<'a> SessionThread<'a> {
         }
     }
 
-    /// Reads every message the bot has sent.
+    /// Reads every message the bot has sent, but stops when a frame is due or after `PTIME`: a
+    /// bot that sends faster than it is read must hold up neither the 20 ms clock nor the call's
+    /// commands. The rest is read at the next turn, which then does not sleep (`poll` cannot see
+    /// what tungstenite has already buffered).
     fn read_bot(&mut self) {
+        self.unread = false;
+        let began = Instant::now();
+        let mut read_one = false;
         loop {
+            if std::mem::replace(&mut read_one, true) {
+                let now = Instant::now();
+                if now >= began + PTIME || self.next_tick.is_some_and(|t| t <= now) {
+                    self.unread = true;
+                    return;
+                }
+            }
             let Link::Up(socket) = &mut self.link else {
                 return;
             };
@@ -1005,8 +1022,15 @@ impl<'a> SessionThread<'a> {
     }
 
     /// Sleeps until a socket is readable, the WebSocket writable (when it holds output), or the
-    /// next thing is due.
+    /// next thing is due; not at all when the bot's messages were left unread or the call
+    /// changed something since `sync`.
     fn wait(&self) {
+        // A change made after this turn's `sync` sent a wake-up datagram that `read_rtp` may have
+        // read and dropped with the audio: sleeping would miss the change until the next packet,
+        // for ever once Asterisk sends no more.
+        if self.unread || self.control.generation.load(Ordering::Acquire) != self.seen {
+            return;
+        }
         let now = Instant::now();
         let mut due: Option<Instant> = self.next_tick;
         let mut at = |t: Option<Instant>| {
