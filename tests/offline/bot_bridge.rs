@@ -1082,9 +1082,12 @@ fn fake_bot_odd_sized_slin16_and_bad_chan_websocket_commands_are_counted_and_ski
     );
     call.connected();
     let played = call.played(3, WAIT);
-    let numbers: Vec<u16> = played.iter().map(|(_, p)| number(p)).collect();
-    assert_eq!(numbers, [1, 2, 3]);
-    assert!(played.iter().all(|(_, p)| p.len() == 640));
+    assert_eq!(played.len(), 3);
+    // slin16 goes back to Asterisk as 8 kHz linear (320 bytes a frame), decimated: the frames'
+    // 0x5555 filler survives the low-pass within a percent.
+    assert!(played.iter().all(|(_, p)| p.len() == 320));
+    let level = i32::from(number(&played[2].1[160..162]));
+    assert!((level - 0x5555).abs() < 0x5555 / 100, "{level:#x}");
     let call_id = call.call_id.clone();
     let (line, _) = call.finish();
     assert!(line.contains("0 frames to the bot, 3 from it"), "{line}");
