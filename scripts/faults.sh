@@ -55,6 +55,8 @@
 # Needs the sandbox up and target/release/voicebot1 built (in $CARGO_TARGET_DIR when set). Last line: "fault=... result=ok|FAILED".
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# voicebot1's log line for one caller not taken (not the "totals: … not taken (overload)" line).
+NOT_TAKEN='\] call [^ ]+: .*not taken \('
 
 fault="${1:-}"; shift || true
 case "$fault" in
@@ -101,6 +103,10 @@ cleanup() {
     [ -z "$ws_bot_pid" ] || stop_helper "$ws_bot_pid" 5
 }
 trap cleanup EXIT
+# The run's logs are removed at the end, unless VB1_KEEP_LOGS=1.
+clean_work() {
+    if [ "${VB1_KEEP_LOGS:-0}" = 1 ]; then log "logs kept in $work"; else rm -rf "$work"; fi
+}
 
 start_bot() {  # start_bot LOGNAME
     start_helper voicebot1 "$work/$1" "$bin" "$config"
@@ -144,7 +150,7 @@ restart_voicebot1() {
     [ "$rc" = 0 ] || fail "load run: $line"
     [ -n "$far" ] || fail "no count of the callers hung up by the far side"
     [ "$dropped" -le 0 ] || fail "$dropped callers were taken and then hung up before their hold time"
-    adopted="$(grep -o 'sweep: [0-9]* calls adopted' "$work/voicebot1-after.log" | head -n1)"
+    adopted="$(grep -o 'sweep: [0-9]* calls adopted' "$work/voicebot1-after.log" | head -n1 || true)"
     term_and_wait "$bot_pid" 15
     bot_pid=""
     [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
@@ -155,7 +161,7 @@ restart_voicebot1() {
     echo "$adopted (new instance)"
     echo "load: $line"
     echo "fault=restart-voicebot1 signal=$signal busy=$busy at=${at}s hold=${hold}s not_taken=$rejected door_refused=${refused:-0} dropped=$dropped result=$verdict"
-    rm -rf "$work"
+    clean_work
     [ "$verdict" = ok ]
 }
 # bot-kill: the WebSocket bot SIGKILLed under load; every caller with it goes to the destination.
@@ -196,7 +202,7 @@ bot_kill() {
     grep -m 3 'bot ref .*transferring' "$work/voicebot1.log" | cut -c1-200 || true
     echo "load: $line"
     echo "fault=bot-kill at=${at}s callers_with_the_bot=$with_bot sent_on_by_the_kill=$lost bot_failed_before=$before bridged_with_destination=$transferred far_side_hangups=${far:-?} result=$verdict"
-    rm -rf "$work"
+    clean_work
     [ "$verdict" = ok ]
 }
 
@@ -206,7 +212,7 @@ log_s() { awk '{ t = substr($1, 12, 12); split(t, a, ":"); printf "%.3f %s\n", a
 
 # The voicebot1 log lines of callers not taken (rejected, or refused at the door) after second T.
 rejections_after() {  # rejections_after LOG T
-    log_s <"$1" | awk -v t="$2" '$1 > t && ($0 ~ /not taken \(/ || $0 ~ /refuses new callers at its door/)' | cut -d' ' -f2- | cut -c1-220
+    log_s <"$1" | awk -v t="$2" '$1 > t && ($0 ~ /\] call [^ ]+: .*not taken \(/ || $0 ~ /refuses new callers at its door/)' | cut -d' ' -f2- | cut -c1-220
 }
 
 # hiccup, neighbour: a load of 10 calls/s for 60 s with a fault S seconds in; no caller may be
@@ -239,14 +245,14 @@ disturbance() {
     term_and_wait "$bot_pid" 30; bot_pid=""
     [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
     late="$(rejections_after "$work/voicebot1.log" "$(awk -v t="$t_end" 'BEGIN { printf "%.3f", t + 5 }')")"
-    not_taken="$(grep -c 'not taken (' "$work/voicebot1.log" || true)"
+    not_taken="$(grep -cE "$NOT_TAKEN" "$work/voicebot1.log" || true)"
     refused="$(sed -n "s/^refused at Asterisk's door: //p" "$out" | tail -n1)"
     waited="$(grep -c 'taken after waiting' "$work/voicebot1.log" || true)"
     echo "--- $fault: the admission timeline ---"
     grep -E 'admission: ' "$work/voicebot1.log" | cut -c12-23,31- | cut -c1-230 | head -n 20 || true
     echo "load: $line"
     echo "callers taken after waiting: $waited; not taken by voicebot1: $not_taken; refused at Asterisk's door: ${refused:-0}"
-    grep -o 'taken after waiting [0-9]* ms' "$work/voicebot1.log" | awk '{print $4}' | sort -n \
+    { grep -o 'taken after waiting [0-9]* ms' "$work/voicebot1.log" || true; } | awk '{print $4}' | sort -n \
         | awk '{a[NR]=$1} END { if (NR) printf "waited: median %d ms, max %d ms\n", a[int((NR+1)/2)], a[NR] }'
     awk -v a="$((ast1 - ast0))" -v b="$((bot1 - bot0))" -v s="$secs" -v n="$calls" \
         'BEGIN { printf "CPU over %d s (%% of one core): Asterisk %.1f %% (%.1f ms per call), voicebot1 %.1f %% (%.1f ms per call)\n", s, a/s/10, a/n, b/s/10, b/n }'
@@ -257,12 +263,12 @@ disturbance() {
     fi
     "$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
     echo "fault=$fault at=${at}s not_taken=$not_taken door_refused=${refused:-0} waited=$waited late_rejections=$(printf '%s' "$late" | grep -c . || true) result=$verdict"
-    rm -rf "$work"
+    clean_work
     [ "$verdict" = ok ]
 }
 
 # The calls' set-up times (ms) in a voicebot1 log, sorted.
-setups() { grep -o 'bridged in [0-9]* ms' "$1" | awk '{print $3}' | sort -n; }
+setups() { { grep -o 'bridged in [0-9]* ms' "$1" || true; } | awk '{print $3}' | sort -n; }
 p99() { awk '{a[NR]=$1} END { if (NR) print a[int(NR*0.99+0.999)]; else print 0 }'; }
 
 # slow-hangup: the same run without and with a proxy that holds one channel hang-up in five.
@@ -289,7 +295,7 @@ slow_hangup() {
     stop_helper "$proxy_pid" 5
     [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
     p99_now="$(setups "$work/voicebot1.log" | p99)"
-    not_taken="$(grep -c 'not taken (' "$work/voicebot1.log" || true)"
+    not_taken="$(grep -cE "$NOT_TAKEN" "$work/voicebot1.log" || true)"
     local held; held="$(grep -c '^holding' "$work/proxy.out" || true)"
     echo "held by the proxy: $held hang-ups; admission: $(grep -c 'admission: ' "$work/voicebot1.log" || true) lines"
     grep -E 'admission: ' "$work/voicebot1.log" | cut -c1-200 | head -n 5 || true
@@ -301,7 +307,7 @@ slow_hangup() {
     [ "$held" -gt 0 ] || fail "the proxy held nothing: was voicebot1 talking through it?"
     "$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
     echo "fault=slow-hangup held=$held not_taken=$not_taken setup_p99_ms=${base_p99}/${p99_now} result=$verdict"
-    rm -rf "$work"
+    clean_work
     [ "$verdict" = ok ]
 }
 
@@ -331,7 +337,7 @@ step() {  # step CALLS RATE DRAIN_S
     STEP_PEAK="$(peak_cpu "$work/cpu.samples")"
     STEP_LOG="$work/step-$2.log"
     tail -n "+$from" "$work/voicebot1.log" >"$STEP_LOG"
-    STEP_SHED="$(grep -c 'not taken (' "$STEP_LOG" || true)"
+    STEP_SHED="$(grep -cE "$NOT_TAKEN" "$STEP_LOG" || true)"
 }
 
 # REST figures between two scrapes of /metrics: "p99_seconds timeouts requests".
@@ -443,7 +449,7 @@ overload() {
     served="$(grep -c 'caller and media bridged in' "$blog" || true)"
     echo "--- the overload run: $n calls offered at $rate calls/s ---"
     echo "served with the bot: $served; not taken: $STEP_SHED (rejected with congestion: $rejected)"
-    echo "not taken, by reason: $(grep 'not taken (' "$blog" | grep -oE 'admission\.max_[a-z]+|the ceiling learned|Asterisk is overloaded|for a slow Asterisk|went unanswered' | sort | uniq -c | sort -rn | awk '{ n = $1; sub(/^ *[0-9]+ /, ""); printf "%s%s %s", (NR > 1 ? ", " : ""), $0, n }')"
+    echo "not taken, by reason: $(grep -E "$NOT_TAKEN" "$blog" | grep -oE 'admission\.max_[a-z]+|the ceiling learned|Asterisk is overloaded|for a slow Asterisk|went unanswered' | sort | uniq -c | sort -rn | awk '{ n = $1; sub(/^ *[0-9]+ /, ""); printf "%s%s %s", (NR > 1 ? ", " : ""), $0, n }')"
     grep -o 'bridged in [0-9]* ms' "$blog" | awk '{print $3}' | sort -n >"$work/setup.ms" || true
     [ -s "$work/setup.ms" ] && echo "served calls' set-up: median $(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/setup.ms") ms, p99 $(awk '{a[NR]=$1} END {i=int(NR*0.99+0.999); print a[i]}' "$work/setup.ms") ms"
     # Time to reject: from the caller's StasisStart read to Asterisk's answer to the hang-up; the
@@ -478,13 +484,13 @@ overload() {
     term_and_wait "$bot_pid" 30
     bot_pid=""
     [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
-    local pool; pool="$(grep -o 'pool [0-9]*/[0-9]* free' "$work/voicebot1.log" | tail -n 1)"
+    local pool; pool="$(grep -o 'pool [0-9]*/[0-9]* free' "$work/voicebot1.log" | tail -n 1 || true)"
     [ -n "$pool" ] && [ "$(echo "$pool" | awk -F'[ /]' '{print ($2 == $3)}')" = 1 ] || fail "pool not full at shutdown: ${pool:-no line}"
     "$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
     echo "$(grep -o 'totals: .*' "$work/voicebot1.log" | tail -n 1)"
     echo "voicebot1: $pool at shutdown, exit $TERM_RC"
     echo "fault=overload saturation=${sat}/s offered=${rate}/s calls=$n served=$served not_taken=$STEP_SHED result=$verdict"
-    rm -rf "$work"
+    clean_work
     [ "$verdict" = ok ]
 }
 if [ "$fault" = overload ]; then
@@ -541,7 +547,7 @@ term_and_wait "$bot_pid" 15
 bot_pid=""
 [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
 bot_log="$work/voicebot1.log"; [ "$fault" = kill ] && bot_log="$work/voicebot1-after-kill.log"
-pool="$(grep -o 'pool [0-9]*/[0-9]* free' "$bot_log" | tail -n 1)"
+pool="$(grep -o 'pool [0-9]*/[0-9]* free' "$bot_log" | tail -n 1 || true)"
 [ -n "$pool" ] && [ "$(echo "$pool" | awk -F'[ /]' '{print ($2 == $3)}')" = 1 ] || fail "pool not full at shutdown: ${pool:-no line}"
 "$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
 
@@ -555,5 +561,5 @@ echo "first:  $first"
 echo "second: $second"
 echo "voicebot1: ${pool:-?} at shutdown, exit $TERM_RC"
 echo "fault=$fault result=$verdict"
-rm -rf "$work"
+clean_work
 [ "$verdict" = ok ]

@@ -202,7 +202,7 @@ load_with_voicebot1() {
     "$VB1_SCRIPTS_DIR/loadtest.sh" "$@" | tee "$work/load.out" || rc=$?
     # Callers taken: not rejected by voicebot1 and not refused at Asterisk's door.
     local not_taken refused
-    not_taken="$(grep -c 'not taken (' "$work/voicebot1.log" || true)"
+    not_taken="$(grep -cE '\] call [^ ]+: .*not taken \(' "$work/voicebot1.log" || true)"
     refused="$(sed -n "s/^refused at Asterisk's door: //p" "$work/load.out" | tail -n1)"
     awk -v c="$calls" -v n="$not_taken" -v r="${refused:-0}" 'BEGIN { if (c < 1) c = 1; printf "callers taken: %d of %d (%.1f %%): %d not taken by voicebot1, %d refused at Asterisk'"'"'s door\n", c - n - r, c, 100 * (c - n - r) / c, n, r }'
     if [ -n "${VB1_MIN_TAKEN_PCT:-}" ] && ! awk -v c="$calls" -v n="$not_taken" -v r="${refused:-0}" -v m="$VB1_MIN_TAKEN_PCT" 'BEGIN { exit !(100 * (c - n - r) >= m * c) }'; then
