@@ -17,9 +17,11 @@ error), each with the call id and `t`, monotonic ms since the stream's start eve
 import argparse
 import asyncio
 import base64
+import collections
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -71,6 +73,163 @@ class Tts:
         return data
 
 
+def asr_worker(conn):
+    """A recognition process: one Recognizer (own decoder, reused across calls) per call.
+    pocketsphinx holds the GIL while it decodes (end_utt: up to ~0.7 s on a long utterance),
+    so decoding lives out of the WebSocket process altogether."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    pool = speech.DecoderPool()
+    pool.put(pool.get())                       # build the model files, warm one decoder
+    conn.send(("ready", None, None))
+    recs = {}
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        kind, cid, data = msg
+        try:
+            if kind == "audio":
+                rec = recs.get(cid)
+                if rec is None:
+                    continue
+                events = [e for e in rec.feed(np.frombuffer(data, dtype=np.int16))
+                          if e["type"] in ("partial", "final")]
+                if events:
+                    conn.send(("events", cid, events))
+            elif kind == "open":
+                t = time.perf_counter()
+                dec = pool.get()
+                recs[cid] = speech.Recognizer(decoder=dec)
+                conn.send(("opened", cid, round((time.perf_counter() - t) * 1000.0, 1)))
+            elif kind == "close":
+                rec = recs.pop(cid, None)
+                if rec is None:
+                    continue
+                events = [e for e in rec.flush() if e["type"] in ("partial", "final")]
+                pool.put(rec.dec)
+                conn.send(("closed", cid, {"events": events, "cpu_s": rec.cpu}))
+            elif kind == "quit":
+                return
+        except Exception as exc:                 # noqa: BLE001 - reported to the bot's log
+            conn.send(("error", cid, "%r\n%s" % (exc, traceback.format_exc())))
+
+
+class AsrWorker:
+    def __init__(self, ctx, pool, index):
+        self.pool = pool
+        self.index = index
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=asr_worker, args=(child,), daemon=True,
+                                name="talk-asr-%d" % index)
+        self.proc.start()
+        child.close()
+        self.calls = 0
+        self.out = queue.Queue()
+        self.ready = threading.Event()
+        threading.Thread(target=self._sender, daemon=True).start()
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def send(self, msg):
+        self.out.put(msg)                        # never blocks the event loop
+
+    def _sender(self):
+        while True:
+            msg = self.out.get()
+            try:
+                self.conn.send(msg)
+            except (OSError, ValueError):
+                return
+
+    def _reader(self):
+        while True:
+            try:
+                kind, cid, data = self.conn.recv()
+            except (EOFError, OSError):
+                self.pool.worker_died(self)
+                return
+            if kind == "ready":
+                self.ready.set()
+            else:
+                self.pool.dispatch(kind, cid, data)
+
+
+class AsrPool:
+    """Worker processes for recognition; each call is served by the least busy one."""
+
+    def __init__(self, loop, log, n):
+        import multiprocessing
+        self.loop = loop
+        self.log = log
+        self.ctx = multiprocessing.get_context("spawn")
+        self.calls = {}                           # call key -> (Call, AsrWorker)
+        self.workers = [AsrWorker(self.ctx, self, i) for i in range(n)]
+        self.seq = 0
+
+    def wait_ready(self, timeout=30.0):
+        return all(w.ready.wait(timeout) for w in self.workers)
+
+    def open(self, call):
+        self.seq += 1
+        key = self.seq
+        w = min((w for w in self.workers if w.proc.is_alive()), key=lambda w: w.calls,
+                default=None)
+        if w is None:
+            w = self.workers[0] = AsrWorker(self.ctx, self, 0)
+        w.calls += 1
+        self.calls[key] = (call, w)
+        w.send(("open", key, None))
+        return key
+
+    def feed(self, key, pcm):
+        entry = self.calls.get(key)
+        if entry:
+            entry[1].send(("audio", key, np.asarray(pcm, dtype=np.int16).tobytes()))
+
+    def close(self, key):
+        entry = self.calls.get(key)
+        if entry:
+            entry[1].send(("close", key, None))
+
+    def dispatch(self, kind, key, data):
+        self.loop.call_soon_threadsafe(self._dispatch, kind, key, data)
+
+    def _dispatch(self, kind, key, data):
+        entry = self.calls.get(key)
+        if entry is None:
+            return
+        call, w = entry
+        if kind == "events":
+            for ev in data:
+                call.on_recognised(ev)
+        elif kind == "opened":
+            call.log("asr", decoder_ms=data, worker=w.index)
+        elif kind == "closed":
+            for ev in data["events"]:
+                call.on_recognised(ev)
+            call.rec_cpu = data["cpu_s"]
+            w.calls -= 1
+            del self.calls[key]
+            call.asr_closed.set()
+        elif kind == "error":
+            call.log("error", error="recognizer: %s" % data)
+
+    def worker_died(self, w):
+        def gone():
+            self.log.write({"event": "error", "error": "recognition worker %d exited (%s)" % (
+                w.index, w.proc.exitcode)})
+            for key, (call, cw) in list(self.calls.items()):
+                if cw is w:
+                    del self.calls[key]
+                    call.asr_closed.set()
+        self.loop.call_soon_threadsafe(gone)
+
+    def shutdown(self):
+        for w in self.workers:
+            w.send(("quit", None, None))
+
+
 class Prompt:
     def __init__(self, pid, text, interruptible, then):
         self.id = pid
@@ -95,7 +254,9 @@ class Call:
         self.call_id = None
         self.samples = 0                    # caller audio received (8 kHz samples)
         self.pending = np.zeros(0, dtype=np.int16)
-        self.frame_arrival = []             # monotonic s at which each 20 ms frame was complete
+        # monotonic s at which each 20 ms caller frame was complete (the last 2 minutes)
+        self.frame_arrival = collections.deque(maxlen=6000)
+        self.frames = 0
         self.detector = speech.SpeechDetector()
         self.prompt = None
         self.prompt_seq = 0                 # marks are p1 (the greeting), p2, ...
@@ -107,9 +268,8 @@ class Call:
         self.digits = ""
         self.digit_task = None
         self.close_task = None
-        self.rec_queue = queue.Queue()
-        self.rec_thread = None
-        self.decoder = None
+        self.asr_key = None
+        self.asr_closed = asyncio.Event()
         self.rec_cpu = 0.0
         self.closed = False
         self.tasks = set()
@@ -121,12 +281,12 @@ class Call:
     def live_t(self, stream_ms):
         """Bot-clock ms (`t`) at which the caller's stream position `stream_ms` was live, i.e.
         the arrival of the 20 ms frame holding it less the part of the frame after it."""
-        idx = int(stream_ms // speech.FRAME_MS)
         if not self.frame_arrival:
             return None
-        idx = min(max(idx, 0), len(self.frame_arrival) - 1)
+        first = self.frames - len(self.frame_arrival)
+        idx = min(max(int(stream_ms // speech.FRAME_MS), first), self.frames - 1)
         frame_end_ms = (idx + 1) * speech.FRAME_MS
-        return round(self.t(self.frame_arrival[idx]) - (frame_end_ms - stream_ms), 1)
+        return round(self.t(self.frame_arrival[idx - first]) - (frame_end_ms - stream_ms), 1)
 
     def log(self, event, **kw):
         rec = {"t": self.t(), "call_id": self.call_id, "event": event}
@@ -190,12 +350,12 @@ class Call:
         self.closed = True
         for task in list(self.tasks):
             task.cancel()
-        if self.rec_thread is not None:
-            self.rec_queue.put(None)
-            await asyncio.to_thread(self.rec_thread.join, 5.0)
-        if self.decoder is not None:
-            self.bot.decoders.put(self.decoder)
-            self.decoder = None
+        if self.asr_key is not None:
+            self.bot.asr.close(self.asr_key)
+            try:
+                await asyncio.wait_for(self.asr_closed.wait(), 5.0)
+            except asyncio.TimeoutError:
+                self.log("error", error="recognizer did not close in 5 s")
         self.log("end", asr_cpu_s=round(self.rec_cpu, 3),
                  audio_s=round(self.samples / speech.RATE, 2),
                  asr_cpu_per_audio_s=round(self.rec_cpu / max(self.samples / speech.RATE, 1e-3),
@@ -208,14 +368,9 @@ class Call:
         params = start.get("customParameters") or {}
         self.call_id = params.get("call_id") or start.get("callSid")
         fmt = (start.get("mediaFormat") or {}).get("encoding", "audio/x-mulaw")
-        t = time.perf_counter()
-        self.decoder = self.bot.decoders.get()
-        decoder_ms = round((time.perf_counter() - t) * 1000.0, 1)
-        self.rec_thread = threading.Thread(target=self.recognize_worker, daemon=True,
-                                           name="asr-%s" % self.call_id)
-        self.rec_thread.start()
+        self.asr_key = self.bot.asr.open(self)
         self.log("start", stream_sid=self.stream_sid, call_sid=start.get("callSid"),
-                 params=params, encoding=fmt, decoder_ms=decoder_ms)
+                 params=params, encoding=fmt)
         self.speak(speech.GREETING)
 
     # -- caller audio: barge-in detection here, recognition in the worker thread
@@ -232,11 +387,12 @@ class Call:
             return
         now = time.monotonic()
         self.samples += len(pcm)
-        self.rec_queue.put(pcm)
+        self.bot.asr.feed(self.asr_key, pcm)
         self.pending = np.concatenate([self.pending, pcm]) if len(self.pending) else pcm
         while len(self.pending) >= speech.FRAME:
             frame, self.pending = self.pending[:speech.FRAME], self.pending[speech.FRAME:]
             self.frame_arrival.append(now)
+            self.frames += 1
             _speech, event, idx = self.detector.process(frame)
             if event == "onset":
                 self.on_onset(idx * speech.FRAME_MS, now)
@@ -258,25 +414,6 @@ class Call:
             self.onset_pending = p
         else:
             self.onset_pending = None
-
-    def recognize_worker(self):
-        rec = speech.Recognizer(decoder=self.decoder)
-        try:
-            while True:
-                item = self.rec_queue.get()
-                if item is None:
-                    events = rec.flush()
-                else:
-                    events = rec.feed(item)
-                for ev in events:
-                    if ev["type"] in ("partial", "final"):
-                        self.loop.call_soon_threadsafe(self.on_recognised, ev)
-                if item is None:
-                    break
-        except Exception as exc:
-            self.log("error", error=repr(exc), traceback=traceback.format_exc())
-        finally:
-            self.rec_cpu = rec.cpu
 
     def on_recognised(self, ev):
         if self.closed:
@@ -479,7 +616,8 @@ class Bot:
     def __init__(self, args):
         self.log = Log(args.log)
         self.tts = Tts(args.voice, args.speed)
-        self.decoders = speech.DecoderPool()
+        self.asr = None
+        self.workers = args.workers
         self.pace = args.pace
         self.lead_s = args.lead
         self.chunk_ms = args.chunk_ms
@@ -492,10 +630,13 @@ class Bot:
             self.tts.ulaw(text)
         tts_s = time.perf_counter() - t
         t = time.perf_counter()
-        self.decoders.put(self.decoders.get())
+        self.asr = AsrPool(asyncio.get_running_loop(), self.log, self.workers)
+        if not self.asr.wait_ready():
+            raise SystemExit("recognition workers did not start")
         dec_s = time.perf_counter() - t
         self.log.write({"event": "ready", "pid": os.getpid(), "tts_s": round(tts_s, 3),
-                        "decoder_s": round(dec_s, 3), "voice": self.tts.voice})
+                        "asr_workers_s": round(dec_s, 3), "workers": self.workers,
+                        "voice": self.tts.voice})
 
     async def handler(self, ws):
         await Call(self, ws).run()
@@ -506,10 +647,18 @@ async def serve(args):
     host, _, port = args.listen.rpartition(":")
     bot = Bot(args)
     bot.warm_up()
-    async with ws_serve(bot.handler, host or "127.0.0.1", int(port), max_size=2 ** 20,
-                        ping_interval=None):
-        bot.log.write({"event": "listening", "listen": args.listen})
-        await asyncio.Future()
+    stop = asyncio.get_running_loop().create_future()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or
+                                                      stop.set_result(None))
+    try:
+        async with ws_serve(bot.handler, host or "127.0.0.1", int(port), max_size=2 ** 20,
+                            ping_interval=None):
+            bot.log.write({"event": "listening", "listen": args.listen})
+            await stop
+    finally:
+        bot.asr.shutdown()
+        bot.log.write({"event": "exit"})
 
 
 def main():
@@ -523,6 +672,8 @@ def main():
     ap.add_argument("--lead", type=float, default=0.2,
                     help="seconds of audio sent at once before pacing starts (default 0.2)")
     ap.add_argument("--chunk-ms", type=int, default=20, help="audio per media message")
+    ap.add_argument("--workers", type=int, default=max(1, min(4, os.cpu_count() or 1)),
+                    help="recognition processes (default: CPUs, at most 4)")
     args = ap.parse_args()
     try:
         asyncio.run(serve(args))

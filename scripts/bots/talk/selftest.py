@@ -63,6 +63,7 @@ class FakeCall:
         self.events = []              # (t, event dict) received from the bot
         self.queue = []               # bytes or ("mark", name)
         self.heard = bytearray()      # what the caller hears, one 160-byte frame per tick
+        self.ticks = []               # monotonic time (rel. t0) of each tick
         self.marks_answered = []      # (t, name, how)
         self.clears = []
         self.action = None            # (t, event)
@@ -89,6 +90,7 @@ class FakeCall:
                                                "caller_number": "100", "caller_name": "selftest",
                                                "exten": "800"}}}))
             self.t0 = time.monotonic()
+            self.epoch0 = time.time()
             self.seq = 1
             recv = asyncio.ensure_future(self.receive())
             try:
@@ -168,6 +170,7 @@ class FakeCall:
                 buf += self.queue.pop(0)
             frame, buf = buf[:speech.FRAME], buf[speech.FRAME:]
             self.heard += frame + bytes([0xFF]) * (speech.FRAME - len(frame))
+            self.ticks.append(self.t())
             while not buf and self.queue and isinstance(self.queue[0], tuple):
                 await self.answer_mark(self.queue.pop(0)[1], "played")
             k += 1
@@ -186,6 +189,20 @@ class FakeCall:
         b = len(pcm) if t_to is None else int(t_to * speech.RATE)
         return pcm[a:b]
 
+    def write_pcap(self, path, caller=("127.0.0.1", 6000), bot=("127.0.0.1", 6002)):
+        """Both directions as RTP (mu-law), as a capture at the caller would hold them: what the
+        caller sent (caller -> bot) and what it heard (bot -> caller), at the tick times."""
+        pk = []
+        for k, t in enumerate(self.ticks):
+            sent = (self.caller[k * speech.FRAME:(k + 1) * speech.FRAME]
+                    if (k + 1) * speech.FRAME <= len(self.caller) else bytes([0xFF]) * speech.FRAME)
+            pk.append((self.epoch0 + t, caller, bot,
+                       speech.rtp_packet(sent, k, k * speech.FRAME, 0x11110000, 0)))
+            pk.append((self.epoch0 + t + 0.0001, bot, caller,
+                       speech.rtp_packet(bytes(self.heard[k * speech.FRAME:(k + 1) * speech.FRAME]),
+                                         k, k * speech.FRAME, 0x22220000, 0)))
+        speech.write_pcap(path, pk)
+
     def said_times(self):
         """(t, mark name) of marks the bot's audio reached."""
         return [(t, n) for t, n, how in self.marks_answered if how == "played"]
@@ -203,6 +220,14 @@ class Checks:
     @property
     def failed(self):
         return [r for r in self.results if not r[1]]
+
+
+def cli_energy(python, pcap, *args):
+    out = subprocess.run([python, os.path.join(HERE, "speech.py"), "energy", pcap, "--json"] +
+                         list(args), stdout=subprocess.PIPE, check=True).stdout
+    res = json.loads(out)
+    st = res["streams"][0]
+    return {"t0": res["t0"], "onset": st.get("onset"), "stop": st.get("stop")}
 
 
 def bot_log(path):
@@ -373,6 +398,7 @@ def main():
 
     # barge-in
     figures = []
+    cli_figures = []
     for i, (at, text, v) in enumerate(barge):
         c, info = calls["barge%d" % i]
         onset = info[0]["speech_start"]
@@ -383,6 +409,14 @@ def main():
         quiet = speech.stop_after(en, onset)  # hold 0.3 s, as `speech.py energy`
         b = [r for r in blog(c) if r["event"] == "barge_in"]
         bot_lat = b[0].get("latency_ms") if b else None
+        # the same measured on a capture with speech.py's command line, as CI will do
+        pcap = os.path.join(work, "barge%d.pcap" % i)
+        c.write_pcap(pcap)
+        cli_onset = cli_energy(a.python, pcap, "--src-port", "6000", "--onset-after", "0.5")
+        cli_stop = (cli_energy(a.python, pcap, "--dst-port", "6000", "--stop-after",
+                               str(cli_onset["onset"]))["stop"] if cli_onset["onset"] is not None
+                    else None)
+        cli_figures.append((text, cli_onset["onset"], cli_stop, cli_onset["t0"]))
         figures.append((text, v, onset, clear, quiet, bot_lat, c.action))
         lat = (clear - onset) * 1000 if clear is not None else None
         checks.check("barge-in at %.2f s (%s, %r): clear within 200 ms of onset" % (onset, v, text),
@@ -397,16 +431,36 @@ def main():
                      c.action is not None and c.action[1]["event"] == expect,
                      str(c.action[1] if c.action else None))
 
+    for (text, onset, stop, _), (_, v, true_onset, *_rest) in zip(cli_figures, figures):
+        lat = (stop - onset) * 1000 if onset is not None and stop is not None else None
+        checks.check("capture of %r: `speech.py energy` finds the onset (%s s vs %.2f s) and the "
+                     "bot's audio quiet within 200 ms" % (text, onset, true_onset),
+                     lat is not None and lat <= 200 and abs(onset - true_onset) <= 0.06,
+                     "quiet %s ms after the onset" % ("%.0f" % lat if lat is not None else "-"))
+    c = calls["barge0"][0]
+    out = subprocess.run([a.python, os.path.join(HERE, "speech.py"), "recognize",
+                          os.path.join(work, "barge0.pcap"), "--json"],
+                         stdout=subprocess.PIPE, check=True).stdout
+    rec = {s_["stream"]: " / ".join(p["text"] for p in s_["phrases"])
+           for s_ in json.loads(out)["streams"]}
+    sent = rec.get("127.0.0.1:6000 > 127.0.0.1:6002", "")
+    got = rec.get("127.0.0.1:6002 > 127.0.0.1:6000", "")
+    checks.check("`speech.py recognize` on the capture: caller said 'operator', caller heard "
+                 "'hello' and 'transferring'", "operator" in sent.split() and
+                 "hello" in got and "transferring" in got,
+                 "sent: %s | heard: %s" % (sent, got))
+
     errors = [r for r in log if r["event"] == "error"]
     checks.check("no error in the bot log", not errors, json.dumps(errors[:2])[:600])
     ends = [r for r in log if r["event"] == "end"]
     cpu = sum(r["asr_cpu_s"] for r in ends)
     audio = sum(r["audio_s"] for r in ends)
-    starts = [r for r in log if r["event"] == "start"]
+    asr = [r for r in log if r["event"] == "asr"]
     ready = next((r for r in log if r["event"] == "ready"), {})
-    print("\nbot: start-up TTS %.3f s, first decoder %.3f s; per call decoder from pool: %s ms" % (
-        ready.get("tts_s", -1), ready.get("decoder_s", -1),
-        sorted(r["decoder_ms"] for r in starts)))
+    print("\nbot: start-up: prompts synthesised in %.3f s, %s recognition processes ready in "
+          "%.3f s; per call, decoder ready in %s ms" % (
+              ready.get("tts_s", -1), ready.get("workers"), ready.get("asr_workers_s", -1),
+              sorted(r["decoder_ms"] for r in asr)))
     print("bot: recognition CPU %.3f s per second of caller audio (%.0f s over %d calls at once)"
           % (cpu / max(audio, 1e-9), audio, len(ends)))
     lags = [r["lag_ms"] for r in log if r["event"] == "heard" and r.get("lag_ms") is not None]

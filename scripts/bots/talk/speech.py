@@ -166,7 +166,7 @@ def synth(text, voice=DEFAULT_BOT_VOICE, speed=160, pitch=None, rate=RATE, peak_
     if pitch is not None:
         espeak += ["-p", str(int(pitch))]
     espeak += ["--", text]
-    sox = ["sox", "-V1", "-t", "wav", "-", "-t", "raw", "-r", str(rate), "-e", "signed-integer",
+    sox = ["sox", "-V1", "-D", "-t", "wav", "-", "-t", "raw", "-r", str(rate), "-e", "signed-integer",
            "-b", "16", "-c", "1", "-"]
     p1 = subprocess.Popen(espeak, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -248,6 +248,9 @@ CORPUS = [
     "goodbye", "okay goodbye", "thank you goodbye", "bye bye", "goodbye thank you",
     "one two three", "four two", "yes", "no", "hello", "hello is anyone there",
     "yes i am still here", "no thank you",
+    # everyday requests, so that "with my" is not heard as "goodbye"
+    "i need help with my order", "help me with my card please", "i have a question about my phone",
+    "i have a problem with my account", "i would like to check my order",
 ]
 
 # ~100 common words so that other speech is heard as something else than a keyword.
@@ -258,7 +261,7 @@ know last let like look make man many may me more most much must my need new no 
 off oh okay on only or other our out over please right said same say see she should so some still
 take tell than thank thanks that the their them then there these they thing think this those time
 to today too try two up us use very wait want was way we well were what when where which who why
-will with work would yeah year yes you your account bill order money card phone check problem
+will with work would yeah year yes you your account order money card phone check problem
 question sorry um uh""".split()
 
 EXTRA_PRONUNCIATIONS = {"voicebot": "V OY S B AA T"}
@@ -386,12 +389,18 @@ def _halfband(taps=31):
     return h / h.sum() * 2.0
 
 
-class Upsampler:
-    """Streaming 2x interpolator: zero stuffing plus a windowed-sinc low-pass at 4 kHz."""
+DITHER = float(os.environ.get("TALK_DITHER", "8"))
 
-    def __init__(self):
+
+class Upsampler:
+    """Streaming 2x interpolator: zero stuffing plus a windowed-sinc low-pass at 4 kHz, plus
+    `dither` LSB (rms) of seeded white noise so that digital silence is not all zeros."""
+
+    def __init__(self, dither=None):
         self.h = _halfband()
         self.tail = np.zeros(len(self.h) - 1)
+        self.dither = DITHER if dither is None else dither
+        self.rng = np.random.default_rng(12345)
 
     def process(self, pcm8):
         x = np.zeros(2 * len(pcm8))
@@ -399,6 +408,8 @@ class Upsampler:
         buf = np.concatenate([self.tail, x])
         y = np.convolve(buf, self.h, mode="valid")
         self.tail = buf[-(len(self.h) - 1):]
+        if self.dither:
+            y = y + self.rng.standard_normal(len(y)) * self.dither
         return np.clip(np.round(y), -32768, 32767).astype("<i2")
 
 
@@ -485,7 +496,8 @@ class Recognizer:
       {"type": "final", "text": ..., "words": [{"word","start_ms","end_ms"}], "start_ms", "end_ms"}
     """
 
-    PREROLL_FRAMES = 15       # 300 ms of audio before the onset decision goes to the decoder
+    PREROLL_FRAMES = int(os.environ.get("TALK_PREROLL", "8"))  # frames before the onset decision
+    TAIL_FRAMES = int(os.environ.get("TALK_TAIL", "8"))      # quiet frames fed after speech
     PARTIAL_EVERY = 3         # frames (60 ms) between partial hypotheses
     MAX_UTT_FRAMES = 1000     # 20 s
 
@@ -496,6 +508,7 @@ class Recognizer:
         self.partials = partials
         self.pending = np.zeros(0, dtype=np.int16)
         self.pre = collections.deque(maxlen=self.PREROLL_FRAMES)   # (frame idx, 16 kHz bytes)
+        self.quiet = []           # quiet frames inside an utterance past TAIL_FRAMES, held back
         self.in_utt = False
         self.utt_start_frame = 0
         self.utt_frames = 0
@@ -529,13 +542,29 @@ class Recognizer:
                 self.utt_frames = 0
                 self.since_partial = 0
                 self.last_partial = ""
+                self.quiet = []
+                self.quiet_run = 0
                 self.dec.start_utt()
                 for _, buf in self.pre:
                     self.dec.process_raw(buf, False, False)
                     self.utt_frames += 1
                 self.pre.clear()
             return out
-        self.dec.process_raw(pcm16, False, False)
+        # after TAIL_FRAMES quiet frames, hold quiet audio back: fed if speech resumes (a pause
+        # inside the utterance), dropped if the utterance ends (the decoder hears no long
+        # stretches of line noise, where it would insert words)
+        if speech:
+            self.quiet_run = 0
+        else:
+            self.quiet_run += 1
+        if speech and self.quiet:
+            for buf in self.quiet:
+                self.dec.process_raw(buf, False, False)
+            self.quiet = []
+        if self.quiet_run > self.TAIL_FRAMES:
+            self.quiet.append(pcm16)
+        else:
+            self.dec.process_raw(pcm16, False, False)
         self.utt_frames += 1
         self.since_partial += 1
         if event == "offset" or self.utt_frames >= self.MAX_UTT_FRAMES:
@@ -620,18 +649,19 @@ def _ip4(addr):
     return bytes(int(p) for p in addr.split("."))
 
 
-def write_rtp_pcap(path, payloads, codec="alaw", src=("127.0.0.1", 6000), dst=("127.0.0.1", 6002),
-                   start_time=1700000000.0, ssrc=0x7A1B0C01, seq0=1000, ts0=160000, ptime_ms=20):
-    """Write G.711 payloads (one bytes per packet) as an RTP stream in a classic pcap."""
-    pt = PAYLOAD_TYPE[codec]
-    samples = ptime_ms * RATE // 1000
+def rtp_packet(payload, seq, ts, ssrc, pt, marker=False):
+    return struct.pack("!BBHII", 0x80, pt | (0x80 if marker else 0), seq & 0xFFFF,
+                       ts & 0xFFFFFFFF, ssrc) + payload
+
+
+def write_pcap(path, packets):
+    """Classic pcap, Ethernet link type: packets = [(epoch time, (src ip, port), (dst ip, port),
+    udp payload)], written in the order given."""
     src_mac = bytes.fromhex("020000000001")
     dst_mac = bytes.fromhex("020000000002")
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i, payload in enumerate(payloads):
-            rtp = struct.pack("!BBHII", 0x80, pt | (0x80 if i == 0 else 0), (seq0 + i) & 0xFFFF,
-                              (ts0 + i * samples) & 0xFFFFFFFF, ssrc) + payload
+        for i, (t, src, dst, rtp) in enumerate(packets):
             ulen = 8 + len(rtp)
             pseudo = _ip4(src[0]) + _ip4(dst[0]) + struct.pack("!BBH", 0, 17, ulen)
             udp_nock = struct.pack("!HHHH", src[1], dst[1], ulen, 0) + rtp
@@ -640,14 +670,23 @@ def write_rtp_pcap(path, payloads, codec="alaw", src=("127.0.0.1", 6000), dst=("
             iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0xB8, 20 + ulen, (i + 1) & 0xFFFF, 0x4000, 64,
                               17, 0, _ip4(src[0]), _ip4(dst[0]))
             iph = iph[:10] + struct.pack("!H", _ip_checksum(iph)) + iph[12:]
-            frame = dst_mac + src_mac + b"\x08\x00" + iph + udp
-            t = start_time + i * ptime_ms / 1000.0
-            sec = int(t)
-            usec = int(round((t - sec) * 1e6))
-            if usec >= 1000000:
-                sec, usec = sec + 1, usec - 1000000
-            f.write(struct.pack("<IIII", sec, usec, len(frame), len(frame)))
+            frame = (dst_mac + src_mac + b"\x08\x00" if src[0] != dst[0] or src[1] < dst[1]
+                     else src_mac + dst_mac + b"\x08\x00") + iph + udp
+            usec_total = int(round(t * 1e6))
+            f.write(struct.pack("<IIII", usec_total // 1000000, usec_total % 1000000, len(frame),
+                                len(frame)))
             f.write(frame)
+
+
+def write_rtp_pcap(path, payloads, codec="alaw", src=("127.0.0.1", 6000), dst=("127.0.0.1", 6002),
+                   start_time=1700000000.0, ssrc=0x7A1B0C01, seq0=1000, ts0=160000, ptime_ms=20):
+    """Write G.711 payloads (one bytes per packet) as one RTP stream, a packet every ptime_ms:
+    Ethernet / IPv4 / UDP / RTP, the layout SIPp's play_pcap_audio reads."""
+    pt = PAYLOAD_TYPE[codec]
+    samples = ptime_ms * RATE // 1000
+    write_pcap(path, [(start_time + i * ptime_ms / 1000.0, src, dst,
+                       rtp_packet(p, seq0 + i, ts0 + i * samples, ssrc, pt, marker=(i == 0)))
+                      for i, p in enumerate(payloads)])
 
 
 def build_caller_audio(script, length_s, voice=DEFAULT_CALLER_VOICE, speed=150, noise_db=None,
@@ -1050,7 +1089,8 @@ def cmd_recognize(a):
         for f in finals:
             if not f["text"]:
                 continue
-            phrases.append({"start": round(start + f["start_ms"] / 1000.0, 3),
+            phrases.append({"start": round(start + (f["words"][0]["start_ms"] if f["words"]
+                                                    else f["start_ms"]) / 1000.0, 3),
                             "end": round(start + (f["words"][-1]["end_ms"] if f["words"]
                                                   else f["end_ms"]) / 1000.0, 3),
                             "text": f["text"],
@@ -1086,9 +1126,11 @@ def cmd_energy(a):
         en = packet_energy(st, t0, a.codec)
         entry = {"stream": st.name, "packets": len(en)}
         if a.onset_after is not None:
-            entry["onset"] = onset_after(en, a.onset_after, a.threshold, a.min_loud)
+            v = onset_after(en, a.onset_after, a.threshold, a.min_loud)
+            entry["onset"] = None if v is None else round(v, 3)
         if a.stop_after is not None:
-            entry["stop"] = stop_after(en, a.stop_after, a.threshold, a.hold)
+            v = stop_after(en, a.stop_after, a.threshold, a.hold)
+            entry["stop"] = None if v is None else round(v, 3)
         if a.onset_after is None and a.stop_after is None:
             entry["energy"] = [[round(t, 3), round(e, 1)] for t, e in en]
         result["streams"].append(entry)
@@ -1122,6 +1164,8 @@ BENCH_PHRASES = [
     ("one two three", "one two three"),
     ("hello is anyone there", None),       # must NOT yield a keyword
     ("what time is it", None),
+    ("can you help me with my account", None),
+    ("yes please", None),
 ]
 BENCH_VOICES = ["en-us", "en-us+m3", "en-us+f3", "en-us+m7", "en", "en-gb-x-rp", "en-us+klatt4"]
 
@@ -1148,7 +1192,7 @@ def run_stream(sig, decoder=None, partials=True):
 
 
 def bench(voices=BENCH_VOICES, phrases=BENCH_PHRASES, speeds=(130, 145, 160, 175, 190),
-          pitches=(35, 65), codec="alaw", noise_db=None, general=False, log=None, cmn=None):
+          pitches=(40, 60), codec="ulaw", noise_db=None, general=False, log=None, cmn=None):
     """Each phrase x voice, spoken at len(speeds) x len(pitches) variants, through G.711 and
     streamed 20 ms at a time through the bot's recognizer. A phrase with a keyword counts as
     recognised when the bot's decision (first keyword in a partial or final hypothesis) is the
@@ -1302,8 +1346,8 @@ def main(argv=None):
     p = sub.add_parser("bench", help="recognition accuracy of the demo phrases per voice")
     p.add_argument("--voices", help="comma-separated espeak-ng voices")
     p.add_argument("--speeds", default="130,145,160,175,190")
-    p.add_argument("--pitches", default="35,65")
-    p.add_argument("--codec", choices=("alaw", "ulaw"), default="alaw")
+    p.add_argument("--pitches", default="40,60")
+    p.add_argument("--codec", choices=("alaw", "ulaw"), default="ulaw")
     p.add_argument("--noise", type=float, default=None, help="white noise in dBFS")
     p.add_argument("--general", action="store_true")
     p.add_argument("--json", action="store_true")
