@@ -257,6 +257,7 @@ class Call:
         # monotonic s at which each 20 ms caller frame was complete (the last 2 minutes)
         self.frame_arrival = collections.deque(maxlen=6000)
         self.frames = 0
+        self.live_offset = None             # min over frames of (arrival t - frame end), ms
         self.detector = speech.SpeechDetector()
         self.prompt = None
         self.prompt_seq = 0                 # marks are p1 (the greeting), p2, ...
@@ -279,8 +280,16 @@ class Call:
         return round(((time.monotonic() if mono is None else mono) - self.t0) * 1000.0, 1)
 
     def live_t(self, stream_ms):
-        """Bot-clock ms (`t`) at which the caller's stream position `stream_ms` was live, i.e.
-        the arrival of the 20 ms frame holding it less the part of the frame after it."""
+        """Bot-clock ms (`t`) at which the caller's stream position `stream_ms` was live: the
+        stream position plus the smallest (arrival - end of frame) seen in this call, i.e. as if
+        that frame had arrived as promptly as the promptest one. A frame that arrives late (the
+        sender or this loop falling behind) thus counts as late, not as live on arrival."""
+        if self.live_offset is None:
+            return None
+        return round(stream_ms + self.live_offset, 1)
+
+    def arrival_t(self, stream_ms):
+        """Bot-clock ms at which the frame holding `stream_ms` arrived, less the rest of it."""
         if not self.frame_arrival:
             return None
         first = self.frames - len(self.frame_arrival)
@@ -393,6 +402,9 @@ class Call:
             frame, self.pending = self.pending[:speech.FRAME], self.pending[speech.FRAME:]
             self.frame_arrival.append(now)
             self.frames += 1
+            offset = (now - self.t0) * 1000.0 - self.frames * speech.FRAME_MS
+            if self.live_offset is None or offset < self.live_offset:
+                self.live_offset = offset
             _speech, event, idx = self.detector.process(frame)
             if event == "onset":
                 self.on_onset(idx * speech.FRAME_MS, now)
@@ -408,9 +420,12 @@ class Call:
             self.clear_prompt()
             clear_t = self.t()
             onset_t = self.live_t(onset_ms)
+            arrived_t = self.arrival_t(onset_ms)
             self.log("barge_in", cause="speech", prompt=p.text[:40], onset_ms=onset_ms,
                      onset_t=onset_t, detect_t=self.t(detected_mono), clear_t=clear_t,
-                     latency_ms=round(clear_t - onset_t, 1) if onset_t is not None else None)
+                     latency_ms=round(clear_t - onset_t, 1) if onset_t is not None else None,
+                     after_arrival_ms=round(clear_t - arrived_t, 1) if arrived_t is not None
+                     else None)
             self.onset_pending = p
         else:
             self.onset_pending = None

@@ -64,6 +64,7 @@ class FakeCall:
         self.queue = []               # bytes or ("mark", name)
         self.heard = bytearray()      # what the caller hears, one 160-byte frame per tick
         self.ticks = []               # monotonic time (rel. t0) of each tick
+        self.late_max = 0.0           # how late this fake caller itself sent a frame, at worst
         self.marks_answered = []      # (t, name, how)
         self.clears = []
         self.action = None            # (t, event)
@@ -146,6 +147,7 @@ class FakeCall:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            self.late_max = max(self.late_max, time.monotonic() - due)
             if self.done.is_set() or (k + 1) * FRAME_S > self.max_s:
                 break
             payload = (self.caller[k * speech.FRAME:(k + 1) * speech.FRAME] if k < n_frames
@@ -320,6 +322,12 @@ def main():
     def blog(call):
         return by_call.get(call.call_id, [])
 
+    late = max(c.late_max for c, _ in calls.values())
+    print("fake callers ran at worst %.0f ms late; load average %s on %d CPUs" % (
+        late * 1000, " ".join("%.1f" % x for x in os.getloadavg()), os.cpu_count() or 0))
+    if late > 0.1:
+        print("WARNING: this machine is overloaded: the fake telephony side itself fell behind "
+              "real time, so the timing checks below measure the machine, not the bot")
     for name, (c, _) in calls.items():
         if c.errors:
             checks.check("%s: telephony side saw no protocol error" % name, False,
@@ -474,8 +482,8 @@ def main():
             bot_lat, "%.0f" % ((quiet - onset) * 1000) if quiet is not None else "-"))
 
     if not a.no_bench:
-        print("\nrecognition of the demo phrases, G.711 a-law, 5 speeds x 2 pitches per voice:",
-              flush=True)
+        print("\nrecognition of the demo phrases through G.711 mu-law (what the bot gets), "
+              "5 speeds x 2 pitches per voice:", flush=True)
         t = time.perf_counter()
         d = speech.new_decoder()
         start_s = time.perf_counter() - t

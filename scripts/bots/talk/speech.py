@@ -293,7 +293,8 @@ def model_files():
         sentences = [" ".join(normalise_words(s)) for s in CORPUS]
         vocab = set(w for s in sentences for w in s.split()) | set(FILLERS)
         text = "\n".join(sentences + FILLERS) + "\n"
-        key = hashlib.sha1(text.encode()).hexdigest()[:12]
+        key = hashlib.sha1((text + repr(sorted(EXTRA_PRONUNCIATIONS.items())) +
+                            get_model_path()).encode()).hexdigest()[:12]
         cache = os.path.join(tempfile.gettempdir(), "voicebot1-talk-%s-%d" % (key, os.getuid()))
         lm_path = os.path.join(cache, "talk.lm")
         dict_path = os.path.join(cache, "talk.dict")
