@@ -436,8 +436,8 @@ class Call:
         words = [w["word"] for w in ev["words"]] or ev["text"].split()
         intent, word = speech.find_intent(words)
         final = ev["type"] == "final"
-        if not final and intent is None:
-            return
+        if not final and (intent is None or self.acting):
+            return                  # partials are logged only when they make the bot act
         rec = {"text": ev["text"], "final": final,
                "words": [[w["word"], w["end_ms"]] for w in ev["words"]]}
         if word is not None:
@@ -660,6 +660,7 @@ class Bot:
 async def serve(args):
     from websockets.asyncio.server import serve as ws_serve
     host, _, port = args.listen.rpartition(":")
+    host = host.strip("[]")
     bot = Bot(args)
     bot.warm_up()
     stop = asyncio.get_running_loop().create_future()

@@ -166,8 +166,8 @@ def synth(text, voice=DEFAULT_BOT_VOICE, speed=160, pitch=None, rate=RATE, peak_
     if pitch is not None:
         espeak += ["-p", str(int(pitch))]
     espeak += ["--", text]
-    sox = ["sox", "-V1", "-D", "-t", "wav", "-", "-t", "raw", "-r", str(rate), "-e", "signed-integer",
-           "-b", "16", "-c", "1", "-"]
+    sox = ["sox", "-V1", "-D", "-t", "wav", "-", "-t", "raw", "-r", str(rate),
+           "-e", "signed-integer", "-b", "16", "-c", "1", "-"]     # -D: no dither, same output
     p1 = subprocess.Popen(espeak, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         p2 = subprocess.run(sox, stdin=p1.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -228,7 +228,8 @@ GREETING = ("Hello, you are talking to voicebot one. Say agent, or press zero, t
 TRANSFERRING = "Transferring you now."
 GOODBYE = "Goodbye."
 STILL_THERE = "Are you still there? Say agent to talk to a person."
-NOT_UNDERSTOOD = "Sorry, I did not understand. Say agent to talk to a person, or goodbye to hang up."
+NOT_UNDERSTOOD = ("Sorry, I did not understand. Say agent to talk to a person, or goodbye to "
+                  "hang up.")
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
