@@ -51,8 +51,9 @@ def free_port():
 class FakeCall:
     """voicebot1's side of one call, in the Twilio dialect."""
 
-    def __init__(self, name, url, caller_pcm, dtmf=(), max_s=30.0):
+    def __init__(self, name, url, caller_pcm, dtmf=(), max_s=30.0, delay=0.0):
         self.name = name
+        self.delay = delay            # seconds to wait before calling
         self.url = url
         self.caller = speech.encode(caller_pcm, "ulaw")
         self.dtmf = sorted(dtmf)
@@ -75,6 +76,7 @@ class FakeCall:
 
     async def run(self):
         from websockets.asyncio.client import connect
+        await asyncio.sleep(self.delay)
         async with connect(self.url, max_size=2 ** 22) as ws:
             self.ws = ws
             await ws.send(json.dumps({"event": "connected", "protocol": "Call",
@@ -300,9 +302,10 @@ def main():
                  (3.3, "goodbye", voice), (4.1, "can i talk to a person please", "en-us+klatt2")]
         for i, (at, text, v) in enumerate(barge):
             pcm, info = phrase_audio([(at, text)], at + 8, v, noise=-60 if i % 2 else None)
-            calls["barge%d" % i] = (FakeCall("barge%d" % i, url, pcm, max_s=at + 8), info)
-        print("placing %d calls at once to %s (bot up in %.2f s)" % (len(calls), url, boot_s),
-              flush=True)
+            calls["barge%d" % i] = (FakeCall("barge%d" % i, url, pcm, max_s=at + 8, delay=17.0),
+                                    info)
+        print("placing %d calls to %s (bot up in %.2f s): 6 at once, 5 barge-in calls 17 s later"
+              % (len(calls), url, boot_s), flush=True)
         t = time.perf_counter()
         asyncio.run(run_calls(url, [c for c, _ in calls.values()]))
         print("calls done in %.1f s" % (time.perf_counter() - t), flush=True)
