@@ -193,7 +193,10 @@ class AsrPool:
             entry[1].send(("close", key, None))
 
     def dispatch(self, kind, key, data):
-        self.loop.call_soon_threadsafe(self._dispatch, kind, key, data)
+        try:
+            self.loop.call_soon_threadsafe(self._dispatch, kind, key, data)
+        except RuntimeError:                      # the loop is gone: the bot is exiting
+            pass
 
     def _dispatch(self, kind, key, data):
         entry = self.calls.get(key)
@@ -223,7 +226,10 @@ class AsrPool:
                 if cw is w:
                     del self.calls[key]
                     call.asr_closed.set()
-        self.loop.call_soon_threadsafe(gone)
+        try:
+            self.loop.call_soon_threadsafe(gone)
+        except RuntimeError:
+            pass
 
     def shutdown(self):
         for w in self.workers:
