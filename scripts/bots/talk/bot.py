@@ -79,6 +79,10 @@ def asr_worker(conn):
     so decoding lives out of the WebSocket process altogether."""
     import signal
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(5)        # decoding is throughput work: the WebSocket loop (barge-in) goes first
+    except OSError:
+        pass
     pool = speech.DecoderPool()
     pool.put(pool.get())                       # build the model files, warm one decoder
     conn.send(("ready", None, None))
