@@ -47,6 +47,12 @@
 #       sent; a saturated Asterisk's own answer to a hang-up can pass 1 s, printed): failed=0; 60 s after the last call Asterisk holds nothing; a
 #       plain run then passes; SIGTERM exits 0 with the pool full. Prints served and shed counts,
 #       the served calls' set-up median/p99, rejection times, and Asterisk's and voicebot1's CPU.
+#   scripts/faults.sh reject-cost [--calls N] [--rate R]
+#       What a caller not taken costs Asterisk, both ways, at the same offered load (default 400
+#       callers at 20/s): refused at the door (the dialplan's check of VOICEBOT1_FULL_UNTIL before
+#       Answer(): SIP 503) against answered, in Stasis and hung up by voicebot1 over REST
+#       (admission.max_calls = 1 and the door turned off). Prints Asterisk's CPU per caller each
+#       way and the ratio. Judged: every caller got its outcome, nothing left in Asterisk.
 #
 # Calls caught by the fault itself may fail (Asterisk drops them, or no Stasis app is there to
 # take them): the first run's figures are reported, not judged. What is judged: voicebot1 still
@@ -66,7 +72,8 @@ case "$fault" in
     hiccup|neighbour) calls=600 rate=10 hold="1-15" at=20 ;;
     slow-hangup) calls=200 rate=10 hold="1-15" at=0 ;;
     overload) calls=0 rate=0 hold="1-15" at=0 ;;
-    *) die "usage: faults.sh restart|kill|restart-voicebot1|bot-kill|hiccup|neighbour|slow-hangup|overload [--signal kill|term] [--random] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
+    reject-cost) calls=400 rate=20 hold="1-2" at=0 ;;
+    *) die "usage: faults.sh restart|kill|restart-voicebot1|bot-kill|hiccup|neighbour|slow-hangup|overload|reject-cost [--signal kill|term] [--random] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
 esac
 signal=term random=0 busy=0 probe_rates="10 20 30 40 50 60 70 80"
 while [ $# -gt 0 ]; do
@@ -495,6 +502,52 @@ overload() {
 }
 if [ "$fault" = overload ]; then
     overload
+    exit $?
+fi
+
+# reject-cost: Asterisk's CPU per caller turned away at the door, and per caller rejected by
+# voicebot1 after Answer() and Stasis.
+reject_cost() {
+    local ast_pid out ast0 ast1 door_ms rest_ms line taken
+    ast_pid="$(cat "$VB1_RUN_DIR/asterisk.pid" 2>/dev/null || true)"
+    [ -n "$ast_pid" ] && kill -0 "$ast_pid" 2>/dev/null || die "no Asterisk pid in $VB1_RUN_DIR/asterisk.pid"
+    # 1. The door, shut by hand (voicebot1 not running: the dialplan refuses before Answer()).
+    ari POST "/asterisk/variable?variable=VOICEBOT1_FULL_UNTIL&value=9999999999" >/dev/null \
+        || die "cannot set VOICEBOT1_FULL_UNTIL"
+    log "reject-cost: $calls callers at $rate/s refused at Asterisk's door"
+    out="$work/door.out"; ast0="$(cpu_ms "$ast_pid")"
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest none >"$out" 2>&1 || true
+    ast1="$(cpu_ms "$ast_pid")"
+    ari POST "/asterisk/variable?variable=VOICEBOT1_FULL_UNTIL&value=0" >/dev/null || true
+    door_ms=$((ast1 - ast0))
+    line="$(tail -n 1 "$out")"
+    log "door: $line; refused $(sed -n "s/^refused at Asterisk's door: //p" "$out" | tail -n1)"
+    case "$line" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "door run: $line" ;; esac
+    # 2. Rejected by voicebot1: one call at once at most, the door off.
+    sed -e 's/^max_calls = .*/max_calls = 1/' -e 's/^full_variable = .*/full_variable = ""/' "$config" >"$work/reject.toml"
+    grep -q '^max_calls = 1$' "$work/reject.toml" || die "no [admission] max_calls line in $config"
+    config="$work/reject.toml"
+    start_bot voicebot1.log
+    log "reject-cost: $calls callers at $rate/s, rejected by voicebot1 after Answer() and Stasis (max_calls = 1)"
+    out="$work/rest.out"; ast0="$(cpu_ms "$ast_pid")"
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 30 >"$out" 2>&1 || true
+    ast1="$(cpu_ms "$ast_pid")"
+    rest_ms=$((ast1 - ast0))
+    line="$(tail -n 1 "$out")"
+    taken="$(grep -c 'caller and media bridged in' "$work/voicebot1.log" || true)"
+    log "voicebot1: $line; rejected $(grep -c 'rejected with congestion in' "$work/voicebot1.log" || true), taken $taken"
+    case "$line" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "REST-reject run: $line" ;; esac
+    term_and_wait "$bot_pid" 30; bot_pid=""
+    [ "$TERM_RC" = 0 ] || fail "voicebot1 exited $TERM_RC after SIGTERM"
+    "$VB1_SCRIPTS_DIR/leakcheck.sh" >"$work/leaks.out" 2>&1 || fail "Asterisk not clean: $(tail -n 1 "$work/leaks.out")"
+    awk -v d="$door_ms" -v r="$rest_ms" -v n="$calls" -v t="$taken" 'BEGIN {
+        printf "Asterisk CPU per caller turned away: at the door %.2f ms; rejected by voicebot1 over REST %.2f ms (%d of %d callers were taken, their calls included): %.1f times the door\n", d/n, r/n, t, n, (d > 0 ? r/d : 0) }'
+    echo "fault=reject-cost calls=$calls rate=$rate door_ms_per_caller=$(awk -v d="$door_ms" -v n="$calls" 'BEGIN{printf "%.2f", d/n}') rest_ms_per_caller=$(awk -v r="$rest_ms" -v n="$calls" 'BEGIN{printf "%.2f", r/n}') result=$verdict"
+    clean_work
+    [ "$verdict" = ok ]
+}
+if [ "$fault" = reject-cost ]; then
+    reject_cost
     exit $?
 fi
 

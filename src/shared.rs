@@ -91,12 +91,14 @@ impl Counters {
     pub fn summary(&self) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "{} calls, {} not taken (overload), {} adopted, {} handed over, {} without a free port, {} orphan channels hung up, {} events skipped, {} reconnects, {} internal errors",
+            "{} calls, {} not taken (overload), {} taken after waiting, {} adopted, {} handed over, {} without a free port, {} bot transfers refused, {} orphan channels hung up, {} events skipped, {} reconnects, {} internal errors",
             g(&self.calls),
             g(&self.shed),
+            g(&self.waited),
             g(&self.adopted),
             g(&self.handed_over),
             g(&self.pool_exhausted),
+            g(&self.refused_transfers),
             g(&self.orphans_hung_up),
             g(&self.events_skipped),
             g(&self.reconnects),

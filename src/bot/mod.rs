@@ -18,7 +18,8 @@
 //!
 //! Invariants:
 //! - Pure: no I/O, no threads, no clock, no randomness (the caller supplies the seed of the ids).
-//! - Imports nothing from the rest of the crate but `audio` (the layering test keeps it so).
+//! - Imports nothing from the rest of the crate but `audio` (the layering test keeps it so:
+//!   `bot` is in layer 1, above only the leaves).
 //! - A bot is an untrusted remote service: nothing it sends can panic here. A message that cannot
 //!   be used becomes a [`Bad`]: a closed set of [`Bad::kind`] labels for metrics and a one-line
 //!   `Display` that quotes at most [`Snippet::MAX`] bytes of the bot's text, sanitized.

@@ -169,6 +169,7 @@ struct Commands {
     peer: Option<SocketAddr>,
     wake: Option<Format>,
     keys: VecDeque<char>,
+    bridged: bool,
     stop: bool,
 }
 
@@ -286,6 +287,11 @@ impl Session for BotBridge {
         self.lease.interrupt_recv();
     }
 
+    fn caller_bridged(&self) {
+        self.control.change(|c| c.bridged = true);
+        self.lease.interrupt_recv();
+    }
+
     fn finish(mut self: Box<Self>) -> String {
         self.stop()
     }
@@ -380,6 +386,11 @@ struct SessionThread<'a> {
     liveness: Option<Liveness>,
     /// Caller frames read before the bot was connected, sent once it is.
     held: VecDeque<Vec<u8>>,
+    /// Keys the caller pressed before the bot was connected, sent once it is.
+    held_keys: VecDeque<char>,
+    /// The caller is bridged with the media channel: the 20 ms clock may run. Before, the
+    /// bot's audio is queued (Asterisk would drop it in a channel not yet bridged).
+    bridged: bool,
     /// Caller audio short of a whole 20 ms frame.
     carry: Vec<u8>,
     /// slin16: the payload type of Asterisk's audio, once learned.
@@ -495,6 +506,8 @@ impl<'a> SessionThread<'a> {
             playout,
             liveness: None,
             held: VecDeque::new(),
+            held_keys: VecDeque::new(),
+            bridged: false,
             carry: Vec::new(),
             audio_type: None,
             decimator,
@@ -548,17 +561,28 @@ impl<'a> SessionThread<'a> {
 
     /// Takes the call's latest commands; false when the session is to stop.
     fn sync(&mut self) -> bool {
-        let (stop, keys) = {
+        let (stop, keys, bridged) = {
             let mut c = self.control.commands.lock();
             self.seen = self.control.generation.load(Ordering::Relaxed);
             if let Some(peer) = c.peer {
                 self.peer = Some(peer);
             }
             self.wake = c.wake;
-            (c.stop, std::mem::take(&mut c.keys))
+            (c.stop, std::mem::take(&mut c.keys), c.bridged)
         };
         for key in keys {
-            self.send(ToBot::Dtmf(key));
+            if matches!(self.link, Link::Connecting(_)) {
+                if self.held_keys.len() < MAX_KEYS {
+                    self.held_keys.push_back(key);
+                }
+            } else {
+                self.send(ToBot::Dtmf(key));
+            }
+        }
+        if bridged && !self.bridged {
+            // What the bot queued meanwhile (its greeting) starts now.
+            self.bridged = true;
+            self.schedule_tick();
         }
         !stop
     }
@@ -735,11 +759,7 @@ impl<'a> SessionThread<'a> {
         let socket = match result {
             Ok(s) => s,
             Err(ws::ConnectError::Status(code)) => return self.fail(Failure::Refused(code)),
-            Err(ws::ConnectError::Handshake(m))
-                if m == "timed out" || m.starts_with("timed out") =>
-            {
-                return self.fail(Failure::ConnectTimeout(took));
-            }
+            Err(ws::ConnectError::TimedOut(_)) => return self.fail(Failure::ConnectTimeout(took)),
             Err(e) => return self.fail(Failure::Unreachable(e.to_string())),
         };
         if let Err(e) = ws::tcp(&socket).set_nonblocking(true) {
@@ -758,6 +778,9 @@ impl<'a> SessionThread<'a> {
         let held = std::mem::take(&mut self.held);
         for frame in held {
             self.send_caller_audio(&frame);
+        }
+        for key in std::mem::take(&mut self.held_keys) {
+            self.send(ToBot::Dtmf(key));
         }
         (self.notify)(BotEvent::Connected(took));
     }
@@ -916,7 +939,7 @@ impl<'a> SessionThread<'a> {
 
     /// Playing resumes at once when audio (or a mark) arrives while nothing was queued.
     fn schedule_tick(&mut self) {
-        if self.next_tick.is_none() {
+        if self.bridged && self.next_tick.is_none() {
             self.next_tick = Some(Instant::now());
             self.rtp.spurt = true;
         }
@@ -1060,6 +1083,7 @@ impl<'a> SessionThread<'a> {
         }
         self.link = Link::Gone;
         self.held.clear();
+        self.held_keys.clear();
         metrics::bot_failed(self.spec.metrics, why.reason());
         debug!(
             "call {}: bot {} session failed ({why})",

@@ -49,6 +49,9 @@ pub trait Session: Send {
     fn wake_asterisk(&self, format: Format) -> Waking;
     /// The caller pressed a key (a bot hears of it; the echo does not care).
     fn dtmf(&self, _digit: char) {}
+    /// The caller and the media channel are bridged: what the session plays reaches the caller
+    /// from now on (a bot's audio is queued until then, not lost in an unbridged channel).
+    fn caller_bridged(&self) {}
     /// Ends the session — a bot is told the call left it — and returns the socket; its line for
     /// the log (what went each way). The metrics are counted here.
     fn finish(self: Box<Self>) -> String;

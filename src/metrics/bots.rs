@@ -156,7 +156,7 @@ impl Bots {
         w.family(
             family,
             Kind::Histogram,
-            "From the caller taken to the bot's WebSocket connected.",
+            "From the bot session's start (a port leased for the caller) to the bot's WebSocket connected.",
         );
         for (bot, s) in self.names.iter().zip(&self.stats) {
             w.histogram(family, &[("bot", bot)], &s.connect.snapshot());

@@ -45,8 +45,10 @@ pub enum ConnectError {
     Resolve(String),
     /// No address accepted a TCP connection.
     Connect(String),
-    /// TCP was up, but TLS or the upgrade failed or ran out of time.
+    /// TCP was up, but TLS or the upgrade failed.
     Handshake(String),
+    /// The deadline passed: while doing this (connecting, the handshake).
+    TimedOut(String),
     /// The server answered the upgrade with this HTTP status.
     Status(u16),
 }
@@ -58,6 +60,7 @@ impl fmt::Display for ConnectError {
             ConnectError::Resolve(m) => write!(f, "resolving: {m}"),
             ConnectError::Connect(m) => write!(f, "connecting: {m}"),
             ConnectError::Handshake(m) => write!(f, "handshake: {m}"),
+            ConnectError::TimedOut(m) => write!(f, "timed out {m}"),
             ConnectError::Status(code) => write!(f, "the upgrade was answered with HTTP {code}"),
         }
     }
@@ -98,14 +101,19 @@ pub fn connect(r: &Request) -> Result<Socket, ConnectError> {
     let left = |what: &str| {
         let left = r.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            Err(ConnectError::Handshake(format!("timed out before {what}")))
+            Err(ConnectError::TimedOut(format!("before {what}")))
         } else {
             Ok(left)
         }
     };
-    let budget = left("connecting").map_err(|_| ConnectError::Connect("timed out".into()))?;
-    let stream =
-        tcp::connect_first(&addrs, r.per_attempt, budget).map_err(ConnectError::Connect)?;
+    let budget = left("connecting")?;
+    let stream = tcp::connect_first(&addrs, r.per_attempt, budget).map_err(|m| {
+        if Instant::now() >= r.deadline {
+            ConnectError::TimedOut(format!("connecting: {m}"))
+        } else {
+            ConnectError::Connect(m)
+        }
+    })?;
     let configure = |e: io::Error| ConnectError::Connect(format!("configuring the socket: {e}"));
     stream.set_nodelay(true).map_err(configure)?;
     tcp::keep_alive(&stream).map_err(configure)?;
@@ -147,12 +155,12 @@ pub fn connect(r: &Request) -> Result<Socket, ConnectError> {
             Err(ConnectError::Status(response.status().as_u16()))
         }
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e))) if would_block(&e) => {
-            Err(ConnectError::Handshake("timed out".into()))
+            Err(ConnectError::TimedOut("during the handshake".into()))
         }
         // A read or write that timed out at the deadline: tungstenite, made for non-blocking
         // sockets too, reports it as a handshake to be resumed.
         Err(tungstenite::HandshakeError::Interrupted(_)) => {
-            Err(ConnectError::Handshake("timed out".into()))
+            Err(ConnectError::TimedOut("during the handshake".into()))
         }
         Err(e) => Err(ConnectError::Handshake(e.to_string())),
     }
@@ -259,7 +267,10 @@ mod tests {
         r.deadline = Instant::now() + Duration::from_millis(300);
         let t0 = Instant::now();
         let e = connect(&r).err();
-        assert_eq!(e, Some(ConnectError::Handshake("timed out".into())));
+        assert_eq!(
+            e,
+            Some(ConnectError::TimedOut("during the handshake".into()))
+        );
         assert!(
             t0.elapsed() < Duration::from_secs(2),
             "took {:?}",

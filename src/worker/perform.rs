@@ -216,6 +216,9 @@ impl CallHandler {
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .unwrap_or_else(|| live.started.elapsed());
             crate::metrics::call_set_up(took);
+            if let Some(session) = live.media.as_ref() {
+                session.caller_bridged();
+            }
             info!(
                 "call {id}: caller and media bridged in {} ms",
                 took.as_millis()

@@ -72,6 +72,7 @@ const BOTS: &[&str] = &[
     "stop",
     "requests_twilio",
     "requests_chan_websocket",
+    "early",
 ];
 
 fn bot_index(name: &str) -> usize {
@@ -330,8 +331,16 @@ struct Call {
 }
 
 impl Call {
-    /// Starts the bridge on port `PORTS + k` and points it at a fresh fake Asterisk.
+    /// Starts the bridge on port `PORTS + k` and points it at a fresh fake Asterisk, the caller
+    /// bridged at once.
     fn start(k: u16, spec: BotSpec) -> Call {
+        let call = Call::start_unbridged(k, spec);
+        call.session().caller_bridged();
+        call
+    }
+
+    /// The same, the caller not bridged yet (`session().caller_bridged()` does it).
+    fn start_unbridged(k: u16, spec: BotSpec) -> Call {
         set_up();
         let port = PORTS + k;
         // The last call on this port may still hold its pool for a moment (its connector
@@ -791,7 +800,7 @@ fn fake_bot_that_never_answers_the_upgrade_is_a_timeout_to_the_connector_too() {
     });
     let took = t0.elapsed();
     match result {
-        Err(ConnectError::Handshake(m)) => assert!(m.starts_with("timed out"), "{m}"),
+        Err(ConnectError::TimedOut(m)) => assert_eq!(m, "during the handshake"),
         Err(e) => panic!("expected a handshake timeout, got {e}"),
         Ok(_) => panic!("connected to a bot that never answered"),
     }
@@ -1723,6 +1732,51 @@ fn fake_bot_mark_after_one_second_of_audio_is_answered_a_second_later() {
         "answered after {answered:?}"
     );
     call.finish();
+}
+
+#[test]
+fn fake_bot_greeting_sent_before_the_caller_is_bridged_is_played_whole_once_bridged() {
+    let bot = fake_bot(|listener| {
+        let mut ws = accept_ws(&listener);
+        let sid = read_opening(&mut ws, Dialect::Twilio);
+        // The greeting at once, as bots do on `start`.
+        send(&mut ws, media(&sid, &frames(Format::Ulaw, 1, 25)));
+        // Keys pressed while connecting reach the bot too.
+        let mut digits = Vec::new();
+        while digits.is_empty() {
+            let Some(m) = next_json(&mut ws) else { break };
+            if m["event"] == "dtmf" {
+                digits.push(m["dtmf"]["digit"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        read_to_close(&mut ws);
+        digits
+    });
+    let call = Call::start_unbridged(
+        27,
+        spec("early", bot.url.clone(), Dialect::Twilio, Format::Ulaw),
+    );
+    // Pressed before the bot is connected (the connector needs a moment).
+    call.session().dtmf('7');
+    call.connected();
+    // Not bridged: nothing is played (it would be lost in an unbridged channel).
+    let early = call.played_until(Instant::now() + Duration::from_millis(300));
+    assert!(
+        early.is_empty(),
+        "{} frames played before the bridge",
+        early.len()
+    );
+    call.session().caller_bridged();
+    let played = call.played(25, WAIT);
+    let numbers: Vec<u16> = played.iter().map(|(_, p)| number(p)).collect();
+    assert_eq!(
+        numbers,
+        (1..=25).collect::<Vec<u16>>(),
+        "the whole greeting, in order"
+    );
+    let (line, _) = call.finish();
+    assert!(line.contains("0 frames to the bot, 25 from it"), "{line}");
+    assert_eq!(bot.result(), ["7"]);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The architecture's layering, read from the code: every `crate::` path in `src/` (outside unit
 //! tests) must point to a module of a lower layer (ARCHITECTURE.md, "Layers"), the module graph
-//! has no cycle, and the pure state machine (`call`) and policy (`admission`) do no I/O.
+//! has no cycle, and the pure state machine (`call`), policy (`admission`) and bot codecs (`bot`)
+//! do no I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -22,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Modules that must stay pure: no sockets, threads, files, clocks of their own to wait on.
-const PURE: &[&str] = &["call", "admission"];
+const PURE: &[&str] = &["call", "admission", "bot"];
 const IO: &[&str] = &[
     "std::net",
     "std::thread",
@@ -222,12 +223,28 @@ fn the_state_machine_and_the_admission_policy_do_no_io() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut wrong = Vec::new();
     for module in PURE {
-        let text = fs::read_to_string(src.join(format!("{module}.rs"))).unwrap();
-        for (n, line) in code_of(&text) {
-            if let Some(io) = IO.iter().find(|io| {
-                line.contains(&format!("{io}::")) || line.contains(&format!("use {io};"))
-            }) {
-                wrong.push(format!("src/{module}.rs:{n}: uses {io}: {}", line.trim()));
+        // `src/m.rs`, or every file of `src/m/`.
+        let single = src.join(format!("{module}.rs"));
+        let mut files = Vec::new();
+        if single.exists() {
+            files.push(single);
+        } else {
+            rust_files(&src.join(module), &mut files);
+        }
+        assert!(!files.is_empty(), "no source for the pure module {module}");
+        for file in files {
+            let text = fs::read_to_string(&file).unwrap();
+            let shown = file
+                .strip_prefix(src.parent().unwrap())
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            for (n, line) in code_of(&text) {
+                if let Some(io) = IO.iter().find(|io| {
+                    line.contains(&format!("{io}::")) || line.contains(&format!("use {io};"))
+                }) {
+                    wrong.push(format!("{shown}:{n}: uses {io}: {}", line.trim()));
+                }
             }
         }
     }
