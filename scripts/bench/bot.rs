@@ -70,13 +70,15 @@ const BURST_MESSAGE_FRAMES: usize = 50;
 
 const USAGE: &str = "\
 bot [--rounds 3] [--sessions 500] [--seconds 10] [--warmup 2] [--lead 5]
-    [--kinds echo,twilio,asterisk] [--clear-s 5] [--port 24000] [--quick]
+    [--kinds echo,twilio,asterisk] [--clear-s 5] [--port 24000] [--baseline PATH] [--quick]
   --sessions N   sessions of each kind (the echo's and each dialect's, in turn), 50 frames/s
                  each way
   --seconds S    the measured window of each kind, after --warmup seconds with the audio flowing
   --lead N       frames the load bot sends at once before its steady 50 frames/s
   --clear-s S    the audio the load bot queues before it sends clear / FLUSH_MEDIA (after the
                  window; the clear follows 0.5 s later); 0: no clear test
+  --baseline PATH  also run each dialect on PATH's `serve`: this bench built from another
+                 commit of the product, for a before/after in the same run (KIND-base)
   --quick        --rounds 1 --sessions 100 --seconds 3 --warmup 1 (for trying the bench)
 bot serve echo|twilio|asterisk FIRST_PORT SESSIONS PEER_PORTS URL
   voicebot1's side: SESSIONS echoes or bot bridges on 127.0.0.1:FIRST_PORT.., session i's
@@ -111,6 +113,7 @@ struct Options {
     warmup: u64,
     lead: usize,
     kinds: Vec<Kind>,
+    baseline: Option<String>,
     clear_frames: usize,
     port: u16,
 }
@@ -124,6 +127,7 @@ impl Options {
             warmup: 2,
             lead: 5,
             kinds: vec![Kind::Echo, Kind::Twilio, Kind::Asterisk],
+            baseline: None,
             clear_frames: 250,
             port: 24_000,
         };
@@ -149,6 +153,7 @@ impl Options {
                 "--lead" => o.lead = num().clamp(1, 500) as usize,
                 "--clear-s" => o.clear_frames = num().min(15) as usize * 50,
                 "--port" => o.port = num() as u16,
+                "--baseline" => o.baseline = Some(value.clone()),
                 "--kinds" => {
                     o.kinds = value
                         .split(',')
@@ -162,6 +167,38 @@ impl Options {
             }
         }
         o
+    }
+}
+
+/// What is measured: a kind of session, served by this bench or by a baseline build of it.
+struct Subject {
+    kind: Kind,
+    label: String,
+    /// The executable whose `serve` runs the sessions; `None`: this one.
+    exe: Option<String>,
+}
+
+impl Subject {
+    fn all(o: &Options) -> Vec<Subject> {
+        let mut all: Vec<Subject> = o
+            .kinds
+            .iter()
+            .map(|k| Subject {
+                kind: *k,
+                label: k.name().into(),
+                exe: None,
+            })
+            .collect();
+        if let Some(exe) = &o.baseline {
+            for k in o.kinds.iter().filter(|k| **k != Kind::Echo) {
+                all.push(Subject {
+                    kind: *k,
+                    label: format!("{}-base", k.name()),
+                    exe: Some(exe.clone()),
+                });
+            }
+        }
+        all
     }
 }
 
@@ -380,13 +417,15 @@ fn summarize(lines: &[String]) -> String {
 
 // --- /proc --------------------------------------------------------------------------------------
 
-/// A thread's CPU time so far: on-CPU ns (`schedstat`'s first field: exact), and user and
-/// system time in 10 ms ticks (`stat`'s utime and stime: the split).
+/// A thread's CPU time so far: on-CPU ns (`schedstat`'s first field: exact), user and system
+/// time in 10 ms ticks (`stat`'s utime and stime: the split), and how often it went to sleep
+/// (`status`'s voluntary_ctxt_switches: its wake-ups).
 #[derive(Clone, Copy, Default)]
 struct ThreadCpu {
     ns: u64,
     user_ticks: u64,
     system_ticks: u64,
+    sleeps: u64,
 }
 
 /// The CPU time of each live thread of `pid` whose name `keep` accepts (the main thread, named
@@ -408,6 +447,12 @@ fn thread_cpu(pid: u32, keep: impl Fn(&str) -> bool) -> HashMap<u32, ThreadCpu> 
             }
             let schedstat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
             let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let status = std::fs::read_to_string(t.path().join("status")).ok()?;
+            let sleeps = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
             let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
             let field = |i: usize| {
                 after_comm
@@ -422,6 +467,7 @@ fn thread_cpu(pid: u32, keep: impl Fn(&str) -> bool) -> HashMap<u32, ThreadCpu> 
                     ns: schedstat.split_whitespace().next()?.parse().ok()?,
                     user_ticks: field(11),
                     system_ticks: field(12),
+                    sleeps,
                 },
             ))
         })
@@ -436,6 +482,7 @@ fn cpu_used(before: &HashMap<u32, ThreadCpu>, after: &HashMap<u32, ThreadCpu>) -
             used.ns += a.ns.saturating_sub(b.ns);
             used.user_ticks += a.user_ticks.saturating_sub(b.user_ticks);
             used.system_ticks += a.system_ticks.saturating_sub(b.system_ticks);
+            used.sleeps += a.sleeps.saturating_sub(b.sleeps);
         }
     }
     used
@@ -1379,9 +1426,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(kind: Kind, first: u16, sessions: u16, peers: &str, url: &str) -> Server {
-        let me = std::env::current_exe().expect("current exe");
-        let mut child = Command::new(me)
+    fn start(subject: &Subject, first: u16, sessions: u16, peers: &str, url: &str) -> Server {
+        let kind = subject.kind;
+        let exe = match &subject.exe {
+            Some(exe) => exe.into(),
+            None => std::env::current_exe().expect("current exe"),
+        };
+        let mut child = Command::new(exe)
             .args([
                 "serve",
                 kind.name(),
@@ -1443,6 +1494,13 @@ struct Figures {
     process_percent: f64,
     /// The session threads' user time, % of their user + system time.
     user_share: f64,
+    /// The session threads' wake-ups per second of a session.
+    wakeups_per_session_s: f64,
+    /// This process's (the fake Asterisk's and the load bot's), % of one core.
+    load_percent: f64,
+    /// The caller frames the fake Asterisk sent, % of 50 per second per session: under 100,
+    /// the machine could not keep up with the load and the figures are those of an overload.
+    offered_percent: f64,
     rss_kb_per_session: f64,
     /// Caller frame in → bot frame out (the echo: the round trip), kernel timestamps, µs.
     latency_p50_us: f64,
@@ -1471,7 +1529,8 @@ struct Figures {
     failed: usize,
 }
 
-fn run_kind(kind: Kind, o: &Options, first: u16) -> Figures {
+fn run_subject(subject: &Subject, o: &Options, first: u16) -> Figures {
+    let kind = subject.kind;
     let shared = Arc::new(Shared::new(kind, o, first));
     let socks = fake_asterisk_sockets();
     let peers = socks
@@ -1494,7 +1553,7 @@ fn run_kind(kind: Kind, o: &Options, first: u16) -> Figures {
                 .expect("receiver")
         })
         .collect();
-    let server = Server::start(kind, first, o.sessions, &peers, &url);
+    let server = Server::start(subject, first, o.sessions, &peers, &url);
     let pid = server.pid();
     let sender = {
         let shared = Arc::clone(&shared);
@@ -1507,6 +1566,7 @@ fn run_kind(kind: Kind, o: &Options, first: u16) -> Figures {
 
     let threads0 = thread_cpu(pid, |c| kind.is_session_thread(c));
     let process0 = process_cpu_ns(pid);
+    let load0 = process_cpu_ns(std::process::id());
     let since = Instant::now();
     shared.measuring.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_secs(o.seconds));
@@ -1514,6 +1574,7 @@ fn run_kind(kind: Kind, o: &Options, first: u16) -> Figures {
     let elapsed = since.elapsed().as_nanos() as f64;
     let threads1 = thread_cpu(pid, |c| kind.is_session_thread(c));
     let process1 = process_cpu_ns(pid);
+    let load1 = process_cpu_ns(std::process::id());
     let rss = rss_kb(pid);
     let cpu = cpu_used(&threads0, &threads1);
     let used = cpu.ns;
@@ -1583,6 +1644,9 @@ fn run_kind(kind: Kind, o: &Options, first: u16) -> Figures {
         process_percent: process1.saturating_sub(process0) as f64 / elapsed * 100.0,
         user_share: cpu.user_ticks as f64 * 100.0
             / (cpu.user_ticks + cpu.system_ticks).max(1) as f64,
+        wakeups_per_session_s: cpu.sleeps as f64 / sessions / (elapsed / 1e9),
+        load_percent: load1.saturating_sub(load0) as f64 / elapsed * 100.0,
+        offered_percent: caller_sent as f64 * 100.0 / (sessions * 50.0 * elapsed / 1e9),
         rss_kb_per_session: rss.saturating_sub(rss_before) as f64 / sessions,
         latency_p50_us: us(percentile(&latency, 0.5)),
         latency_p99_us: us(percentile(&latency, 0.99)),
@@ -1649,6 +1713,7 @@ fn free_ports(from: u16, n: u16) -> u16 {
 
 fn run(o: &Options) {
     epoch();
+    let subjects = Subject::all(o);
     let first = free_ports(o.port, o.sessions);
     println!(
         "# {} rounds of {} sessions x 50 frames/s each way, {} s measured after {} s, for each of {}; load bot lead {} frames; clear test {} frames; ports {}..",
@@ -1656,30 +1721,44 @@ fn run(o: &Options) {
         o.sessions,
         o.seconds,
         o.warmup,
-        o.kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+        subjects
+            .iter()
+            .map(|s| s.label.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         o.lead,
         o.clear_frames,
         first
     );
-    let mut all: Vec<Vec<Figures>> = vec![Vec::new(); o.kinds.len()];
+    let mut all: Vec<Vec<Figures>> = vec![Vec::new(); subjects.len()];
     for round in 0..o.rounds {
-        let n = o.kinds.len();
+        let n = subjects.len();
         for k in (0..n).map(|i| (i + round) % n) {
-            let kind = o.kinds[k];
-            let f = run_kind(kind, o, first);
+            let kind = subjects[k].kind;
+            let f = run_subject(&subjects[k], o, first);
             println!(
-                "  round {round} {:<8} cpu {:>6.1} us/session-s ({:>5.1} % of a core, {:>2.0} % user; process {:>5.1} %)  rss {:>5.1} KB/session  latency p50 {:>6.1} p99 {:>7.1} us{}  jitter p50 {:>6.1} p99 {:>7.1} max {:>7.1} us  played {} gaps {} spurts {}  caller frames lost {}/{}{}",
-                kind.name(),
+                "  round {round} {:<13} cpu {:>6.1} us/session-s ({:>5.1} % of a core, {:>2.0} % user; process {:>5.1} %)  {:>5.1} wake-ups/session-s  rss {:>5.1} KB/session  | load generators {:>5.1} %, caller frames sent {:>5.1} % of 50/s",
+                subjects[k].label,
                 f.cpu_us_per_session_s,
                 f.cpu_percent,
                 f.user_share,
                 f.process_percent,
+                f.wakeups_per_session_s,
                 f.rss_kb_per_session,
+                f.load_percent,
+                f.offered_percent,
+            );
+            println!(
+                "  {:<21} latency p50 {:>6.1} p99 {:>7.1} us{}  jitter p50 {:>6.1} p99 {:>7.1} max {:>7.1} us  played {} gaps {} spurts {}  caller frames lost {}/{}{}",
+                "",
                 f.latency_p50_us,
                 f.latency_p99_us,
                 match kind {
                     Kind::Echo => " (round trip)".to_string(),
-                    _ => format!(" (load bot's clock p50 {:.1} p99 {:.1})", f.latency_user_p50_us, f.latency_user_p99_us),
+                    _ => format!(
+                        " (load bot's clock p50 {:.1} p99 {:.1})",
+                        f.latency_user_p50_us, f.latency_user_p99_us
+                    ),
                 },
                 f.jitter_p50_us,
                 f.jitter_p99_us,
@@ -1703,9 +1782,10 @@ fn run(o: &Options) {
 
     println!();
     println!(
-        "{:<9} {:>15} {:>6} {:>11} | {:>10} {:>10} | {:>10} {:>10} | {:>13} {:>9}",
+        "{:<13} {:>13} {:>13} {:>6} {:>11} | {:>10} {:>10} | {:>10} {:>10} | {:>13} | {:>8}",
         "kind",
         "cpu_us/sess-s",
+        "wakeups/sess-s",
         "cpu%",
         "rss_KB/sess",
         "lat_p50_us",
@@ -1713,52 +1793,76 @@ fn run(o: &Options) {
         "jit_p50_us",
         "jit_p99_us",
         "clear_p99/max",
-        "lost"
+        "offered%"
     );
-    for (k, kind) in o.kinds.iter().enumerate() {
+    for (k, subject) in subjects.iter().enumerate() {
         let m = |f: fn(&Figures) -> f64| median(all[k].iter().map(f));
         println!(
-            "{:<9} {:>15.1} {:>6.1} {:>11.1} | {:>10.1} {:>10.1} | {:>10.1} {:>10.1} | {:>13} {:>9.0}",
-            kind.name(),
+            "{:<13} {:>13.1} {:>13.1} {:>6.1} {:>11.1} | {:>10.1} {:>10.1} | {:>10.1} {:>10.1} | {:>13} | {:>8.1}",
+            subject.label,
             m(|f| f.cpu_us_per_session_s),
+            m(|f| f.wakeups_per_session_s),
             m(|f| f.cpu_percent),
             m(|f| f.rss_kb_per_session),
             m(|f| f.latency_p50_us),
             m(|f| f.latency_p99_us),
             m(|f| f.jitter_p50_us),
             m(|f| f.jitter_p99_us),
-            match kind {
+            match subject.kind {
                 Kind::Echo => "-".to_string(),
                 _ => format!("{:.0}/{:.0}", m(|f| f.clear_p99), m(|f| f.clear_max)),
             },
-            m(|f| f.caller_lost as f64),
+            m(|f| f.offered_percent),
+        );
+    }
+    if all.iter().flatten().any(|f| f.offered_percent < 95.0) {
+        println!(
+            "WARNING: the fake Asterisk sent under 95 % of the caller frames in some rounds (offered%): the machine did not keep up with the load, and those figures are an overload's (try fewer --sessions)"
         );
     }
     println!("(echo: latency is its round trip, in → out; bots: caller frame in → bot frame out, kernel timestamps)");
 
-    let Some(echo) = o.kinds.iter().position(|k| *k == Kind::Echo) else {
+    // Ratios within a round, then their median.
+    let ratios = |a: usize, b: usize| -> (f64, String) {
+        let r: Vec<f64> = all[a]
+            .iter()
+            .zip(&all[b])
+            .map(|(a, b)| a.cpu_us_per_session_s / b.cpu_us_per_session_s)
+            .collect();
+        let each = r.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>();
+        (median(r.iter().copied()), each.join(" "))
+    };
+    for (k, base) in subjects.iter().enumerate() {
+        let Some(new) = subjects
+            .iter()
+            .position(|s| base.exe.is_some() && s.exe.is_none() && s.kind == base.kind)
+        else {
+            continue;
+        };
+        let (ratio, each) = ratios(new, k);
+        println!(
+            "{:<8} CPU per session-second, this build / the baseline: {ratio:.2} (rounds: {each})",
+            base.kind.name()
+        );
+    }
+    let Some(echo) = subjects.iter().position(|s| s.kind == Kind::Echo) else {
         return;
     };
     let mut summary = Vec::new();
-    for (k, kind) in o.kinds.iter().enumerate() {
-        let goal = match kind {
+    for (k, subject) in subjects.iter().enumerate() {
+        let goal = match subject.kind {
             Kind::Echo => continue,
             Kind::Twilio => 2.0,
             Kind::Asterisk => 1.5,
         };
-        let ratios: Vec<f64> = all[k]
-            .iter()
-            .zip(&all[echo])
-            .map(|(b, e)| b.cpu_us_per_session_s / e.cpu_us_per_session_s)
-            .collect();
-        let ratio = median(ratios.iter().copied());
+        let (ratio, each) = ratios(k, echo);
         let m = |f: fn(&Figures) -> f64| median(all[k].iter().map(f));
         let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
         println!(
-            "{:<8} CPU per session-second {:.2}x the echo's (rounds: {}; goal <= {goal}: {}); latency p99 {:.0} us (goal <= 1000: {}); jitter p99 {:.0} us (goal <= 2000: {}); frames after clear max {:.0} (goal <= 1: {})",
-            kind.name(),
+            "{:<13} CPU per session-second {:.2}x the echo's (rounds: {}; goal <= {goal}: {}); latency p99 {:.0} us (goal <= 1000: {}); jitter p99 {:.0} us (goal <= 2000: {}); frames after clear max {:.0} (goal <= 1: {})",
+            subject.label,
             ratio,
-            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
+            each,
             verdict(ratio <= goal),
             m(|f| f.latency_p99_us),
             verdict(m(|f| f.latency_p99_us) <= 1000.0),
@@ -1767,7 +1871,7 @@ fn run(o: &Options) {
             m(|f| f.clear_max),
             verdict(m(|f| f.clear_max) <= 1.0),
         );
-        summary.push(format!("{} {ratio:.2}x", kind.name()));
+        summary.push(format!("{} {ratio:.2}x", subject.label));
     }
     println!(
         "summary: CPU per session-second vs the echo: {}",
