@@ -70,7 +70,8 @@ const BURST_MESSAGE_FRAMES: usize = 50;
 
 const USAGE: &str = "\
 bot [--rounds 3] [--sessions 500] [--seconds 10] [--warmup 2] [--lead 5]
-    [--kinds echo,twilio,asterisk] [--clear-s 5] [--port 24000] [--baseline PATH] [--quick]
+    [--kinds echo,twilio,asterisk] [--clear-s 5] [--port 24000] [--baseline PATH]
+    [--audio both|caller|bot] [--quick]
   --sessions N   sessions of each kind (the echo's and each dialect's, in turn), 50 frames/s
                  each way
   --seconds S    the measured window of each kind, after --warmup seconds with the audio flowing
@@ -79,6 +80,9 @@ bot [--rounds 3] [--sessions 500] [--seconds 10] [--warmup 2] [--lead 5]
                  window; the clear follows 0.5 s later); 0: no clear test
   --baseline PATH  also run each dialect on PATH's `serve`: this bench built from another
                  commit of the product, for a before/after in the same run (KIND-base)
+  --audio WHICH  both ways (the measure of the goals), or only the caller's (the fake Asterisk
+                 sends, the load bot is silent) or only the bot's (the other way round; no
+                 echo then): what each direction costs
   --quick        --rounds 1 --sessions 100 --seconds 3 --warmup 1 (for trying the bench)
 bot serve echo|twilio|asterisk FIRST_PORT SESSIONS PEER_PORTS URL
   voicebot1's side: SESSIONS echoes or bot bridges on 127.0.0.1:FIRST_PORT.., session i's
@@ -116,6 +120,8 @@ struct Options {
     baseline: Option<String>,
     clear_frames: usize,
     port: u16,
+    caller_audio: bool,
+    bot_audio: bool,
 }
 
 impl Options {
@@ -130,6 +136,8 @@ impl Options {
             baseline: None,
             clear_frames: 250,
             port: 24_000,
+            caller_audio: true,
+            bot_audio: true,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -154,6 +162,14 @@ impl Options {
                 "--clear-s" => o.clear_frames = num().min(15) as usize * 50,
                 "--port" => o.port = num() as u16,
                 "--baseline" => o.baseline = Some(value.clone()),
+                "--audio" => {
+                    (o.caller_audio, o.bot_audio) = match value.as_str() {
+                        "both" => (true, true),
+                        "caller" => (true, false),
+                        "bot" => (false, true),
+                        _ => usage_error("--audio: both, caller or bot"),
+                    }
+                }
                 "--kinds" => {
                     o.kinds = value
                         .split(',')
@@ -183,6 +199,7 @@ impl Subject {
         let mut all: Vec<Subject> = o
             .kinds
             .iter()
+            .filter(|k| o.caller_audio || **k != Kind::Echo)
             .map(|k| Subject {
                 kind: *k,
                 label: k.name().into(),
@@ -633,6 +650,10 @@ struct Shared {
     first_port: u16,
     lead: usize,
     clear_frames: usize,
+    /// The fake Asterisk sends the caller's audio.
+    caller_audio: bool,
+    /// The load bot sends audio.
+    bot_audio: bool,
     /// The audio flows in the measured window.
     measuring: AtomicBool,
     /// The fake Asterisk stops sending.
@@ -655,7 +676,9 @@ impl Shared {
             sessions: usize::from(o.sessions),
             first_port,
             lead: o.lead,
-            clear_frames: o.clear_frames,
+            clear_frames: if o.bot_audio { o.clear_frames } else { 0 },
+            caller_audio: o.caller_audio,
+            bot_audio: o.bot_audio,
             measuring: AtomicBool::new(false),
             stop_sending: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -721,6 +744,10 @@ fn send_caller_audio(socks: Vec<UdpSocket>, shared: Arc<Shared>) {
     let interval = Duration::from_nanos(PTIME_NS / sessions);
     let (mut next, mut i) = (Instant::now(), 0u64);
     while !shared.stop_sending.load(Ordering::Relaxed) {
+        if !shared.caller_audio {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
         let now = Instant::now();
         while next <= now {
             let session = (i % sessions) as usize;
@@ -1116,7 +1143,7 @@ impl Conn {
     /// Sends what is due at `now`: steady frames (all that are due, so that the rate holds
     /// whatever the wake-ups), the clear test's burst and its clear.
     fn act(&mut self, now: u64, shared: &Shared, stats: &mut BotStats) {
-        if self.closed || self.session.is_none() {
+        if self.closed || self.session.is_none() || !shared.bot_audio {
             return;
         }
         while let Some(at) = self.next_send.filter(|at| *at <= now) {
@@ -1390,6 +1417,8 @@ fn standalone_load_bot(args: &[String]) {
             .parse()
             .unwrap_or_else(|_| usage_error("loadbot: bad --lead")),
         clear_frames: 0,
+        caller_audio: false,
+        bot_audio: true,
         measuring: AtomicBool::new(false),
         stop_sending: AtomicBool::new(false),
         stop: AtomicBool::new(false),
@@ -1589,7 +1618,7 @@ fn run_subject(subject: &Subject, o: &Options, first: u16) -> Figures {
 
     // The last frames of the window arrive, then the clear test (the bots).
     std::thread::sleep(Duration::from_millis(200));
-    if kind != Kind::Echo && o.clear_frames > 0 {
+    if kind != Kind::Echo && shared.clear_frames > 0 {
         shared.clear_from.store(mono_ns(), Ordering::SeqCst);
         // Bursts spread over 2 s, the clear 0.5 s after each, then a second of new audio.
         std::thread::sleep(Duration::from_millis(3_700));
@@ -1646,7 +1675,11 @@ fn run_subject(subject: &Subject, o: &Options, first: u16) -> Figures {
             / (cpu.user_ticks + cpu.system_ticks).max(1) as f64,
         wakeups_per_session_s: cpu.sleeps as f64 / sessions / (elapsed / 1e9),
         load_percent: load1.saturating_sub(load0) as f64 / elapsed * 100.0,
-        offered_percent: caller_sent as f64 * 100.0 / (sessions * 50.0 * elapsed / 1e9),
+        offered_percent: if o.caller_audio {
+            caller_sent as f64 * 100.0 / (sessions * 50.0 * elapsed / 1e9)
+        } else {
+            100.0
+        },
         rss_kb_per_session: rss.saturating_sub(rss_before) as f64 / sessions,
         latency_p50_us: us(percentile(&latency, 0.5)),
         latency_p99_us: us(percentile(&latency, 0.99)),
@@ -1716,9 +1749,14 @@ fn run(o: &Options) {
     let subjects = Subject::all(o);
     let first = free_ports(o.port, o.sessions);
     println!(
-        "# {} rounds of {} sessions x 50 frames/s each way, {} s measured after {} s, for each of {}; load bot lead {} frames; clear test {} frames; ports {}..",
+        "# {} rounds of {} sessions x 50 frames/s {}, {} s measured after {} s, for each of {}; load bot lead {} frames; clear test {} frames; ports {}..",
         o.rounds,
         o.sessions,
+        match (o.caller_audio, o.bot_audio) {
+            (true, true) => "each way",
+            (true, false) => "of caller audio only (the load bot silent)",
+            _ => "of bot audio only (the fake Asterisk silent)",
+        },
         o.seconds,
         o.warmup,
         subjects
@@ -1848,6 +1886,9 @@ fn run(o: &Options) {
     let Some(echo) = subjects.iter().position(|s| s.kind == Kind::Echo) else {
         return;
     };
+    if !o.bot_audio {
+        println!("(caller audio only: the ratios below are not the goals', which are for audio both ways)");
+    }
     let mut summary = Vec::new();
     for (k, subject) in subjects.iter().enumerate() {
         let goal = match subject.kind {
