@@ -168,6 +168,7 @@ for who in echo bench; do
 done
 stop_helper "$bot_pid" 5
 bot_pid=""
+log "load bot:$(grep -o ' ([^)]*connections[^)]*)' "$work/loadbot.log" | tail -n 1)"
 
 row() {  # row LABEL "median p99 n"
     local m p n
