@@ -16,6 +16,10 @@
 #   frames after clear           5 s of audio queued, then clear / FLUSH_MEDIA: old frames that
 #                                still arrived after the clear was written
 # Rounds repeated; ratios taken within a round, median printed. ~3 min (--quick: ~20 s).
+# The load generators run on the same machine: where it cannot keep up (offered% < 95; on 2
+# cores the dialects at 500 sessions), a WARNING says the figures are an overload's; --sessions
+# 200 then gives clean ratios. --audio caller|bot splits the cost by direction; --baseline PATH
+# (the bench built from another commit) adds a before/after in the same run.
 # Goals: CPU per session-second twilio <= 2x the echo's, asterisk <= 1.5x; latency p99 <= 1 ms;
 # jitter p99 <= 2 ms; frames after a clear <= 1.
 #
@@ -37,7 +41,7 @@ while [ $# -gt 0 ]; do
         --calls) calls="${2:?}"; shift 2 ;;
         --rate) rate="${2:?}"; shift 2 ;;
         --bin) bin="${2:?}"; shift 2 ;;
-        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
         *) args+=("$1"); shift ;;
     esac
 done
