@@ -434,14 +434,12 @@ fn summarize(lines: &[String]) -> String {
 
 // --- /proc --------------------------------------------------------------------------------------
 
-/// A thread's CPU time so far: on-CPU ns (`schedstat`'s first field: exact), user and system
-/// time in 10 ms ticks (`stat`'s utime and stime: the split), and how often it went to sleep
-/// (`status`'s voluntary_ctxt_switches: its wake-ups).
+/// A thread's CPU time so far: on-CPU ns (`schedstat`'s first field: exact, where `stat`'s
+/// utime and stime are 10 ms ticks, and their split proved meaningless on a VM), and how often
+/// it went to sleep (`status`'s voluntary_ctxt_switches: its wake-ups).
 #[derive(Clone, Copy, Default)]
 struct ThreadCpu {
     ns: u64,
-    user_ticks: u64,
-    system_ticks: u64,
     sleeps: u64,
 }
 
@@ -463,27 +461,16 @@ fn thread_cpu(pid: u32, keep: impl Fn(&str) -> bool) -> HashMap<u32, ThreadCpu> 
                 return None;
             }
             let schedstat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
             let status = std::fs::read_to_string(t.path().join("status")).ok()?;
             let sleeps = status
                 .lines()
                 .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
-            let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-            let field = |i: usize| {
-                after_comm
-                    .split_whitespace()
-                    .nth(i)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
             Some((
                 tid,
                 ThreadCpu {
                     ns: schedstat.split_whitespace().next()?.parse().ok()?,
-                    user_ticks: field(11),
-                    system_ticks: field(12),
                     sleeps,
                 },
             ))
@@ -497,8 +484,6 @@ fn cpu_used(before: &HashMap<u32, ThreadCpu>, after: &HashMap<u32, ThreadCpu>) -
     for (tid, b) in before {
         if let Some(a) = after.get(tid) {
             used.ns += a.ns.saturating_sub(b.ns);
-            used.user_ticks += a.user_ticks.saturating_sub(b.user_ticks);
-            used.system_ticks += a.system_ticks.saturating_sub(b.system_ticks);
             used.sleeps += a.sleeps.saturating_sub(b.sleeps);
         }
     }
@@ -1521,8 +1506,6 @@ struct Figures {
     cpu_percent: f64,
     /// The serving process's, all threads.
     process_percent: f64,
-    /// The session threads' user time, % of their user + system time.
-    user_share: f64,
     /// The session threads' wake-ups per second of a session.
     wakeups_per_session_s: f64,
     /// This process's (the fake Asterisk's and the load bot's), % of one core.
@@ -1671,8 +1654,6 @@ fn run_subject(subject: &Subject, o: &Options, first: u16) -> Figures {
         cpu_us_per_session_s: used as f64 / 1e3 / sessions / (elapsed / 1e9),
         cpu_percent: used as f64 / elapsed * 100.0,
         process_percent: process1.saturating_sub(process0) as f64 / elapsed * 100.0,
-        user_share: cpu.user_ticks as f64 * 100.0
-            / (cpu.user_ticks + cpu.system_ticks).max(1) as f64,
         wakeups_per_session_s: cpu.sleeps as f64 / sessions / (elapsed / 1e9),
         load_percent: load1.saturating_sub(load0) as f64 / elapsed * 100.0,
         offered_percent: if o.caller_audio {
@@ -1775,11 +1756,10 @@ fn run(o: &Options) {
             let kind = subjects[k].kind;
             let f = run_subject(&subjects[k], o, first);
             println!(
-                "  round {round} {:<13} cpu {:>6.1} us/session-s ({:>5.1} % of a core, {:>2.0} % user; process {:>5.1} %)  {:>5.1} wake-ups/session-s  rss {:>5.1} KB/session  | load generators {:>5.1} %, caller frames sent {:>5.1} % of 50/s",
+                "  round {round} {:<13} cpu {:>6.1} us/session-s ({:>5.1} % of a core; process {:>5.1} %)  {:>5.1} wake-ups/session-s  rss {:>5.1} KB/session  | load generators {:>5.1} %, caller frames sent {:>5.1} % of 50/s",
                 subjects[k].label,
                 f.cpu_us_per_session_s,
                 f.cpu_percent,
-                f.user_share,
                 f.process_percent,
                 f.wakeups_per_session_s,
                 f.rss_kb_per_session,
