@@ -152,7 +152,7 @@ print(f"{p(0.5)} {p(0.99)} {len(d)}")
 PY
 }
 
-declare -A events bridged connected
+declare -A events bridged connected refused
 for who in echo bench; do
     wait_sandbox_idle
     vlog="$work/voicebot1-$who.log"
@@ -160,8 +160,10 @@ for who in echo bench; do
     vb_pid=$HELPER_PID
     wait_voicebot1_registered "$vb_pid" 30 || { tail -n 20 "$vlog" >&2; die "voicebot1 did not register its Stasis app"; }
     out="$work/load-$who.out"
+    # A caller voicebot1's admission control turned away (cause 34: Asterisk answered slowly,
+    # e.g. under a colleague's load) fails the run but not the set-up figures of the others.
     "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold 2-4 --dest answer >"$out" 2>&1 \
-        || { tail -n 15 "$out" >&2; die "load run failed (bot $who)"; }
+        || log "WARNING: loadtest.sh failed (bot $who); the set-up figures are those of the calls bridged"
     log "bot $who: $(tail -n 1 "$out")"
     term_and_wait "$vb_pid" 30
     vb_pid=""
@@ -169,6 +171,7 @@ for who in echo bench; do
     events[$who]="$(setup_from_events "$vlog")"
     bridged[$who]="$(log_ms "$vlog" "caller and media bridged in")"
     connected[$who]="$(log_ms "$vlog" "bot bench connected in")"
+    refused[$who]="$(grep -c 'rejected with congestion' "$vlog" || true)"
 done
 stop_helper "$bot_pid" 5
 bot_pid=""
@@ -189,6 +192,7 @@ $(row "twilio bot: StasisStart -> media in bridge (Asterisk timestamps)" "${even
 $(row "echo: \"caller and media bridged in\" (voicebot1)" "${bridged[echo]}")
 $(row "twilio bot: \"caller and media bridged in\" (voicebot1)" "${bridged[bench]}")
 $(row "twilio bot: \"bot connected in\" (voicebot1)" "${connected[bench]}")
+callers not taken by admission control: echo ${refused[echo]}, bot ${refused[bench]}
 EOF
 read -r em _ _ <<<"${events[echo]}"
 read -r bm _ _ <<<"${events[bench]}"
