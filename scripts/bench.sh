@@ -95,37 +95,6 @@ load() {  # load ARGS...: loadtest.sh, which must pass
     tail -n 1 "$out"
 }
 
-# Set-up per call from Asterisk's timestamps in a trace log: "median p99 n".
-setup_from_events() {  # setup_from_events LOG
-    python3 - "$1" <<'PY'
-import json, re, sys
-from datetime import datetime
-def ts(t):
-    return datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
-start, bridged = {}, {}
-for line in open(sys.argv[1], errors="replace"):
-    i = line.find("ARI event: ")
-    if i < 0:
-        continue
-    try:
-        ev = json.loads(line[i + 11:])
-    except ValueError:
-        continue
-    ch = ev.get("channel", {}).get("id", "")
-    if ev.get("type") == "StasisStart" and (ev.get("args") or [None])[0] == "inbound":
-        start.setdefault(ch, ts(ev["timestamp"]))
-    elif ev.get("type") == "ChannelEnteredBridge":
-        m = re.fullmatch(r"voicebot1-(.+)-media", ch)
-        if m:
-            bridged.setdefault(m.group(1), ts(ev["timestamp"]))
-d = sorted((bridged[c] - start[c]) * 1000 for c in bridged if c in start)
-if not d:
-    print("- - 0"); sys.exit()
-p = lambda q: d[min(len(d) - 1, int(q * len(d) + 0.999) - 1)]
-print(f"{p(0.5):.0f} {p(0.99):.0f} {len(d)}")
-PY
-}
-
 # REST requests per call from a debug log: request lines naming a call id, over the calls.
 requests_per_call() {  # requests_per_call LOG
     python3 - "$1" <<'PY'

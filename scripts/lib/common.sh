@@ -432,6 +432,39 @@ wait_voicebot1_registered() {  # wait_voicebot1_registered PID SECONDS
     return 1
 }
 
+# Set-up per call from Asterisk's own event timestamps in voicebot1's trace log (every ARI event
+# is logged with them): the caller's StasisStart to its media channel's ChannelEnteredBridge.
+# Prints "median p99 n" (ms; "- - 0" when no call was bridged). Needs python3.
+setup_from_events() {  # setup_from_events LOG
+    python3 - "$1" <<'PY'
+import json, re, sys
+from datetime import datetime
+def ts(t):
+    return datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+start, bridged = {}, {}
+for line in open(sys.argv[1], errors="replace"):
+    i = line.find("ARI event: ")
+    if i < 0:
+        continue
+    try:
+        ev = json.loads(line[i + 11:])
+    except ValueError:
+        continue
+    ch = ev.get("channel", {}).get("id", "")
+    if ev.get("type") == "StasisStart" and (ev.get("args") or [None])[0] == "inbound":
+        start.setdefault(ch, ts(ev["timestamp"]))
+    elif ev.get("type") == "ChannelEnteredBridge":
+        m = re.fullmatch(r"voicebot1-(.+)-media", ch)
+        if m:
+            bridged.setdefault(m.group(1), ts(ev["timestamp"]))
+d = sorted((bridged[c] - start[c]) * 1000 for c in bridged if c in start)
+if not d:
+    print("- - 0"); sys.exit()
+p = lambda q: d[min(len(d) - 1, int(q * len(d) + 0.999) - 1)]
+print(f"{p(0.5):.0f} {p(0.99):.0f} {len(d)}")
+PY
+}
+
 # CPU time (user + system) a process has used so far, in ms, from /proc (0 once it is gone).
 cpu_ms() {  # cpu_ms PID
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1000 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0

@@ -11,6 +11,13 @@
 //! frames, never wait; a bot that floods fills a capped queue (`bot::playout`), never
 //! voicebot1's memory, and never stops the clock.
 //!
+//! Wake-ups are the cost of a session (each is a context switch; `scripts/bench-bot.sh` counts
+//! them), so a socket is read only when `ppoll` says it is ready, and while bot audio is playing
+//! the bot's socket is not waited on at all but read at each 20 ms tick, before the tick's frame:
+//! audio the bot sends then would only queue behind what is playing, and a clear still stops
+//! the very next frame. That is two wake-ups per 20 ms (the caller's packet, the tick) instead
+//! of three; what the bot asks besides audio waits at most one tick.
+//!
 //! The call changes the session (Asterisk's RTP address, waking Asterisk, the caller's keys,
 //! stop) as the echo is changed: under a lock, with a generation number and a wake-up datagram
 //! from the pool's waker socket. What the bot asks of the call (transfer, hang-up, its end or its
@@ -533,18 +540,24 @@ impl<'a> SessionThread<'a> {
     }
 
     fn run(mut self) -> String {
+        // The first turn reads both sockets; then what `ppoll` found ready.
+        let mut ready = Ready::BOTH;
         loop {
             if self.control.generation.load(Ordering::Acquire) != self.seen && !self.sync() {
                 break;
             }
-            self.read_rtp();
+            if ready.udp {
+                self.read_rtp();
+            }
             self.check_connect();
-            self.read_bot();
+            if ready.tcp || self.next_tick.is_some_and(|t| t <= Instant::now()) {
+                self.read_bot();
+            }
             self.play_due();
             self.keep_alive();
             self.send_wake_silence();
             self.flush();
-            self.wait();
+            ready = self.wait();
         }
         self.close();
         let c = &self.counts;
@@ -1044,15 +1057,16 @@ impl<'a> SessionThread<'a> {
         let _ = self.socket.send_to(&frame[..12 + bytes], peer);
     }
 
-    /// Sleeps until a socket is readable, the WebSocket writable (when it holds output), or the
-    /// next thing is due; not at all when the bot's messages were left unread or the call
-    /// changed something since `sync`.
-    fn wait(&self) {
+    /// Sleeps until the UDP socket is readable, the WebSocket readable (unless bot audio is
+    /// playing: it is read at the ticks) or writable (when it holds output), or the next thing
+    /// is due; says which socket woke it. Does not sleep at all when the bot's messages were
+    /// left unread or the call changed something since `sync`.
+    fn wait(&self) -> Ready {
         // A change made after this turn's `sync` sent a wake-up datagram that `read_rtp` may have
         // read and dropped with the audio: sleeping would miss the change until the next packet,
         // for ever once Asterisk sends no more.
         if self.unread || self.control.generation.load(Ordering::Acquire) != self.seen {
-            return;
+            return Ready::BOTH;
         }
         let now = Instant::now();
         let mut due: Option<Instant> = self.next_tick;
@@ -1071,10 +1085,14 @@ impl<'a> SessionThread<'a> {
         }
         let timeout = due.map(|d| d.saturating_duration_since(now));
         let tcp = match &self.link {
-            Link::Up(s) => Some((ws::tcp(s).as_raw_fd(), self.unflushed)),
+            Link::Up(s) => Some(TcpWait {
+                fd: ws::tcp(s).as_raw_fd(),
+                reading: self.next_tick.is_none(),
+                writing: self.unflushed,
+            }),
             _ => None,
         };
-        poll(self.socket.as_raw_fd(), tcp, timeout);
+        poll(self.socket.as_raw_fd(), tcp, timeout)
     }
 
     fn fail(&mut self, why: Failure) {
@@ -1139,7 +1157,11 @@ impl<'a> SessionThread<'a> {
                         {
                             poll(
                                 -1,
-                                Some((ws::tcp(socket).as_raw_fd(), true)),
+                                Some(TcpWait {
+                                    fd: ws::tcp(socket).as_raw_fd(),
+                                    reading: true,
+                                    writing: true,
+                                }),
                                 Some(until.saturating_duration_since(Instant::now())),
                             );
                         }
@@ -1186,10 +1208,33 @@ impl<'a> SessionThread<'a> {
     }
 }
 
-/// Waits until `udp` (if given, i.e. not -1) is readable, `tcp` readable (or writable when it
-/// holds output), or `timeout` passes (none: for ever). `ppoll` takes a timespec: the 20 ms
-/// clock is not rounded to whole milliseconds.
-fn poll(udp: RawFd, tcp: Option<(RawFd, bool)>, timeout: Option<Duration>) {
+/// Which sockets a `ppoll` found ready to read (or broken: an error or a hang-up reads as ready,
+/// so that the read reports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ready {
+    udp: bool,
+    tcp: bool,
+}
+
+impl Ready {
+    /// When it is not known: the first turn, a wait interrupted by a signal.
+    const BOTH: Ready = Ready {
+        udp: true,
+        tcp: true,
+    };
+}
+
+/// What a wait watches the WebSocket's TCP socket for.
+struct TcpWait {
+    fd: RawFd,
+    reading: bool,
+    writing: bool,
+}
+
+/// Waits until `udp` (if given, i.e. not -1) is readable, `tcp` readable or writable as asked
+/// (or in error, which is always reported), or `timeout` passes (none: for ever). `ppoll` takes
+/// a timespec: the 20 ms clock is not rounded to whole milliseconds.
+fn poll(udp: RawFd, tcp: Option<TcpWait>, timeout: Option<Duration>) -> Ready {
     let mut fds = [
         libc::pollfd {
             fd: udp,
@@ -1202,10 +1247,11 @@ fn poll(udp: RawFd, tcp: Option<(RawFd, bool)>, timeout: Option<Duration>) {
             revents: 0,
         },
     ];
-    if let Some((fd, writing)) = tcp {
+    if let Some(t) = tcp {
         fds[1] = libc::pollfd {
-            fd,
-            events: libc::POLLIN | if writing { libc::POLLOUT } else { 0 },
+            fd: t.fd,
+            events: if t.reading { libc::POLLIN } else { 0 }
+                | if t.writing { libc::POLLOUT } else { 0 },
             revents: 0,
         };
     }
@@ -1219,13 +1265,21 @@ fn poll(udp: RawFd, tcp: Option<(RawFd, bool)>, timeout: Option<Duration>) {
     // SAFETY: `fds` is a valid array of two initialised pollfd for the duration of the call (a
     // negative fd is ignored by the kernel), `ts_ptr` is null or points to a live timespec, and
     // a null signal mask leaves the mask unchanged.
-    unsafe {
+    let rc = unsafe {
         libc::ppoll(
             fds.as_mut_ptr(),
             fds.len() as libc::nfds_t,
             ts_ptr,
             std::ptr::null(),
-        );
+        )
+    };
+    if rc < 0 {
+        return Ready::BOTH;
+    }
+    let readable = libc::POLLIN | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+    Ready {
+        udp: fds[0].revents & readable != 0,
+        tcp: fds[1].revents & readable != 0,
     }
 }
 
