@@ -135,8 +135,9 @@ cmd_up() {
         mv -f "$VB1_ROOT/var/log/asterisk/messages.log" "$VB1_ROOT/var/log/asterisk/messages.log.1"
     # -f: foreground, so the pid we record is Asterisk's; -n: no colours in the
     # captured console. Run as root without -U (see conf/asterisk/asterisk.conf).
-    # 9>&-: Asterisk must not inherit (and hold for ever) the up/down lock.
-    setsid chroot "$VB1_ROOT" /usr/sbin/asterisk -f -n </dev/null >"$AST_OUT" 2>&1 9>&- &
+    # 3>&- … 9>&-: Asterisk must not inherit (and hold for ever) the up/down lock, nor a lock
+    # its caller holds (e.g. `flock FILE scripts/asterisk-sandbox.sh up`).
+    setsid chroot "$VB1_ROOT" /usr/sbin/asterisk -f -n </dev/null >"$AST_OUT" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
     pid=$!
     echo "$pid" >"$AST_PIDFILE"
     echo "VB1_ARI_PORT=$VB1_ARI_PORT VB1_SIP_PORT=$VB1_SIP_PORT VB1_DEST_PORT=$VB1_DEST_PORT VB1_ARI_TLS_PORT=$VB1_ARI_TLS_PORT" >"$VB1_RUN_DIR/ports"
