@@ -9,15 +9,16 @@
 #   4. release                   (scripts/release-check.sh: the glibc 2.17 binary, tarball,
 #                                 .deb and .rpm built and tried in a Debian 11 root)
 #   5. Asterisk sandbox up       (scripts/asterisk-sandbox.sh up)
-#   6. bench self-test           (scripts/bench-selftest.sh, no voicebot1)
+#   6. bench self-test           (scripts/bench-selftest.sh, no voicebot1); the bot bridge bench
+#                                 (scripts/bench-bot.sh --quick: figures beside the echo's)
 #   7. sandbox end-to-end tests  (VB1_SANDBOX=1 cargo test --release --test e2e_sandbox, if present)
 #   8. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers, its
 #                                 /metrics checked against SIPp and the log;
 #                                 2000 calls at 20/s, random destination behaviour;
 #                                 300 calls at 10/s talking to a WebSocket bot;
 #                                 voicebot1 must then exit 0 on SIGTERM with its pool full)
-#   9. faults                    (scripts/faults.sh bot-kill, restart, kill, overload, hiccup,
-#                                 neighbour, slow-hangup, and restart-voicebot1 with SIGTERM,
+#   9. faults                    (scripts/faults.sh bot-kill, restart, kill, overload, reject-cost,
+#                                 hiccup, neighbour, slow-hangup, and restart-voicebot1 with SIGTERM,
 #                                 SIGKILL, a random moment and a busy Asterisk)
 #  10. cluster                   (scripts/cluster.sh: 2 boxes behind Kamailio, 400 calls at 10/s
 #                                 split 40-60 % each with failed=0 and no leak on any box; then
@@ -132,6 +133,7 @@ stage "Asterisk sandbox up" "$VB1_SCRIPTS_DIR/asterisk-sandbox.sh" up --asterisk
 
 if [ "$sandbox_up" = 1 ]; then
     stage "bench self-test" "$VB1_SCRIPTS_DIR/bench-selftest.sh"
+    stage "bench: the bot bridge beside the echo, 100 sessions (figures, not judged)" "$VB1_SCRIPTS_DIR/bench-bot.sh" --quick
 else
     skip "bench self-test" "the sandbox is not up"
 fi
@@ -249,6 +251,8 @@ else
     stage "fault: voicebot1 restarted at a random moment, random hold times" "$VB1_SCRIPTS_DIR/faults.sh" restart-voicebot1 --signal term --random
     stage "fault: overload (saturation rate found, then 1.5 and 3 times it for 30 s): shed, converge" \
         "$VB1_SCRIPTS_DIR/faults.sh" overload
+    stage "Asterisk's CPU per caller turned away: at the door vs rejected by voicebot1 over REST" \
+        "$VB1_SCRIPTS_DIR/faults.sh" reject-cost
     stage "fault: hiccup (Asterisk frozen 1.5 s under 10 calls/s): nobody turned away 5 s after" \
         "$VB1_SCRIPTS_DIR/faults.sh" hiccup
     stage "fault: neighbour (a CPU hog on one core for 10 s under 10 calls/s): nobody turned away 5 s after" \
