@@ -214,6 +214,11 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         .name("admission".into())
         .spawn(move || intake::run_admission(&admission_shared, &admission_calls, &admission_stop))
         .map_err(AppError::Thread)?;
+    let (door_shared, door_stop) = (Arc::clone(&shared), stop_rx.clone());
+    let door_thread = std::thread::Builder::new()
+        .name("door".into())
+        .spawn(move || intake::run_door(&door_shared, &door_stop))
+        .map_err(AppError::Thread)?;
     let reader_shared = Arc::clone(&shared);
     let reader = std::thread::Builder::new()
         .name("ari-events".into())
@@ -250,6 +255,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     join_until(reader, deadline);
     join_until(janitor_thread, deadline);
     join_until(admission_thread, deadline);
+    join_until(door_thread, deadline);
     for shedder in shedders {
         join_until(shedder, deadline);
     }

@@ -164,11 +164,10 @@ pub fn caller_left(shared: &Shared, call: &CallId) {
     }
 }
 
-/// The admission thread: every [`TICK`], Asterisk's health (logged when it changes), the waiting
-/// callers (taken once Asterisk answers normally, rejected after `max_wait`) and the door; until
-/// `stop` disconnects. At the end the door is opened.
+/// The admission thread: every [`TICK`], Asterisk's health (logged when it changes) and the
+/// waiting callers (taken once Asterisk answers normally, rejected after `max_wait`); until `stop`
+/// disconnects. It makes no request to Asterisk.
 pub fn run_admission<S: Send>(shared: &Shared, calls: &Scheduler<S>, stop: &Receiver<()>) {
-    let mut door = Door::default();
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(TICK) {
         let now = Instant::now();
         let (active, _) = load(shared, &shared.registry.lock());
@@ -176,7 +175,18 @@ pub fn run_admission<S: Send>(shared: &Shared, calls: &Scheduler<S>, stop: &Rece
             log_change(&change, active);
         }
         release_waiting(shared, calls, now);
-        door.update(shared, shared.admission.full(active), now);
+    }
+}
+
+/// The door thread: every [`TICK`], shuts Asterisk's door while voicebot1 is full and opens it
+/// once it is not, until `stop` disconnects; then opens it. Its own thread because setting the
+/// variable is a request to Asterisk, which may be the one stalled: the admission thread never
+/// waits on Asterisk.
+pub fn run_door(shared: &Shared, stop: &Receiver<()>) {
+    let mut door = Door::default();
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(TICK) {
+        let (active, _) = load(shared, &shared.registry.lock());
+        door.update(shared, shared.admission.full(active), Instant::now());
     }
     door.update(shared, false, Instant::now());
 }

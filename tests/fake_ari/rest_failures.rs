@@ -384,10 +384,10 @@ fn fake_ari_a_caller_is_rejected_once_a_stalled_asterisk_stays_stalled_past_max_
     };
     let (fake, mut vb) = start_pair("stalled-asterisk-rejects", config);
     full_call(&fake, &vb, "1764000069.1");
-    // Asterisk stops answering bridge requests: the one in flight grows old.
+    // Asterisk stops answering: the set-up's requests in flight (bridge, media) grow old.
     fake.set_rule(Rule::prefix(
         "POST",
-        "/ari/bridges",
+        "/ari/",
         Action::Delay(Duration::from_secs(6)),
     ));
     let stuck = CallIds::new("1764000069.2");
