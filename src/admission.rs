@@ -85,6 +85,26 @@ const PROVEN_AFTER: Duration = Duration::from_secs(5);
 /// Slow for half of this stretch (and slow now) is overloaded too, even in bursts shorter than
 /// `max_wait`: an Asterisk at its knee slows down, recovers a moment, slows down again.
 const HISTORY: Duration = Duration::from_secs(5);
+/// Admission rates are counted over this stretch.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// The pace never goes below this many calls a second…
+const PACE_FLOOR: f64 = 1.0;
+/// …lets at most this much of its rate through at once…
+const PACE_BURST: Duration = Duration::from_millis(250);
+/// …returns to this share of the rate that overloaded Asterisk once it recovers…
+const PACE_RESTORE: f64 = 0.9;
+/// …then rises by this share a second (at least `PACE_RISE_MIN` calls a second)…
+const PACE_RISE: f64 = 0.02;
+const PACE_RISE_MIN: f64 = 0.5;
+/// …and is forgotten after this long without holding anyone back while Asterisk is normal.
+const PACE_FORGET: Duration = Duration::from_secs(30);
+/// Callers reaching voicebot1 are counted over this stretch, for the door's share…
+const OFFERED_WINDOW: Duration = Duration::from_secs(2);
+/// …which lets in this much more than the pace (the waiting list takes the bursts)…
+const SHARE_MARGIN: f64 = 1.25;
+/// …moves at most this often, and never goes under this percent while pacing.
+const SHARE_EVERY: Duration = Duration::from_secs(1);
+const SHARE_FLOOR: f64 = 5.0;
 /// Readings closer together than this count once in the history…
 const HISTORY_STEP: Duration = Duration::from_millis(50);
 /// …and one stands for the time until the next at most this long.
@@ -99,7 +119,7 @@ const RISE_SHARE: usize = 20;
 const OVERLOAD_MARGIN: Duration = Duration::from_secs(1);
 
 /// Why a new caller is not taken now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Overload {
     Calls {
         active: usize,
@@ -114,6 +134,10 @@ pub enum Overload {
         setting_up: usize,
         max: usize,
     },
+    /// Asterisk is slow (a caller waits for it): why.
+    Slow {
+        why: String,
+    },
     /// Asterisk has been slow for `max_wait` and more: why.
     Overloaded {
         why: String,
@@ -122,7 +146,11 @@ pub enum Overload {
     Unanswered {
         ago: Duration,
     },
-    /// The caller waited `max_wait` for a slow Asterisk to recover.
+    /// The admission rate learned from Asterisk's overloads reached.
+    Paced {
+        per_s: f64,
+    },
+    /// The caller waited `max_wait` and could still not be taken: why it waited.
     WaitedTooLong {
         waited: Duration,
         why: String,
@@ -136,8 +164,9 @@ impl Overload {
             Overload::Calls { .. } => NotTaken::Calls,
             Overload::Ceiling { .. } => NotTaken::Ceiling,
             Overload::Setups { .. } => NotTaken::Setups,
-            Overload::Overloaded { .. } => NotTaken::Slow,
+            Overload::Slow { .. } | Overload::Overloaded { .. } => NotTaken::Slow,
             Overload::Unanswered { .. } => NotTaken::Unanswered,
+            Overload::Paced { .. } => NotTaken::Paced,
             Overload::WaitedTooLong { .. } => NotTaken::WaitedTooLong,
         }
     }
@@ -156,30 +185,40 @@ impl fmt::Display for Overload {
                 f,
                 "{setting_up} calls being set up, admission.max_setups is {max}"
             ),
+            Overload::Slow { why } => write!(f, "Asterisk is slow: {why}"),
             Overload::Overloaded { why } => write!(f, "Asterisk is overloaded: {why}"),
             Overload::Unanswered { ago } => write!(
                 f,
                 "a REST request went unanswered {:.1} s ago",
                 ago.as_secs_f64()
             ),
+            Overload::Paced { per_s } => write!(
+                f,
+                "taking at most {per_s:.1} calls a second, the rate learned from Asterisk's overloads"
+            ),
             Overload::WaitedTooLong { waited, why } => {
-                write!(
-                    f,
-                    "waited {:.1} s for a slow Asterisk: {why}",
-                    waited.as_secs_f64()
-                )
+                write!(f, "waited {:.1} s: {why}", waited.as_secs_f64())
             }
         }
     }
 }
 
 /// What happens to a new caller now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Take,
-    /// Asterisk is briefly slow: the caller waits (at most `max_wait`) and is offered again.
-    Wait,
+    /// Not now, but soon (Asterisk briefly slow, the pace, set-ups in flight): the caller waits
+    /// (at most `max_wait`) and is offered again.
+    Wait(Overload),
     Reject(Overload),
+}
+
+/// What Asterisk's door should do with new callers (see `intake`'s door thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoorState {
+    Open,
+    /// Let this share of callers in, in percent (0: refuse every one).
+    Share(u8),
 }
 
 /// Asterisk's health, as admission reads it.
@@ -204,26 +243,30 @@ impl Health {
 }
 
 /// A change of health worth a line in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Normal → slow: new callers wait.
     Slowed { why: String },
-    /// Slow for `max_wait`: new callers are rejected; the ceiling is now this.
+    /// Slow for `max_wait`: new callers are rejected; the ceiling and the pace (calls a second)
+    /// are now these.
     Overloaded {
         why: String,
         active: usize,
         ceiling: usize,
+        pace: f64,
     },
-    /// Still overloaded: the ceiling was cut again.
+    /// Still overloaded: the ceiling and the pace were cut again.
     CutAgain {
         why: String,
         active: usize,
         ceiling: usize,
+        pace: f64,
     },
     /// Back to normal after this long.
     Recovered {
         after: Duration,
         ceiling: Option<usize>,
+        pace: Option<f64>,
     },
 }
 
@@ -299,6 +342,44 @@ struct Control {
     history: VecDeque<(Instant, bool)>,
     /// Calls at once when Asterisk last turned overloaded.
     overload_at: usize,
+    /// When calls were admitted (set-ups started), the last [`RATE_WINDOW`].
+    starts: VecDeque<Instant>,
+    /// When new callers reached voicebot1 (through the door), the last [`OFFERED_WINDOW`].
+    offered: VecDeque<Instant>,
+    /// The admission rate limit learned from overloads; `None` while none is needed.
+    pace: Option<Pace>,
+    /// The highest admission rate (calls a second over [`RATE_WINDOW`]) the box carried normally.
+    proven_rate: f64,
+    /// The admission rate (over [`RATE_WINDOW`]) when Asterisk last slowed down.
+    overload_rate: f64,
+    /// The share of callers the door lets in while pacing, in percent; when it was last moved.
+    share: f64,
+    share_moved: Instant,
+}
+
+/// A rate limit on admissions, as TCP's congestion window in rate form: cut by 4/5 every second
+/// while Asterisk is overloaded, back at once to 9/10 of the rate that overloaded it (`w_max`, as
+/// CUBIC returns to its last window) when it recovers, then probing up by a fiftieth a second
+/// while callers are held back by it.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    per_s: f64,
+    /// The rate at the start of the last overload.
+    w_max: f64,
+    /// The token bucket: admissions allowed now, refilled at `per_s`.
+    tokens: f64,
+    at: Instant,
+    /// When the pace last held a caller back.
+    bound_at: Option<Instant>,
+}
+
+impl Pace {
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        let burst = (self.per_s * PACE_BURST.as_secs_f64()).max(1.0);
+        self.tokens = (self.tokens + dt * self.per_s).min(burst);
+    }
 }
 
 /// The admission state: the limits, the signals, the decision, and the calls admitted whose first
@@ -336,6 +417,13 @@ impl Admission {
                 why: String::new(),
                 history: VecDeque::new(),
                 overload_at: 0,
+                starts: VecDeque::new(),
+                offered: VecDeque::new(),
+                pace: None,
+                proven_rate: 0.0,
+                overload_rate: 0.0,
+                share: 100.0,
+                share_moved: now,
             }),
             pending: Mutex::new(HashSet::new()),
         }
@@ -503,9 +591,9 @@ impl Admission {
 
     // --- the decision ------------------------------------------------------------------------
 
-    /// Moves the health and the ceiling by what the signals say with `active` calls at once;
-    /// called every tick (`intake`'s admission thread) and before each verdict. A change worth a
-    /// log line is returned.
+    /// Moves the health, the ceiling and the pace by what the signals say with `active` calls
+    /// at once; called every tick (`intake`'s admission thread) and before each verdict. A change
+    /// worth a log line is returned.
     pub fn tick(&self, active: usize, now: Instant) -> Option<Change> {
         let reading = self.read(now);
         let mut c = self.control.lock();
@@ -518,13 +606,9 @@ impl Admission {
         {
             c.history.push_back((now, reading.slow));
         }
-        while c
-            .history
-            .front()
-            .is_some_and(|x| now.saturating_duration_since(x.0) > HISTORY)
-        {
-            c.history.pop_front();
-        }
+        prune(&mut c.history, now, HISTORY, |x| x.0);
+        prune(&mut c.starts, now, RATE_WINDOW, |t| *t);
+        prune(&mut c.offered, now, OFFERED_WINDOW, |t| *t);
         // Slow for half of the last HISTORY: the knee, where slow spells come and go. Time, not
         // readings: each reading stands for the time until the next one (a gap counts a tick
         // at most).
@@ -537,9 +621,14 @@ impl Admission {
             }
         }
         let spells = slow_for * 2 >= HISTORY;
+        // Admissions a second over the window: what Asterisk carried.
+        let rate = c.starts.len() as f64 / RATE_WINDOW.as_secs_f64();
         let change = match (c.health, reading.slow) {
             (Health::Normal, true) => {
                 c.health = Health::Slow(now);
+                // What Asterisk was taking when it slowed down (callers wait from now on, so
+                // the rate admitted later says nothing about its load).
+                c.overload_rate = rate;
                 Some(Change::Slowed {
                     why: reading.why.clone(),
                 })
@@ -550,10 +639,12 @@ impl Admission {
                 c.health = Health::Overloaded(now);
                 c.overload_at = active;
                 let ceiling = cut(&mut c, active, now);
+                let pace = cut_pace(&mut c, now);
                 Some(Change::Overloaded {
                     why: reading.why.clone(),
                     active,
                     ceiling,
+                    pace,
                 })
             }
             (Health::Overloaded(since), true)
@@ -564,13 +655,16 @@ impl Admission {
                 // what it proved is no longer proof (a neighbour's burst of seconds is not that).
                 if now.saturating_duration_since(since) >= UNPROVEN_AFTER && active <= c.proven {
                     c.proven = active * CUT.0 / CUT.1;
+                    c.proven_rate *= 0.8;
                 }
                 let before = c.ceiling;
                 let ceiling = cut(&mut c, active, now);
+                let pace = cut_pace(&mut c, now);
                 (before != Some(ceiling)).then(|| Change::CutAgain {
                     why: reading.why.clone(),
                     active,
                     ceiling,
+                    pace,
                 })
             }
             (Health::Slow(since) | Health::Overloaded(since), false) => {
@@ -582,13 +676,24 @@ impl Admission {
                 if now.saturating_duration_since(c.normal_since) >= RECOVER_AFTER {
                     let after = now.saturating_duration_since(since);
                     let proven_margin = c.proven + c.proven / 5;
-                    match c.health {
-                        // Overloaded at a load the box had carried: not the load's doing (a
-                        // neighbour, a freeze): back at once to what it proved.
-                        Health::Overloaded(_) if c.overload_at <= proven_margin => {
-                            c.ceiling = c.ceiling.map(|n| n.max(c.proven));
+                    if let Health::Overloaded(_) = c.health {
+                        // Overloaded at a load (calls at once and arrivals) the box had carried:
+                        // not the load's doing (a neighbour, a freeze): back at once to what it
+                        // proved.
+                        if c.overload_at <= proven_margin && c.overload_rate <= c.proven_rate * 1.2
+                        {
+                            let (proven, proven_rate) = (c.proven, c.proven_rate);
+                            c.ceiling = c.ceiling.map(|n| n.max(proven));
+                            if let Some(p) = c.pace.as_mut() {
+                                p.per_s = p.per_s.max(proven_rate);
+                            }
                         }
-                        _ => {}
+                        // As CUBIC returns to its last window: most of the rate that overloaded
+                        // Asterisk at once, the rest probed for.
+                        if let Some(p) = c.pace.as_mut() {
+                            p.per_s = p.per_s.max(p.w_max * PACE_RESTORE);
+                            p.bound_at = Some(now);
+                        }
                     }
                     c.health = Health::Normal;
                     c.normal_since = now;
@@ -596,6 +701,7 @@ impl Admission {
                     Some(Change::Recovered {
                         after,
                         ceiling: c.ceiling,
+                        pace: c.pace.map(|p| p.per_s),
                     })
                 } else {
                     None
@@ -604,6 +710,9 @@ impl Admission {
             (Health::Normal, false) => {
                 if now.saturating_duration_since(c.normal_since) >= PROVEN_AFTER {
                     c.proven = c.proven.max(active);
+                    if now.saturating_duration_since(c.normal_since) >= PROVEN_AFTER + RATE_WINDOW {
+                        c.proven_rate = c.proven_rate.max(rate);
+                    }
                 }
                 c.peak = c.peak.max(active);
                 if now.saturating_duration_since(c.last_rise) >= RISE_EVERY {
@@ -613,6 +722,18 @@ impl Admission {
                         // Well above what the box carries: no ceiling at all.
                         c.ceiling = (risen <= c.peak.max(FLOOR) * 3 / 2).then_some(risen);
                     }
+                    c.pace = c.pace.and_then(|mut p| {
+                        let bound = p.bound_at.map(|t| now.saturating_duration_since(t));
+                        if bound.is_none_or(|b| b >= PACE_FORGET) {
+                            return None;
+                        }
+                        // Probing only while it holds callers back: a rate nobody uses proves
+                        // nothing and would let a burst through.
+                        if bound.is_some_and(|b| b <= RISE_EVERY + RISE_EVERY) {
+                            p.per_s += (p.per_s * PACE_RISE).max(PACE_RISE_MIN);
+                        }
+                        Some(p)
+                    });
                 }
                 None
             }
@@ -624,12 +745,37 @@ impl Admission {
         if c.health == Health::Normal {
             c.normal_since = c.normal_since.min(now);
         }
+        self.move_share(&mut c, now);
         change
+    }
+
+    /// The door's share while pacing: callers reaching voicebot1 kept near the pace (plus a
+    /// margin), whatever the offered load; those refused at the door cost Asterisk a fraction of
+    /// a rejection after `Answer()`.
+    fn move_share(&self, c: &mut Control, now: Instant) {
+        if now.saturating_duration_since(c.share_moved) < SHARE_EVERY {
+            return;
+        }
+        c.share_moved = now;
+        let Some(pace) = c.pace else {
+            c.share = 100.0;
+            return;
+        };
+        if matches!(c.health, Health::Overloaded(_)) {
+            return;
+        }
+        let offered = c.offered.len() as f64 / OFFERED_WINDOW.as_secs_f64();
+        let target = pace.per_s * SHARE_MARGIN;
+        c.share = if offered > target {
+            (c.share * target / offered).max(SHARE_FLOOR)
+        } else {
+            (c.share * 1.25 + 5.0).min(100.0)
+        };
     }
 
     /// What happens to a new caller now, with `active` calls at once (admitted ones included)
     /// and `setting_up` of them being set up.
-    pub fn check(&self, active: usize, setting_up: usize) -> Verdict {
+    pub fn check(&self, active: usize, setting_up: usize, now: Instant) -> Verdict {
         let l = &self.limits;
         if l.max_calls > 0 && active >= l.max_calls {
             return Verdict::Reject(Overload::Calls {
@@ -637,11 +783,13 @@ impl Admission {
                 max: l.max_calls,
             });
         }
-        let c = self.control.lock();
+        let mut c = self.control.lock();
         let waits = !l.max_wait.is_zero();
         match c.health {
             Health::Normal => {}
-            Health::Slow(_) if waits => return Verdict::Wait,
+            Health::Slow(_) if waits => {
+                return Verdict::Wait(Overload::Slow { why: c.why.clone() })
+            }
             Health::Slow(_) | Health::Overloaded(_) => {
                 return Verdict::Reject(Overload::Overloaded { why: c.why.clone() })
             }
@@ -649,36 +797,70 @@ impl Admission {
         if let Some(ceiling) = c.ceiling.filter(|n| active >= *n) {
             return Verdict::Reject(Overload::Ceiling { active, ceiling });
         }
+        if let Some(pace) = c.pace.as_mut() {
+            pace.refill(now);
+            if pace.tokens < 1.0 {
+                pace.bound_at = Some(now);
+                let why = Overload::Paced { per_s: pace.per_s };
+                return if waits {
+                    Verdict::Wait(why)
+                } else {
+                    Verdict::Reject(why)
+                };
+            }
+        }
         if l.max_setups > 0 && setting_up >= l.max_setups {
             // A set-up takes milliseconds when Asterisk is well: a moment's wait frees a place.
-            if waits {
-                return Verdict::Wait;
-            }
-            return Verdict::Reject(Overload::Setups {
+            let why = Overload::Setups {
                 setting_up,
                 max: l.max_setups,
-            });
+            };
+            return if waits {
+                Verdict::Wait(why)
+            } else {
+                Verdict::Reject(why)
+            };
         }
         Verdict::Take
     }
 
-    /// A caller that waited `waited` and is still not to be taken: why.
-    pub fn waited_too_long(&self, waited: Duration) -> Overload {
+    /// A caller that waited `waited` for `why` and is still not to be taken.
+    pub fn waited_too_long(waited: Duration, why: &Overload) -> Overload {
         Overload::WaitedTooLong {
             waited,
-            why: self.control.lock().why.clone(),
+            why: why.to_string(),
         }
+    }
+
+    /// A new caller reached voicebot1 (through Asterisk's door).
+    pub fn offered(&self, now: Instant) {
+        let mut c = self.control.lock();
+        c.offered.push_back(now);
+        if c.offered.len() > MAX_SAMPLES {
+            c.offered.pop_front();
+        }
+    }
+
+    /// What Asterisk's door should do now: shut while overloaded or at the ceiling; while
+    /// pacing, let in the share that keeps callers reaching voicebot1 near the pace.
+    pub fn door(&self, active: usize) -> DoorState {
+        let c = self.control.lock();
+        if matches!(c.health, Health::Overloaded(_)) || c.ceiling.is_some_and(|n| active >= n) {
+            return DoorState::Share(0);
+        }
+        match c.pace {
+            Some(_) if c.share < 99.5 => DoorState::Share(c.share.round() as u8),
+            _ => DoorState::Open,
+        }
+    }
+
+    /// The admission rate limit, calls a second; `None` while none is needed.
+    pub fn pace(&self) -> Option<f64> {
+        self.control.lock().pace.map(|p| p.per_s)
     }
 
     pub fn health(&self) -> Health {
         self.control.lock().health
-    }
-
-    /// Whether Asterisk should refuse new callers at its door now: overloaded, or the ceiling
-    /// of calls at once reached.
-    pub fn full(&self, active: usize) -> bool {
-        let c = self.control.lock();
-        matches!(c.health, Health::Overloaded(_)) || c.ceiling.is_some_and(|n| active >= n)
     }
 
     /// The learned ceiling of calls at once; `None` while none is needed.
@@ -697,9 +879,20 @@ impl Admission {
         self.pending.lock().len()
     }
 
-    /// A call was admitted and posted to its mailbox.
-    pub fn admitted(&self, call: &CallId) {
+    /// A call was admitted and posted to its mailbox: a set-up starts (and uses the pace).
+    pub fn admitted(&self, call: &CallId, now: Instant) {
         self.pending.lock().insert(call.clone());
+        let mut c = self.control.lock();
+        c.starts.push_back(now);
+        if c.starts.len() > MAX_SAMPLES {
+            c.starts.pop_front();
+        }
+        if let Some(pace) = c.pace.as_mut() {
+            pace.refill(now);
+            // Two callers may have been judged on the same token (the reader and the admission
+            // thread): a small debt, repaid at the pace.
+            pace.tokens = (pace.tokens - 1.0).max(-1.0);
+        }
     }
 
     /// An admitted call's first turn: the registry holds it from now on.
@@ -716,6 +909,40 @@ fn cut(c: &mut Control, active: usize, now: Instant) -> usize {
     c.ceiling = Some(ceiling);
     c.last_cut = Some(now);
     ceiling
+}
+
+/// Cuts the pace to 4/5 (of the rate admitted when Asterisk slowed down, at the first cut of an
+/// overload; of the pace after); the new pace.
+fn cut_pace(c: &mut Control, now: Instant) -> f64 {
+    let first = matches!(c.health, Health::Overloaded(t) if t == now);
+    let rate = c.overload_rate.max(PACE_FLOOR);
+    let pace = c.pace.get_or_insert(Pace {
+        per_s: rate,
+        w_max: rate,
+        tokens: 0.0,
+        at: now,
+        bound_at: Some(now),
+    });
+    if first {
+        // What overloaded Asterisk: the rate admitted when it slowed down, or the pace if that
+        // was lower.
+        pace.w_max = pace.per_s.min(rate);
+        pace.per_s = pace.w_max;
+    }
+    pace.per_s = (pace.per_s * CUT.0 as f64 / CUT.1 as f64).max(PACE_FLOOR);
+    pace.tokens = pace.tokens.min(0.0);
+    pace.bound_at = Some(now);
+    pace.per_s
+}
+
+/// Drops the entries of `q` older than `keep`.
+fn prune<T>(q: &mut VecDeque<T>, now: Instant, keep: Duration, at: impl Fn(&T) -> Instant) {
+    while q
+        .front()
+        .is_some_and(|x| now.saturating_duration_since(at(x)) > keep)
+    {
+        q.pop_front();
+    }
 }
 
 /// A caller to be hung up because its call was not taken.
@@ -742,6 +969,7 @@ mod tests {
             on_overload: OnOverload::Reject,
             max_wait: Duration::from_secs(2),
             door: Some("VOICEBOT1_FULL_UNTIL".into()),
+            door_share: Some("VOICEBOT1_ADMIT_PCT".into()),
         }
     }
 
@@ -753,8 +981,19 @@ mod tests {
         }
     }
 
-    /// A normal second: every operation answers in 1-2 ms.
+    /// A normal second: every operation answers in 1-2 ms; ten calls admitted.
     fn normal(a: &Admission, at: Instant) {
+        for i in 0..10 {
+            a.admitted(&CallId(format!("n{i}")), at);
+            a.taken(&CallId(format!("n{i}")));
+        }
+        answers(a, Operation::CreateBridge, 1, 5, at);
+        answers(a, Operation::AddChannel, 2, 5, at);
+        answers(a, Operation::Hangup, 1, 5, at);
+    }
+
+    /// A normal second with no new call: every operation answers in 1-2 ms.
+    fn well(a: &Admission, at: Instant) {
         answers(a, Operation::CreateBridge, 1, 5, at);
         answers(a, Operation::AddChannel, 2, 5, at);
         answers(a, Operation::Hangup, 1, 5, at);
@@ -770,25 +1009,29 @@ mod tests {
     #[test]
     fn the_hard_caps_count_admitted_calls_not_yet_started() {
         let a = Admission::new(limits(3, 2));
-        assert_eq!(a.check(2, 0), Verdict::Take);
+        let now = Instant::now();
+        assert_eq!(a.check(2, 0, now), Verdict::Take);
         assert_eq!(
-            a.check(3, 0),
+            a.check(3, 0, now),
             Verdict::Reject(Overload::Calls { active: 3, max: 3 })
         );
         // Too many set-ups at once: a moment's wait, while Asterisk is well.
-        assert_eq!(a.check(1, 2), Verdict::Wait);
+        assert!(matches!(
+            a.check(1, 2, now),
+            Verdict::Wait(Overload::Setups { .. })
+        ));
         let b = Admission::new(AdmissionConfig {
             max_wait: Duration::ZERO,
             ..limits(3, 2)
         });
         assert_eq!(
-            b.check(1, 2),
+            b.check(1, 2, now),
             Verdict::Reject(Overload::Setups {
                 setting_up: 2,
                 max: 2
             })
         );
-        a.admitted(&CallId("9".into()));
+        a.admitted(&CallId("9".into()), now);
         assert!(a.is_pending(&CallId("9".into())) && a.pending() == 1);
         a.taken(&CallId("9".into()));
         assert_eq!(a.pending(), 0);
@@ -809,7 +1052,7 @@ mod tests {
         let t1 = a.rest_sent(Operation::CreateBridge, at(200));
         let t2 = a.rest_sent(Operation::Hangup, at(200));
         assert!(matches!(a.tick(80, at(700)), Some(Change::Slowed { .. })));
-        assert_eq!(a.check(80, 5), Verdict::Wait);
+        assert!(matches!(a.check(80, 5, at(700)), Verdict::Wait(_)));
         // 1.5 s later Asterisk answers them (slowly), then every request normally.
         a.rest_answered(
             t1,
@@ -826,7 +1069,10 @@ mod tests {
             at(1700),
         );
         assert_eq!(a.tick(80, at(1700)), None);
-        assert_eq!(a.check(80, 5), Verdict::Wait, "still within max_wait");
+        assert!(
+            matches!(a.check(80, 5, at(1700)), Verdict::Wait(_)),
+            "still within max_wait"
+        );
         let mut recovered = None;
         for ms in (1800..4000).step_by(100) {
             normal(&a, at(ms));
@@ -844,7 +1090,7 @@ mod tests {
             ),
             "{recovered:?}"
         );
-        assert_eq!(a.check(80, 5), Verdict::Take);
+        assert_eq!(a.check(80, 5, at(2300)), Verdict::Take);
         assert_eq!(a.ceiling(), None, "a hiccup leaves no ceiling");
     }
 
@@ -863,7 +1109,7 @@ mod tests {
                 None,
                 "second {s}"
             );
-            assert_eq!(a.check(100, 3), Verdict::Take);
+            assert_eq!(a.check(100, 3, at), Verdict::Take);
         }
     }
 
@@ -878,7 +1124,7 @@ mod tests {
         answers(&a, Operation::Hangup, 3000, 2, t1);
         answers(&a, Operation::DestroyBridge, 1, 2, t1);
         assert_eq!(a.tick(20, t1), None);
-        assert_eq!(a.check(20, 0), Verdict::Take);
+        assert_eq!(a.check(20, 0, t1), Verdict::Take);
         // A second kind slow as well: that is Asterisk.
         answers(&a, Operation::DestroyBridge, 300, 3, t1);
         assert!(matches!(a.tick(20, t1), Some(Change::Slowed { .. })));
@@ -897,7 +1143,7 @@ mod tests {
         // Load: 200 calls, everything slow.
         loaded(&a, at(7100));
         assert!(matches!(a.tick(200, at(7100)), Some(Change::Slowed { .. })));
-        assert_eq!(a.check(200, 5), Verdict::Wait);
+        assert!(matches!(a.check(200, 5, at(7100)), Verdict::Wait(_)));
         for ms in [8100, 9100] {
             loaded(&a, at(ms));
             assert_eq!(a.tick(200, at(ms)), None);
@@ -917,10 +1163,10 @@ mod tests {
             "{c:?}"
         );
         assert!(matches!(
-            a.check(150, 5),
+            a.check(150, 5, at(10100)),
             Verdict::Reject(Overload::Overloaded { .. })
         ));
-        assert!(a.full(150));
+        assert_eq!(a.door(150), DoorState::Share(0));
         // Still slow a second later, calls not ending: cut again.
         loaded(&a, at(11100));
         let c = a.tick(200, at(11100));
@@ -930,9 +1176,9 @@ mod tests {
         );
         // Normal again after RECOVER_AFTER. The overload came at 200 calls, above the 120 the box
         // had proven: the load's doing, the ceiling stays where it was cut.
-        normal(&a, at(12200));
+        well(&a, at(12200));
         assert_eq!(a.tick(150, at(12200)), None);
-        normal(&a, at(12700));
+        well(&a, at(12700));
         let c = a.tick(150, at(12700));
         assert!(
             matches!(
@@ -944,13 +1190,13 @@ mod tests {
             ),
             "{c:?}"
         );
-        assert_eq!(a.check(120, 5), Verdict::Take);
+        assert_eq!(a.check(120, 5, at(12700)), Verdict::Take);
         assert!(matches!(
-            a.check(128, 5),
+            a.check(128, 5, at(12700)),
             Verdict::Reject(Overload::Ceiling { ceiling: 128, .. })
         ));
         // It grows a twentieth a second while normal…
-        normal(&a, at(13800));
+        well(&a, at(13800));
         a.tick(100, at(13800));
         assert_eq!(a.ceiling(), Some(134));
         // …and is forgotten once well above what the box carried.
@@ -966,26 +1212,110 @@ mod tests {
         let a = Admission::new(limits(0, 0));
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        for s in 0..7 {
+        // Twelve normal seconds at 120 calls and 10 new calls a second: both proven.
+        for s in 0..12 {
             normal(&a, at(s * 1000));
             a.tick(120, at(s * 1000));
         }
         // Ten seconds of a CPU hog beside Asterisk at the same 120 calls.
         for s in 0..10 {
-            loaded(&a, at(7100 + s * 1000));
-            a.tick(120, at(7100 + s * 1000));
+            loaded(&a, at(12100 + s * 1000));
+            a.tick(120, at(12100 + s * 1000));
         }
         assert!(matches!(a.health(), Health::Overloaded(_)));
         assert!(a.ceiling().is_some_and(|n| n < 120), "{:?}", a.ceiling());
-        normal(&a, at(17200));
-        a.tick(100, at(17200));
-        normal(&a, at(17700));
+        assert!(a.pace().is_some_and(|r| r < 5.0), "{:?}", a.pace());
+        well(&a, at(22200));
+        a.tick(100, at(22200));
+        well(&a, at(22700));
         assert!(matches!(
-            a.tick(100, at(17700)),
+            a.tick(100, at(22700)),
             Some(Change::Recovered { .. })
         ));
         assert_eq!(a.ceiling(), Some(120), "back at once to the proven load");
-        assert_eq!(a.check(110, 5), Verdict::Take);
+        assert!(
+            a.pace().is_some_and(|r| r >= 10.0),
+            "back at once to the proven rate: {:?}",
+            a.pace()
+        );
+        assert_eq!(a.check(110, 5, at(22700)), Verdict::Take);
+    }
+
+    #[test]
+    fn three_times_the_load_is_paced_near_what_asterisk_carried_and_the_door_lets_in_that_share() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Twelve normal seconds taking 20 new calls a second.
+        for s in 0..12u64 {
+            for i in 0..20u64 {
+                a.offered(at(s * 1000 + i * 50));
+                a.admitted(&CallId(format!("p{s}.{i}")), at(s * 1000 + i * 50));
+            }
+            well(&a, at(s * 1000));
+            a.tick(100, at(s * 1000));
+        }
+        // Then 60 a second, and Asterisk slows down for four seconds: overloaded, paced at 4/5
+        // of the 20 a second it was taking, cut again while it stays slow.
+        let mut changes = Vec::new();
+        for s in 12..17u64 {
+            loaded(&a, at(s * 1000));
+            // 150 calls at once from the first slow reading on: more than the box proved.
+            changes.extend(a.tick(if s == 12 { 100 } else { 150 }, at(s * 1000)));
+        }
+        // It slowed down at 13 s, when it had taken 16 a second over the last 5 s.
+        assert!(
+            changes.iter().any(
+                |c| matches!(c, Change::Overloaded { pace, .. } if (*pace - 12.8).abs() < 0.01)
+            ),
+            "{changes:?}"
+        );
+        assert_eq!(a.door(150), DoorState::Share(0));
+        // Normal again: back at once to 9/10 of the 16 that overloaded it.
+        well(&a, at(17100));
+        a.tick(150, at(17100));
+        well(&a, at(17600));
+        let c = a.tick(150, at(17600));
+        assert!(
+            matches!(c, Some(Change::Recovered { pace: Some(r), .. }) if (r - 14.4).abs() < 0.01),
+            "{c:?}"
+        );
+        // 60 callers a second at the door, each let in by its share, taken as the pace allows.
+        let (mut taken, mut offered) = (0, 0);
+        for step in 0..100u64 {
+            let now = at(17600 + step * 100);
+            let share = match a.door(100) {
+                DoorState::Open => 100,
+                DoorState::Share(p) => u64::from(p),
+            };
+            for i in 0..6u64 {
+                // The dialplan's RAND(1,100) > share refuses, spread evenly here.
+                if (step * 6 + i) * 37 % 100 >= share {
+                    continue;
+                }
+                offered += 1;
+                a.offered(now);
+                if a.check(100, 0, now) == Verdict::Take {
+                    a.admitted(&CallId(format!("q{step}.{i}")), now);
+                    taken += 1;
+                }
+            }
+            if step % 10 == 0 {
+                well(&a, now);
+            }
+            a.tick(100, now);
+        }
+        // Ten seconds: the pace probes up from 14.4 a second (by half a call a second); the door
+        // lets in about 1.25 times the pace, not the 60 offered.
+        let pace = a.pace().unwrap_or_default();
+        assert!((18.0..20.0).contains(&pace), "pace {pace}");
+        assert!((150..200).contains(&taken), "taken {taken} of {offered}");
+        assert!((170..300).contains(&offered), "let in {offered} of 600");
+        assert!(
+            matches!(a.door(100), DoorState::Share(p) if (25..=50).contains(&p)),
+            "{:?}",
+            a.door(100)
+        );
     }
 
     #[test]

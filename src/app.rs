@@ -37,7 +37,7 @@ use crate::intake;
 use crate::leftovers;
 use crate::media::SocketPool;
 use crate::metrics;
-use crate::shared::{BotDirectory, Counters, RestObserver, Shared};
+use crate::shared::{run_teardown, BotDirectory, Counters, RestObserver, Shared, TEARDOWN_THREADS};
 use crate::timer::run_timers;
 use crate::worker::{ActiveCall, CallHandler};
 
@@ -134,6 +134,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     let endpoint = endpoint.transpose()?;
     let pool = bind_pool(&config)?;
     let (shed_tx, shed_rx) = intake::channel();
+    let (teardown_tx, teardown_rx) = crossbeam_channel::unbounded();
     let admission = Arc::new(Admission::new(config.admission.clone()));
     let observer = Arc::new(RestObserver {
         admission: Arc::clone(&admission),
@@ -150,6 +151,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         waiting: Mutex::new(VecDeque::new()),
         bots: BotDirectory::new(&config.bots),
         shed: shed_tx,
+        teardown: teardown_tx,
         unconfirmed: Mutex::new(HashSet::new()),
         counters: Counters::default(),
     });
@@ -167,6 +169,22 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
         timer_tx,
         Arc::downgrade(&calls),
     ));
+    // The teardown threads stop last: after the workers, whose last turns send them work.
+    let (teardown_stop_tx, teardown_stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let mut teardowns = Vec::new();
+    for i in 0..TEARDOWN_THREADS {
+        let (shared, queue, stop) = (
+            Arc::clone(&shared),
+            teardown_rx.clone(),
+            teardown_stop_rx.clone(),
+        );
+        let handle = std::thread::Builder::new()
+            .name(format!("teardown-{i}"))
+            .spawn(move || run_teardown(&shared, &queue, &stop))
+            .map_err(AppError::Thread)?;
+        teardowns.push(handle);
+    }
+    drop(teardown_rx);
     let n_workers = config.service.workers.max(1);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<usize>();
     let mut workers = Vec::new();
@@ -276,6 +294,11 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
             Ok(_) => finished += 1,
             Err(_) => break,
         }
+    }
+    // The calls' last hang-ups and bridge destroys, sent before the teardown threads return.
+    drop(teardown_stop_tx);
+    for teardown in teardowns {
+        join_until(teardown, deadline);
     }
     // Echo threads hand their sockets back as they stop; give the last ones a moment.
     while pool.free() < pool.total() && Instant::now() < deadline {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 
-use crate::admission::{Change, Rejection, Verdict};
+use crate::admission::{Admission, Change, DoorState, Rejection, Verdict};
 use crate::ari::HangupReason;
 use crate::call::Phase;
 use crate::config::OnOverload;
@@ -71,34 +71,39 @@ pub fn offer<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, calle
             return;
         }
         let (active, setting_up) = load(shared, &registry);
+        let now = Instant::now();
+        shared.admission.offered(now);
         // Health as of now, not of the last tick: callers come faster than ticks.
-        if let Some(change) = shared.admission.tick(active, Instant::now()) {
+        if let Some(change) = shared.admission.tick(active, now) {
             log_change(&change, active);
         }
-        match shared.admission.check(active, setting_up) {
-            // First come, first served: behind those already waiting.
-            Verdict::Take if !shared.waiting.lock().is_empty() => Verdict::Wait,
+        match shared.admission.check(active, setting_up, now) {
+            // First come, first served: behind those already waiting, for what they wait for.
+            Verdict::Take => match shared.waiting.lock().front() {
+                Some(first) => Verdict::Wait(first.why.clone()),
+                None => Verdict::Take,
+            },
             v => v,
         }
     };
     match verdict {
         Verdict::Take => take(shared, calls, call, caller),
-        Verdict::Wait => {
+        Verdict::Wait(why) => {
             let mut waiting = shared.waiting.lock();
             if waiting.len() >= MAX_WAITING {
                 drop(waiting);
-                let why = shared.admission.waited_too_long(Duration::ZERO);
+                let why = Admission::waited_too_long(Duration::ZERO, &why);
                 return not_taken(shared, calls, call, caller, why);
             }
             if waiting.is_empty() {
                 info!(
-                    "call {call}: Asterisk is slow; {} waits (at most {} ms)",
+                    "call {call}: {} waits ({why}; at most {} ms)",
                     caller.channel.name,
                     shared.config.admission.max_wait.as_millis()
                 );
             } else {
                 debug!(
-                    "call {call}: Asterisk is slow; {} waits behind {} others",
+                    "call {call}: {} waits behind {} others ({why})",
                     caller.channel.name,
                     waiting.len()
                 );
@@ -108,6 +113,7 @@ pub fn offer<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, calle
                 call,
                 caller,
                 since: Instant::now(),
+                why,
             });
         }
         Verdict::Reject(why) => not_taken(shared, calls, call, caller, why),
@@ -122,7 +128,7 @@ fn load(shared: &Shared, registry: &std::collections::HashMap<CallId, Phase>) ->
 }
 
 fn take<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, caller: Box<NewCaller>) {
-    shared.admission.admitted(&call);
+    shared.admission.admitted(&call, Instant::now());
     calls.post(call, CallMsg::Event(CallEvent::Inbound(caller)));
 }
 
@@ -149,7 +155,7 @@ fn not_taken<S: Send>(
         }
         OnOverload::Transfer => {
             info!("call {call}: not taken ({why}; {n} so far): transferring without the bot");
-            shared.admission.admitted(&call);
+            shared.admission.admitted(&call, Instant::now());
             calls.post(call, CallMsg::Event(CallEvent::Overflow(caller)));
         }
     }
@@ -186,24 +192,25 @@ pub fn run_door(shared: &Shared, stop: &Receiver<()>) {
     let mut door = Door::default();
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(TICK) {
         let (active, _) = load(shared, &shared.registry.lock());
-        door.update(shared, shared.admission.full(active), Instant::now());
+        door.update(shared, shared.admission.door(active), Instant::now());
     }
-    door.update(shared, false, Instant::now());
+    door.update(shared, DoorState::Open, Instant::now());
 }
 
 fn log_change(change: &Change, active: usize) {
     match change {
         Change::Slowed { why } => info!("admission: Asterisk is slow ({why}) with {active} calls active: new callers wait"),
-        Change::Overloaded { why, active, ceiling } => warn!(
-            "admission: Asterisk is overloaded ({why}) with {active} calls active: rejecting new callers, taking at most {ceiling} calls at once"
+        Change::Overloaded { why, active, ceiling, pace } => warn!(
+            "admission: Asterisk is overloaded ({why}) with {active} calls active: rejecting new callers, then taking at most {ceiling} calls at once and {pace:.1} a second"
         ),
-        Change::CutAgain { why, active, ceiling } => {
-            warn!("admission: Asterisk is still overloaded ({why}) with {active} calls active: taking at most {ceiling} calls at once")
+        Change::CutAgain { why, active, ceiling, pace } => {
+            warn!("admission: Asterisk is still overloaded ({why}) with {active} calls active: taking at most {ceiling} calls at once and {pace:.1} a second")
         }
-        Change::Recovered { after, ceiling } => info!(
-            "admission: Asterisk answers normally again after {:.1} s: taking calls ({})",
+        Change::Recovered { after, ceiling, pace } => info!(
+            "admission: Asterisk answers normally again after {:.1} s: taking calls ({}, {})",
             after.as_secs_f64(),
-            ceiling.map_or("no ceiling".to_string(), |n| format!("at most {n} at once"))
+            ceiling.map_or("no ceiling".to_string(), |n| format!("at most {n} at once")),
+            pace.map_or("no rate limit".to_string(), |r| format!("at most {r:.1} a second"))
         ),
     }
 }
@@ -219,11 +226,11 @@ fn release_waiting<S: Send>(shared: &Shared, calls: &Scheduler<S>, now: Instant)
             let Some(first) = waiting.front() else { return };
             let waited = now.saturating_duration_since(first.since);
             let (active, setting_up) = load(shared, &registry);
-            let verdict = match shared.admission.check(active, setting_up) {
-                Verdict::Wait if waited >= max_wait => {
-                    Verdict::Reject(shared.admission.waited_too_long(waited))
+            let verdict = match shared.admission.check(active, setting_up, now) {
+                Verdict::Wait(why) if waited >= max_wait => {
+                    Verdict::Reject(Admission::waited_too_long(waited, &why))
                 }
-                Verdict::Wait => return,
+                Verdict::Wait(_) => return,
                 v => v,
             };
             let Some(waiter) = waiting.pop_front() else {
@@ -235,23 +242,28 @@ fn release_waiting<S: Send>(shared: &Shared, calls: &Scheduler<S>, now: Instant)
         match verdict {
             Verdict::Take => {
                 info!(
-                    "call {}: taken after waiting {} ms for Asterisk",
+                    "call {}: taken after waiting {} ms ({})",
                     waiter.call,
-                    waited.as_millis()
+                    waited.as_millis(),
+                    waiter.why
                 );
                 take(shared, calls, waiter.call, waiter.caller);
             }
             Verdict::Reject(why) => not_taken(shared, calls, waiter.call, waiter.caller, why),
-            Verdict::Wait => {}
+            Verdict::Wait(_) => {}
         }
     }
 }
 
-/// The door's state: shut until then (Unix seconds), and when that was last set.
+/// The door as voicebot1 last set it.
 #[derive(Debug, Default)]
 struct Door {
+    /// Shut until then (Unix seconds): the dialplan refuses callers, but the share.
     shut_until: Option<u64>,
+    /// The share of callers let in, as last set (percent).
+    share: Option<u8>,
     renewed: Option<Instant>,
+    /// When it was last shut for every caller (it stays so at least `DOOR_AT_LEAST`).
     shut_at: Option<Instant>,
     /// The last failed attempt (retried once a [`DOOR_RENEW`] later), and whether that was
     /// logged already (one warning per run of failures).
@@ -260,13 +272,11 @@ struct Door {
 }
 
 impl Door {
-    fn update(&mut self, shared: &Shared, full: bool, now: Instant) {
-        let Some(variable) = shared.config.admission.door.as_deref() else {
+    fn update(&mut self, shared: &Shared, want: DoorState, now: Instant) {
+        let limits = &shared.config.admission;
+        let Some(variable) = limits.door.as_deref() else {
             return;
         };
-        let unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         if self
             .failed_at
             .is_some_and(|t| now.saturating_duration_since(t) < DOOR_RENEW)
@@ -276,32 +286,24 @@ impl Door {
         let held = self
             .shut_at
             .is_some_and(|t| now.saturating_duration_since(t) < DOOR_AT_LEAST);
-        let value = match (full || held, self.shut_until) {
-            (true, _)
-                if self
-                    .renewed
-                    .is_none_or(|t| now.saturating_duration_since(t) >= DOOR_RENEW) =>
-            {
-                unix + DOOR_AHEAD_S
-            }
-            (false, Some(_)) => 0,
-            _ => return,
+        let want = match want {
+            _ if held => DoorState::Share(0),
+            // An all-or-nothing door lets everyone in but while voicebot1 takes no one.
+            DoorState::Share(p) if p > 0 && limits.door_share.is_none() => DoorState::Open,
+            w => w,
         };
-        match shared.ari.set_global(variable, &value.to_string()) {
+        let result = match want {
+            DoorState::Open if self.shut_until.is_none() => return,
+            DoorState::Open => shared.ari.set_global(variable, "0").map(|()| {
+                info!("admission: Asterisk takes every new caller at its door again");
+                *self = Door::default();
+            }),
+            DoorState::Share(p) => self.shut(shared, variable, p, now),
+        };
+        match result {
             Ok(()) => {
                 self.failed_at = None;
                 self.warned = false;
-                if value == 0 {
-                    info!("admission: Asterisk takes new callers at its door again");
-                    *self = Door::default();
-                } else {
-                    if self.shut_until.is_none() {
-                        info!("admission: Asterisk refuses new callers at its door (congestion before Answer()) while voicebot1 is full");
-                        self.shut_at = Some(now);
-                    }
-                    self.shut_until = Some(value);
-                    self.renewed = Some(now);
-                }
             }
             // Tried again a moment later; a door left shut opens by itself.
             Err(e) => {
@@ -309,10 +311,63 @@ impl Door {
                 if std::mem::replace(&mut self.warned, true) {
                     debug!("admission: {e}");
                 } else {
-                    warn!("admission: cannot set the door variable (admission.full_variable): {e}; Asterisk answers every caller meanwhile");
+                    warn!("admission: cannot set the door variables (admission.full_variable, share_variable): {e}; Asterisk answers every caller meanwhile");
                 }
             }
         }
+    }
+
+    /// Lets in `share` percent of new callers (0: none) until 2 s from now, renewed every second.
+    fn shut(
+        &mut self,
+        shared: &Shared,
+        variable: &str,
+        share: u8,
+        now: Instant,
+    ) -> Result<(), crate::ari::AriError> {
+        // The share first: a door shut with an old share lets in that old share a moment.
+        if let Some(share_variable) = shared.config.admission.door_share.as_deref() {
+            let moved = self
+                .share
+                .is_none_or(|old| old.abs_diff(share) >= 3 || (old == 0) != (share == 0));
+            if moved {
+                shared.ari.set_global(share_variable, &share.to_string())?;
+                if share == 0 || self.share.is_none_or(|old| old == 0) || self.shut_until.is_none()
+                {
+                    if share == 0 {
+                        info!("admission: Asterisk refuses every new caller at its door (congestion before Answer()) while voicebot1 is full");
+                    } else {
+                        info!("admission: Asterisk lets {share} % of new callers in at its door (the others get congestion before Answer()) while voicebot1 paces them");
+                    }
+                } else {
+                    debug!("admission: Asterisk lets {share} % of new callers in at its door");
+                }
+                self.share = Some(share);
+            }
+        } else if self.shut_until.is_none() {
+            info!("admission: Asterisk refuses every new caller at its door (congestion before Answer()) while voicebot1 is full");
+        }
+        if share == 0
+            && self
+                .shut_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= DOOR_AT_LEAST)
+        {
+            self.shut_at = Some(now);
+        }
+        if self
+            .renewed
+            .is_none_or(|t| now.saturating_duration_since(t) >= DOOR_RENEW)
+            || self.shut_until.is_none()
+        {
+            let unix = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let until = unix + DOOR_AHEAD_S;
+            shared.ari.set_global(variable, &until.to_string())?;
+            self.shut_until = Some(until);
+            self.renewed = Some(now);
+        }
+        Ok(())
     }
 }
 

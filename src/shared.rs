@@ -4,19 +4,20 @@
 //! [`Shared`] is built once in `app::run` and handed to every thread as an `Arc`: read-only apart
 //! from its atomics and two locks (`registry`, `unconfirmed`). [`Counters`] are the totals the
 //! operator reads in the log at shutdown and on `/metrics`. [`RestObserver`] is what the REST
-//! client is told each request's answer through: it feeds admission's [`Responsiveness`] and the
-//! metrics.
+//! client is told each request's answer through: it feeds admission's signals and the metrics.
+//! [`run_teardown`] is the teardown threads' loop: a call's hang-ups and bridge destroy, off the
+//! workers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use log::{debug, error, warn};
 use parking_lot::Mutex;
 
-use crate::admission::{Admission, Rejection};
+use crate::admission::{Admission, DoorState, Overload, Rejection};
 use crate::ari::rest::{Answer, Observer};
 use crate::ari::{AriClient, AriError, HangupReason};
 use crate::bot::Bad;
@@ -53,6 +54,10 @@ pub struct Shared {
     pub bots: BotDirectory,
     /// Callers not taken, for the shedder threads to hang up.
     pub shed: Sender<Rejection>,
+    /// A call's hang-ups and bridge destroy, for the teardown threads: nothing waits for their
+    /// answers, so no worker waits on them (a hang-up Asterisk holds for seconds would hold a
+    /// worker, and every call behind it, that long).
+    pub teardown: Sender<Teardown>,
     /// Channels whose hang-up failed (no answer, 5xx): the janitor retries each until Asterisk
     /// confirms it is gone. Callers need this: their ids are not ours, so nothing else finds them.
     pub unconfirmed: Mutex<HashSet<String>>,
@@ -107,11 +112,48 @@ impl Counters {
     }
 }
 
+/// Requests of one call that end something, sent in order by one teardown thread.
+#[derive(Debug)]
+pub struct Teardown {
+    pub call: CallId,
+    pub steps: Vec<TeardownStep>,
+}
+
+#[derive(Debug)]
+pub enum TeardownStep {
+    Hangup {
+        channel: String,
+        reason: HangupReason,
+    },
+    DestroyBridge,
+}
+
+/// How many teardown threads run: the hang-ups Asterisk may hold at once before a call's end
+/// waits for a free thread (a worker never does).
+pub const TEARDOWN_THREADS: usize = 32;
+
+/// A teardown thread: performs each [`Teardown`]'s steps in order until `stop` disconnects, then
+/// what is still queued, and returns.
+pub fn run_teardown(shared: &Shared, queue: &Receiver<Teardown>, stop: &Receiver<()>) {
+    loop {
+        let job = crossbeam_channel::select! {
+            recv(queue) -> job => match job { Ok(job) => job, Err(_) => return },
+            recv(stop) -> _ => break,
+        };
+        shared.tear_down(job);
+    }
+    while let Ok(job) = queue.try_recv() {
+        shared.tear_down(job);
+    }
+}
+
 /// A new caller waiting for a briefly slow Asterisk to answer normally again.
 pub struct Waiter {
     pub call: CallId,
     pub caller: Box<NewCaller>,
     pub since: Instant,
+    /// Why it waits (when it started to).
+    pub why: Overload,
 }
 
 /// How a hang-up came out.
@@ -140,6 +182,20 @@ impl Shared {
 
     /// Destroys `call`'s bridge; 404 means it is gone already. A failure is logged (the janitor
     /// removes a bridge whose call is over).
+    fn tear_down(&self, job: Teardown) {
+        let call = &job.call;
+        for step in job.steps {
+            match step {
+                TeardownStep::Hangup { channel, reason } => match self.hang_up(&channel, reason) {
+                    HangUp::Done => debug!("call {call}: hung up {channel}"),
+                    HangUp::Gone => debug!("call {call}: {channel} already gone"),
+                    HangUp::Failed(e) => warn!("call {call}: {e}; the janitor retries"),
+                },
+                TeardownStep::DestroyBridge => self.destroy_bridge(call),
+            }
+        }
+    }
+
     pub fn destroy_bridge(&self, call: &CallId) {
         let bridge = self.ids.bridge(call);
         match self.ari.destroy_bridge(&bridge) {
@@ -172,6 +228,11 @@ impl Shared {
             ceiling: self.admission.ceiling(),
             admission: self.admission.health().level(),
             waiting: self.waiting.lock().len(),
+            pace: self.admission.pace(),
+            door_share: match self.admission.door(active.iter().sum::<u64>() as usize) {
+                DoorState::Open => 100,
+                DoorState::Share(p) => p,
+            },
             started: get(&c.calls),
             adopted: get(&c.adopted),
             handed_over: get(&c.handed_over),

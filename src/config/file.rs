@@ -155,6 +155,7 @@ struct RawAdmission {
     on_overload: Given<String>,
     max_wait_ms: Given<i64>,
     full_variable: Given<String>,
+    share_variable: Given<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -539,30 +540,39 @@ impl RawAdmission {
             &choices,
         );
         let max_wait = c.millis("admission.max_wait_ms", self.max_wait_ms, 2000, 0, 10_000);
-        let door = c.string(
+        let mut variable = |key: &str, given, default: &str| {
+            let name = c.string(key, given, default);
+            let ok = name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            if !ok {
+                c.err(
+                    key,
+                    format!(
+                        "{name:?} must be letters, digits or '_' (an Asterisk variable name), or empty"
+                    ),
+                );
+            }
+            (!name.is_empty()).then_some(name)
+        };
+        let door = variable(
             "admission.full_variable",
             self.full_variable,
             "VOICEBOT1_FULL_UNTIL",
         );
-        let door_ok = door.is_empty()
-            || door
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
-        if !door_ok {
-            c.err(
-                "admission.full_variable",
-                format!(
-                    "{door:?} must be letters, digits or '_' (an Asterisk variable name), or empty"
-                ),
-            );
-        }
+        let door_share = variable(
+            "admission.share_variable",
+            self.share_variable,
+            "VOICEBOT1_ADMIT_PCT",
+        );
         Some(AdmissionConfig {
             max_calls,
             max_setups,
             max_rest_latency,
             after_timeout,
             max_wait,
-            door: (!door.is_empty()).then_some(door),
+            door,
+            door_share,
             on_overload: on_overload?,
         })
     }

@@ -188,6 +188,9 @@ pub struct AdmissionConfig {
     /// no new callers, while it is full: the dialplan refuses callers before `Answer()` while
     /// `${EPOCH}` is below it. `None`: not used.
     pub door: Option<String>,
+    /// The global variable holding the share of new callers (percent) the dialplan lets in
+    /// while the door is shut (`door`); unset means none. `None`: the door is all or nothing.
+    pub door_share: Option<String>,
 }
 
 /// What a call gets when it is not taken.

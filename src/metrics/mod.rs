@@ -109,7 +109,11 @@ label_set! {
         Slow => "slow_asterisk",
         /// A REST request went unanswered within `[admission] after_timeout_ms`.
         Unanswered => "unanswered_asterisk",
-        /// Waited `[admission] max_wait_ms` for a slow Asterisk to recover.
+        /// The admission rate learned from Asterisk's overloads reached (with `max_wait_ms = 0`;
+        /// else the caller waits).
+        Paced => "learned_rate",
+        /// Waited `[admission] max_wait_ms` (for a slow Asterisk, the learned rate, set-ups in
+        /// flight) and could still not be taken.
         WaitedTooLong => "waited_too_long",
     }
 }

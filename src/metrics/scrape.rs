@@ -10,7 +10,7 @@ use super::exposition::{Kind, Writer};
 use super::{CallPhase, Class, Dropped, NotTaken, Operation, Outcome, Registry};
 
 /// What the running service holds at the moment of a scrape.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Live {
     /// Active calls per phase, in the order of [`CallPhase::ALL`].
     pub active: [u64; CallPhase::ALL.len()],
@@ -23,8 +23,13 @@ pub struct Live {
     /// Asterisk's health as admission reads it: 0 normal, 1 slow (new callers wait), 2
     /// overloaded (new callers are rejected).
     pub admission: u8,
-    /// New callers waiting for a briefly slow Asterisk.
+    /// New callers waiting for a briefly slow Asterisk (or for the pace).
     pub waiting: usize,
+    /// The admission rate limit learned from Asterisk's overloads, calls a second; `None` while
+    /// none is needed.
+    pub pace: Option<f64>,
+    /// The share of new callers Asterisk's door lets in, percent (100: open).
+    pub door_share: u8,
     /// Totals from `shared::Counters`.
     pub started: u64,
     pub adopted: u64,
@@ -159,6 +164,33 @@ pub fn render(r: &Registry, live: &Live) -> String {
         Some(n) => w.sample("voicebot1_admission_ceiling_calls", &[], n),
         None => w.sample("voicebot1_admission_ceiling_calls", &[], "+Inf"),
     }
+    w.family(
+        "voicebot1_admission_rate_limit_calls_per_second",
+        Kind::Gauge,
+        "The new calls a second admission takes, learned from Asterisk's overloads (+Inf while none is needed).",
+    );
+    match live.pace {
+        Some(r) => w.sample(
+            "voicebot1_admission_rate_limit_calls_per_second",
+            &[],
+            format!("{r:.2}"),
+        ),
+        None => w.sample(
+            "voicebot1_admission_rate_limit_calls_per_second",
+            &[],
+            "+Inf",
+        ),
+    }
+    w.family(
+        "voicebot1_admission_door_share_percent",
+        Kind::Gauge,
+        "The share of new callers Asterisk's dialplan lets in before Answer() ([admission] full_variable, share_variable): 100 open, 0 refusing every caller.",
+    );
+    w.sample(
+        "voicebot1_admission_door_share_percent",
+        &[],
+        live.door_share,
+    );
     w.family(
         "voicebot1_pool_ports",
         Kind::Gauge,

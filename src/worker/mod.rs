@@ -30,7 +30,7 @@ use crate::dispatch::{CallEvent, CallMsg, Handler, NewCaller, Scheduler};
 use crate::ids::{CallId, Role};
 use crate::media::{BotEvent, BotSpec, Session};
 use crate::metrics::{self, BotRequest};
-use crate::shared::{Counters, HangUp, Shared};
+use crate::shared::{Counters, HangUp, Shared, Teardown, TeardownStep};
 use crate::timer::TimerRequest;
 use perform::pin_peer;
 
@@ -486,7 +486,22 @@ impl CallHandler {
     /// actions join the queue. `Finish` takes the call out of `state`.
     fn perform_all(&self, id: &CallId, state: &mut Option<ActiveCall>, actions: Vec<Action>) {
         let mut queue = std::collections::VecDeque::from(actions);
+        // Hang-ups and the bridge destroy go to a teardown thread, in order, before the next
+        // other action: nothing waits for their answers, so the worker does not either.
+        let mut teardown = Vec::new();
         while let Some(action) = queue.pop_front() {
+            match action {
+                Action::Hangup(role, reason) => {
+                    let channel = self.shared.ids.channel(id, role);
+                    teardown.push(TeardownStep::Hangup { channel, reason });
+                    continue;
+                }
+                Action::DestroyBridge => {
+                    teardown.push(TeardownStep::DestroyBridge);
+                    continue;
+                }
+                _ => self.send_teardown(id, &mut teardown),
+            }
             if let Action::Finish(end) = action {
                 if let Some(live) = state.take() {
                     self.finish(id, live, &end);
@@ -498,6 +513,27 @@ impl CallHandler {
                 queue.extend(live.call.on(outcome));
             }
         }
+        self.send_teardown(id, &mut teardown);
+    }
+
+    fn hangup_channel(&self, id: &CallId, channel: &str, reason: HangupReason) {
+        match self.shared.hang_up(channel, reason) {
+            HangUp::Done => debug!("call {id}: hung up {channel}"),
+            HangUp::Gone => debug!("call {id}: {channel} already gone"),
+            HangUp::Failed(e) => warn!("call {id}: {e}; the janitor retries"),
+        }
+    }
+
+    fn send_teardown(&self, id: &CallId, steps: &mut Vec<TeardownStep>) {
+        if steps.is_empty() {
+            return;
+        }
+        let job = Teardown {
+            call: id.clone(),
+            steps: std::mem::take(steps),
+        };
+        // The teardown threads outlive the workers (`app::run` stops them last).
+        let _ = self.shared.teardown.send(job);
     }
 
     /// The call is over: release what it still owns and forget it.
@@ -520,14 +556,6 @@ impl CallHandler {
         );
         if active == 0 && free == total {
             info!("idle: no active calls, pool {free}/{total} free");
-        }
-    }
-
-    fn hangup_channel(&self, id: &CallId, channel: &str, reason: HangupReason) {
-        match self.shared.hang_up(channel, reason) {
-            HangUp::Done => debug!("call {id}: hung up {channel}"),
-            HangUp::Gone => debug!("call {id}: {channel} already gone"),
-            HangUp::Failed(e) => warn!("call {id}: {e}; the janitor retries"),
         }
     }
 }

@@ -68,10 +68,8 @@ impl CallHandler {
                 None
             }
             Action::Originate => Some(self.originate(id, live)),
-            Action::Hangup(role, reason) => {
-                self.hangup_channel(id, &self.shared.ids.channel(id, role), reason);
-                None
-            }
+            // `perform_all` sends these to a teardown thread.
+            Action::Hangup(..) | Action::DestroyBridge => None,
             Action::LinkLegs => {
                 self.link_legs(id, live);
                 // The timeline says "bridged" only now: from here on the call ends properly
@@ -83,10 +81,6 @@ impl CallHandler {
                     ),
                     None => debug!("call {id}: legs linked again"),
                 }
-                None
-            }
-            Action::DestroyBridge => {
-                self.shared.destroy_bridge(id);
                 None
             }
             // `perform_all` finishes the call itself.
