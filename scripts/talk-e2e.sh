@@ -15,6 +15,9 @@
 #              must have been sounding just before the onset. Then "operator": the transfer.
 #   goodbye    "goodbye" during the greeting: the caller receives a BYE within 3 s of the word's end.
 #   dtmf       DTMF 0 (RFC 4733) during the greeting: "transferring" within 2 s of the key.
+#   softphone  pjsip.conf's endpoint "softphone" (scripts/sipp/uac-softphone.xml) registers with
+#              its password and dials 3308489: the bot's stream names exten 3308489 and
+#              from=softphone, and the greeting is recognised in what the softphone received.
 #   bot-killed the bot's processes SIGKILLed 3 s into the greeting: voicebot1 sends the caller to
 #              the destination (on_failure = "transfer") within 2 s, bridged.
 #   and after every call Asterisk holds no channel; at the end leakcheck.sh finds nothing and
@@ -31,11 +34,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 source "$VB1_SCRIPTS_DIR/lib/talk.sh"
 
-only="agent,barge-in,goodbye,dtmf,bot-killed"
+only="agent,barge-in,goodbye,dtmf,softphone,bot-killed"
 while [ $# -gt 0 ]; do
     case "$1" in
         --only) only="${2:?}"; shift 2 ;;
-        -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
@@ -103,6 +106,8 @@ one_call agent agent --say "8.6:I want to talk to an agent" --length 14 --hold 1
 one_call barge-in barge-in --say "6.6:I would like to speak to an operator" --length 13 --hold 13000
 one_call goodbye goodbye --say "3.0:goodbye" --length 8 --hold 20000
 one_call dtmf dtmf --key 3000:0 --length 8 --hold 8000
+# pjsip.conf's softphone (README "Talk to it"): registers, dials 3308489, hears the greeting.
+one_call softphone softphone --softphone --length 6 --hold 6000
 if [[ ",$only," == *",bot-killed,"* ]]; then
     one_call bot-killed bot-killed --length 10 --hold 10000 --kill-bot "$talk_pid" --kill-after 3
     stop_helper "$talk_pid" 1; talk_pid=""

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # CALL_RC etc. are read by the scripts that source this
 # scripts/lib/talk.sh -- callers who talk to the talk bot (scripts/bots/talk/), for
 # scripts/demo.sh --bot talk and scripts/talk-e2e.sh. Sourced after scripts/lib/common.sh.
 #
@@ -54,12 +54,14 @@ wait_asterisk_empty() {  # wait_asterisk_empty SECONDS
 # One caller talking to the talk bot. Needs voicebot1 (log TALK_VB1_LOG) and the bot (log
 # TALK_BOT_LOG) running, and the destination UAS.
 #   talk_call DIR NAME [--say SECONDS:TEXT]... [--key MS:DIGIT]... [--length S] [--hold MS]
-#             [--voice V] [--kill-bot PGID --kill-after S]
+#             [--voice V] [--kill-bot PGID --kill-after S] [--softphone]
 #   --say      the caller says TEXT at SECONDS into its audio (which starts with the call)
 #   --key      a key pressed MS after the previous step (the call's start, or the last key)
 #   --length   seconds of caller audio (default 16)
 #   --hold     the caller hangs up this long after its last key, unless hung up first (20000)
 #   --kill-bot SIGKILL process group PGID (the bot) --kill-after S seconds after its first prompt
+#   --softphone the caller is pjsip.conf's endpoint "softphone" instead (scripts/sipp/uac-softphone.xml):
+#              registers with its password, dials 3308489 ([from-softphone]: bot=talk), unregisters
 # Writes DIR/NAME.pcap (the capture), NAME.script.json (caller-pcap's output), NAME.bot.jsonl
 # and NAME.vb1.log (this call's lines of both logs), NAME.msg (SIPp's SIP trace). Sets CALL_RC
 # (SIPp's exit status) and CALL_KILLED_AT (epoch of the kill, or empty).
@@ -67,6 +69,8 @@ talk_call() {
     local dir="$1" name="$2"; shift 2
     local -a says=() keys=()
     local length=16 hold=20000 voice="en-us+klatt4" kill_pgid="" kill_after=3
+    local scenario=uac-bot.xml exten=3308488
+    local -a auth=()
     while [ $# -gt 0 ]; do
         case "$1" in
             --say) says+=(--script "$2"); shift 2 ;;
@@ -76,6 +80,7 @@ talk_call() {
             --voice) voice="$2"; shift 2 ;;
             --kill-bot) kill_pgid="$2"; shift 2 ;;
             --kill-after) kill_after="$2"; shift 2 ;;
+            --softphone) scenario=uac-softphone.xml exten=3308489 auth=(-au softphone -ap softphone-sandbox); shift ;;
             *) die "talk_call: unknown option $1" ;;
         esac
     done
@@ -86,7 +91,8 @@ talk_call() {
     "$TALK_PY" "$TALK_DIR/speech.py" caller-pcap --out "$dir/pcap/$name.pcap" --codec alaw \
         --voice "$voice" --length "$length" "${says[@]}" >"$dir/$name.script.json" \
         || die "speech.py caller-pcap failed"
-    # The scenario: uac-bot.xml naming bot talk, playing this voice, pressing these keys.
+    # The scenario: uac-bot.xml naming bot talk (or the softphone's), playing this voice, pressing
+    # these keys.
     local steps="" k ms digit pcap
     for k in "${keys[@]}"; do
         ms="${k%%:*}" digit="${k#*:}"
@@ -97,9 +103,9 @@ talk_call() {
     awk -v steps="$steps" -v voice="pcap/$name.pcap" '
         $0 == "  <!-- KEYS -->" { printf "%s", steps; next }
         { gsub(/@BOT@/, "talk"); gsub(/@ARGS@/, "from=talk-demo"); gsub(/pcap\/g711a\.pcap/, voice); print }' \
-        "$VB1_SCRIPTS_DIR/sipp/uac-bot.xml" >"$dir/$name.xml"
+        "$VB1_SCRIPTS_DIR/sipp/$scenario" >"$dir/$name.xml"
     set_scenario_hold "$dir/$name.xml" "$hold" "$hold"
-    grep -q "play_pcap_audio=\"pcap/$name.pcap\"" "$dir/$name.xml" || die "could not point uac-bot.xml at the caller's voice"
+    grep -q "play_pcap_audio=\"pcap/$name.pcap\"" "$dir/$name.xml" || die "could not point $scenario at the caller's voice"
 
     local vb_off bot_off cap_pid sipp_pid i
     vb_off="$(stat -c %s "$TALK_VB1_LOG")" bot_off="$(stat -c %s "$TALK_BOT_LOG")"
@@ -111,7 +117,7 @@ talk_call() {
         kill -0 "$cap_pid" 2>/dev/null || die "tcpdump exited: $(cat "$dir/$name.tcpdump.err")"
         sleep 0.1
     done
-    (cd "$dir" && exec timeout 120 sipp "127.0.0.1:$VB1_SIP_PORT" -sf "$name.xml" -s 3308488 -i 127.0.0.1 \
+    (cd "$dir" && exec timeout 120 sipp "127.0.0.1:$VB1_SIP_PORT" -sf "$name.xml" -s "$exten" "${auth[@]}" -i 127.0.0.1 \
         -p "$caller_port" -mp "$media_port" -m 1 -nostdin -recv_timeout 60000 \
         -trace_err -trace_msg -message_file "$name.msg" >"$dir/$name.sipp.out" 2>&1) &
     sipp_pid=$!

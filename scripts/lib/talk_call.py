@@ -32,6 +32,9 @@ Checks (each prints one "check ...: PASS|FAIL ..." line; exit status 1 when any 
              a pause of the prompt and proves nothing: FAIL, not a pass).
   bot-killed the bot's death (SIGKILL at EPOCH) sends the caller to the destination: voicebot1
              logs the bot's failure and "transferring", and the destination is bridged.
+  softphone  the caller was pjsip.conf's "softphone" (scripts/sipp/uac-softphone.xml): registered
+             with its password, its INVITE to 3308489 challenged and answered, the bot's stream
+             names exten 3308489 and from=softphone, and the greeting was heard at its end.
 """
 
 import argparse
@@ -170,10 +173,21 @@ class Call:
     def build(self):
         a = self.a
         # SIP as the caller saw it
+        invites = 0
         for t, d, first, method in self.sip:
             if d == "sent" and first.startswith("INVITE"):
-                self.add(t, "caller", "INVITE %s (SIP header X-VB1-Bot names the bot)"
-                         % first.split()[1].split("@")[0].replace("sip:", ""))
+                exten = first.split()[1].split("@")[0].replace("sip:", "")
+                invites += 1
+                self.add(t, "caller", "INVITE %s%s" % (exten, {
+                    "3308488": " (its SIP header X-VB1-Bot names the bot)",
+                    "3308489": " (the softphone's number: the dialplan names bot talk)"}.get(
+                        exten, "") if invites == 1 else " again, with its password"))
+            elif d == "sent" and first.startswith("REGISTER"):
+                self.add(t, "caller", "REGISTER")
+            elif d == "received" and first.startswith("SIP/2.0 401"):
+                self.add(t, "caller", "401 to its %s: Asterisk asks for the password" % method)
+            elif d == "received" and first.startswith("SIP/2.0 200") and method == "REGISTER":
+                self.add(t, "caller", "200 OK to its REGISTER")
             elif d == "received" and first.startswith("SIP/2.0 200") and method == "INVITE":
                 self.add(t, "caller", "200 OK: the call is answered")
             elif d == "sent" and first.startswith("BYE"):
@@ -446,6 +460,24 @@ class Call:
         self.check_transfer_after("bot-killed", a.killed_at, "the SIGKILL (voicebot1: \"%s\")"
                                   % re.sub(r"^call [^ ]+: ", "", lines[0][2]), a.transfer_limit)
 
+    def check_softphone(self):
+        start = next((r for _, r in self.bot if r.get("event") == "start"), None)
+        params = (start or {}).get("params") or {}
+        regs = [m for m in self.sip if m[1] == "received" and m[2].startswith("SIP/2.0 200")
+                and m[3] == "REGISTER"]
+        challenged = any(m[1] == "received" and m[2].startswith("SIP/2.0 401") and
+                         m[3] == "INVITE" for m in self.sip)
+        greeting = next((p for p in self.heard_phrases if "voicebot" in p[2].split()
+                         or "hello" in p[2].split()), None)
+        ok = (bool(regs) and challenged and params.get("exten") == "3308489"
+              and params.get("from") == "softphone" and greeting is not None)
+        self.result("softphone", ok, "registered with its password: %s; its INVITE challenged "
+                    "and answered: %s; the bot's stream names exten %s, from=%s; the softphone "
+                    "heard the greeting: %s" % (
+                        "yes" if regs else "NO", "yes" if challenged else "NO",
+                        params.get("exten"), params.get("from"),
+                        '"%s"' % greeting[2] if greeting else "NO"))
+
     def summary(self, out=sys.stdout):
         greeting = [p for p in self.heard_phrases
                     if any(w in p[2].split() for w in ("hello", "voicebot", "talking"))]
@@ -469,7 +501,7 @@ def main():
     ap.add_argument("--script", help="what speech.py caller-pcap printed")
     ap.add_argument("--killed-at", type=float, default=None)
     ap.add_argument("--check", action="append", default=[],
-                    choices=("agent", "goodbye", "dtmf", "barge-in", "bot-killed"))
+                    choices=("agent", "goodbye", "dtmf", "barge-in", "bot-killed", "softphone"))
     ap.add_argument("--transfer-limit", type=float, default=2.0)
     ap.add_argument("--hangup-limit", type=float, default=3.0)
     ap.add_argument("--barge-limit", type=float, default=0.2)
