@@ -7,6 +7,7 @@
 #
 #   scripts/demo.sh [--seconds 20] [--down]
 #   scripts/demo.sh --bot talk [--say-at 4] [--say "I want to talk to an agent"] [--seconds 16]
+#                              [--stay]
 #     --seconds N   call length (default 20; with --bot talk: 16)
 #     --down        take the sandbox down at the end (default: leave it up to poke at)
 #     --bot talk    the caller talks to the talk bot (scripts/bots/talk/) instead of the echo:
@@ -16,6 +17,9 @@
 #                   captures what it sends and receives. Then the timeline: what the bot said and
 #                   heard, the transfer, the destination answering, and what the caller heard
 #                   (speech.py recognize on the capture).
+#     --stay        (with --bot talk) then keep the bot and voicebot1 running for a softphone
+#                   (user softphone, password softphone-sandbox, 127.0.0.1:5060; dial 3308489)
+#                   until Ctrl+C, showing both logs live; then stop as usual.
 # Installs what it needs when missing (sip-tester, debootstrap, jq...: see
 # ensure_host_packages in scripts/lib/common.sh; with --bot talk also espeak-ng, sox, tcpdump
 # and the bot's venv, scripts/bots/install.sh talk).
@@ -26,7 +30,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-seconds="" take_down=0 bot=echo say_at=4 say_text="I want to talk to an agent"
+seconds="" take_down=0 bot=echo say_at=4 say_text="I want to talk to an agent" stay=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) seconds="${2:?}"; shift 2 ;;
@@ -34,7 +38,8 @@ while [ $# -gt 0 ]; do
         --bot) bot="${2:?}"; shift 2 ;;
         --say-at) say_at="${2:?}"; shift 2 ;;
         --say) say_text="${2:?}"; shift 2 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --stay) stay=1; shift ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) die "unknown option $1" ;;
     esac
 done
@@ -43,6 +48,7 @@ case "$bot" in
     talk) seconds="${seconds:-16}" ;;
     *) die "--bot expects echo or talk" ;;
 esac
+[ "$stay" = 0 ] || [ "$bot" = talk ] || die "--stay goes with --bot talk"
 [[ "$say_at" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--say-at expects seconds"
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || die "--seconds expects a positive integer"
 require_root
@@ -108,7 +114,7 @@ wait_voicebot1_registered "$bot_pid" 30 \
 report_rc=0
 if [ "$bot" = talk ]; then
     log "placing one ${seconds}-second call to 3308488 for bot talk; the caller says \"$say_text\" $say_at s in"
-    TALK_VB1_LOG="$work/voicebot1.log"
+    TALK_VB1_LOG="$work/voicebot1.log"   # read by talk_call (scripts/lib/talk.sh)
     talk_call "$work" call --say "$say_at:$say_text" --length "$seconds" --hold $((seconds * 1000))
     call_rc=$CALL_RC
     stop_tail
@@ -120,6 +126,23 @@ if [ "$bot" = talk ]; then
     [[ "${say_text,,}" =~ (agent|operator|person|representative) ]] && checks=(--check agent)
     talk_call_report "$work" call --summary "${checks[@]}" || report_rc=$?
     echo
+    if [ "$stay" = 1 ]; then
+        echo "=== the talk bot and voicebot1 stay up: call them from a softphone ==="
+        echo "  account: user softphone, password softphone-sandbox, domain 127.0.0.1:$VB1_SIP_PORT (UDP),"
+        echo "  codec G.711 a-law or u-law, the softphone's own SIP port anything but $VB1_SIP_PORT;"
+        echo "  dial 3308489 (600: the echo test). Ctrl+C to stop."
+        tail -n 0 -F "$work/voicebot1.log" 2>/dev/null | sed -u 's/^/  voicebot1| /' &
+        tail_pid=$!
+        tail -n 0 -F "$work/talk.jsonl" 2>/dev/null | sed -u 's/^/  bot| /' &
+        bot_tail_pid=$!
+        staying=1
+        trap 'staying=0' INT TERM
+        while [ "$staying" = 1 ] && kill -0 "$bot_pid" 2>/dev/null; do sleep 0.5; done
+        trap 'exit 130' INT TERM
+        kill "$bot_tail_pid" 2>/dev/null || true; wait "$bot_tail_pid" 2>/dev/null || true
+        stop_tail
+        echo
+    fi
 else
     log "placing one ${seconds}-second call with audio to 3308487"
     set_scenario_hold "$work/uac-audio.xml" $((seconds * 1000)) $((seconds * 1000))
