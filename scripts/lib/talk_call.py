@@ -269,11 +269,21 @@ class Call:
                          "what it sent: speech.py energy --onset-after)")
                 self.add(self.t0_cap + m["stop"], "caller", "the bot's audio stops at the caller, "
                          "%.0f ms after the onset (speech.py energy --stop-after)%s"
-                         % ((m["stop"] - m["onset"]) * 1000,
-                            "" if m["natural_stop"] is None or m["natural_stop"] - m["onset"] > 0.2
-                            else "; the prompt would have paused by itself %.0f ms after the onset"
-                            % ((m["natural_stop"] - m["onset"]) * 1000)))
+                         % ((m["stop"] - m["onset"]) * 1000, self.pause_note(m)))
         self.timeline.sort(key=lambda x: x[0])
+
+    @staticmethod
+    def pause_note(m):
+        p = m.get("predicted")
+        if not p or p["loud"] is None or p["natural_stop"] is None:
+            return ""
+        if p["natural_stop"] - m["onset"] <= 0.2:
+            return "; the prompt would have paused by itself %.0f ms after the onset" % (
+                (p["natural_stop"] - m["onset"]) * 1000)
+        if p["loud"] - m["onset"] > 0.0005:
+            return "; the prompt was in a pause until %.0f ms after the onset" % (
+                (p["loud"] - m["onset"]) * 1000)
+        return ""
 
     def print_timeline(self, out=sys.stdout):
         print("timeline (seconds since the caller's INVITE; every source on the machine's wall "
@@ -372,27 +382,28 @@ class Call:
         c1, o1 = run_speech(["energy", a.capture, "--src-port", a.caller_media, "--onset-after",
                              "%.3f" % after])
         onset = float(o1.split()[0]) if o1.split() and o1.split()[0] != "none" else None
-        m = {"cmd_onset": c1, "onset": onset, "cmd_stop": None, "stop": None, "natural_stop": None,
-             "prompt": None}
+        m = {"cmd_onset": c1, "onset": onset, "cmd_stop": None, "stop": None, "predicted": None}
         if onset is not None:
             c2, o2 = run_speech(["energy", a.capture, "--dst-port", a.caller_media,
                                  "--stop-after", "%.3f" % onset])
             m["cmd_stop"] = c2
             m["stop"] = float(o2.split()[0]) if o2.split() and o2.split()[0] != "none" else None
-            m["natural_stop"], m["prompt"] = self.natural_stop(onset)
+            m["predicted"] = self.predicted(onset)
         self._barge = m
         return m
 
-    def natural_stop(self, onset):
-        """When the prompt playing at ONSET (s since the capture's first packet) would have gone
-        quiet at the caller by itself (the same --stop-after rule, 0.3 s hold) had nobody spoken:
-        the prompt is synthesised again as the bot makes it (espeak-ng, its voice and speed) and
-        lined up on the caller's capture by its first loud packet. A barge-in measured at a moment
-        the prompt was about to pause anyway proves nothing. -> (seconds or None, prompt text)."""
+    def predicted(self, onset):
+        """The prompt playing at ONSET (s since the capture's first packet) as it would have gone
+        on at the caller had nobody spoken: it is synthesised again as the bot makes it
+        (espeak-ng, its voice and speed) and lined up on the caller's capture by its first loud
+        packet. -> {prompt, loud: the first time >= ONSET it would have been loud (-40 dBFS),
+        natural_stop: when the --stop-after rule (0.3 s hold) would have found it quiet by itself}
+        or None. A stop measured just before the prompt's own pause proves nothing; one measured
+        in a short pause proves only that the audio did not come back."""
         said = [(t, r) for t, r in self.bot if r.get("event") == "said"
                 and t - self.t0_cap <= onset]
         if not said:
-            return None, None
+            return None
         t_said, r = said[-1]
         pcm = speech.encode(speech.synth(r["text"], voice=self.a.bot_voice,
                                          speed=self.a.bot_speed, trim=True), "ulaw")
@@ -405,10 +416,13 @@ class Call:
                                        t_said - self.t0_cap)
         first_own = speech.onset_after(own, 0.0)
         if at_caller is None or first_own is None:
-            return None, r["text"]
+            return None
         shift = at_caller - first_own
+        loud = next((t + shift for t, e in own if t + shift + speech.FRAME_MS / 1000.0 > onset
+                     and e > -40.0), None)
         stop = speech.stop_after(own, onset - shift)
-        return (None if stop is None else stop + shift), r["text"]
+        return {"prompt": r["text"], "loud": None if loud is None else max(loud, onset),
+                "natural_stop": None if stop is None else stop + shift}
 
     def check_barge_in(self):
         a = self.a
@@ -431,18 +445,30 @@ class Call:
         brec = next((r for _, r in self.bot if r.get("event") == "barge_in"), None)
         self.measures["barge_in_bot_latency_ms"] = brec.get("latency_ms") if brec else None
         extra = "; the bot's own latency_ms %s" % (brec.get("latency_ms") if brec else "(none)")
-        nat = m["natural_stop"]
-        if nat is None or nat - m["onset"] <= a.barge_limit:
-            self.result("barge-in", False, "the %.0f ms measured proves nothing: the prompt would "
-                        "have gone quiet by itself %s after the onset (a pause of \"%s\"); move "
-                        "the caller's phrase" % (d * 1000, "?" if nat is None else "%.0f ms"
-                                                 % ((nat - m["onset"]) * 1000), m["prompt"]))
+        p = m["predicted"]
+        if p is None or p["natural_stop"] is None or p["loud"] is None:
+            self.result("barge-in", False, "the prompt playing at the onset could not be lined "
+                        "up on the capture: the %.0f ms measured is not judged" % (d * 1000))
             return
-        self.measures["barge_in_natural_stop_s"] = round(nat - m["onset"], 3)
-        self.result("barge-in", d <= a.barge_limit,
+        nat, gap = p["natural_stop"] - m["onset"], p["loud"] - m["onset"]
+        self.measures["barge_in_natural_stop_s"] = round(nat, 3)
+        if nat <= a.barge_limit:
+            self.result("barge-in", False, "the %.0f ms measured proves nothing: the prompt would "
+                        "have gone quiet by itself %.0f ms after the onset (a pause of \"%s\"); "
+                        "move the caller's phrase" % (d * 1000, nat * 1000, p["prompt"]))
+            return
+        # in a short pause of the prompt at the onset, the stop is only known to be before the
+        # prompt would have sounded again: that is the figure judged then
+        judged = max(d, gap)
+        self.measures["barge_in_judged_s"] = round(judged, 3)
+        self.result("barge-in", judged <= a.barge_limit,
                     "the bot's audio stopped at the caller %.0f ms after the caller's speech onset "
-                    "(limit %.0f ms; without the barge-in it would have sounded on for %.0f ms)%s"
-                    % (d * 1000, a.barge_limit * 1000, (nat - m["onset"]) * 1000, extra))
+                    "(limit %.0f ms; %s; without the barge-in it would have sounded on for "
+                    "%.0f ms)%s" % (judged * 1000, a.barge_limit * 1000,
+                                    "the prompt was sounding at the onset" if gap <= 0.0005 else
+                                    "measured %.0f ms, but the prompt was in a pause until %.0f "
+                                    "ms after the onset" % (d * 1000, gap * 1000),
+                                    nat * 1000, extra))
 
     def check_bot_killed(self):
         a = self.a
