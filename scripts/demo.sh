@@ -137,7 +137,8 @@ if [ "$bot" = talk ]; then
         bot_tail_pid=$!
         staying=1
         trap 'staying=0' INT TERM
-        while [ "$staying" = 1 ] && kill -0 "$bot_pid" 2>/dev/null; do sleep 0.5; done
+        # (sleep dies of the Ctrl+C too: no errexit for that)
+        while [ "$staying" = 1 ] && kill -0 "$bot_pid" 2>/dev/null; do sleep 0.5 || true; done
         trap 'exit 130' INT TERM
         kill "$bot_tail_pid" 2>/dev/null || true; wait "$bot_tail_pid" 2>/dev/null || true
         stop_tail
