@@ -114,7 +114,8 @@ wait_voicebot1_registered "$bot_pid" 30 \
 report_rc=0
 if [ "$bot" = talk ]; then
     log "placing one ${seconds}-second call to 3308488 for bot talk; the caller says \"$say_text\" $say_at s in"
-    TALK_VB1_LOG="$work/voicebot1.log"   # read by talk_call (scripts/lib/talk.sh)
+    # shellcheck disable=SC2034  # read by talk_call (scripts/lib/talk.sh)
+    TALK_VB1_LOG="$work/voicebot1.log"
     talk_call "$work" call --say "$say_at:$say_text" --length "$seconds" --hold $((seconds * 1000))
     call_rc=$CALL_RC
     stop_tail

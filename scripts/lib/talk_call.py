@@ -475,7 +475,6 @@ class Call:
         if not a.killed_at:
             self.result("bot-killed", False, "no --killed-at")
             return
-        fail, line = self.vb1_find("bot talk", after=a.killed_at - 0.5)
         lines = [x for x in self.vb1 if x[0] >= a.killed_at - 0.5 and "bot talk" in x[2]
                  and "transferring" in x[2]]
         if not lines:
