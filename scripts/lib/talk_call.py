@@ -240,7 +240,7 @@ class Call:
             for t, d in self.sent.dtmf:
                 self.add(t, "caller", "presses %s (RFC 4733)" % d)
         if a.killed_at:
-            self.add(a.killed_at, "demo", "SIGKILL to the bot's processes")
+            self.add(a.killed_at, "script", "SIGKILL to the bot's processes")
         # what the caller heard, recognised
         self.heard_phrases = []
         if self.heard is not None:
