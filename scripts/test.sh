@@ -12,6 +12,10 @@
 #   6. bench self-test           (scripts/bench-selftest.sh, no voicebot1); the bot bridge bench
 #                                 (scripts/bench-bot.sh --quick: figures beside the echo's)
 #   7. sandbox end-to-end tests  (VB1_SANDBOX=1 cargo test --release --test e2e_sandbox, if present)
+#      talk bot end to end       (scripts/talk-e2e.sh: callers speak to the talk bot: "agent" ->
+#                                 transfer within 2 s, barge-in stops the bot's audio at the caller
+#                                 within 200 ms, "goodbye" -> hung up, DTMF 0 -> transfer, the bot
+#                                 killed -> transfer, nothing left in Asterisk)
 #   8. load runs with voicebot1  (300 calls at 10/s, hold 1-20 s, destination answers, its
 #                                 /metrics checked against SIPp and the log;
 #                                 2000 calls at 20/s, random destination behaviour;
@@ -146,6 +150,15 @@ else
     # The tests read the sandbox's ports (and TLS port) from the environment.
     export VB1_ARI_PORT VB1_SIP_PORT VB1_DEST_PORT VB1_ARI_TLS_PORT
     stage "sandbox end-to-end tests" env VB1_SANDBOX=1 cargo test --release --test e2e_sandbox -- --include-ignored --test-threads=1
+fi
+
+# A person talking to a bot: callers who speak (espeak-ng) and press keys, the talk bot of
+# scripts/bots/talk/ (its venv cached by scripts/bots/install.sh), each call captured at the caller.
+if [ "$built" != 1 ] || [ "$sandbox_up" != 1 ]; then
+    skip "talk bot end to end" "needs a successful build and the sandbox"
+else
+    stage "talk bot end to end (agent -> transfer in 2 s, barge-in at the caller in 200 ms, goodbye, DTMF 0, the bot killed)" \
+        "$VB1_SCRIPTS_DIR/talk-e2e.sh"
 fi
 
 # Load run with voicebot1: start it, drive the calls (loadtest.sh arguments), SIGTERM it, check

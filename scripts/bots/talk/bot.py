@@ -383,13 +383,14 @@ class Call:
     def on_start(self, msg):
         start = msg.get("start") or {}
         self.t0 = time.monotonic()
+        epoch = time.time()                # the wall clock at t = 0, to line the log up with others
         self.stream_sid = msg.get("streamSid") or start.get("streamSid")
         params = start.get("customParameters") or {}
         self.call_id = params.get("call_id") or start.get("callSid")
         fmt = (start.get("mediaFormat") or {}).get("encoding", "audio/x-mulaw")
         self.asr_key = self.bot.asr.open(self)
         self.log("start", stream_sid=self.stream_sid, call_sid=start.get("callSid"),
-                 params=params, encoding=fmt)
+                 params=params, encoding=fmt, epoch=round(epoch, 6))
         self.speak(speech.GREETING)
 
     # -- caller audio: barge-in detection here, recognition in the worker thread
