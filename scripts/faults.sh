@@ -386,12 +386,12 @@ overload_3x() {  # overload_3x SAT
     local refused; refused="$(sed -n "s/^refused at Asterisk's door: //p" "$work/step.out" | tail -n1)"
     echo "--- the 3 x run: $n calls offered at $rate calls/s ---"
     echo "served with the bot: $served ($per_s per second; the saturation rate is $sat); not taken by voicebot1: $STEP_SHED; refused at Asterisk's door: ${refused:-0}"
-    echo "REST during the run: $requests requests, p99 under ${p99} s, $timeouts timed out"
+    echo "REST during the run: $requests requests, p99 at most ${p99} s (a histogram bucket's bound), $timeouts timed out"
     grep -E 'admission: ' "$STEP_LOG" | cut -c12-23,31- | cut -c1-200 | head -n 8 || true
     awk -v a="$((ast1 - ast0))" -v b="$((bot1 - bot0))" -v s="$secs" -v p="$STEP_PEAK" -v n="$n" -v r="${refused:-0}" -v sh="$STEP_SHED" \
         'BEGIN { printf "CPU over %d s (%% of one core): Asterisk %.0f %% (busiest 5 s: %d %%), voicebot1 %.1f %%\n", s, a/s/10, p, b/s/10 }'
     case "$STEP_LINE" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "3 x run: not every call got its outcome, or Asterisk was not clean 60 s after the last call: $STEP_LINE" ;; esac
-    awk -v p="$p99" 'BEGIN { exit !(p < 1) }' || fail "REST p99 was ${p99} s during the 3 x run (1 s or more)"
+    awk -v p="$p99" 'BEGIN { exit !(p <= 1) }' || fail "REST p99 was over 1 s (up to ${p99} s) during the 3 x run"
     [ "$timeouts" = 0 ] || fail "$timeouts REST requests timed out during the 3 x run"
     if ! awk -v s="$per_s" -v sat="$sat" 'BEGIN { exit !(s >= 0.8 * sat) }'; then
         # Is it Asterisk's SIP side? The same offered load, every caller refused at the door,
@@ -406,6 +406,7 @@ overload_3x() {  # overload_3x SAT
 # involved): what Asterisk's SIP side costs at that rate, and whether it keeps up.
 sip_side_limit() {  # sip_side_limit RATE
     local rate="$1" out="$work/sip-side.out" ast0 t0=$SECONDS
+    ari POST "/asterisk/variable?variable=VOICEBOT1_ADMIT_PCT&value=0" >/dev/null || return 0
     ari POST "/asterisk/variable?variable=VOICEBOT1_FULL_UNTIL&value=9999999999" >/dev/null || return 0
     ast0="$(cpu_ms "$ast_pid")"
     "$VB1_SCRIPTS_DIR/loadtest.sh" --calls $((rate * 10)) --rate "$rate" --hold 1-2 --dest none >"$out" 2>&1 || true
@@ -512,8 +513,9 @@ reject_cost() {
     ast_pid="$(cat "$VB1_RUN_DIR/asterisk.pid" 2>/dev/null || true)"
     [ -n "$ast_pid" ] && kill -0 "$ast_pid" 2>/dev/null || die "no Asterisk pid in $VB1_RUN_DIR/asterisk.pid"
     # 1. The door, shut by hand (voicebot1 not running: the dialplan refuses before Answer()).
-    ari POST "/asterisk/variable?variable=VOICEBOT1_FULL_UNTIL&value=9999999999" >/dev/null \
-        || die "cannot set VOICEBOT1_FULL_UNTIL"
+    ari POST "/asterisk/variable?variable=VOICEBOT1_ADMIT_PCT&value=0" >/dev/null \
+        && ari POST "/asterisk/variable?variable=VOICEBOT1_FULL_UNTIL&value=9999999999" >/dev/null \
+        || die "cannot set VOICEBOT1_FULL_UNTIL and VOICEBOT1_ADMIT_PCT"
     log "reject-cost: $calls callers at $rate/s refused at Asterisk's door"
     out="$work/door.out"; ast0="$(cpu_ms "$ast_pid")"
     "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest none >"$out" 2>&1 || true

@@ -85,6 +85,8 @@ const PROVEN_AFTER: Duration = Duration::from_secs(5);
 /// Slow for half of this stretch (and slow now) is overloaded too, even in bursts shorter than
 /// `max_wait`: an Asterisk at its knee slows down, recovers a moment, slows down again.
 const HISTORY: Duration = Duration::from_secs(5);
+/// Calls at once that moved less than a tenth over this stretch have settled.
+const SETTLED: Duration = Duration::from_secs(10);
 /// Admission rates are counted over this stretch.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// The pace never goes below this many calls a second…
@@ -355,6 +357,12 @@ struct Control {
     /// The share of callers the door lets in while pacing, in percent; when it was last moved.
     share: f64,
     share_moved: Instant,
+    /// New callers a second at Asterisk's door (estimated from those let in and the share).
+    arrivals: f64,
+    /// Since when the door has not been shut for every caller.
+    open_since: Option<Instant>,
+    /// Calls at once over the last [`SETTLED`].
+    actives: VecDeque<(Instant, usize)>,
 }
 
 /// A rate limit on admissions, as TCP's congestion window in rate form: cut by 4/5 every second
@@ -424,6 +432,9 @@ impl Admission {
                 overload_rate: 0.0,
                 share: 100.0,
                 share_moved: now,
+                arrivals: 0.0,
+                open_since: None,
+                actives: VecDeque::new(),
             }),
             pending: Mutex::new(HashSet::new()),
         }
@@ -607,6 +618,13 @@ impl Admission {
             c.history.push_back((now, reading.slow));
         }
         prune(&mut c.history, now, HISTORY, |x| x.0);
+        if c.actives
+            .back()
+            .is_none_or(|x| now.saturating_duration_since(x.0) >= HISTORY_STEP)
+        {
+            c.actives.push_back((now, active));
+        }
+        prune(&mut c.actives, now, SETTLED, |x| x.0);
         prune(&mut c.starts, now, RATE_WINDOW, |t| *t);
         prune(&mut c.offered, now, OFFERED_WINDOW, |t| *t);
         // Slow for half of the last HISTORY: the knee, where slow spells come and go. Time, not
@@ -698,6 +716,8 @@ impl Admission {
                     c.health = Health::Normal;
                     c.normal_since = now;
                     c.last_rise = now;
+                    // The door's share for the new pace at once, not a second later.
+                    c.share_moved = now.checked_sub(SHARE_EVERY).unwrap_or(c.share_moved);
                     Some(Change::Recovered {
                         after,
                         ceiling: c.ceiling,
@@ -710,7 +730,17 @@ impl Admission {
             (Health::Normal, false) => {
                 if now.saturating_duration_since(c.normal_since) >= PROVEN_AFTER {
                     c.proven = c.proven.max(active);
-                    if now.saturating_duration_since(c.normal_since) >= PROVEN_AFTER + RATE_WINDOW {
+                    // A rate is proven only once the calls it brings have settled: after a step
+                    // up, calls at once grow for as long as calls last, and Asterisk's load with
+                    // them.
+                    let settled = c.actives.front().is_some_and(|(t, n)| {
+                        now.saturating_duration_since(*t) >= SETTLED - HISTORY_GAP
+                            && active.abs_diff(*n) <= (*n / 10).max(3)
+                    });
+                    if settled
+                        && now.saturating_duration_since(c.normal_since)
+                            >= PROVEN_AFTER + RATE_WINDOW
+                    {
                         c.proven_rate = c.proven_rate.max(rate);
                     }
                 }
@@ -745,32 +775,8 @@ impl Admission {
         if c.health == Health::Normal {
             c.normal_since = c.normal_since.min(now);
         }
-        self.move_share(&mut c, now);
+        move_share(&mut c, active, now);
         change
-    }
-
-    /// The door's share while pacing: callers reaching voicebot1 kept near the pace (plus a
-    /// margin), whatever the offered load; those refused at the door cost Asterisk a fraction of
-    /// a rejection after `Answer()`.
-    fn move_share(&self, c: &mut Control, now: Instant) {
-        if now.saturating_duration_since(c.share_moved) < SHARE_EVERY {
-            return;
-        }
-        c.share_moved = now;
-        let Some(pace) = c.pace else {
-            c.share = 100.0;
-            return;
-        };
-        if matches!(c.health, Health::Overloaded(_)) {
-            return;
-        }
-        let offered = c.offered.len() as f64 / OFFERED_WINDOW.as_secs_f64();
-        let target = pace.per_s * SHARE_MARGIN;
-        c.share = if offered > target {
-            (c.share * target / offered).max(SHARE_FLOOR)
-        } else {
-            (c.share * 1.25 + 5.0).min(100.0)
-        };
     }
 
     /// What happens to a new caller now, with `active` calls at once (admitted ones included)
@@ -933,6 +939,46 @@ fn cut_pace(c: &mut Control, now: Instant) -> f64 {
     pace.tokens = pace.tokens.min(0.0);
     pace.bound_at = Some(now);
     pace.per_s
+}
+
+/// The door's share while pacing: callers reaching voicebot1 kept near the pace (plus a margin),
+/// whatever the offered load; those refused at the door cost Asterisk a fraction of a rejection
+/// after `Answer()`. The callers arriving at the door are estimated from those that came through
+/// and the share that let them (while the door was not shut).
+fn move_share(c: &mut Control, active: usize, now: Instant) {
+    let shut = matches!(c.health, Health::Overloaded(_)) || c.ceiling.is_some_and(|n| active >= n);
+    if shut {
+        c.open_since = None;
+        return;
+    }
+    if now.saturating_duration_since(c.share_moved) < SHARE_EVERY {
+        return;
+    }
+    c.share_moved = now;
+    let open_since = *c.open_since.get_or_insert(now);
+    let span = now
+        .saturating_duration_since(open_since)
+        .min(OFFERED_WINDOW);
+    if span >= SHARE_EVERY / 2 {
+        let seen = c
+            .offered
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) <= span)
+            .count() as f64
+            / span.as_secs_f64();
+        let arrivals = seen / (c.share / 100.0).max(SHARE_FLOOR / 100.0);
+        c.arrivals = if c.arrivals > 0.0 {
+            (c.arrivals + arrivals) / 2.0
+        } else {
+            arrivals
+        };
+    }
+    c.share = match c.pace {
+        Some(pace) if c.arrivals > 0.0 => {
+            (100.0 * pace.per_s * SHARE_MARGIN / c.arrivals).clamp(SHARE_FLOOR, 100.0)
+        }
+        _ => 100.0,
+    };
 }
 
 /// Drops the entries of `q` older than `keep`.

@@ -400,9 +400,7 @@ fn fake_ari_a_caller_is_rejected_once_a_stalled_asterisk_stays_stalled_past_max_
     let shed = CallIds::new("1764000069.3");
     let arrived = std::time::Instant::now();
     fake.new_inbound_call(&shed.call);
-    assert!(vb
-        .wait_log("call 1764000069.3: PJSIP/", STEP)
-        .is_some());
+    assert!(vb.wait_log("call 1764000069.3: PJSIP/", STEP).is_some());
     let line = vb
         .wait_log("call 1764000069.3: rejected with congestion", STEP)
         .expect("the caller is rejected after waiting");
