@@ -194,7 +194,9 @@ pub fn run_door(shared: &Shared, stop: &Receiver<()>) {
         let (active, _) = load(shared, &shared.registry.lock());
         door.update(shared, shared.admission.door(active), Instant::now());
     }
-    door.update(shared, DoorState::Open, Instant::now());
+    // On the way out the door opens whatever held it shut: no voicebot1 renews it from now on,
+    // and a door shut a moment ago would refuse the next instance's first callers.
+    door.stop(shared);
 }
 
 fn log_change(change: &Change, active: usize) {
@@ -315,6 +317,14 @@ impl Door {
                 }
             }
         }
+    }
+
+    /// Opens the door for good (voicebot1 stops): at once, not held shut, not waiting for a
+    /// retry after a failure.
+    fn stop(&mut self, shared: &Shared) {
+        self.shut_at = None;
+        self.failed_at = None;
+        self.update(shared, DoorState::Open, Instant::now());
     }
 
     /// Lets in `share` percent of new callers (0: none) until 2 s from now, renewed every second.

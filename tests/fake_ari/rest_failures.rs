@@ -527,3 +527,60 @@ fn fake_ari_a_caller_whose_stasis_start_never_came_is_started_by_the_janitor() {
     caller_hangs_up_after_transfer(&fake, &ids);
     finish(&fake, &mut vb);
 }
+
+#[test]
+fn fake_ari_the_door_shut_a_moment_ago_opens_when_voicebot1_stops() {
+    // A stalled Asterisk (its bridge and media requests unanswered) is something the fake does on
+    // demand. Overloaded, voicebot1 shuts Asterisk's door; stopped right after, it must open it:
+    // a door left shut would refuse the next instance's first callers for up to 2 s.
+    let config = Config {
+        admission: "max_wait_ms = 0".into(),
+        ..Config::new()
+    };
+    let (fake, mut vb) = start_pair("door-opens-at-stop", config);
+    fake.set_rule(Rule::prefix(
+        "POST",
+        "/ari/bridges",
+        Action::Delay(Duration::from_secs(4)),
+    ));
+    fake.set_rule(Rule::prefix(
+        "POST",
+        "/ari/channels",
+        Action::Delay(Duration::from_secs(4)),
+    ));
+    fake.new_inbound_call("1764000091.1");
+    std::thread::sleep(Duration::from_millis(300));
+    fake.new_inbound_call("1764000092.1");
+    vb.wait_log(
+        "refuses every new caller at its door",
+        Duration::from_secs(8),
+    )
+    .expect("the door is shut while Asterisk is overloaded");
+    // The share is set first, then the time the door stays shut until.
+    let shut_until = || {
+        fake.global("VOICEBOT1_FULL_UNTIL")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|t| *t > 0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while shut_until().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        shut_until().is_some(),
+        "{:?}",
+        fake.global("VOICEBOT1_FULL_UNTIL")
+    );
+    vb.signal("TERM");
+    assert!(
+        vb.wait_exit(Duration::from_secs(15)).is_some(),
+        "voicebot1 did not stop"
+    );
+    assert_eq!(
+        fake.global("VOICEBOT1_FULL_UNTIL").as_deref(),
+        Some("0"),
+        "the door is left shut after the stop; log:\n{}",
+        vb.log_text()
+    );
+    fake.clear_rules();
+}
