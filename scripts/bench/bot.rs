@@ -351,6 +351,9 @@ fn serve(args: &[String]) {
                 }
             };
             session.set_peer(peers[usize::from(i) % peers.len()]);
+            // As a call does once the caller and the media channel are bridged: a bot's audio
+            // is queued, not played, until then.
+            session.caller_bridged();
             session
         })
         .collect();
@@ -1836,6 +1839,18 @@ fn run(o: &Options) {
     if all.iter().flatten().any(|f| f.offered_percent < 95.0) {
         println!(
             "WARNING: the fake Asterisk sent under 95 % of the caller frames in some rounds (offered%): the machine did not keep up with the load, and those figures are an overload's (try fewer --sessions)"
+        );
+    }
+    // The bots' audio must have been played (50 frames/s per session in the window): a bench
+    // whose sessions play nothing measures only half of the bridge.
+    let expected = f64::from(o.sessions) * 50.0 * o.seconds as f64;
+    if o.bot_audio
+        && subjects.iter().zip(&all).any(|(s, figures)| {
+            s.kind != Kind::Echo && figures.iter().any(|f| (f.played as f64) < 0.9 * expected)
+        })
+    {
+        println!(
+            "WARNING: a bot kind played under 90 % of the bot's frames in some rounds (played): its figures are not those of audio both ways"
         );
     }
     println!("(echo: latency is its round trip, in → out; bots: caller frame in → bot frame out, kernel timestamps)");
