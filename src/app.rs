@@ -355,6 +355,7 @@ fn drain(shared: &Shared, calls: &Scheduler<ActiveCall>, longest: Duration) {
             shared.active_calls(),
             longest.as_secs()
         );
+        calls.post_all(&CallMsg::Hold);
         let half_way = |p: &Phase| matches!(p, Phase::Setup | Phase::Transfer);
         while shared.calls_where(half_way) > 0 && t0.elapsed() < longest {
             std::thread::sleep(Duration::from_millis(20));

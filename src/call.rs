@@ -44,6 +44,11 @@ pub enum Input {
     /// voicebot1 is stopping and handing its calls over to the next instance: no more bot for
     /// this call; a caller with the bot is transferred now, one in set-up right after it.
     Drain,
+    /// voicebot1 is stopping while Asterisk is slow and hands its calls over as they are: a
+    /// caller with the bot stays with it (the next instance transfers it). No transfer starts
+    /// from now on for the bot phase's end or the bot's request: a destination called now could
+    /// answer while no instance runs, and Asterisk would hang it up (no application to enter).
+    Hold,
     /// The bot (a WebSocket bot, not the echo) asked for something or went away; posted by its
     /// session through the call's mailbox, so an event that came first (a hang-up) still wins.
     Bot(BotSays),
@@ -334,6 +339,8 @@ pub struct Call {
     dest: Leg,
     /// Draining: the bot phase ends as soon as it would begin.
     draining: bool,
+    /// Held for a handover as it is (`Input::Hold`): the bot phase does not end here.
+    holding: bool,
     /// The bot asked to leave before the caller was bridged with it: the transfer it asked for
     /// (`Some(None)`: the default destination) starts as soon as set-up completes.
     leave: Option<Option<String>>,
@@ -355,6 +362,7 @@ impl Call {
             media_created: false,
             dest: Leg::None,
             draining: false,
+            holding: false,
             leave: None,
             destination: None,
         };
@@ -382,6 +390,7 @@ impl Call {
             media_created: media,
             dest: Leg::None,
             draining: false,
+            holding: false,
             leave: None,
             destination: None,
         };
@@ -520,7 +529,13 @@ impl Call {
                     Vec::new()
                 }
             }
-            Input::Timer(Timer::MediaPhaseOver) if self.phase == Phase::Media => self.transfer(),
+            Input::Hold => {
+                self.holding = true;
+                Vec::new()
+            }
+            Input::Timer(Timer::MediaPhaseOver) if self.phase == Phase::Media && !self.holding => {
+                self.transfer()
+            }
             Input::Done(Step::Originate, Ok(())) => vec![Action::Ring],
             // Already answered: a StasisStart read after the call was adopted with its
             // destination up.
@@ -609,6 +624,8 @@ impl Call {
         };
         match (self.phase, next) {
             (Phase::Setup | Phase::Media, Err(end)) => self.end(end),
+            // Held for a handover: the next instance transfers the caller.
+            (Phase::Media, Ok(_)) if self.holding => Vec::new(),
             (Phase::Media, Ok(to)) => {
                 self.destination = to;
                 self.transfer()
@@ -1029,6 +1046,20 @@ mod tests {
         c.on(ok(Step::AddCallerAndMedia));
         assert_eq!(c.phase(), Phase::Media);
         c
+    }
+
+    #[test]
+    fn a_call_held_for_a_handover_stays_with_its_bot_and_a_hang_up_still_ends_it() {
+        let mut c = with_bot(AfterBot::Transfer, AfterBot::Transfer);
+        assert_eq!(c.on(Input::Hold), vec![]);
+        // Neither the bot phase's end nor the bot's request starts a transfer now.
+        assert_eq!(c.on(Input::Timer(Timer::MediaPhaseOver)), vec![]);
+        assert_eq!(c.on(Input::Bot(BotSays::Transfer(None))), vec![]);
+        assert_eq!(c.on(Input::Bot(BotSays::Done)), vec![]);
+        assert_eq!(c.phase(), Phase::Media);
+        // The caller hanging up still ends the call.
+        let a = c.on(Input::Left(Role::Caller, Some(16)));
+        assert_eq!(a.last(), Some(&Finish(End::CallerHungUp)));
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub enum CallMsg {
     Shutdown,
     /// A handover stop began: no more bot for this call.
     Drain,
+    /// A handover stop began while Asterisk is slow: the call is handed over as it is.
+    Hold,
     /// A handover stop ends: a call the next instance can take over is forgotten here (left in
     /// Asterisk as it is); any other is ended.
     Handover,

@@ -197,6 +197,7 @@ impl CallHandler {
                 }
             }
             CallMsg::Drain => self.drive(id, state, Input::Drain),
+            CallMsg::Hold => self.drive(id, state, Input::Hold),
             CallMsg::Bot(event) => self.on_bot(id, state, event),
             CallMsg::Handover => match state.take() {
                 Some(live) if live.call.can_hand_over() => {
