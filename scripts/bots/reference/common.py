@@ -707,10 +707,15 @@ async def read_loop(sess: Session, on_text, on_binary) -> None:
                 await sess.hold()
                 return
             msg = await ws.recv()
-            if isinstance(msg, str):
-                await on_text(msg)
-            else:
-                await on_binary(msg)
+            try:
+                if isinstance(msg, str):
+                    await on_text(msg)
+                else:
+                    await on_binary(msg)
+            except ConnectionClosed:
+                # A send of ours failed: the peer has closed. What it sent before its close
+                # frame (twilio's `stop` after the last `media`) is still to be read.
+                continue
     except ConnectionClosed:
         pass
     except asyncio.CancelledError:
