@@ -931,8 +931,17 @@ fn cut_pace(c: &mut Control, now: Instant) -> f64 {
     });
     if first {
         // What overloaded Asterisk: the rate admitted when it slowed down, or the pace if that
-        // was lower.
-        pace.w_max = pace.per_s.min(rate);
+        // was lower. A pace that held callers back lately was the rate Asterisk took: the cut
+        // starts from it, as TCP's from its window (the rate measured then is lowered by the
+        // callers who waited through the slow spells before the overload).
+        let binding = pace
+            .bound_at
+            .is_some_and(|t| now.saturating_duration_since(t) <= RATE_WINDOW);
+        pace.w_max = if binding {
+            pace.per_s
+        } else {
+            pace.per_s.min(rate)
+        };
         pace.per_s = pace.w_max;
     }
     pace.per_s = (pace.per_s * CUT.0 as f64 / CUT.1 as f64).max(PACE_FLOOR);
@@ -1285,6 +1294,58 @@ mod tests {
             a.pace()
         );
         assert_eq!(a.check(110, 5, at(22700)), Verdict::Take);
+    }
+
+    #[test]
+    fn a_second_overload_while_paced_cuts_from_the_pace_not_from_the_rate_callers_waited_through() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Twelve normal seconds at 20 new calls a second, then four slow ones: paced at 12.8.
+        for s in 0..12u64 {
+            for i in 0..20u64 {
+                a.admitted(&CallId(format!("p{s}.{i}")), at(s * 1000 + i * 50));
+            }
+            well(&a, at(s * 1000));
+            a.tick(100, at(s * 1000));
+        }
+        for s in 12..17u64 {
+            loaded(&a, at(s * 1000));
+            a.tick(if s == 12 { 100 } else { 150 }, at(s * 1000));
+        }
+        well(&a, at(17_100));
+        a.tick(150, at(17_100));
+        well(&a, at(17_600));
+        let c = a.tick(150, at(17_600));
+        assert!(
+            matches!(c, Some(Change::Recovered { pace: Some(r), .. }) if (r - 14.4).abs() < 0.01),
+            "{c:?}"
+        );
+        // Three seconds at the pace, 60 callers a second offered: it holds callers back.
+        for step in 0..30u64 {
+            let now = at(17_600 + step * 100);
+            for i in 0..6u64 {
+                if a.check(100, 0, now) == Verdict::Take {
+                    a.admitted(&CallId(format!("q{step}.{i}")), now);
+                }
+            }
+            a.tick(100, now);
+        }
+        // Slow again, callers waiting (none started), until it is an overload.
+        let mut changes = Vec::new();
+        for ms in (20_600..24_000).step_by(100) {
+            loaded(&a, at(ms));
+            changes.extend(a.tick(100, at(ms)));
+        }
+        // From the pace (about 14.4 a second), not from the ~9 a second the last 5 s saw.
+        let pace = changes.iter().find_map(|c| match c {
+            Change::Overloaded { pace, .. } => Some(*pace),
+            _ => None,
+        });
+        assert!(
+            pace.is_some_and(|p| (11.0..12.5).contains(&p)),
+            "{changes:?}"
+        );
     }
 
     #[test]
