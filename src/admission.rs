@@ -1054,6 +1054,19 @@ mod tests {
         answers(a, Operation::Hangup, 1, 5, at);
     }
 
+    /// Twelve normal seconds from `t0`, 20 new callers a second offered and taken.
+    fn twelve_normal_seconds_at_20_a_second(a: &Admission, t0: Instant) {
+        for s in 0..12u64 {
+            for i in 0..20u64 {
+                let at = t0 + Duration::from_millis(s * 1000 + i * 50);
+                a.offered(at);
+                a.admitted(&CallId(format!("p{s}.{i}")), at);
+            }
+            well(a, t0 + Duration::from_secs(s));
+            a.tick(100, t0 + Duration::from_secs(s));
+        }
+    }
+
     /// A loaded second: every operation answers 30-60 times slower.
     fn loaded(a: &Admission, at: Instant) {
         answers(a, Operation::CreateBridge, 40, 5, at);
@@ -1302,13 +1315,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         // Twelve normal seconds at 20 new calls a second, then four slow ones: paced at 12.8.
-        for s in 0..12u64 {
-            for i in 0..20u64 {
-                a.admitted(&CallId(format!("p{s}.{i}")), at(s * 1000 + i * 50));
-            }
-            well(&a, at(s * 1000));
-            a.tick(100, at(s * 1000));
-        }
+        twelve_normal_seconds_at_20_a_second(&a, t0);
         for s in 12..17u64 {
             loaded(&a, at(s * 1000));
             a.tick(if s == 12 { 100 } else { 150 }, at(s * 1000));
@@ -1353,15 +1360,7 @@ mod tests {
         let a = Admission::new(limits(0, 0));
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        // Twelve normal seconds taking 20 new calls a second.
-        for s in 0..12u64 {
-            for i in 0..20u64 {
-                a.offered(at(s * 1000 + i * 50));
-                a.admitted(&CallId(format!("p{s}.{i}")), at(s * 1000 + i * 50));
-            }
-            well(&a, at(s * 1000));
-            a.tick(100, at(s * 1000));
-        }
+        twelve_normal_seconds_at_20_a_second(&a, t0);
         // Then 60 a second, and Asterisk slows down for four seconds: overloaded, paced at 4/5
         // of the 20 a second it was taking, cut again while it stays slow.
         let mut changes = Vec::new();
