@@ -95,11 +95,20 @@ const PACE_FLOOR: f64 = 1.0;
 const PACE_BURST: Duration = Duration::from_millis(250);
 /// …returns to this share of the rate that overloaded Asterisk once it recovers…
 const PACE_RESTORE: f64 = 0.9;
-/// …then rises by this share a second (at least `PACE_RISE_MIN` calls a second)…
+/// …then rises by this share a second (at least `PACE_RISE_MIN` calls a second), doubled for
+/// every `PACE_CALM` Asterisk stayed normal, up to `PACE_RISE_MAX` (CUBIC's convex probe: slow
+/// near the rate that overloaded it, faster the longer the box stays calm)…
 const PACE_RISE: f64 = 0.02;
 const PACE_RISE_MIN: f64 = 0.5;
-/// …and is forgotten after this long without holding anyone back while Asterisk is normal.
-const PACE_FORGET: Duration = Duration::from_secs(30);
+const PACE_RISE_MAX: f64 = 0.2;
+const PACE_CALM: Duration = Duration::from_secs(5);
+/// …is lowered by this share when Asterisk slows down while it holds callers back (a delay
+/// signal, as Vegas backs off before a loss: the probe went past what the box takes)…
+const PACE_BACKOFF: f64 = 0.9;
+/// …and is forgotten after this long without holding anyone back while Asterisk is normal (a
+/// rate learned in one wave of callers is the best guess for the next: kept while unused, it
+/// costs nothing).
+const PACE_FORGET: Duration = Duration::from_secs(120);
 /// Callers reaching voicebot1 are counted over this stretch, for the door's share…
 const OFFERED_WINDOW: Duration = Duration::from_secs(2);
 /// …which lets in this much more than the pace (the waiting list takes the bursts)…
@@ -363,12 +372,15 @@ struct Control {
     open_since: Option<Instant>,
     /// Calls at once over the last [`SETTLED`].
     actives: VecDeque<(Instant, usize)>,
+    /// The last slow reading.
+    last_slow: Option<Instant>,
 }
 
 /// A rate limit on admissions, as TCP's congestion window in rate form: cut by 4/5 every second
 /// while Asterisk is overloaded, back at once to 9/10 of the rate that overloaded it (`w_max`, as
 /// CUBIC returns to its last window) when it recovers, then probing up by a fiftieth a second
-/// while callers are held back by it.
+/// (more the longer Asterisk stays calm) while callers are held back by it; a tenth down when
+/// Asterisk slows down while it holds callers back.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
     per_s: f64,
@@ -435,6 +447,7 @@ impl Admission {
                 arrivals: 0.0,
                 open_since: None,
                 actives: VecDeque::new(),
+                last_slow: None,
             }),
             pending: Mutex::new(HashSet::new()),
         }
@@ -647,6 +660,13 @@ impl Admission {
                 // What Asterisk was taking when it slowed down (callers wait from now on, so
                 // the rate admitted later says nothing about its load).
                 c.overload_rate = rate;
+                // A pace holding callers back went past what the box takes: a step back, before
+                // the slowness turns into an overload.
+                if let Some(p) = c.pace.as_mut() {
+                    if p.bound_at.is_some_and(|t| now.saturating_duration_since(t) <= RISE_EVERY) {
+                        p.per_s = (p.per_s * PACE_BACKOFF).max(PACE_FLOOR);
+                    }
+                }
                 Some(Change::Slowed {
                     why: reading.why.clone(),
                 })
@@ -728,6 +748,9 @@ impl Admission {
                 }
             }
             (Health::Normal, false) => {
+                let calm = c
+                    .last_slow
+                    .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
                 if now.saturating_duration_since(c.normal_since) >= PROVEN_AFTER {
                     c.proven = c.proven.max(active);
                     // A rate is proven only once the calls it brings have settled: after a step
@@ -760,7 +783,7 @@ impl Admission {
                         // Probing only while it holds callers back: a rate nobody uses proves
                         // nothing and would let a burst through.
                         if bound.is_some_and(|b| b <= RISE_EVERY + RISE_EVERY) {
-                            p.per_s += (p.per_s * PACE_RISE).max(PACE_RISE_MIN);
+                            p.per_s += (p.per_s * rise_share(calm)).max(PACE_RISE_MIN);
                         }
                         Some(p)
                     });
@@ -771,6 +794,7 @@ impl Admission {
         };
         if reading.slow {
             c.why = reading.why;
+            c.last_slow = Some(now);
         }
         if c.health == Health::Normal {
             c.normal_since = c.normal_since.min(now);
@@ -905,6 +929,13 @@ impl Admission {
     pub fn taken(&self, call: &CallId) {
         self.pending.lock().remove(call);
     }
+}
+
+/// The pace's rise a second after `calm` with no slow reading: [`PACE_RISE`], doubled every
+/// [`PACE_CALM`], at most [`PACE_RISE_MAX`].
+fn rise_share(calm: Duration) -> f64 {
+    let doublings = (calm.as_secs_f64() / PACE_CALM.as_secs_f64()).min(8.0).floor();
+    (PACE_RISE * doublings.exp2()).min(PACE_RISE_MAX)
 }
 
 /// Cuts the ceiling to 4/5 of the calls at once (never above where it was, never below the
@@ -1411,10 +1442,11 @@ mod tests {
             }
             a.tick(100, now);
         }
-        // Ten seconds: the pace probes up from 14.4 a second (by half a call a second); the door
-        // lets in about 1.25 times the pace, not the 60 offered.
+        // Ten seconds: the pace probes up from 14.4 a second (by half a call a second for the
+        // first five calm seconds, by 4 % a second the next five); the door lets in about 1.25
+        // times the pace, not the 60 offered.
         let pace = a.pace().unwrap_or_default();
-        assert!((18.0..20.0).contains(&pace), "pace {pace}");
+        assert!((19.0..21.0).contains(&pace), "pace {pace}");
         assert!((150..200).contains(&taken), "taken {taken} of {offered}");
         assert!((170..300).contains(&offered), "let in {offered} of 600");
         assert!(
@@ -1422,6 +1454,103 @@ mod tests {
             "{:?}",
             a.door(100)
         );
+    }
+
+    /// Paced at about 14.4 a second after an overload at 16 (the twelve normal seconds, four slow
+    /// ones, recovery at 17.6 s); the pace holds 60 callers a second back for three seconds.
+    fn paced_and_binding(a: &Admission, t0: Instant) -> f64 {
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        twelve_normal_seconds_at_20_a_second(a, t0);
+        for s in 12..17u64 {
+            loaded(a, at(s * 1000));
+            a.tick(if s == 12 { 100 } else { 150 }, at(s * 1000));
+        }
+        well(a, at(17_100));
+        a.tick(150, at(17_100));
+        well(a, at(17_600));
+        a.tick(150, at(17_600));
+        for step in 0..30u64 {
+            let now = at(17_600 + step * 100);
+            for i in 0..6u64 {
+                if a.check(100, 0, now) == Verdict::Take {
+                    a.admitted(&CallId(format!("b{step}.{i}")), now);
+                }
+            }
+            if step % 10 == 0 {
+                well(a, now);
+            }
+            a.tick(100, now);
+        }
+        a.pace().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_slow_spell_while_the_pace_holds_callers_back_steps_it_back_a_tenth() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let before = paced_and_binding(&a, t0);
+        assert!((14.0..17.0).contains(&before), "pace {before}");
+        loaded(&a, at(20_700));
+        assert!(matches!(a.tick(100, at(20_700)), Some(Change::Slowed { .. })));
+        let after = a.pace().unwrap_or_default();
+        assert!((after - before * 0.9).abs() < 0.01, "{before} -> {after}");
+    }
+
+    #[test]
+    fn a_slow_spell_while_the_pace_holds_nobody_back_leaves_it() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        paced_and_binding(&a, t0);
+        // Five quiet seconds: nobody offered, nobody held back.
+        for s in 21..26u64 {
+            well(&a, at(s * 1000));
+            a.tick(100, at(s * 1000));
+        }
+        let before = a.pace();
+        assert!(before.is_some());
+        a.signals.lock().recent.clear();
+        loaded(&a, at(26_000));
+        assert!(matches!(a.tick(100, at(26_000)), Some(Change::Slowed { .. })));
+        assert_eq!(a.pace(), before);
+    }
+
+    #[test]
+    fn a_learned_pace_is_kept_two_minutes_unused_and_probes_faster_the_longer_asterisk_is_calm() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        paced_and_binding(&a, t0);
+        // A minute and a half with no caller: the pace stays, unchanged once nothing probes it.
+        for s in 21..111u64 {
+            well(&a, at(s * 1000));
+            a.tick(20, at(s * 1000));
+        }
+        let learned = a.pace().unwrap_or_default();
+        assert!(learned > 10.0, "pace {learned}");
+        // The next wave: held back by it, and after ninety calm seconds it rises by a fifth a
+        // second, not a fiftieth.
+        for step in 0..10u64 {
+            let now = at(111_000 + step * 100);
+            for i in 0..6u64 {
+                if a.check(100, 0, now) == Verdict::Take {
+                    a.admitted(&CallId(format!("w{step}.{i}")), now);
+                }
+            }
+            a.tick(100, now);
+        }
+        let risen = a.pace().unwrap_or_default();
+        assert!((risen - learned * 1.2).abs() < 0.01, "{learned} -> {risen}");
+        // Unused for two minutes: forgotten.
+        for s in 113..235u64 {
+            well(&a, at(s * 1000));
+            a.tick(20, at(s * 1000));
+        }
+        assert_eq!(a.pace(), None);
+        assert_eq!(rise_share(Duration::ZERO), PACE_RISE);
+        assert_eq!(rise_share(Duration::from_secs(12)), 4.0 * PACE_RISE);
+        assert_eq!(rise_share(Duration::from_secs(600)), PACE_RISE_MAX);
     }
 
     #[test]
