@@ -663,7 +663,9 @@ impl Admission {
                 // A pace holding callers back went past what the box takes: a step back, before
                 // the slowness turns into an overload.
                 if let Some(p) = c.pace.as_mut() {
-                    if p.bound_at.is_some_and(|t| now.saturating_duration_since(t) <= RISE_EVERY) {
+                    if p.bound_at
+                        .is_some_and(|t| now.saturating_duration_since(t) <= RISE_EVERY)
+                    {
                         p.per_s = (p.per_s * PACE_BACKOFF).max(PACE_FLOOR);
                     }
                 }
@@ -934,7 +936,9 @@ impl Admission {
 /// The pace's rise a second after `calm` with no slow reading: [`PACE_RISE`], doubled every
 /// [`PACE_CALM`], at most [`PACE_RISE_MAX`].
 fn rise_share(calm: Duration) -> f64 {
-    let doublings = (calm.as_secs_f64() / PACE_CALM.as_secs_f64()).min(8.0).floor();
+    let doublings = (calm.as_secs_f64() / PACE_CALM.as_secs_f64())
+        .min(8.0)
+        .floor();
     (PACE_RISE * doublings.exp2()).min(PACE_RISE_MAX)
 }
 
@@ -1492,7 +1496,10 @@ mod tests {
         let before = paced_and_binding(&a, t0);
         assert!((14.0..17.0).contains(&before), "pace {before}");
         loaded(&a, at(20_700));
-        assert!(matches!(a.tick(100, at(20_700)), Some(Change::Slowed { .. })));
+        assert!(matches!(
+            a.tick(100, at(20_700)),
+            Some(Change::Slowed { .. })
+        ));
         let after = a.pace().unwrap_or_default();
         assert!((after - before * 0.9).abs() < 0.01, "{before} -> {after}");
     }
@@ -1512,7 +1519,10 @@ mod tests {
         assert!(before.is_some());
         a.signals.lock().recent.clear();
         loaded(&a, at(26_000));
-        assert!(matches!(a.tick(100, at(26_000)), Some(Change::Slowed { .. })));
+        assert!(matches!(
+            a.tick(100, at(26_000)),
+            Some(Change::Slowed { .. })
+        ));
         assert_eq!(a.pace(), before);
     }
 
