@@ -95,13 +95,9 @@ const PACE_FLOOR: f64 = 1.0;
 const PACE_BURST: Duration = Duration::from_millis(250);
 /// …returns to this share of the rate that overloaded Asterisk once it recovers…
 const PACE_RESTORE: f64 = 0.9;
-/// …then rises by this share a second (at least `PACE_RISE_MIN` calls a second), doubled for
-/// every `PACE_CALM` Asterisk stayed normal, up to `PACE_RISE_MAX` (CUBIC's convex probe: slow
-/// near the rate that overloaded it, faster the longer the box stays calm)…
+/// …then rises by this share a second (at least `PACE_RISE_MIN` calls a second)…
 const PACE_RISE: f64 = 0.02;
 const PACE_RISE_MIN: f64 = 0.5;
-const PACE_RISE_MAX: f64 = 0.2;
-const PACE_CALM: Duration = Duration::from_secs(5);
 /// …is lowered by this share when Asterisk slows down while it holds callers back (a delay
 /// signal, as Vegas backs off before a loss: the probe went past what the box takes)…
 const PACE_BACKOFF: f64 = 0.9;
@@ -372,14 +368,12 @@ struct Control {
     open_since: Option<Instant>,
     /// Calls at once over the last [`SETTLED`].
     actives: VecDeque<(Instant, usize)>,
-    /// The last slow reading.
-    last_slow: Option<Instant>,
 }
 
 /// A rate limit on admissions, as TCP's congestion window in rate form: cut by 4/5 every second
 /// while Asterisk is overloaded, back at once to 9/10 of the rate that overloaded it (`w_max`, as
 /// CUBIC returns to its last window) when it recovers, then probing up by a fiftieth a second
-/// (more the longer Asterisk stays calm) while callers are held back by it; a tenth down when
+/// while callers are held back by it; a tenth down when
 /// Asterisk slows down while it holds callers back.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
@@ -447,7 +441,6 @@ impl Admission {
                 arrivals: 0.0,
                 open_since: None,
                 actives: VecDeque::new(),
-                last_slow: None,
             }),
             pending: Mutex::new(HashSet::new()),
         }
@@ -750,9 +743,6 @@ impl Admission {
                 }
             }
             (Health::Normal, false) => {
-                let calm = c
-                    .last_slow
-                    .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
                 if now.saturating_duration_since(c.normal_since) >= PROVEN_AFTER {
                     c.proven = c.proven.max(active);
                     // A rate is proven only once the calls it brings have settled: after a step
@@ -785,7 +775,7 @@ impl Admission {
                         // Probing only while it holds callers back: a rate nobody uses proves
                         // nothing and would let a burst through.
                         if bound.is_some_and(|b| b <= RISE_EVERY + RISE_EVERY) {
-                            p.per_s += (p.per_s * rise_share(calm)).max(PACE_RISE_MIN);
+                            p.per_s += (p.per_s * PACE_RISE).max(PACE_RISE_MIN);
                         }
                         Some(p)
                     });
@@ -796,7 +786,6 @@ impl Admission {
         };
         if reading.slow {
             c.why = reading.why;
-            c.last_slow = Some(now);
         }
         if c.health == Health::Normal {
             c.normal_since = c.normal_since.min(now);
@@ -931,15 +920,6 @@ impl Admission {
     pub fn taken(&self, call: &CallId) {
         self.pending.lock().remove(call);
     }
-}
-
-/// The pace's rise a second after `calm` with no slow reading: [`PACE_RISE`], doubled every
-/// [`PACE_CALM`], at most [`PACE_RISE_MAX`].
-fn rise_share(calm: Duration) -> f64 {
-    let doublings = (calm.as_secs_f64() / PACE_CALM.as_secs_f64())
-        .min(8.0)
-        .floor();
-    (PACE_RISE * doublings.exp2()).min(PACE_RISE_MAX)
 }
 
 /// Cuts the ceiling to 4/5 of the calls at once (never above where it was, never below the
@@ -1446,11 +1426,10 @@ mod tests {
             }
             a.tick(100, now);
         }
-        // Ten seconds: the pace probes up from 14.4 a second (by half a call a second for the
-        // first five calm seconds, by 4 % a second the next five); the door lets in about 1.25
-        // times the pace, not the 60 offered.
+        // Ten seconds: the pace probes up from 14.4 a second (by half a call a second); the door
+        // lets in about 1.25 times the pace, not the 60 offered.
         let pace = a.pace().unwrap_or_default();
-        assert!((19.0..21.0).contains(&pace), "pace {pace}");
+        assert!((18.0..20.0).contains(&pace), "pace {pace}");
         assert!((150..200).contains(&taken), "taken {taken} of {offered}");
         assert!((170..300).contains(&offered), "let in {offered} of 600");
         assert!(
@@ -1527,7 +1506,7 @@ mod tests {
     }
 
     #[test]
-    fn a_learned_pace_is_kept_two_minutes_unused_and_probes_faster_the_longer_asterisk_is_calm() {
+    fn a_learned_pace_is_kept_two_minutes_unused_for_the_next_wave() {
         let a = Admission::new(limits(0, 0));
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
@@ -1539,8 +1518,8 @@ mod tests {
         }
         let learned = a.pace().unwrap_or_default();
         assert!(learned > 10.0, "pace {learned}");
-        // The next wave: held back by it, and after ninety calm seconds it rises by a fifth a
-        // second, not a fiftieth.
+        // The next wave is held back by it, and probes up from it by a fiftieth a second (at
+        // least half a call).
         for step in 0..10u64 {
             let now = at(111_000 + step * 100);
             for i in 0..6u64 {
@@ -1551,16 +1530,13 @@ mod tests {
             a.tick(100, now);
         }
         let risen = a.pace().unwrap_or_default();
-        assert!((risen - learned * 1.2).abs() < 0.01, "{learned} -> {risen}");
+        assert!((risen - learned - 0.5).abs() < 0.01, "{learned} -> {risen}");
         // Unused for two minutes: forgotten.
         for s in 113..235u64 {
             well(&a, at(s * 1000));
             a.tick(20, at(s * 1000));
         }
         assert_eq!(a.pace(), None);
-        assert_eq!(rise_share(Duration::ZERO), PACE_RISE);
-        assert_eq!(rise_share(Duration::from_secs(12)), 4.0 * PACE_RISE);
-        assert_eq!(rise_share(Duration::from_secs(600)), PACE_RISE_MAX);
     }
 
     #[test]
