@@ -102,9 +102,7 @@ impl Handler<ActiveCall> for CallHandler {
     fn handle(&self, id: &CallId, state: &mut Option<ActiveCall>, msg: CallMsg) {
         self.handle_msg(id, state, msg);
         if let Some(live) = state.as_ref() {
-            if let Some(phase) = self.shared.registry.lock().get_mut(id) {
-                *phase = live.call.phase();
-            }
+            self.publish_phase(id, live.call.phase());
         }
     }
 
@@ -510,11 +508,22 @@ impl CallHandler {
                 return;
             }
             let Some(live) = state.as_mut() else { return };
+            // The phase the machine is in before a request that may take long: a stop's drain
+            // counts the calls half-way (a destination being called) from the registry, and a
+            // call whose originate is on its way is one.
+            self.publish_phase(id, live.call.phase());
             if let Some(outcome) = self.perform(id, live, action) {
                 queue.extend(live.call.on(outcome));
             }
         }
         self.send_teardown(id, &mut teardown);
+    }
+
+    /// The call's phase as the registry shows it (to the drain, `/metrics`, admission's count).
+    fn publish_phase(&self, id: &CallId, now: Phase) {
+        if let Some(phase) = self.shared.registry.lock().get_mut(id) {
+            *phase = now;
+        }
     }
 
     fn hangup_channel(&self, id: &CallId, channel: &str, reason: HangupReason) {
