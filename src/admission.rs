@@ -26,8 +26,9 @@
 //!   and in the application, where waiting costs nothing — it waits up to `max_wait` and is
 //!   started as soon as Asterisk answers normally again, else rejected. A stall not caused by
 //!   load leaves no cut behind.
-//! - **Overloaded** (slow for `max_wait` and a second more, or for half of the last five
-//!   seconds — the knee, where slow spells come and go): rejected at once, and the ceiling of calls at
+//! - **Overloaded** (slow for `max_wait` and a second more, for half of the last five
+//!   seconds, or on the third slow spell begun within five — the knee, where slow spells come
+//!   and go): rejected at once, and the ceiling of calls at
 //!   once is cut to 4/5 of the calls active — again every second while Asterisk stays slow (in a
 //!   stall calls do not end, so one cut is not enough). Asterisk is also told to refuse new
 //!   callers at its door, before `Answer()` (`intake`), which costs it a fraction of taking them.
@@ -121,6 +122,10 @@ const UNPROVEN_AFTER: Duration = Duration::from_secs(30);
 /// While normal, the ceiling grows by a twentieth (at least one call) this often.
 const RISE_EVERY: Duration = Duration::from_secs(1);
 const RISE_SHARE: usize = 20;
+/// This many slow spells begun within `HISTORY` are overloaded too: at the knee, Asterisk
+/// answers normally for half a second between spells, and its readings flip within each, so
+/// the time slow alone can stay under half of `HISTORY` while the box is past what it takes.
+const KNEE_SPELLS: usize = 3;
 /// Slow this long past `max_wait` is overloaded: a freeze of a second or two, whose callers
 /// waited, is not.
 const OVERLOAD_MARGIN: Duration = Duration::from_secs(1);
@@ -368,13 +373,15 @@ struct Control {
     open_since: Option<Instant>,
     /// Calls at once over the last [`SETTLED`].
     actives: VecDeque<(Instant, usize)>,
+    /// When the slow spells of the last [`HISTORY`] began.
+    spells: VecDeque<Instant>,
 }
 
 /// A rate limit on admissions, as TCP's congestion window in rate form: cut by 4/5 every second
 /// while Asterisk is overloaded, back at once to 9/10 of the rate that overloaded it (`w_max`, as
 /// CUBIC returns to its last window) when it recovers, then probing up by a fiftieth a second
-/// while callers are held back by it; a tenth down when
-/// Asterisk slows down while it holds callers back.
+/// while callers are held back by it; a tenth down when Asterisk slows down while it holds
+/// callers back.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
     per_s: f64,
@@ -441,6 +448,7 @@ impl Admission {
                 arrivals: 0.0,
                 open_since: None,
                 actives: VecDeque::new(),
+                spells: VecDeque::new(),
             }),
             pending: Mutex::new(HashSet::new()),
         }
@@ -633,6 +641,7 @@ impl Admission {
         prune(&mut c.actives, now, SETTLED, |x| x.0);
         prune(&mut c.starts, now, RATE_WINDOW, |t| *t);
         prune(&mut c.offered, now, OFFERED_WINDOW, |t| *t);
+        prune(&mut c.spells, now, HISTORY, |t| *t);
         // Slow for half of the last HISTORY: the knee, where slow spells come and go. Time, not
         // readings: each reading stands for the time until the next one (a gap counts a tick
         // at most).
@@ -644,12 +653,13 @@ impl Admission {
                 slow_for += until.saturating_duration_since(*at).min(HISTORY_GAP);
             }
         }
-        let spells = slow_for * 2 >= HISTORY;
+        let spells = slow_for * 2 >= HISTORY || c.spells.len() >= KNEE_SPELLS;
         // Admissions a second over the window: what Asterisk carried.
         let rate = c.starts.len() as f64 / RATE_WINDOW.as_secs_f64();
         let change = match (c.health, reading.slow) {
             (Health::Normal, true) => {
                 c.health = Health::Slow(now);
+                c.spells.push_back(now);
                 // What Asterisk was taking when it slowed down (callers wait from now on, so
                 // the rate admitted later says nothing about its load).
                 c.overload_rate = rate;
@@ -1565,6 +1575,60 @@ mod tests {
             overloaded.is_some_and(|ms| (4000..5500).contains(&ms)),
             "{overloaded:?}"
         );
+    }
+
+    #[test]
+    fn a_third_slow_spell_within_five_seconds_is_overload_even_when_the_readings_flip() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        normal(&a, t0);
+        // Spells of 400 ms slow then 600 ms well (the 500 ms that recover, and a tick): 40 % of
+        // the time slow, under the half the time rule.
+        let mut changes = Vec::new();
+        for tick in 0..40u64 {
+            let ms = 1000 + tick * 100;
+            a.signals.lock().recent.clear();
+            if tick % 10 < 4 {
+                loaded(&a, at(ms));
+            } else {
+                normal(&a, at(ms));
+            }
+            changes.extend(a.tick(200, at(ms)).map(|c| (ms, c)));
+        }
+        let slowed: Vec<u64> = changes
+            .iter()
+            .filter(|(_, c)| matches!(c, Change::Slowed { .. }))
+            .map(|(ms, _)| *ms)
+            .collect();
+        let overloaded = changes
+            .iter()
+            .find(|(_, c)| matches!(c, Change::Overloaded { .. }))
+            .map(|(ms, _)| *ms);
+        // Slowed at 1 s and 2 s: waiting only; the third spell, at 3 s, is the knee.
+        assert_eq!(&slowed[..2], &[1000, 2000], "{changes:?}");
+        assert_eq!(overloaded, Some(3100), "{changes:?}");
+    }
+
+    #[test]
+    fn two_slow_spells_within_five_seconds_only_make_callers_wait() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        normal(&a, t0);
+        for tick in 0..70u64 {
+            let ms = 1000 + tick * 100;
+            a.signals.lock().recent.clear();
+            // Slow 1.0-1.4 s and 3.0-3.4 s, then 6.5-6.9 s: never three within 5 s.
+            if matches!(tick, 0..=3 | 20..=23 | 55..=58) {
+                loaded(&a, at(ms));
+            } else {
+                normal(&a, at(ms));
+            }
+            let c = a.tick(200, at(ms));
+            assert!(!matches!(c, Some(Change::Overloaded { .. })), "{ms}: {c:?}");
+        }
+        assert_eq!(a.health(), Health::Normal);
     }
 
     #[test]
