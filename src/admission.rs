@@ -395,6 +395,12 @@ struct Pace {
 }
 
 impl Pace {
+    /// Whether the pace held a caller back within the last `within`.
+    fn held_back_within(&self, within: Duration, now: Instant) -> bool {
+        self.bound_at
+            .is_some_and(|t| now.saturating_duration_since(t) <= within)
+    }
+
     fn refill(&mut self, now: Instant) {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
         self.at = now;
@@ -665,12 +671,12 @@ impl Admission {
                 c.overload_rate = rate;
                 // A pace holding callers back went past what the box takes: a step back, before
                 // the slowness turns into an overload.
-                if let Some(p) = c.pace.as_mut() {
-                    if p.bound_at
-                        .is_some_and(|t| now.saturating_duration_since(t) <= RISE_EVERY)
-                    {
-                        p.per_s = (p.per_s * PACE_BACKOFF).max(PACE_FLOOR);
-                    }
+                if let Some(p) = c
+                    .pace
+                    .as_mut()
+                    .filter(|p| p.held_back_within(RISE_EVERY, now))
+                {
+                    p.per_s = (p.per_s * PACE_BACKOFF).max(PACE_FLOOR);
                 }
                 Some(Change::Slowed {
                     why: reading.why.clone(),
@@ -778,13 +784,12 @@ impl Admission {
                         c.ceiling = (risen <= c.peak.max(FLOOR) * 3 / 2).then_some(risen);
                     }
                     c.pace = c.pace.and_then(|mut p| {
-                        let bound = p.bound_at.map(|t| now.saturating_duration_since(t));
-                        if bound.is_none_or(|b| b >= PACE_FORGET) {
+                        if !p.held_back_within(PACE_FORGET, now) {
                             return None;
                         }
                         // Probing only while it holds callers back: a rate nobody uses proves
                         // nothing and would let a burst through.
-                        if bound.is_some_and(|b| b <= RISE_EVERY + RISE_EVERY) {
+                        if p.held_back_within(RISE_EVERY + RISE_EVERY, now) {
                             p.per_s += (p.per_s * PACE_RISE).max(PACE_RISE_MIN);
                         }
                         Some(p)
@@ -959,10 +964,7 @@ fn cut_pace(c: &mut Control, now: Instant) -> f64 {
         // was lower. A pace that held callers back lately was the rate Asterisk took: the cut
         // starts from it, as TCP's from its window (the rate measured then is lowered by the
         // callers who waited through the slow spells before the overload).
-        let binding = pace
-            .bound_at
-            .is_some_and(|t| now.saturating_duration_since(t) <= RATE_WINDOW);
-        pace.w_max = if binding {
+        pace.w_max = if pace.held_back_within(RATE_WINDOW, now) {
             pace.per_s
         } else {
             pace.per_s.min(rate)
