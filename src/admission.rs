@@ -860,6 +860,28 @@ impl Admission {
         Verdict::Take
     }
 
+    /// The verdict on a caller that has waited `waited` already: taken when it can be, else it
+    /// waits out `max_wait` whatever holds it back, then is rejected. An overload declared
+    /// meanwhile may clear within the wait; and rejecting every waiting caller the moment it is
+    /// declared hangs up all who arrived while Asterisk was slow at once — 200 at 1.5 times a
+    /// fast box's rate, a second in the shedders' queue — where their own deadlines spread
+    /// those hang-ups at the rate the callers came.
+    pub fn check_waiting(
+        &self,
+        active: usize,
+        setting_up: usize,
+        waited: Duration,
+        now: Instant,
+    ) -> Verdict {
+        match self.check(active, setting_up, now) {
+            Verdict::Take => Verdict::Take,
+            Verdict::Wait(why) | Verdict::Reject(why) if waited >= self.limits.max_wait => {
+                Verdict::Reject(Self::waited_too_long(waited, &why))
+            }
+            Verdict::Wait(why) | Verdict::Reject(why) => Verdict::Wait(why),
+        }
+    }
+
     /// A caller that waited `waited` for `why` and is still not to be taken.
     pub fn waited_too_long(waited: Duration, why: &Overload) -> Overload {
         Overload::WaitedTooLong {
@@ -1300,6 +1322,49 @@ mod tests {
             a.tick(100, at(s * 1000));
         }
         assert_eq!(a.ceiling(), None);
+    }
+
+    #[test]
+    fn a_caller_already_waiting_waits_out_its_time_through_an_overload() {
+        let a = Admission::new(limits(0, 0));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for s in 0..7 {
+            normal(&a, at(s * 1000));
+            a.tick(120, at(s * 1000));
+        }
+        for ms in [7100, 8100, 9100, 10100] {
+            loaded(&a, at(ms));
+            a.tick(200, at(ms));
+        }
+        // Overloaded: a new caller is rejected at once…
+        assert!(matches!(
+            a.check(150, 5, at(10100)),
+            Verdict::Reject(Overload::Overloaded { .. })
+        ));
+        // …one that has waited since Asterisk slowed down waits out max_wait…
+        let second = Duration::from_secs(1);
+        assert!(matches!(
+            a.check_waiting(150, 5, second, at(10100)),
+            Verdict::Wait(Overload::Overloaded { .. })
+        ));
+        // …and is rejected then, saying what it waited for.
+        let v = a.check_waiting(150, 5, 2 * second, at(10100));
+        assert!(
+            matches!(&v, Verdict::Reject(Overload::WaitedTooLong { why, .. }) if why.contains("overloaded")),
+            "{v:?}"
+        );
+        // Asterisk answers normally again within the wait: taken.
+        well(&a, at(12200));
+        a.tick(150, at(12200));
+        well(&a, at(12700));
+        a.tick(120, at(12700));
+        assert_eq!(a.check_waiting(120, 5, second, at(12700)), Verdict::Take);
+        // Past the ceiling it waits too, rather than being rejected before its time.
+        assert!(matches!(
+            a.check_waiting(200, 5, second, at(12700)),
+            Verdict::Wait(Overload::Ceiling { .. })
+        ));
     }
 
     #[test]

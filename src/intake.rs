@@ -31,8 +31,9 @@ use crate::ids::CallId;
 use crate::metrics;
 use crate::shared::{Counters, HangUp, Shared, Waiter};
 
-/// Threads that hang up rejected callers.
-pub const SHEDDERS: usize = 32;
+/// Threads that hang up rejected callers. A waiting caller is rejected at its own deadline, so
+/// rejections come at about the rate callers arrive rather than in one burst.
+pub const SHEDDERS: usize = 24;
 
 /// How often the admission thread reads Asterisk's health and looks at the waiting callers.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -218,9 +219,8 @@ fn log_change(change: &Change, active: usize) {
 }
 
 /// Takes the waiting callers Asterisk can take now, first come first served; rejects those that
-/// waited `max_wait`.
+/// waited `max_wait` (an overload declared meanwhile does not cut their wait short).
 fn release_waiting<S: Send>(shared: &Shared, calls: &Scheduler<S>, now: Instant) {
-    let max_wait = shared.config.admission.max_wait;
     loop {
         let (waiter, verdict) = {
             let registry = shared.registry.lock();
@@ -228,10 +228,10 @@ fn release_waiting<S: Send>(shared: &Shared, calls: &Scheduler<S>, now: Instant)
             let Some(first) = waiting.front() else { return };
             let waited = now.saturating_duration_since(first.since);
             let (active, setting_up) = load(shared, &registry);
-            let verdict = match shared.admission.check(active, setting_up, now) {
-                Verdict::Wait(why) if waited >= max_wait => {
-                    Verdict::Reject(Admission::waited_too_long(waited, &why))
-                }
+            let verdict = match shared
+                .admission
+                .check_waiting(active, setting_up, waited, now)
+            {
                 Verdict::Wait(_) => return,
                 v => v,
             };
