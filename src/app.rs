@@ -186,6 +186,7 @@ pub fn run(config: Config, signals: Receiver<()>) -> Result<(), AppError> {
     }
     drop(teardown_rx);
     let n_workers = config.service.workers.max(1);
+    warn_if_over_session_limit(n_workers);
     let (done_tx, done_rx) = crossbeam_channel::unbounded::<usize>();
     let mut workers = Vec::new();
     for i in 0..n_workers {
@@ -592,6 +593,24 @@ impl EventReader {
 }
 
 /// The one line an operator needs when Asterisk refuses the credentials (REST or WebSocket).
+/// Asterisk's default HTTP `sessionlimit` (http.conf): connections past it are closed at once.
+const ASTERISK_SESSION_LIMIT: usize = 100;
+
+/// The connections voicebot1 may hold to Asterisk at once: each worker and its set-up helper,
+/// the shedders, the teardown threads, the door, the janitor and the event WebSocket.
+fn connections_to_asterisk(workers: usize) -> usize {
+    2 * workers + intake::SHEDDERS + TEARDOWN_THREADS + 3
+}
+
+fn warn_if_over_session_limit(workers: usize) {
+    let n = connections_to_asterisk(workers);
+    if n >= ASTERISK_SESSION_LIMIT {
+        warn!(
+            "service.workers = {workers}: voicebot1 may hold {n} connections to Asterisk at once; raise sessionlimit in Asterisk's http.conf above {n} (its default, {ASTERISK_SESSION_LIMIT}, closes the ones past it) or lower service.workers"
+        );
+    }
+}
+
 fn unauthorized(code: u16, user: &str) -> String {
     format!("{code}: check [ari] username/password (user {user:?})")
 }
@@ -618,5 +637,19 @@ fn describe_phase(phase: Phase) -> &'static str {
         Phase::Transfer => "destination called",
         Phase::Connected => "caller and destination connected",
         Phase::Ended => "ended",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_workers_fit_asterisks_default_session_limit() {
+        // 16: `[service] workers`' default (config's tests hold the shipped file to it).
+        assert_eq!(connections_to_asterisk(16), 83);
+        assert!(connections_to_asterisk(16) < ASTERISK_SESSION_LIMIT);
+        assert!(connections_to_asterisk(24) < ASTERISK_SESSION_LIMIT);
+        assert!(connections_to_asterisk(25) >= ASTERISK_SESSION_LIMIT);
     }
 }

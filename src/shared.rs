@@ -130,7 +130,7 @@ pub enum TeardownStep {
 
 /// How many teardown threads run: the hang-ups Asterisk may hold at once before a call's end
 /// waits for a free thread (a worker never does).
-pub const TEARDOWN_THREADS: usize = 32;
+pub const TEARDOWN_THREADS: usize = 24;
 
 /// A teardown thread: performs each [`Teardown`]'s steps in order until `stop` disconnects, then
 /// what is still queued, and returns.

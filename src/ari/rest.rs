@@ -168,8 +168,8 @@ enum Idempotent {
     No,
 }
 
-/// Connections to Asterisk kept open between requests: more than the threads that make them (83
-/// with the default 8 workers: 16 for set-ups, 32 shedders, 32 teardown threads, door, janitor).
+/// Connections to Asterisk kept open between requests: more than the threads that make them (82
+/// with the default 16 workers: 32 for set-ups, 24 shedders, 24 teardown threads, door, janitor).
 const IDLE_CONNECTIONS: usize = 128;
 
 impl AriClient {
