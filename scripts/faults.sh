@@ -57,6 +57,13 @@
 #       (admission.max_calls = 1 and the door turned off). Prints Asterisk's CPU per caller each
 #       way and the ratio. Judged: every caller got its outcome, nothing left in Asterisk.
 #
+# Every fault takes --flow pjsip|local: the destination voicebot1 transfers to. pjsip (default):
+# the SIPp destination behind PJSIP/4438007@AVAYA-endpoint, whose media Asterisk bridges natively.
+# local: Local/602@from-callers, a tone played in the dialplan and relayed frame by frame (as
+# Local channels, IVRs and music on hold are), which costs Asterisk about three times the CPU a
+# call; no SIPp destination runs. And --hog PCT: a CPU hog beside Asterisk for the whole run,
+# taking PCT % of one core (busy PCT ms of every 100 ms), as a slower box would be.
+#
 # Calls caught by the fault itself may fail (Asterisk drops them, or no Stasis app is there to
 # take them): the first run's figures are reported, not judged. What is judged: voicebot1 still
 # (or again) running, the second run's "failed=0 leaked_channels=0 leaked_bridges=0", a clean
@@ -76,9 +83,9 @@ case "$fault" in
     slow-hangup) calls=200 rate=10 hold="1-15" at=0 ;;
     overload) calls=0 rate=0 hold="1-15" at=0 ;;
     reject-cost) calls=400 rate=20 hold="1-2" at=0 ;;
-    *) die "usage: faults.sh restart|kill|restart-voicebot1|bot-kill|hiccup|neighbour|slow-hangup|overload|reject-cost [--signal kill|term] [--random] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
+    *) die "usage: faults.sh restart|kill|restart-voicebot1|bot-kill|hiccup|neighbour|slow-hangup|overload|reject-cost [--signal kill|term] [--random] [--flow pjsip|local] [--hog PCT] [--calls N] [--rate R] [--hold MIN-MAX] [--at S]" ;;
 esac
-signal=term random=0 busy=0 probe_rates="10 20 30 40 50 60 70 80"
+signal=term random=0 busy=0 flow=pjsip hog_pct=0 probe_rates="10 20 30 40 50 60 70 80"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rates) probe_rates="${2:?}"; shift 2 ;;
@@ -88,11 +95,15 @@ while [ $# -gt 0 ]; do
         --at) at="${2:?}"; shift 2 ;;
         --signal) signal="${2:?}"; shift 2 ;;
         --random) random=1; shift ;;
+        --flow) flow="${2:?}"; shift 2 ;;
+        --hog) hog_pct="${2:?}"; shift 2 ;;
         --busy) busy=1; calls=200 rate=20 hold="40-40" at=12; shift ;;
         *) die "unknown option $1" ;;
     esac
 done
 case "$signal" in kill|term) ;; *) die "--signal expects kill or term" ;; esac
+case "$flow" in pjsip) dest=answer ;; local) dest=none ;; *) die "--flow expects pjsip or local" ;; esac
+[[ "$hog_pct" =~ ^[0-9]+$ ]] && [ "$hog_pct" -le 100 ] || die "--hog expects a share of one core, 0-100"
 if [ "$random" = 1 ]; then
     hold="1-40"
     at=$((5 + RANDOM % 26))
@@ -104,15 +115,37 @@ bin="$VB1_TARGET_DIR/release/voicebot1"
 ari GET /asterisk/info >/dev/null 2>&1 || die "the sandbox is not up (scripts/asterisk-sandbox.sh up)"
 
 work="$(mktemp -d /tmp/vb1-faults.XXXXXX)"
-config="$(voicebot1_config "$work")"
+# The flow's voicebot1.toml: FILE as it is (pjsip), or with the transfer to Local/602 (local).
+flow_config() {  # flow_config FILE
+    [ "$flow" = local ] || { echo "$1"; return; }
+    local out; out="$work/$(basename "${1%.toml}")-local.toml"
+    sed 's#^endpoint = "PJSIP/4438007@AVAYA-endpoint"$#endpoint = "Local/602@from-callers"#' "$1" >"$out"
+    grep -q '^endpoint = "Local/602@from-callers"$' "$out" || die "no [transfer] endpoint line to change in $1"
+    echo "$out"
+}
+config="$(flow_config "$(voicebot1_config "$work")")"
+[ "$flow" = pjsip ] || log "flow: voicebot1 transfers to Local/602@from-callers (a tone relayed frame by frame); no SIPp destination"
 bot_pid="" load_pid=""
-ws_bot_pid=""
+ws_bot_pid="" hog_pid=""
 cleanup() {
+    [ -z "$hog_pid" ] || { kill "$hog_pid" 2>/dev/null || true; wait "$hog_pid" 2>/dev/null || true; }
     [ -z "$load_pid" ] || { kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true; }
     [ -z "$bot_pid" ] || stop_helper "$bot_pid" 10
     [ -z "$ws_bot_pid" ] || stop_helper "$ws_bot_pid" 5
 }
 trap cleanup EXIT
+if [ "$hog_pct" -gt 0 ]; then
+    python3 -c '
+import sys, time
+busy = int(sys.argv[1]) / 1000.0
+while True:
+    t = time.monotonic()
+    while time.monotonic() - t < busy:
+        pass
+    time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))' "$hog_pct" &
+    hog_pid=$!
+    log "a CPU hog beside Asterisk for the whole run: $hog_pct % of one core"
+fi
 # The run's logs are removed at the end, unless VB1_KEEP_LOGS=1.
 clean_work() {
     if [ "${VB1_KEEP_LOGS:-0}" = 1 ]; then log "logs kept in $work"; else rm -rf "$work"; fi
@@ -132,7 +165,7 @@ restart_voicebot1() {
     local out="$work/load.out" line far rc=0 adopted
     start_bot voicebot1.log
     log "restart-voicebot1: $calls calls at $rate/s holding ${hold}s; voicebot1 gets SIG${signal^^} at ${at}s and is started again"
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 60 >"$out" 2>&1 &
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest "$dest" --drain-timeout 60 >"$out" 2>&1 &
     load_pid=$!
     sleep "$at"
     local t0=$SECONDS
@@ -179,10 +212,10 @@ bot_kill() {
     local out="$work/load.out" line far rc=0 with_bot lost transferred before at_kill
     start_reference_bot twilio 8790 "$work/bot.jsonl"
     ws_bot_pid=$HELPER_PID
-    config="$(voicebot1_bot_config "$work" ref "ws://127.0.0.1:8790/" "max_s = 120")"
+    config="$(flow_config "$(voicebot1_bot_config "$work" ref "ws://127.0.0.1:8790/" "max_s = 120")")"
     start_bot voicebot1.log
     log "bot-kill: $calls calls at $rate/s holding ${hold}s with bot ref; the bot gets SIGKILL at ${at}s"
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 60 >"$out" 2>&1 &
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest "$dest" --drain-timeout 60 >"$out" 2>&1 &
     load_pid=$!
     sleep "$at"
     with_bot="$(grep -c 'caller and media bridged' "$work/voicebot1.log" || true)"
@@ -234,7 +267,7 @@ disturbance() {
     start_bot voicebot1.log
     local ast0 bot0 t0=$SECONDS; ast0="$(cpu_ms "$ast_pid")" bot0="$(cpu_ms "$bot_pid")"
     log "$fault: $calls calls at $rate/s holding ${hold}s; the fault at ${at}s"
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 60 >"$out" 2>&1 &
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest "$dest" --drain-timeout 60 >"$out" 2>&1 &
     load_pid=$!
     sleep "$at"
     if [ "$fault" = hiccup ]; then
@@ -286,7 +319,7 @@ slow_hangup() {
     local out="$work/load.out" base_p99 p99_now not_taken proxy_pid line rc=0
     start_bot voicebot1-direct.log
     log "slow-hangup: $calls calls at $rate/s straight to ARI (the baseline)"
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer >"$out" 2>&1 || fail "baseline run: $(tail -n 1 "$out")"
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest "$dest" >"$out" 2>&1 || fail "baseline run: $(tail -n 1 "$out")"
     term_and_wait "$bot_pid" 30; bot_pid=""
     base_p99="$(setups "$work/voicebot1-direct.log" | p99)"
     log "baseline: $(tail -n 1 "$out"); set-up p99 ${base_p99} ms"
@@ -299,7 +332,7 @@ slow_hangup() {
     config="$work/proxied.toml"
     start_bot voicebot1.log
     log "slow-hangup: $calls calls at $rate/s through the proxy (one channel hang-up in five held 3 s)"
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 60 >"$out" 2>&1 || rc=$?
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest "$dest" --drain-timeout 60 >"$out" 2>&1 || rc=$?
     line="$(tail -n 1 "$out")"
     term_and_wait "$bot_pid" 30; bot_pid=""
     stop_helper "$proxy_pid" 5
@@ -340,7 +373,7 @@ step() {  # step CALLS RATE DRAIN_S
     from=$(( $(wc -l <"$work/voicebot1.log") + 1 ))
     : >"$work/cpu.samples"
     sample_cpu "$ast_pid" "$work/cpu.samples" & sampler=$!
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$1" --rate "$2" --hold "$hold" --dest answer --drain-timeout "$3" >"$out" 2>&1 || true
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$1" --rate "$2" --hold "$hold" --dest "$dest" --drain-timeout "$3" >"$out" 2>&1 || true
     kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
     STEP_LINE="$(tail -n 1 "$out")"
     STEP_FAILED="$(sed -n 's/.* failed=\([0-9]*\) .*/\1/p' <<<"$STEP_LINE")"
@@ -511,7 +544,7 @@ overload() {
     overload_3x "$sat" "$carried"
 
     # 4. The load gone: a plain run passes, SIGTERM exits 0 with the pool full, Asterisk is empty.
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls 40 --rate 10 --hold 1-10 --dest answer >"$work/second.out" 2>&1 || true
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls 40 --rate 10 --hold 1-10 --dest "$dest" >"$work/second.out" 2>&1 || true
     local second; second="$(tail -n 1 "$work/second.out")"
     log "second run (load gone): $second"
     case "$second" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "second run: $second" ;; esac
@@ -558,7 +591,7 @@ reject_cost() {
     start_bot voicebot1.log
     log "reject-cost: $calls callers at $rate/s, rejected by voicebot1 after Answer() and Stasis (max_calls = 1)"
     out="$work/rest.out"; ast0="$(cpu_ms "$ast_pid")"
-    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 30 >"$out" 2>&1 || true
+    "$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest "$dest" --drain-timeout 30 >"$out" 2>&1 || true
     ast1="$(cpu_ms "$ast_pid")"
     rest_ms=$((ast1 - ast0))
     line="$(tail -n 1 "$out")"
@@ -594,7 +627,7 @@ esac
 
 start_bot voicebot1.log
 log "$fault: load run of $calls calls at $rate/s, fault at ${at}s"
-"$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest answer --drain-timeout 60 \
+"$VB1_SCRIPTS_DIR/loadtest.sh" --calls "$calls" --rate "$rate" --hold "$hold" --dest "$dest" --drain-timeout 60 \
     >"$work/first.out" 2>&1 &
 load_pid=$!
 sleep "$at"
@@ -619,7 +652,7 @@ kill -0 "$bot_pid" 2>/dev/null || fail "voicebot1 is not running after the fault
 # Asterisk may still be booting after a restart; the second run starts once ARI answers.
 for _ in $(seq 1 60); do ari GET /asterisk/info >/dev/null 2>&1 && break; sleep 1; done
 wait_voicebot1_registered "$bot_pid" 60 || fail "voicebot1 did not re-register its Stasis app"
-"$VB1_SCRIPTS_DIR/loadtest.sh" --calls 40 --rate 10 --hold 1-10 --dest answer >"$work/second.out" 2>&1 || true
+"$VB1_SCRIPTS_DIR/loadtest.sh" --calls 40 --rate 10 --hold 1-10 --dest "$dest" >"$work/second.out" 2>&1 || true
 second="$(tail -n 1 "$work/second.out")"
 log "second run (after the fault): $second"
 case "$second" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "second run: $second" ;; esac
