@@ -1116,6 +1116,15 @@ mod tests {
         }
     }
 
+    /// Seven normal seconds from `t0` at 120 calls active: a load the box has proven.
+    fn seven_normal_seconds_at_120_calls(a: &Admission, t0: Instant) {
+        for s in 0..7 {
+            let at = t0 + Duration::from_secs(s);
+            normal(a, at);
+            a.tick(120, at);
+        }
+    }
+
     /// A loaded second: every operation answers 30-60 times slower.
     fn loaded(a: &Admission, at: Instant) {
         answers(a, Operation::CreateBridge, 40, 5, at);
@@ -1252,11 +1261,7 @@ mod tests {
         let a = Admission::new(limits(0, 0));
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        // Six normal seconds at 120 calls: proven.
-        for s in 0..7 {
-            normal(&a, at(s * 1000));
-            a.tick(120, at(s * 1000));
-        }
+        seven_normal_seconds_at_120_calls(&a, t0);
         // Load: 200 calls, everything slow.
         loaded(&a, at(7100));
         assert!(matches!(a.tick(200, at(7100)), Some(Change::Slowed { .. })));
@@ -1329,10 +1334,7 @@ mod tests {
         let a = Admission::new(limits(0, 0));
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        for s in 0..7 {
-            normal(&a, at(s * 1000));
-            a.tick(120, at(s * 1000));
-        }
+        seven_normal_seconds_at_120_calls(&a, t0);
         for ms in [7100, 8100, 9100, 10100] {
             loaded(&a, at(ms));
             a.tick(200, at(ms));
