@@ -592,7 +592,6 @@ impl EventReader {
     }
 }
 
-/// The one line an operator needs when Asterisk refuses the credentials (REST or WebSocket).
 /// Asterisk's default HTTP `sessionlimit` (http.conf): connections past it are closed at once.
 const ASTERISK_SESSION_LIMIT: usize = 100;
 
@@ -611,6 +610,7 @@ fn warn_if_over_session_limit(workers: usize) {
     }
 }
 
+/// The one line an operator needs when Asterisk refuses the credentials (REST or WebSocket).
 fn unauthorized(code: u16, user: &str) -> String {
     format!("{code}: check [ari] username/password (user {user:?})")
 }
