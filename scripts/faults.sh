@@ -390,6 +390,7 @@ not_taken_reasons() {
            if ($0 ~ /admission\.max_calls/) r = "max_calls"
            else if ($0 ~ /admission\.max_setups/) r = "max_setups"
            else if ($0 ~ /the ceiling learned/) r = "learned ceiling"
+           else if ($0 ~ /callers wait for it already/) r = "learned rate, its queue full"
            else if ($0 ~ /calls a second, the rate learned/) r = "learned rate"
            else if ($0 ~ /Asterisk is overloaded/) r = "Asterisk overloaded"
            else if ($0 ~ /Asterisk is slow/) r = "Asterisk slow"

@@ -109,6 +109,9 @@ const PACE_BACKOFF: f64 = 0.9;
 /// rate learned in one wave of callers is the best guess for the next: kept while unused, it
 /// costs nothing).
 const PACE_FORGET: Duration = Duration::from_secs(120);
+/// Callers waiting for the pace alone are kept to what it starts within this share of
+/// `max_wait`.
+const PACE_QUEUE: f64 = 0.5;
 /// Callers reaching voicebot1 are counted over this stretch, for the door's share…
 const OFFERED_WINDOW: Duration = Duration::from_secs(2);
 /// …which lets in this much more than the pace (the waiting list takes the bursts)…
@@ -165,6 +168,11 @@ pub enum Overload {
     Paced {
         per_s: f64,
     },
+    /// Held back by the pace, with enough callers waiting for it already.
+    PaceQueue {
+        per_s: f64,
+        waiting: usize,
+    },
     /// The caller waited `max_wait` and could still not be taken: why it waited.
     WaitedTooLong {
         waited: Duration,
@@ -181,7 +189,7 @@ impl Overload {
             Overload::Setups { .. } => NotTaken::Setups,
             Overload::Slow { .. } | Overload::Overloaded { .. } => NotTaken::Slow,
             Overload::Unanswered { .. } => NotTaken::Unanswered,
-            Overload::Paced { .. } => NotTaken::Paced,
+            Overload::Paced { .. } | Overload::PaceQueue { .. } => NotTaken::Paced,
             Overload::WaitedTooLong { .. } => NotTaken::WaitedTooLong,
         }
     }
@@ -210,6 +218,10 @@ impl fmt::Display for Overload {
             Overload::Paced { per_s } => write!(
                 f,
                 "taking at most {per_s:.1} calls a second, the rate learned from Asterisk's overloads"
+            ),
+            Overload::PaceQueue { per_s, waiting } => write!(
+                f,
+                "taking at most {per_s:.1} calls a second, the rate learned from Asterisk's overloads, and {waiting} callers wait for it already"
             ),
             Overload::WaitedTooLong { waited, why } => {
                 write!(f, "waited {:.1} s: {why}", waited.as_secs_f64())
@@ -906,6 +918,24 @@ impl Admission {
             }
             Verdict::Wait(why) | Verdict::Reject(why) => Verdict::Wait(why),
         }
+    }
+
+    /// Whether a new caller held back by the pace (`why`) is turned away at once, with `queued`
+    /// callers waiting for the pace already: when the pace would take more than half of
+    /// `max_wait` to start them. While the pace binds, more callers come than it lets in, so
+    /// some are turned away whatever the wait; a queue kept full for `max_wait` made every
+    /// caller served wait all of it in silence (set-up median 2 s in the 1.5x run) and those
+    /// turned away wait it too before their congestion. Callers waiting for a slow Asterisk are
+    /// not counted: a brief slowness is what waiting is for.
+    pub fn pace_queue_full(&self, why: &Overload, queued: usize) -> Option<Overload> {
+        let Overload::Paced { per_s } = why else {
+            return None;
+        };
+        let room = (per_s * self.limits.max_wait.as_secs_f64() * PACE_QUEUE).ceil();
+        (queued as f64 >= room.max(1.0)).then_some(Overload::PaceQueue {
+            per_s: *per_s,
+            waiting: queued,
+        })
     }
 
     /// A caller that waited `waited` for `why` and is still not to be taken.
@@ -1630,6 +1660,27 @@ mod tests {
         let settling: Vec<f64> = (32..48u64).map(|s| bind(s, 220)).collect();
         let every_second = settling[10..].windows(2).all(|w| w[1] > w[0]);
         assert!(every_second, "{settling:?}");
+    }
+
+    #[test]
+    fn callers_held_back_by_the_pace_queue_for_half_of_max_wait_at_most() {
+        let a = Admission::new(limits(0, 0));
+        let paced = Overload::Paced { per_s: 20.0 };
+        // max_wait 2 s: at 20 a second, 20 callers waiting for the pace start within a second.
+        assert_eq!(a.pace_queue_full(&paced, 19), None);
+        assert!(matches!(
+            a.pace_queue_full(&paced, 20),
+            Some(Overload::PaceQueue { waiting: 20, .. })
+        ));
+        assert_eq!(
+            a.pace_queue_full(&paced, 20).map(|o| o.reason()),
+            Some(NotTaken::Paced)
+        );
+        // A slow Asterisk is what waiting is for: no bound but MAX_WAITING (intake's).
+        let slow = Overload::Slow { why: "late".into() };
+        assert_eq!(a.pace_queue_full(&slow, 250), None);
+        // A pace of one call every two seconds still lets one caller wait.
+        assert_eq!(a.pace_queue_full(&Overload::Paced { per_s: 0.5 }, 0), None);
     }
 
     #[test]

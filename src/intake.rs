@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender};
 use log::{debug, info, warn};
 
-use crate::admission::{Admission, Change, DoorState, Rejection, Verdict};
+use crate::admission::{Admission, Change, DoorState, Overload, Rejection, Verdict};
 use crate::ari::HangupReason;
 use crate::call::Phase;
 use crate::config::OnOverload;
@@ -95,6 +95,14 @@ pub fn offer<S: Send>(shared: &Shared, calls: &Scheduler<S>, call: CallId, calle
                 drop(waiting);
                 let why = Admission::waited_too_long(Duration::ZERO, &why);
                 return not_taken(shared, calls, call, caller, why);
+            }
+            let queued = waiting
+                .iter()
+                .filter(|w| matches!(w.why, Overload::Paced { .. }))
+                .count();
+            if let Some(full) = shared.admission.pace_queue_full(&why, queued) {
+                drop(waiting);
+                return not_taken(shared, calls, call, caller, full);
             }
             if waiting.is_empty() {
                 info!(
