@@ -60,7 +60,7 @@
 # Every fault takes --flow pjsip|local: the destination voicebot1 transfers to. pjsip (default):
 # the SIPp destination behind PJSIP/4438007@AVAYA-endpoint, whose media Asterisk bridges natively.
 # local: Local/602@from-callers, a tone played in the dialplan and relayed frame by frame (as
-# Local channels, IVRs and music on hold are), which costs Asterisk about three times the CPU a
+# Local channels, IVRs and music on hold are), which costs Asterisk four to five times the CPU a
 # call; no SIPp destination runs. And --hog PCT: a CPU hog beside Asterisk for the whole run,
 # taking PCT % of one core (busy PCT ms of every 100 ms), as a slower box would be.
 #
