@@ -254,7 +254,8 @@ pub enum Health {
     Normal,
     /// Slow since then: new callers wait.
     Slow(Instant),
-    /// Slow for `max_wait` and more, since then: new callers are rejected.
+    /// Slow for `max_wait` and more, since then: new callers wait (and are rejected when their
+    /// wait runs out), Asterisk's door is shut, the limits are cut.
     Overloaded(Instant),
 }
 
@@ -274,8 +275,8 @@ impl Health {
 pub enum Change {
     /// Normal → slow: new callers wait.
     Slowed { why: String },
-    /// Slow for `max_wait`: new callers are rejected; the ceiling and the pace (calls a second)
-    /// are now these.
+    /// Slow for `max_wait`: the door shut, new callers wait out `max_wait` (taken if Asterisk
+    /// recovers by then); the ceiling and the pace (calls a second) are now these.
     Overloaded {
         why: String,
         active: usize,
@@ -859,10 +860,19 @@ impl Admission {
         }
         let mut c = self.control.lock();
         let waits = !l.max_wait.is_zero();
+        // While Asterisk is slow or overloaded a new caller waits: the overloads seen at 1.5
+        // and 3 times a box's rate last a second or two, and a rejection now is a hang-up sent
+        // to an Asterisk that answers it slowest now (it queued behind the shedders for up to a
+        // second), where a waiting caller costs it nothing more and is taken once it recovers.
+        // The door is shut meanwhile, so few come; a sustained overload still rejects them, at
+        // the end of their wait.
         match c.health {
             Health::Normal => {}
             Health::Slow(_) if waits => {
                 return Verdict::Wait(Overload::Slow { why: c.why.clone() })
+            }
+            Health::Overloaded(_) if waits => {
+                return Verdict::Wait(Overload::Overloaded { why: c.why.clone() })
             }
             Health::Slow(_) | Health::Overloaded(_) => {
                 return Verdict::Reject(Overload::Overloaded { why: c.why.clone() })
@@ -1341,9 +1351,15 @@ mod tests {
             ),
             "{c:?}"
         );
+        // A new caller waits (it is rejected at the end of its wait if the overload lasts);
+        // the door is shut.
         assert!(matches!(
             a.check(150, 5, at(10100)),
-            Verdict::Reject(Overload::Overloaded { .. })
+            Verdict::Wait(Overload::Overloaded { .. })
+        ));
+        assert!(matches!(
+            a.check_waiting(150, 5, Duration::from_secs(2), at(10100)),
+            Verdict::Reject(Overload::WaitedTooLong { .. })
         ));
         assert_eq!(a.door(150), DoorState::Share(0));
         // Still slow a second later, calls not ending: cut again.
@@ -1396,10 +1412,11 @@ mod tests {
             loaded(&a, at(ms));
             a.tick(200, at(ms));
         }
-        // Overloaded: a new caller is rejected at once…
+        // Overloaded: a new caller waits too (a hang-up now would reach Asterisk when it
+        // answers slowest)…
         assert!(matches!(
             a.check(150, 5, at(10100)),
-            Verdict::Reject(Overload::Overloaded { .. })
+            Verdict::Wait(Overload::Overloaded { .. })
         ));
         // …one that has waited since Asterisk slowed down waits out max_wait…
         let second = Duration::from_secs(1);

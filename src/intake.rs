@@ -38,7 +38,7 @@ pub const SHEDDERS: usize = 24;
 /// How often the admission thread reads Asterisk's health and looks at the waiting callers.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// Callers waiting at most at once; beyond, a new one is rejected as if Asterisk were overloaded.
+/// Callers waiting at most at once; beyond, a new one is rejected at once.
 const MAX_WAITING: usize = 300;
 
 /// How far ahead the door is kept shut, and how often that is renewed while full.
@@ -212,7 +212,7 @@ fn log_change(change: &Change, active: usize) {
     match change {
         Change::Slowed { why } => info!("admission: Asterisk is slow ({why}) with {active} calls active: new callers wait"),
         Change::Overloaded { why, active, ceiling, pace } => warn!(
-            "admission: Asterisk is overloaded ({why}) with {active} calls active: rejecting new callers, then taking at most {ceiling} calls at once and {pace:.1} a second"
+            "admission: Asterisk is overloaded ({why}) with {active} calls active: door shut, new callers wait, then taking at most {ceiling} calls at once and {pace:.1} a second"
         ),
         Change::CutAgain { why, active, ceiling, pace } => {
             warn!("admission: Asterisk is still overloaded ({why}) with {active} calls active: taking at most {ceiling} calls at once and {pace:.1} a second")

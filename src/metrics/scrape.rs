@@ -21,7 +21,7 @@ pub struct Live {
     /// The ceiling of calls at once admission learned; `None` while it has learned none.
     pub ceiling: Option<usize>,
     /// Asterisk's health as admission reads it: 0 normal, 1 slow (new callers wait), 2
-    /// overloaded (new callers are rejected).
+    /// overloaded (the door shut; new callers wait, then are rejected).
     pub admission: u8,
     /// New callers waiting for a briefly slow Asterisk (or for the pace).
     pub waiting: usize,
@@ -150,7 +150,7 @@ pub fn render(r: &Registry, live: &Live) -> String {
     w.family(
         "voicebot1_admission_state",
         Kind::Gauge,
-        "Asterisk's health as admission reads it: 0 normal, 1 slow (new callers wait up to [admission] max_wait_ms), 2 overloaded (new callers are rejected, and refused at Asterisk's door).",
+        "Asterisk's health as admission reads it: 0 normal, 1 slow (new callers wait up to [admission] max_wait_ms), 2 overloaded (new callers refused at Asterisk's door; those that reach voicebot1 wait up to [admission] max_wait_ms, then are rejected).",
     );
     w.sample("voicebot1_admission_state", &[], live.admission);
     w.family(
