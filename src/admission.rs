@@ -28,10 +28,12 @@
 //!   load leaves no cut behind.
 //! - **Overloaded** (slow for `max_wait` and a second more, for half of the last five
 //!   seconds, or on the third slow spell begun within five — the knee, where slow spells come
-//!   and go): rejected at once, and the ceiling of calls at
-//!   once is cut to 4/5 of the calls active — again every second while Asterisk stays slow (in a
-//!   stall calls do not end, so one cut is not enough). Asterisk is also told to refuse new
-//!   callers at its door, before `Answer()` (`intake`), which costs it a fraction of taking them.
+//!   and go): Asterisk is told to refuse new callers at its door, before `Answer()` (`intake`),
+//!   which costs it a fraction of taking them; a caller that reaches voicebot1 anyway waits out
+//!   `max_wait` as in a slow spell (a hang-up sent now would reach Asterisk in the stall itself)
+//!   and is rejected if the overload lasts. The ceiling of calls at once is cut to 4/5 of the
+//!   calls active — again every second while Asterisk stays slow (in a stall calls do not end,
+//!   so one cut is not enough).
 //!
 //! Recovery follows the evidence: once Asterisk has answered normally for [`RECOVER_AFTER`], an
 //! overload that came at a load the box had proven to carry (calls at once that stayed normal
@@ -860,12 +862,11 @@ impl Admission {
         }
         let mut c = self.control.lock();
         let waits = !l.max_wait.is_zero();
-        // While Asterisk is slow or overloaded a new caller waits: the overloads seen at 1.5
-        // and 3 times a box's rate last a second or two, and a rejection now is a hang-up sent
-        // to an Asterisk that answers it slowest now (it queued behind the shedders for up to a
-        // second), where a waiting caller costs it nothing more and is taken once it recovers.
-        // The door is shut meanwhile, so few come; a sustained overload still rejects them, at
-        // the end of their wait.
+        // While Asterisk is slow or overloaded a new caller waits. The overloads of the 1.5x
+        // and 3x runs last a second or two; a rejection now would be a hang-up sent into the
+        // stall (one held every shedder for up to a second), where a waiting caller costs
+        // Asterisk nothing more and is taken once it recovers. The door is shut meanwhile, so
+        // few come; a sustained overload still rejects them, each at the end of its wait.
         match c.health {
             Health::Normal => {}
             Health::Slow(_) if waits => {
