@@ -168,8 +168,8 @@ enum Idempotent {
     No,
 }
 
-/// Connections to Asterisk kept open between requests: more than the threads that make them (82
-/// with the default 16 workers: 32 for set-ups, 24 shedders, 24 teardown threads, door, janitor).
+/// Connections to Asterisk kept open between requests: more than the threads that make them (90
+/// with the default 20 workers: 40 for set-ups, 24 shedders, 24 teardown threads, door, janitor).
 const IDLE_CONNECTIONS: usize = 128;
 
 impl AriClient {

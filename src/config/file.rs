@@ -471,7 +471,7 @@ impl RawTransfer {
 
 impl RawService {
     fn validate(self, c: &mut Check) -> Option<ServiceConfig> {
-        let workers = c.integer("service.workers", self.workers, 16, 1, 256) as usize;
+        let workers = c.integer("service.workers", self.workers, 20, 1, 256) as usize;
         let level = c.string("service.log_level", self.log_level, "info");
         let log_file = c
             .opt_string("service.log_file", self.log_file)

@@ -425,7 +425,7 @@ mod tests {
         assert_eq!(c.ari.rest_base, "http://127.0.0.1:8088/ari");
         assert_eq!(c.ari.ws_base, "ws://127.0.0.1:8088/ari");
         assert_eq!((c.media.port_min, c.media.port_max), (26500, 26999));
-        assert_eq!(c.service.workers, 16);
+        assert_eq!(c.service.workers, 20);
         assert_eq!(c.media.phase, Duration::from_secs(7));
         assert_eq!(
             (c.ari.ping_interval, c.ari.pong_timeout),
