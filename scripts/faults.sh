@@ -39,7 +39,7 @@
 #       without the proxy. Judged: no caller rejected, and the calls' set-up p99 no worse than
 #       twice (or 20 ms more than) the run without the proxy.
 #   scripts/faults.sh overload [--rates "10 20 …"] [--hold MIN-MAX]
-#       More callers than the box carries. First the saturation rate: 20 s at each rate (default
+#       More callers than the box carries. First the saturation rate: 30 s at each rate (default
 #       10, 20 … 80 calls/s, holding 1-15 s) until Asterisk's busiest 5 s pass 85 % of the machine,
 #       voicebot1 sheds over 1 % of the callers, or a call fails. Then 1.5 times that rate for
 #       30 s: every call must be served (bot, then transfer) or given its fast outcome (rejected
@@ -429,9 +429,9 @@ overload_3x() {  # overload_3x SAT CARRIED
     rate=$((sat * 3)); n=$((rate * 30))
     curl -sf --max-time 5 "$metrics" >"$work/metrics.before" || { fail "cannot scrape $metrics"; return; }
     log "overload: $n calls at $rate calls/s (3 x $sat) holding ${hold}s"
-    local t0=$SECONDS ast0 bot0; ast0="$(cpu_ms "$ast_pid")" bot0="$(cpu_ms "$bot_pid")"
+    local t0=$SECONDS ast0 bot0 box0; ast0="$(cpu_ms "$ast_pid")" bot0="$(cpu_ms "$bot_pid")" box0="$(machine_busy_ms)"
     step "$n" "$rate" 60
-    local secs=$((SECONDS - t0)) ast1 bot1; ast1="$(cpu_ms "$ast_pid")" bot1="$(cpu_ms "$bot_pid")"
+    local secs=$((SECONDS - t0)) ast1 bot1 box1; ast1="$(cpu_ms "$ast_pid")" bot1="$(cpu_ms "$bot_pid")" box1="$(machine_busy_ms)"
     curl -sf --max-time 5 "$metrics" >"$work/metrics.after" || { fail "cannot scrape $metrics"; return; }
     read -r p99 timeouts requests <<<"$(rest_figures "$work/metrics.before" "$work/metrics.after")"
     served="$(grep -c 'caller and media bridged in' "$STEP_LOG" || true)"
@@ -441,13 +441,12 @@ overload_3x() {  # overload_3x SAT CARRIED
     echo "served with the bot: $served ($per_s per second; the saturation rate is $sat, the box carried $carried); not taken by voicebot1: $STEP_SHED; refused at Asterisk's door: ${refused:-0}"
     echo "REST during the run: $requests requests, p99 at most ${p99} s (a histogram bucket's bound), $timeouts timed out"
     grep -E 'admission: ' "$STEP_LOG" | cut -c12-23,31- | cut -c1-200 | head -n 8 || true
-    awk -v a="$((ast1 - ast0))" -v b="$((bot1 - bot0))" -v s="$secs" -v p="$STEP_PEAK" -v n="$n" -v r="${refused:-0}" -v sh="$STEP_SHED" \
-        'BEGIN { printf "CPU over %d s (%% of one core): Asterisk %.0f %% (busiest 5 s: %d %%), voicebot1 %.1f %%\n", s, a/s/10, p, b/s/10 }'
+    awk -v a="$((ast1 - ast0))" -v b="$((bot1 - bot0))" -v m="$((box1 - box0))" -v s="$secs" -v p="$STEP_PEAK" -v c="$(nproc)" \
+        'BEGIN { printf "CPU over %d s (%% of one core): Asterisk %.0f %% (busiest 5 s: %d %%), voicebot1 %.1f %%, the rest (SIPp, the others) %.0f %%; the machine %.0f %% of %d %%\n", s, a/s/10, p, b/s/10, (m-a-b)/s/10, m/s/10, c*100 }'
     case "$STEP_LINE" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "3 x run: not every call got its outcome, or Asterisk was not clean 60 s after the last call: $STEP_LINE" ;; esac
     awk -v p="$p99" 'BEGIN { exit !(p <= 1) }' || fail "REST p99 was over 1 s (up to ${p99} s) during the 3 x run"
     [ "$timeouts" = 0 ] || fail "$timeouts REST requests timed out during the 3 x run"
-    # Judged against what the box carried: the saturation rate is the first step that broke it
-    # (20 s steps: the calls at once of a longer run at that rate are more than it carries).
+    # Judged against what the box carried: the saturation rate is the first step that broke it.
     if ! awk -v s="$per_s" -v c="$carried" 'BEGIN { exit !(s >= 0.8 * c) }'; then
         # Is it Asterisk's SIP side? The same offered load, every caller refused at the door,
         # voicebot1 out of the path.
@@ -477,13 +476,16 @@ overload() {
     ast_pid="$(cat "$VB1_RUN_DIR/asterisk.pid" 2>/dev/null || true)"
     [ -n "$ast_pid" ] && kill -0 "$ast_pid" 2>/dev/null || die "no Asterisk pid in $VB1_RUN_DIR/asterisk.pid"
 
-    # 1. The saturation rate: 20 s at each rate until Asterisk's busiest 5 s pass 85 % of the
+    # 1. The saturation rate: 30 s at each rate until Asterisk's busiest 5 s pass 85 % of the
     #    machine (170 % of one core on 2 cores), voicebot1 sheds more than 1 % of the callers, or a
-    #    call fails.
-    local limit=$(( $(nproc) * 85 ))
+    #    call fails. As long as the runs judged against it: calls at once grow for the first
+    #    ~15 s of a step (a call lasts up to 15 s), and Asterisk stalls with calls at once, not
+    #    with the rate — in 20 s steps its first slow spells at 50 calls/s came 12–19 s in, and a
+    #    step that ended before they cost a caller "carried" a rate the box does not hold for 30.
+    local limit=$(( $(nproc) * 85 )) search_s=30
     log "overload: looking for the rate at which Asterisk saturates (busiest 5 s over ${limit} % CPU, or shedding, or failures)"
     for rate in $probe_rates; do
-        n=$((rate * 20))
+        n=$((rate * search_s))
         step "$n" "$rate" 60
         log "  $rate calls/s: $STEP_LINE; Asterisk CPU peak ${STEP_PEAK} %; not taken: $STEP_SHED"
         if [ "$STEP_PEAK" -ge "$limit" ] || [ $((STEP_SHED * 100)) -gt "$n" ] || [ "${STEP_FAILED:-1}" != 0 ]; then
@@ -504,10 +506,10 @@ overload() {
     rate=$(( sat * 3 / 2 )); n=$((rate * 30))
     log "overload: $n calls at $rate calls/s (1.5 x $sat) holding ${hold}s"
     local t0=$SECONDS bot0; bot0="$(cpu_ms "$bot_pid")"
-    local ast0; ast0="$(cpu_ms "$ast_pid")"
+    local ast0 box0; ast0="$(cpu_ms "$ast_pid")" box0="$(machine_busy_ms)"
     step "$n" "$rate" 60
     secs=$((SECONDS - t0))
-    local ast1 bot1; ast1="$(cpu_ms "$ast_pid")" bot1="$(cpu_ms "$bot_pid")"
+    local ast1 bot1 box1; ast1="$(cpu_ms "$ast_pid")" bot1="$(cpu_ms "$bot_pid")" box1="$(machine_busy_ms)"
     log "load run: $STEP_LINE"
     kill -0 "$bot_pid" 2>/dev/null || fail "voicebot1 is not running after the overload"
     case "$STEP_LINE" in *" failed=0 leaked_channels=0 leaked_bridges=0") ;; *) fail "not every call was served or given its outcome, or Asterisk was not clean 60 s after the last call: $STEP_LINE" ;; esac
@@ -535,8 +537,8 @@ overload() {
     fi
     echo "set-up failures: $(grep -c 'failed: \|set-up timed out' "$blog" || true); janitor lines: $(grep -c 'janitor: ' "$blog" || true)"
     grep -E 'failed: |set-up timed out' "$blog" | head -n 3 | sed 's/^/  e.g. /' || true
-    awk -v a="$((ast1 - ast0))" -v b="$((bot1 - bot0))" -v s="$secs" -v p="$STEP_PEAK" \
-        'BEGIN { printf "CPU over %d s (%% of one core): Asterisk %.0f %% (busiest 5 s: %d %%), voicebot1 %.1f %%\n", s, a/s/10, p, b/s/10 }'
+    awk -v a="$((ast1 - ast0))" -v b="$((bot1 - bot0))" -v m="$((box1 - box0))" -v s="$secs" -v p="$STEP_PEAK" -v c="$(nproc)" \
+        'BEGIN { printf "CPU over %d s (%% of one core): Asterisk %.0f %% (busiest 5 s: %d %%), voicebot1 %.1f %%, the rest (SIPp, the others) %.0f %%; the machine %.0f %% of %d %%\n", s, a/s/10, p, b/s/10, (m-a-b)/s/10, m/s/10, c*100 }'
 
     local shed_1_5="$STEP_SHED"
     # 3. Three times the saturation rate for 30 s: Asterisk stays responsive (REST p99 under 1 s,

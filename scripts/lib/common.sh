@@ -470,6 +470,12 @@ cpu_ms() {  # cpu_ms PID
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%d", ($12 + $13) * 1000 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# CPU time the whole machine has been busy so far (every core, everything but idle and iowait),
+# in ms, from /proc/stat: beside Asterisk's and voicebot1's, what the rest (SIPp) took.
+machine_busy_ms() {
+    awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" { printf "%d", ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / hz; exit }' /proc/stat
+}
+
 # SIGTERM a process we started and wait (bounded) for it; sets TERM_RC to
 # its exit status (124 if it had to be killed). Not to be called in $(...):
 # only this shell can wait for its own child.
