@@ -1751,9 +1751,9 @@ mod tests {
         (taken, offered)
     }
 
-    /// Paced after an overload (the twelve normal seconds, four slow ones, recovery at 17.6 s),
-    /// then 60 callers a second at the door for five seconds: the share the door lets in.
-    fn paced_with_60_a_second_at_the_door(a: &Admission, t0: Instant) -> u8 {
+    /// Twelve normal seconds at 20 a second, four slow ones with 150 calls at once (overloaded
+    /// at 16 a second), Asterisk normal again at 17.6 s: paced at 14.4.
+    fn overloaded_at_16_a_second_and_recovered(a: &Admission, t0: Instant) {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         twelve_normal_seconds_at_20_a_second(a, t0);
         for s in 12..17u64 {
@@ -1764,6 +1764,13 @@ mod tests {
         a.tick(150, at(17_100));
         well(a, at(17_600));
         a.tick(150, at(17_600));
+    }
+
+    /// Paced after an overload (the twelve normal seconds, four slow ones, recovery at 17.6 s),
+    /// then 60 callers a second at the door for five seconds: the share the door lets in.
+    fn paced_with_60_a_second_at_the_door(a: &Admission, t0: Instant) -> u8 {
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        overloaded_at_16_a_second_and_recovered(a, t0);
         callers_at_the_door(a, at(17_600), 50, 6);
         match a.door(100) {
             DoorState::Share(share) => share,
@@ -1835,15 +1842,7 @@ mod tests {
     /// ones, recovery at 17.6 s); the pace holds 60 callers a second back for three seconds.
     fn paced_and_binding(a: &Admission, t0: Instant) -> f64 {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        twelve_normal_seconds_at_20_a_second(a, t0);
-        for s in 12..17u64 {
-            loaded(a, at(s * 1000));
-            a.tick(if s == 12 { 100 } else { 150 }, at(s * 1000));
-        }
-        well(a, at(17_100));
-        a.tick(150, at(17_100));
-        well(a, at(17_600));
-        a.tick(150, at(17_600));
+        overloaded_at_16_a_second_and_recovered(a, t0);
         for step in 0..30u64 {
             let now = at(17_600 + step * 100);
             for i in 0..6u64 {
@@ -2019,25 +2018,39 @@ mod tests {
         );
     }
 
+    /// `ticks` ticks of 100 ms from `from_ms` after `t0` with `active` calls: slow spells of
+    /// 400 ms, then 600 ms of answers as fast as ever (each tick judged on its own answers), and
+    /// no caller taken. The changes, with when (ms after `t0`).
+    fn slow_spells(
+        a: &Admission,
+        t0: Instant,
+        from_ms: u64,
+        ticks: u64,
+        active: usize,
+    ) -> Vec<(u64, Change)> {
+        let mut changes = Vec::new();
+        for tick in 0..ticks {
+            let ms = from_ms + tick * 100;
+            let now = t0 + Duration::from_millis(ms);
+            a.signals.lock().recent.clear();
+            if tick % 10 < 4 {
+                loaded(a, now);
+            } else {
+                well(a, now);
+            }
+            changes.extend(a.tick(active, now).map(|c| (ms, c)));
+        }
+        changes
+    }
+
     #[test]
     fn a_third_slow_spell_within_five_seconds_is_overload_even_when_the_readings_flip() {
         let a = Admission::new(limits(0, 0));
         let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
         normal(&a, t0);
         // Spells of 400 ms slow then 600 ms well (the 500 ms that recover, and a tick): 40 % of
         // the time slow, under the half the time rule.
-        let mut changes = Vec::new();
-        for tick in 0..40u64 {
-            let ms = 1000 + tick * 100;
-            a.signals.lock().recent.clear();
-            if tick % 10 < 4 {
-                loaded(&a, at(ms));
-            } else {
-                normal(&a, at(ms));
-            }
-            changes.extend(a.tick(200, at(ms)).map(|c| (ms, c)));
-        }
+        let changes = slow_spells(&a, t0, 1000, 40, 200);
         let slowed: Vec<u64> = changes
             .iter()
             .filter(|(_, c)| matches!(c, Change::Slowed { .. }))
@@ -2056,21 +2069,13 @@ mod tests {
     fn at_the_knee_the_rate_that_overloaded_asterisk_is_the_one_before_its_first_slow_spell() {
         let a = Admission::new(limits(0, 0));
         let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
         twelve_normal_seconds_at_20_a_second(&a, t0);
         // Then spells of 400 ms slow, 600 ms well, while callers wait through each and few are
         // taken between them: the third spell, at 14 s, is the knee.
-        let mut changes = Vec::new();
-        for tick in 0..25u64 {
-            let ms = 12_000 + tick * 100;
-            a.signals.lock().recent.clear();
-            if tick % 10 < 4 {
-                loaded(&a, at(ms));
-            } else {
-                well(&a, at(ms));
-            }
-            changes.extend(a.tick(150, at(ms)));
-        }
+        let changes: Vec<Change> = slow_spells(&a, t0, 12_000, 25, 150)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
         // Paced at 4/5 of what Asterisk took before it first slowed down (20 a second over the
         // last 5 s at 12 s), not of the fewer taken while its callers waited (12 a second at
         // 14 s, which made 9.6).
