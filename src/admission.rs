@@ -996,9 +996,11 @@ impl Admission {
         // Let in by the share of now or of a second ago, the higher: a caller let in just
         // before the share went down reaches voicebot1 after, and counted at the new share it
         // reads as arrivals rising (the share fell again, and the door let in half the pace).
-        let share = match c.pace {
-            Some(_) if c.share.max(c.share_before) < 99.5 => c.share.max(c.share_before),
-            _ => 100.0,
+        let higher = c.share.max(c.share_before);
+        let share = if c.pace.is_some() && higher < 99.5 {
+            higher
+        } else {
+            100.0
         };
         c.offered.push_back((now, share));
         if c.offered.len() > MAX_SAMPLES {
